@@ -1,0 +1,57 @@
+# Sluice's build. `make test` is the one command that runs every test, locally and in CI:
+# it installs and builds what the integration suites need (etcd from Debian, kube-apiserver
+# from the Go module proxy), caching both outside the work tree so later runs skip the build.
+
+GO      ?= go
+KUBE_VERSION := v1.37.2
+TOOLS   ?= $(HOME)/.cache/sluice/bin
+APISERVER := $(TOOLS)/kube-apiserver-$(KUBE_VERSION)
+
+export SLUICE_KUBE_APISERVER := $(APISERVER)
+export SLUICE_ETCD := $(shell command -v etcd 2>/dev/null || echo /usr/bin/etcd)
+
+.PHONY: test vet unit tools etcd bench fuzz
+
+## test: gofmt, vet, then every unit and integration test under the race detector.
+test: vet tools
+	$(GO) test -race -count=1 -timeout 25m -tags integration ./...
+
+## unit: the tests that need no external process (quick inner loop).
+unit:
+	$(GO) test -race ./...
+
+vet:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./...
+
+## tools: etcd and kube-apiserver for the integration suites (cached).
+tools: etcd $(APISERVER)
+
+etcd:
+	@command -v etcd >/dev/null 2>&1 || { \
+	  echo "installing etcd-server from Debian"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server) >/dev/null || \
+	  { echo "could not install etcd-server: run 'apt-get install etcd-server' as root"; exit 1; }; }
+
+# The version is in the file name, so a cached binary is reused until KUBE_VERSION changes.
+$(APISERVER):
+	@mkdir -p $(TOOLS)
+	@echo "building kube-apiserver $(KUBE_VERSION) (first build takes several minutes; cached after)"
+	cd internal/kubetest/apiserver && $(GO) build -o $@ k8s.io/kubernetes/cmd/kube-apiserver
+
+## bench: every benchmark, with allocations.
+bench:
+	$(GO) test -run=NONE -bench=. -benchmem ./...
+
+## fuzz: a short run of every fuzz target (FUZZTIME each).
+FUZZTIME ?= 10s
+fuzz:
+	@set -e; for f in $$(git grep -l '^func Fuzz' -- '*_test.go'); do \
+	  pkg=./$$(dirname $$f); \
+	  for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | cut -d' ' -f2); do \
+	    echo "fuzz $$pkg $$t"; \
+	    $(GO) test -run=NONE -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	  done; \
+	done

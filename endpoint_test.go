@@ -1,0 +1,45 @@
+package sluice
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+func TestOutcomeClassification(t *testing.T) {
+	tests := []struct {
+		o                       Outcome
+		counts, gateway, server bool
+	}{
+		{Outcome{Status: 200}, true, false, false},
+		{Outcome{Status: 404}, true, false, false},
+		{Outcome{Status: 500}, true, false, true},
+		{Outcome{Status: 502}, true, true, true},
+		{Outcome{Status: 503}, true, true, true},
+		{Outcome{Status: 504}, true, true, true},
+		{Outcome{Failure: ConnectFailure}, true, true, true},
+		{Outcome{Failure: ConnectionFailure}, true, true, true},
+		{Outcome{Failure: Timeout}, true, true, true},
+		{Outcome{Failure: Canceled}, false, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.o.Failure.String()+"/"+statusText(tt.o.Status), func(t *testing.T) {
+			assert.Equal(t, tt.counts, tt.o.Counts(), "Counts")
+			assert.Equal(t, tt.gateway, tt.o.GatewayFailure(), "GatewayFailure")
+			assert.Equal(t, tt.server, tt.o.ServerError(), "ServerError")
+		})
+	}
+}
+
+func statusText(s int) string { return string(rune('0'+s/100)) + string(rune('0'+s/10%10)) + string(rune('0'+s%10)) }
+
+func TestEndpointDefaults(t *testing.T) {
+	var e Endpoint
+	assert.Equal(t, Ready, e.State, "the zero State is Ready")
+	assert.Equal(t, uint32(1), e.EffectiveWeight())
+	e.Weight = 7
+	assert.Equal(t, uint32(7), e.EffectiveWeight())
+	assert.Equal(t, "terminating", Terminating.String())
+	assert.Equal(t, "unhealthy", Unhealthy.String())
+	assert.Equal(t, "timeout", Timeout.String())
+}
