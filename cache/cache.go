@@ -1,0 +1,676 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Options configures a [Cache]. The zero value is a usable configuration.
+type Options struct {
+	// Store holds the entries. Nil means a [MemoryStore] of MaxBytes that expires entries on
+	// the Now clock.
+	Store Store
+	// MaxBytes bounds the default store; see [MemoryOptions.MaxBytes]. Zero means 64 MiB.
+	// It is ignored when Store is set.
+	MaxBytes int64
+	// MaxObjectSize is the largest body the cache stores. Larger bodies stream to the client
+	// uncached; the cache buffers at most this much of a body while it decides. Zero means
+	// 1 MiB.
+	MaxObjectSize int64
+	// Name identifies this cache in the Cache-Status field (RFC 9211). Empty means "sluice".
+	Name string
+	// TagHeader names the response field that carries purge tags, separated by commas or
+	// spaces (as Fastly's Surrogate-Key and Cloudflare's Cache-Tag do). Empty means
+	// "Cache-Tag".
+	TagHeader string
+	// CollapseTimeout bounds how long a request waits for another, identical request that is
+	// already fetching from the origin before it goes to the origin itself. Zero means 10s.
+	CollapseTimeout time.Duration
+	// StaleRetention is how long an entry is kept after it becomes stale (beyond its
+	// stale-while-revalidate and stale-if-error windows) so that it can still be validated
+	// with a conditional request or served to a request that allows max-stale. Zero means 1h.
+	StaleRetention time.Duration
+	// MaxRefreshes bounds the background revalidations that stale-while-revalidate starts;
+	// when that many are running, a stale hit is served without starting another.
+	// Zero means 16.
+	MaxRefreshes int
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+	// Logger receives failures of background revalidations. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Cache is a shared HTTP cache (RFC 9111) in front of an http.Handler. Create one with [New]
+// and wrap handlers with [Cache.Handler]; call [Cache.Close] to stop background
+// revalidations.
+type Cache struct {
+	store     Store
+	now       func() time.Time
+	name      string
+	tagHeader string
+	maxObject int64
+	collapse  time.Duration
+	retention time.Duration
+	log       *slog.Logger
+
+	flights flightGroup
+
+	refreshes chan struct{} // a slot per running background revalidation
+	ctx       context.Context
+	cancel    context.CancelFunc
+	mu        sync.Mutex // mu protects closed and orders wg.Add before wg.Wait
+	closed    bool
+	wg        sync.WaitGroup
+}
+
+// New returns a Cache configured by opts.
+func New(opts Options) (*Cache, error) {
+	switch {
+	case opts.MaxObjectSize < 0:
+		return nil, fmt.Errorf("cache: MaxObjectSize must be ≥ 0, got %d", opts.MaxObjectSize)
+	case opts.CollapseTimeout < 0:
+		return nil, fmt.Errorf("cache: CollapseTimeout must be ≥ 0, got %v", opts.CollapseTimeout)
+	case opts.StaleRetention < 0:
+		return nil, fmt.Errorf("cache: StaleRetention must be ≥ 0, got %v", opts.StaleRetention)
+	case opts.MaxRefreshes < 0:
+		return nil, fmt.Errorf("cache: MaxRefreshes must be ≥ 0, got %d", opts.MaxRefreshes)
+	case strings.ContainsAny(opts.Name, ",;=\" \t\r\n"):
+		return nil, fmt.Errorf("cache: Name must be a token, got %q", opts.Name)
+	}
+	c := &Cache{
+		store:     opts.Store,
+		now:       opts.Now,
+		name:      cmp(opts.Name, "sluice"),
+		tagHeader: http.CanonicalHeaderKey(cmp(opts.TagHeader, "Cache-Tag")),
+		maxObject: opts.MaxObjectSize,
+		collapse:  opts.CollapseTimeout,
+		retention: opts.StaleRetention,
+		log:       opts.Logger,
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.maxObject == 0 {
+		c.maxObject = 1 << 20
+	}
+	if c.collapse == 0 {
+		c.collapse = 10 * time.Second
+	}
+	if c.retention == 0 {
+		c.retention = time.Hour
+	}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	if c.store == nil {
+		s, err := NewMemoryStore(MemoryOptions{MaxBytes: opts.MaxBytes, Now: c.now})
+		if err != nil {
+			return nil, err
+		}
+		c.store = s
+	}
+	if opts.MaxRefreshes == 0 {
+		opts.MaxRefreshes = 16
+	}
+	c.refreshes = make(chan struct{}, opts.MaxRefreshes)
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c, nil
+}
+
+func cmp(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// Close cancels running background revalidations, waits for them to return and stops new
+// ones from starting. The cache keeps serving and storing in the foreground.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.cancel()
+	c.mu.Unlock()
+	c.wg.Wait()
+	return nil
+}
+
+// Handler returns a handler that answers from the cache where RFC 9111 allows and passes the
+// rest to next, storing what it may.
+func (c *Cache) Handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.serve(w, r, next)
+	})
+}
+
+// Purge removes the stored responses for an absolute URL (every variant of it). It returns
+// an error if rawURL is not absolute.
+func (c *Cache) Purge(rawURL string) error {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return fmt.Errorf("cache: purge: %w", err)
+	}
+	if u.Scheme == "" || u.Host == "" {
+		return fmt.Errorf("cache: purge: URL %q is not absolute", rawURL)
+	}
+	c.store.Delete(keyOf(u.Scheme, u.Host, u.EscapedPath(), u.RawQuery))
+	return nil
+}
+
+// PurgePrefix removes every stored response whose URL starts with prefix, such as
+// "https://example.com/static/". The scheme and host must be lower case. It returns how many
+// entries it removed.
+func (c *Cache) PurgePrefix(prefix string) int {
+	return c.store.Purge(Selector{Prefix: keyVersion + prefix})
+}
+
+// PurgeTag removes every stored response the origin tagged with tag (see
+// [Options.TagHeader]) and returns how many it removed.
+func (c *Cache) PurgeTag(tag string) int {
+	if tag == "" {
+		return 0
+	}
+	return c.store.Purge(Selector{Tag: tag})
+}
+
+// keyVersion starts every key; change it when the key layout changes.
+const keyVersion = "1|"
+
+// keyOf builds the primary cache key: version, scheme, lower-cased host, path and query.
+func keyOf(scheme, host, path, query string) string {
+	host = strings.ToLower(host)
+	if path == "" {
+		path = "/"
+	}
+	if query == "" {
+		return keyVersion + scheme + "://" + host + path
+	}
+	return keyVersion + scheme + "://" + host + path + "?" + query
+}
+
+func requestScheme(r *http.Request) string {
+	switch {
+	case r.URL.Scheme != "":
+		return strings.ToLower(r.URL.Scheme)
+	case r.TLS != nil:
+		return "https"
+	}
+	return "http"
+}
+
+func requestKey(r *http.Request) string {
+	host := r.Host
+	if host == "" {
+		host = r.URL.Host
+	}
+	return keyOf(requestScheme(r), host, r.URL.EscapedPath(), r.URL.RawQuery)
+}
+
+func variantKey(key, generation, vary string) string {
+	return key + "\x00" + generation + "\x00" + vary
+}
+
+// serve is the middleware.
+func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		c.forwardMethod(w, r, next)
+		return
+	}
+	if _, ok := r.Header["Upgrade"]; ok {
+		c.pass(w, r, next, "bypass", "upgrade")
+		return
+	}
+	reqCC := requestCacheControl(r.Header)
+	key := requestKey(r)
+	e, varyMiss := c.lookup(key, r)
+	_, ranged := r.Header["Range"]
+	if e != nil {
+		u, age, fwdRequest := decide(e, reqCC, c.now())
+		switch u {
+		case useFresh, useStale:
+			c.serveEntry(w, r, e, age, nil)
+			return
+		case useStaleAsync:
+			c.refresh(key, r, e, next)
+			c.serveEntry(w, r, e, age, []string{c.statusValue(e, age, "hit", "", "stale-while-revalidate")})
+			return
+		}
+		if reqCC.has(ccOnlyIfCached) {
+			c.gatewayTimeout(w)
+			return
+		}
+		reason := "stale"
+		if fwdRequest {
+			reason = "request"
+		}
+		if ranged {
+			c.pass(w, r, next, reason, "range")
+			return
+		}
+		c.fetch(w, r, next, key, e, reason, reqCC, !fwdRequest && !credentialed(r))
+		return
+	}
+	if reqCC.has(ccOnlyIfCached) {
+		c.gatewayTimeout(w)
+		return
+	}
+	reason := "uri-miss"
+	if varyMiss {
+		reason = "vary-miss"
+	}
+	if ranged {
+		// A miss for a range is passed on as it is: fetching the whole representation to
+		// answer a small range could cost far more than the range.
+		c.pass(w, r, next, reason, "range")
+		return
+	}
+	collapse := !credentialed(r) && !reqCC.has(ccNoCache|ccNoStore)
+	c.fetch(w, r, next, key, nil, reason, reqCC, collapse)
+}
+
+// credentialed reports whether a request carries credentials, which keeps it out of request
+// collapsing: it neither waits for another request's response nor makes others wait for its
+// own.
+func credentialed(r *http.Request) bool {
+	_, auth := r.Header["Authorization"]
+	_, cookie := r.Header["Cookie"]
+	return auth || cookie
+}
+
+// lookup finds the stored response for a request, following the variant index for responses
+// with Vary. varyMiss reports that the URL has variants but none for this request.
+func (c *Cache) lookup(key string, r *http.Request) (e *Entry, varyMiss bool) {
+	e, ok := c.store.Get(key)
+	if !ok {
+		return nil, false
+	}
+	if e.Status != 0 {
+		return e, false
+	}
+	vk := varyKey(e.Vary, r.Header)
+	v, ok := c.store.Get(variantKey(key, e.VaryKey, vk))
+	if !ok || v.Status == 0 || v.VaryKey != vk {
+		return nil, true
+	}
+	return v, false
+}
+
+// put stores a prepared response for the request that fetched it.
+func (c *Cache) put(key string, r *http.Request, e *Entry) {
+	now := c.now()
+	ttl := max(e.m.lifetime-e.currentAge(now), 0) + max(c.retention,
+		seconds(e.m.cc.staleWhileRevalidate), seconds(e.m.cc.staleIfError))
+	if len(e.Vary) == 0 {
+		c.store.Set(key, e, ttl)
+		return
+	}
+	idx, ok := c.store.Get(key)
+	if !ok || idx.Status != 0 || !slices.Equal(idx.Vary, e.Vary) {
+		idx = &Entry{Vary: e.Vary, VaryKey: newGeneration()}
+		idx.prepare(c.name)
+	}
+	c.store.Set(key, idx, ttl+c.retention)
+	c.store.Set(variantKey(key, idx.VaryKey, e.VaryKey), e, ttl)
+}
+
+func newGeneration() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// newEntry builds a prepared entry from a complete response to r.
+func (c *Cache) newEntry(r *http.Request, status int, h http.Header, body []byte, reqTime, respTime time.Time) *Entry {
+	sh := storedHeader(h)
+	sh["Content-Length"] = []string{strconv.Itoa(len(body))}
+	if _, ok := sh["Date"]; !ok {
+		sh["Date"] = []string{respTime.UTC().Format(http.TimeFormat)}
+	}
+	e := &Entry{
+		Status:       status,
+		Header:       sh,
+		Body:         body,
+		RequestTime:  reqTime,
+		ResponseTime: respTime,
+		Tags:         tags(sh[c.tagHeader]),
+	}
+	if names := varyNames(sh); len(names) > 0 {
+		e.Vary = names
+		e.VaryKey = varyKey(names, r.Header)
+	}
+	e.prepare(c.name)
+	return e
+}
+
+func tags(lines []string) []string {
+	var out []string
+	for _, l := range lines {
+		out = append(out, strings.FieldsFunc(l, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })...)
+	}
+	return out
+}
+
+// serveEntry answers a request from a stored response. cacheStatus replaces the default
+// "hit" Cache-Status value when it is not nil.
+func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *Entry, age time.Duration, cacheStatus []string) {
+	h := w.Header()
+	for k, v := range e.m.hitHeader {
+		h[k] = v
+	}
+	ageValue, hit := e.hitHeaderValues(age)
+	h["Age"] = ageValue
+	if cacheStatus == nil {
+		cacheStatus = hit
+	}
+	h["Cache-Status"] = cacheStatus
+
+	if e.Status == http.StatusOK {
+		_, rng := r.Header["Range"]
+		_, im := r.Header["If-Match"]
+		_, ius := r.Header["If-Unmodified-Since"]
+		if rng || im || ius {
+			// Ranges (single and multipart, 206 and 416) and the remaining preconditions are
+			// what http.ServeContent implements; it sets Content-Length itself.
+			delete(h, "Content-Length")
+			http.ServeContent(w, r, "", e.m.lastModified, bytes.NewReader(e.Body))
+			return
+		}
+	}
+	if e.Status/100 == 2 {
+		_, inm := r.Header["If-None-Match"]
+		_, ims := r.Header["If-Modified-Since"]
+		if inm || ims {
+			lm := e.m.lastModified
+			if lm.IsZero() {
+				lm = e.m.date // RFC 9111 §4.3.2
+			}
+			if notModified(r, e.m.etag, lm) {
+				writeNotModified(w)
+				return
+			}
+		}
+	}
+	w.WriteHeader(e.Status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(e.Body)
+	}
+}
+
+// writeNotModified sends a 304 with the header already in w, less the fields that describe a
+// body it does not have.
+func writeNotModified(w http.ResponseWriter) {
+	h := w.Header()
+	delete(h, "Content-Length")
+	delete(h, "Content-Type")
+	delete(h, "Content-Encoding")
+	w.WriteHeader(http.StatusNotModified)
+}
+
+func (c *Cache) gatewayTimeout(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Cache-Status", c.name+"; detail=only-if-cached")
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusGatewayTimeout)
+	_, _ = w.Write([]byte("cache: only-if-cached and no stored response can be used\n"))
+}
+
+// statusValue formats a Cache-Status value for a response built from e at age: the upstream
+// members stored with e, then this cache's.
+func (c *Cache) statusValue(e *Entry, age time.Duration, kind, fwdStatus, detail string) string {
+	var b strings.Builder
+	for _, v := range e.Header["Cache-Status"] {
+		b.WriteString(v)
+		b.WriteString(", ")
+	}
+	b.WriteString(c.name)
+	b.WriteString("; ")
+	b.WriteString(kind)
+	if fwdStatus != "" {
+		b.WriteString("; fwd-status=")
+		b.WriteString(fwdStatus)
+	}
+	b.WriteString("; ttl=")
+	b.WriteString(strconv.FormatInt(int64((e.m.lifetime-age)/time.Second), 10))
+	if detail != "" {
+		b.WriteString("; detail=")
+		b.WriteString(detail)
+	}
+	return b.String()
+}
+
+// forwardValue formats this cache's Cache-Status member for a forwarded response.
+func (c *Cache) forwardValue(reason string, status int, stored bool, detail string) string {
+	s := c.name + "; fwd=" + reason + "; fwd-status=" + strconv.Itoa(status)
+	if stored {
+		s += "; stored"
+	}
+	if detail != "" {
+		s += "; detail=" + detail
+	}
+	return s
+}
+
+// pass forwards a request without looking at or storing the response, adding Cache-Status.
+func (c *Cache) pass(w http.ResponseWriter, r *http.Request, next http.Handler, reason, detail string) {
+	next.ServeHTTP(&passWriter{ResponseWriter: w, c: c, reason: reason, detail: detail}, r)
+}
+
+// forwardMethod passes on a request whose method the cache does not serve, and invalidates
+// the stored responses an unsafe method may have changed (RFC 9111 §4.4).
+func (c *Cache) forwardMethod(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	pw := &passWriter{ResponseWriter: w, c: c, reason: "method"}
+	if isUnsafe(r.Method) {
+		pw.onHeader = func(status int, h http.Header) {
+			if status >= 200 && status < 400 {
+				c.invalidate(r, h)
+			}
+		}
+	}
+	next.ServeHTTP(pw, r)
+}
+
+// invalidate removes the target URI and the same-origin Location and Content-Location
+// targets of a successful unsafe request.
+func (c *Cache) invalidate(r *http.Request, h http.Header) {
+	c.store.Delete(requestKey(r))
+	scheme := requestScheme(r)
+	host := r.Host
+	if host == "" {
+		host = r.URL.Host
+	}
+	base := &url.URL{Scheme: scheme, Host: host, Path: r.URL.Path, RawQuery: r.URL.RawQuery}
+	for _, name := range []string{"Location", "Content-Location"} {
+		v := h.Get(name)
+		if v == "" {
+			continue
+		}
+		u, err := base.Parse(v)
+		if err != nil || !strings.EqualFold(u.Scheme, scheme) || !strings.EqualFold(u.Host, host) {
+			continue // only the same origin (§4.4), so one origin cannot purge another's
+		}
+		c.store.Delete(keyOf(scheme, host, u.EscapedPath(), u.RawQuery))
+	}
+}
+
+// fetch forwards a miss or a validation, collapsing it with identical ones when collapse is
+// set. stale is the stored response to validate, or nil.
+func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, next http.Handler, key string, stale *Entry,
+	reason string, reqCC cacheControl, collapse bool) {
+	for attempt := 0; collapse && attempt < 3; attempt++ {
+		f, leader := c.flights.join(key)
+		if leader {
+			defer c.flights.finish(key, f, flightIncomplete)
+			c.forward(w, r, next, key, stale, reason, reqCC, f)
+			return
+		}
+		timer := time.NewTimer(c.collapse)
+		select {
+		case <-f.done:
+			timer.Stop()
+		case <-timer.C:
+			collapse = false
+			continue
+		case <-r.Context().Done():
+			timer.Stop()
+			return
+		}
+		switch f.result {
+		case flightStored:
+			if e, _ := c.lookup(key, r); e != nil {
+				if u, age, _ := decide(e, reqCC, c.now()); u == useFresh || u == useStale {
+					c.serveEntry(w, r, e, age, []string{c.statusValue(e, age, "fwd="+reason, strconv.Itoa(e.Status)+"; collapsed", "")})
+					return
+				}
+				stale = e
+			}
+			collapse = false
+		case flightUncacheable:
+			collapse = false
+		case flightIncomplete:
+			// The leader's client went away or its handler failed: try to lead or follow again.
+		}
+	}
+	c.forward(w, r, next, key, stale, reason, reqCC, nil)
+}
+
+// forward sends the request upstream (as a GET, with the cache's own validators when stale
+// is set) and streams the response to w, storing it when it may.
+func (c *Cache) forward(w http.ResponseWriter, r *http.Request, next http.Handler, key string, stale *Entry,
+	reason string, reqCC cacheControl, f *flight) {
+	for {
+		out := r.Clone(r.Context())
+		out.Method = http.MethodGet // HEAD is answered from a GET, which can then be stored
+		// The client's validators are answered here, against the full response.
+		delete(out.Header, "If-None-Match")
+		delete(out.Header, "If-Modified-Since")
+		if stale != nil {
+			if stale.m.etag != "" {
+				out.Header["If-None-Match"] = []string{stale.m.etag}
+			}
+			if lm := stale.Header.Get("Last-Modified"); lm != "" {
+				out.Header["If-Modified-Since"] = []string{lm}
+			}
+		}
+		fw := &fetchWriter{
+			c: c, client: w, req: r, out: out, key: key, stale: stale, reason: reason,
+			reqCC: reqCC, flight: f, reqTime: c.now(), header: make(http.Header),
+		}
+		next.ServeHTTP(fw, out)
+		if fw.finish() {
+			return
+		}
+		stale = nil // a 304 that did not match what is stored: ask again, unconditionally
+	}
+}
+
+// refresh starts a background revalidation of a stale entry for stale-while-revalidate,
+// unless one is running for the key, MaxRefreshes are running, or the cache is closed.
+func (c *Cache) refresh(key string, r *http.Request, stale *Entry, next http.Handler) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	select {
+	case c.refreshes <- struct{}{}:
+	default:
+		return
+	}
+	f, leader := c.flights.join(key)
+	if !leader {
+		<-c.refreshes
+		return
+	}
+	// The refresh must outlive the client's request but not the cache.
+	out := r.Clone(c.ctx)
+	out.Method = http.MethodGet
+	out.Body = http.NoBody
+	for _, h := range []string{"Cache-Control", "Pragma", "If-None-Match", "If-Modified-Since", "If-Match",
+		"If-Unmodified-Since", "Range", "If-Range"} {
+		delete(out.Header, h)
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer func() { <-c.refreshes }()
+		defer c.flights.finish(key, f, flightIncomplete)
+		defer func() {
+			if p := recover(); p != nil && p != http.ErrAbortHandler {
+				c.log.Error("cache: background revalidation panicked", "key", key, "panic", p)
+			}
+		}()
+		c.forward(&discardWriter{h: make(http.Header)}, out, next, key, stale, "stale", cacheControl{}, f)
+	}()
+}
+
+// discardWriter is the client of a background revalidation.
+type discardWriter struct{ h http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discardWriter) WriteHeader(int)             {}
+
+// flightGroup tracks the origin fetches in progress, by key, for request collapsing. Unlike
+// singleflight, the leader's fetch belongs to the leader's request alone: if its client goes
+// away, the followers are released with flightIncomplete and fetch for themselves rather than
+// inheriting the cancellation.
+type flightGroup struct {
+	mu sync.Mutex // mu protects m
+	m  map[string]*flight
+}
+
+type flightResult int
+
+const (
+	flightIncomplete  flightResult = iota // the fetch failed or was abandoned: try again
+	flightStored                          // a response is stored: look it up
+	flightUncacheable                     // the response may not be stored: go upstream
+)
+
+type flight struct {
+	done   chan struct{}
+	once   sync.Once
+	result flightResult // written before done is closed
+}
+
+func (g *flightGroup) join(key string) (f *flight, leader bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if f, ok := g.m[key]; ok {
+		return f, false
+	}
+	if g.m == nil {
+		g.m = make(map[string]*flight)
+	}
+	f = &flight{done: make(chan struct{})}
+	g.m[key] = f
+	return f, true
+}
+
+// finish ends a flight once; later calls do nothing.
+func (g *flightGroup) finish(key string, f *flight, result flightResult) {
+	if f == nil {
+		return
+	}
+	f.once.Do(func() {
+		g.mu.Lock()
+		if g.m[key] == f {
+			delete(g.m, key)
+		}
+		g.mu.Unlock()
+		f.result = result
+		close(f.done)
+	})
+}
+

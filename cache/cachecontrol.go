@@ -1,0 +1,228 @@
+package cache
+
+import (
+	"net/http"
+	"strings"
+)
+
+// maxDelta is the value a cache must use for a delta-seconds value too large to represent
+// (RFC 9111 §1.2.2).
+const maxDelta = 2147483648
+
+// ccFlag records which Cache-Control directives were present.
+type ccFlag uint32
+
+const (
+	ccNoStore ccFlag = 1 << iota
+	ccNoCache
+	ccPrivate
+	ccPublic
+	ccMustRevalidate
+	ccProxyRevalidate
+	ccMustUnderstand
+	ccOnlyIfCached
+	ccMaxAge
+	ccSMaxAge
+	ccMaxStale
+	ccMaxStaleAny // max-stale without a value: any staleness is acceptable
+	ccMinFresh
+	ccStaleWhileRevalidate
+	ccStaleIfError
+)
+
+// cacheControl is a parsed Cache-Control field (RFC 9111 §5.2), for a request or a response.
+// Durations are in seconds and meaningful only when their flag is set.
+type cacheControl struct {
+	flags                               ccFlag
+	maxAge, sMaxAge, maxStale, minFresh int64
+	staleWhileRevalidate, staleIfError  int64
+}
+
+func (cc cacheControl) has(f ccFlag) bool { return cc.flags&f != 0 }
+
+// parseCacheControl parses every line of a Cache-Control field. It never fails: unknown
+// directives are ignored, as §5.2 requires, and malformed ones are read conservatively:
+//   - the first occurrence of a repeated directive wins (§4.2.1);
+//   - max-age and s-maxage with an invalid argument count as 0, so the response is stale
+//     rather than fresh for an unknown time;
+//   - invalid max-stale, min-fresh, stale-while-revalidate and stale-if-error arguments are
+//     ignored, since ignoring them is the stricter reading;
+//   - the qualified forms of no-cache and private are treated as unqualified, which is the
+//     stricter reading a cache is allowed to take.
+//
+// Arguments may be tokens or quoted strings (§5.2: recipients accept both).
+func parseCacheControl(lines []string) cacheControl {
+	var cc cacheControl
+	for _, s := range lines {
+		for len(s) > 0 {
+			var name, arg string
+			var hasArg bool
+			name, arg, hasArg, s = nextDirective(s)
+			if name == "" {
+				continue
+			}
+			cc.apply(name, arg, hasArg)
+		}
+	}
+	return cc
+}
+
+// nextDirective splits the first directive off s. It returns an empty name for an empty or
+// malformed element, which the caller skips.
+func nextDirective(s string) (name, arg string, hasArg bool, rest string) {
+	s = trimOWSLeft(s)
+	i := 0
+	for i < len(s) && s[i] != '=' && s[i] != ',' && s[i] != ' ' && s[i] != '\t' {
+		i++
+	}
+	name, s = s[:i], trimOWSLeft(s[i:])
+	if len(s) > 0 && s[0] == '=' {
+		hasArg = true
+		s = trimOWSLeft(s[1:])
+		if len(s) > 0 && s[0] == '"' {
+			// quoted-string: read to the closing quote, undoing quoted-pairs.
+			var b strings.Builder
+			j := 1
+			closed := false
+			for j < len(s) {
+				c := s[j]
+				if c == '\\' && j+1 < len(s) {
+					b.WriteByte(s[j+1])
+					j += 2
+					continue
+				}
+				if c == '"' {
+					closed = true
+					j++
+					break
+				}
+				b.WriteByte(c)
+				j++
+			}
+			arg, s = b.String(), s[j:]
+			if !closed {
+				arg = ""
+			}
+		} else {
+			j := 0
+			for j < len(s) && s[j] != ',' && s[j] != ' ' && s[j] != '\t' {
+				j++
+			}
+			arg, s = s[:j], s[j:]
+		}
+	}
+	// Skip anything up to the next comma (garbage after a directive).
+	if k := strings.IndexByte(s, ','); k >= 0 {
+		s = s[k+1:]
+	} else {
+		s = ""
+	}
+	return name, arg, hasArg, s
+}
+
+func trimOWSLeft(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t' || s[0] == ',') {
+		s = s[1:]
+	}
+	return s
+}
+
+func (cc *cacheControl) apply(name, arg string, hasArg bool) {
+	switch {
+	case strings.EqualFold(name, "no-store"):
+		cc.flags |= ccNoStore
+	case strings.EqualFold(name, "no-cache"):
+		cc.flags |= ccNoCache
+	case strings.EqualFold(name, "private"):
+		cc.flags |= ccPrivate
+	case strings.EqualFold(name, "public"):
+		cc.flags |= ccPublic
+	case strings.EqualFold(name, "must-revalidate"):
+		cc.flags |= ccMustRevalidate
+	case strings.EqualFold(name, "proxy-revalidate"):
+		cc.flags |= ccProxyRevalidate
+	case strings.EqualFold(name, "must-understand"):
+		cc.flags |= ccMustUnderstand
+	case strings.EqualFold(name, "only-if-cached"):
+		cc.flags |= ccOnlyIfCached
+	case strings.EqualFold(name, "max-age"):
+		if cc.has(ccMaxAge) {
+			return
+		}
+		cc.flags |= ccMaxAge
+		cc.maxAge, _ = parseDelta(arg, hasArg) // invalid: 0, that is stale
+	case strings.EqualFold(name, "s-maxage"):
+		if cc.has(ccSMaxAge) {
+			return
+		}
+		cc.flags |= ccSMaxAge
+		cc.sMaxAge, _ = parseDelta(arg, hasArg)
+	case strings.EqualFold(name, "max-stale"):
+		if cc.has(ccMaxStale) {
+			return
+		}
+		if !hasArg {
+			cc.flags |= ccMaxStale | ccMaxStaleAny
+			return
+		}
+		if v, ok := parseDelta(arg, hasArg); ok {
+			cc.flags |= ccMaxStale
+			cc.maxStale = v
+		}
+	case strings.EqualFold(name, "min-fresh"):
+		if v, ok := parseDelta(arg, hasArg); ok && !cc.has(ccMinFresh) {
+			cc.flags |= ccMinFresh
+			cc.minFresh = v
+		}
+	case strings.EqualFold(name, "stale-while-revalidate"):
+		if v, ok := parseDelta(arg, hasArg); ok && !cc.has(ccStaleWhileRevalidate) {
+			cc.flags |= ccStaleWhileRevalidate
+			cc.staleWhileRevalidate = v
+		}
+	case strings.EqualFold(name, "stale-if-error"):
+		if v, ok := parseDelta(arg, hasArg); ok && !cc.has(ccStaleIfError) {
+			cc.flags |= ccStaleIfError
+			cc.staleIfError = v
+		}
+	}
+}
+
+// parseDelta parses delta-seconds (RFC 9111 §1.2.2): one or more digits, saturating at
+// maxDelta. It reports false for anything else.
+func parseDelta(s string, present bool) (int64, bool) {
+	if !present || s == "" {
+		return 0, false
+	}
+	var v int64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if v < maxDelta {
+			v = v*10 + int64(c-'0')
+		}
+	}
+	return min(v, maxDelta), true
+}
+
+// requestCacheControl reads the request directives, honouring Pragma: no-cache only when the
+// request has no Cache-Control field (RFC 9111 §5.4). It does not allocate when neither
+// field is present, which keeps the hit path cheap.
+func requestCacheControl(h http.Header) cacheControl {
+	if v, ok := h["Cache-Control"]; ok {
+		return parseCacheControl(v)
+	}
+	if v, ok := h["Pragma"]; ok {
+		for _, line := range v {
+			for len(line) > 0 {
+				var name string
+				name, _, _, line = nextDirective(line)
+				if strings.EqualFold(name, "no-cache") {
+					return cacheControl{flags: ccNoCache}
+				}
+			}
+		}
+	}
+	return cacheControl{}
+}

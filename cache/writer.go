@@ -1,0 +1,265 @@
+package cache
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// passWriter adds this cache's Cache-Status member to a response it does not otherwise
+// touch, and lets forwardMethod see the status and header before they are sent.
+type passWriter struct {
+	http.ResponseWriter
+	c           *Cache
+	reason      string
+	detail      string
+	onHeader    func(status int, h http.Header)
+	wroteHeader bool
+}
+
+func (p *passWriter) WriteHeader(code int) {
+	if p.wroteHeader {
+		return
+	}
+	if code >= 200 {
+		p.wroteHeader = true
+		h := p.ResponseWriter.Header()
+		h.Add("Cache-Status", p.c.forwardValue(p.reason, code, false, p.detail))
+		if p.onHeader != nil {
+			p.onHeader(code, h)
+		}
+	}
+	p.ResponseWriter.WriteHeader(code)
+}
+
+func (p *passWriter) Write(b []byte) (int, error) {
+	if !p.wroteHeader {
+		p.WriteHeader(http.StatusOK)
+	}
+	return p.ResponseWriter.Write(b)
+}
+
+func (p *passWriter) Flush() {
+	if !p.wroteHeader {
+		p.WriteHeader(http.StatusOK)
+	}
+	_ = http.NewResponseController(p.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the client's writer.
+func (p *passWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
+
+// fetchMode is what a fetchWriter does with the response it receives.
+type fetchMode int
+
+const (
+	modePass        fetchMode = iota // stream it to the client, storing it if it may be stored
+	modeNotModified                  // a 304 to our validation: update the stored response
+	modeStaleError                   // an error that stale-if-error covers: serve the stale one
+)
+
+// fetchWriter is the ResponseWriter the next handler sees on a miss or a validation. It holds
+// the response header until WriteHeader, decides there what to do with the response, then
+// streams the body to the client while copying it into a buffer bounded by MaxObjectSize.
+type fetchWriter struct {
+	c      *Cache
+	client http.ResponseWriter
+	req    *http.Request // the client's request
+	out    *http.Request // the request sent upstream
+	key    string
+	stale  *Entry
+	reason string
+	reqCC  cacheControl
+	flight *flight
+
+	reqTime, respTime time.Time
+	header            http.Header
+	wroteHeader       bool
+	status            int
+	mode              fetchMode
+
+	toClient  bool
+	buffering bool
+	buf       []byte
+	clientErr error
+}
+
+func (fw *fetchWriter) Header() http.Header { return fw.header }
+
+func (fw *fetchWriter) WriteHeader(code int) {
+	if fw.wroteHeader {
+		return
+	}
+	if code < 200 {
+		if code >= 100 && code != http.StatusSwitchingProtocols {
+			h := fw.client.Header()
+			for k, v := range fw.header {
+				h[k] = v
+			}
+			fw.client.WriteHeader(code)
+			for k := range h {
+				delete(h, k)
+			}
+		}
+		return
+	}
+	fw.wroteHeader = true
+	fw.status = code
+	fw.respTime = fw.c.now()
+
+	if fw.stale != nil {
+		if code == http.StatusNotModified {
+			fw.mode = modeNotModified
+			return
+		}
+		if isServerError(code) && staleIfError(fw.stale, fw.reqCC, fw.respTime) {
+			fw.mode = modeStaleError
+			return
+		}
+	}
+	fw.mode = modePass
+
+	cc := parseCacheControl(fw.header["Cache-Control"])
+	why := storable(fw.out, fw.reqCC, code, fw.header, cc)
+	var length int64 = -1
+	if cl := fw.header.Get("Content-Length"); cl != "" {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil {
+			length = n
+		}
+	}
+	if why == "" && length > fw.c.maxObject {
+		why = "too-large"
+	}
+	if why == "" {
+		fw.buffering = true
+		switch {
+		case length >= 0:
+			fw.buf = make([]byte, 0, length)
+		default:
+			fw.buf = make([]byte, 0, min(4096, fw.c.maxObject))
+		}
+	} else {
+		fw.c.flights.finish(fw.key, fw.flight, flightUncacheable)
+	}
+
+	h := fw.client.Header()
+	for k, v := range fw.header {
+		h[k] = v
+	}
+	detail := why
+	if why == "no-freshness" || why == "method" {
+		detail = ""
+	}
+	h.Add("Cache-Status", fw.c.forwardValue(fw.reason, code, why == "", detail))
+
+	fw.toClient = fw.req.Method != http.MethodHead
+	if code == http.StatusOK && hasValidators(fw.req) {
+		lm, err := http.ParseTime(fw.header.Get("Last-Modified"))
+		if err != nil {
+			lm = time.Time{}
+		}
+		if notModified(fw.req, fw.header.Get("Etag"), lm) {
+			fw.toClient = false
+			writeNotModified(fw.client)
+			return
+		}
+	}
+	fw.client.WriteHeader(code)
+}
+
+func hasValidators(r *http.Request) bool {
+	_, inm := r.Header["If-None-Match"]
+	_, ims := r.Header["If-Modified-Since"]
+	return inm || ims
+}
+
+func (fw *fetchWriter) Write(p []byte) (int, error) {
+	if !fw.wroteHeader {
+		fw.WriteHeader(http.StatusOK)
+	}
+	if fw.mode != modePass {
+		return len(p), nil
+	}
+	if fw.buffering {
+		if int64(len(fw.buf)+len(p)) > fw.c.maxObject {
+			// Too large after all: give up storing, and keep streaming.
+			fw.buffering, fw.buf = false, nil
+			fw.c.flights.finish(fw.key, fw.flight, flightUncacheable)
+		} else {
+			fw.buf = append(fw.buf, p...)
+		}
+	}
+	if fw.toClient && fw.clientErr == nil {
+		if _, err := fw.client.Write(p); err != nil {
+			fw.clientErr = err
+		}
+	}
+	if fw.clientErr != nil && !fw.buffering {
+		// Nobody is reading and nothing will be stored: let the upstream copy stop.
+		return 0, fw.clientErr
+	}
+	return len(p), nil
+}
+
+func (fw *fetchWriter) Flush() {
+	if !fw.wroteHeader {
+		fw.WriteHeader(http.StatusOK)
+	}
+	if fw.mode == modePass && fw.toClient && fw.clientErr == nil {
+		_ = http.NewResponseController(fw.client).Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the client's writer (deadlines, for example).
+func (fw *fetchWriter) Unwrap() http.ResponseWriter { return fw.client }
+
+// finish completes the exchange after the next handler returned. It reports false when the
+// request must be sent again without validators: a 304 whose validator does not match the
+// stored response cannot update it (RFC 9111 §4.3.4).
+func (fw *fetchWriter) finish() bool {
+	if !fw.wroteHeader {
+		fw.WriteHeader(http.StatusOK)
+	}
+	c := fw.c
+	switch fw.mode {
+	case modeNotModified:
+		s := fw.stale
+		if et := fw.header.Get("Etag"); et != "" && strings.TrimPrefix(et, "W/") != strings.TrimPrefix(s.m.etag, "W/") {
+			return false
+		}
+		h := updateHeader(s.Header, fw.header)
+		e := &Entry{
+			Status: s.Status, Header: h, Body: s.Body,
+			RequestTime: fw.reqTime, ResponseTime: fw.respTime,
+			Tags: tags(h[c.tagHeader]),
+		}
+		if names := varyNames(h); len(names) > 0 {
+			e.Vary = names
+			e.VaryKey = varyKey(names, fw.out.Header)
+		}
+		e.prepare(c.name)
+		c.put(fw.key, fw.out, e)
+		c.flights.finish(fw.key, fw.flight, flightStored)
+		age := e.currentAge(c.now())
+		c.serveEntry(fw.client, fw.req, e, age, []string{c.statusValue(e, age, "fwd="+fw.reason, "304", "")})
+	case modeStaleError:
+		c.flights.finish(fw.key, fw.flight, flightUncacheable)
+		age := fw.stale.currentAge(c.now())
+		c.serveEntry(fw.client, fw.req, fw.stale, age,
+			[]string{c.statusValue(fw.stale, age, "fwd="+fw.reason, strconv.Itoa(fw.status), "stale-if-error")})
+	case modePass:
+		if !fw.buffering {
+			c.flights.finish(fw.key, fw.flight, flightUncacheable)
+			return true
+		}
+		if cl := fw.header.Get("Content-Length"); cl != "" && cl != strconv.Itoa(len(fw.buf)) {
+			c.flights.finish(fw.key, fw.flight, flightIncomplete) // truncated: never store it
+			return true
+		}
+		e := c.newEntry(fw.out, fw.status, fw.header, fw.buf, fw.reqTime, fw.respTime)
+		c.put(fw.key, fw.out, e)
+		c.flights.finish(fw.key, fw.flight, flightStored)
+	}
+	return true
+}
