@@ -673,4 +673,3 @@ func (g *flightGroup) finish(key string, f *flight, result flightResult) {
 		close(f.done)
 	})
 }
-
