@@ -1,0 +1,38 @@
+// Package tls terminates TLS for a proxy: it picks a server certificate per handshake by SNI,
+// keeps certificates current as they rotate, and builds *crypto/tls.Config values with safe
+// defaults for both the listening side and the connections to upstreams.
+//
+// The package name mirrors crypto/tls, which programs usually import too, so import this one
+// under an alias:
+//
+//	import (
+//		"crypto/tls"
+//
+//		sluicetls "github.com/sluiceproxy/sluice/tls"
+//	)
+//
+// # Certificates by SNI
+//
+// A [Store] holds certificates under keys chosen by their source (a file path, a Secret's
+// namespace/name). Every write builds an immutable index — exact names in one map, wildcard
+// names in another keyed by the parent domain — and publishes it with an atomic pointer swap.
+// [Store.GetCertificate] reads the index with no lock and no allocation: it lower-cases the
+// server name into a stack buffer, tries the exact map, then strips the first label and tries
+// the wildcard map, then falls back to the default certificate. A wildcard covers one label,
+// as RFC 6125 §6.4.3 and browsers have it.
+//
+// # Sources
+//
+// [Files] polls PEM files and swaps in a certificate when the content changes; a broken file
+// is reported and the previous certificate keeps serving. Package tls/kubernetes does the same
+// for Secrets of type kubernetes.io/tls through a client-go informer, so a certificate renewed
+// by cert-manager is served on the next handshake. Both feed the same Store, and a [CAPool]
+// for client or upstream verification.
+//
+// # Configs
+//
+// [ServerConfig] returns a server config: TLS 1.2 minimum, forward-secret AEAD suites only,
+// ALPN h2 and http/1.1, and optional client-certificate authentication against a reloadable
+// CA pool. [ClientConfig] returns an upstream config with a custom CA pool, server name and
+// client certificate, all read at handshake time so rotation needs no new transport.
+package tls

@@ -1,0 +1,279 @@
+package tls
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// ErrNoCertificate is returned (wrapped) by [Store.GetCertificate] when no certificate matches
+// the server name and the store has no default.
+var ErrNoCertificate = errors.New("tls: no certificate")
+
+// maxNameLen is the longest DNS name (RFC 1035 §2.3.4); longer SNI values cannot match.
+const maxNameLen = 253
+
+// Store holds server certificates under caller-chosen keys and picks one per handshake by the
+// client's server name (SNI).
+//
+// A certificate serves every DNS name in its subject alternative names (its common name only when
+// it has none). Names match case-insensitively, and a trailing dot on the server name is
+// ignored. A wildcard name "*.example.com" matches exactly one extra label: "a.example.com", not
+// "example.com" or "a.b.example.com". An exact name wins over a wildcard. When several
+// certificates claim one name, the one that expires last wins, then the smaller key, so that
+// during a rotation the fresher certificate is served whatever order the sources report in.
+// When the server name is missing or matches nothing, the default certificate (see
+// [Store.SetDefault]) is served.
+//
+// Writers (Set, Update, Delete, SetDefault) rebuild an immutable index and swap it in
+// atomically; [Store.Certificate] and [Store.GetCertificate] read it without locks or
+// allocation, so a rotation takes effect on the next handshake and never blocks one.
+//
+// The zero value is an empty store ready to use. A Store must not be copied after first use.
+type Store struct {
+	index atomic.Pointer[index]
+
+	// mu serializes writers and protects entries and defaultKey.
+	mu         sync.Mutex
+	entries    map[string]*entry
+	defaultKey string
+}
+
+// entry is one stored certificate with the names it serves, lower-cased.
+type entry struct {
+	key   string
+	cert  *tls.Certificate
+	names []string
+}
+
+// index is the immutable lookup structure the handshake path reads.
+type index struct {
+	exact    map[string]*tls.Certificate
+	wildcard map[string]*tls.Certificate // "*.example.com" is stored under "example.com"
+	def      *tls.Certificate
+	winner   map[string]*entry // which entry holds each name; used only while building
+}
+
+// Set stores cert under key, replacing any certificate stored there. The certificate must have
+// a private key and a leaf; if cert.Leaf is nil it is parsed from cert.Certificate[0] (and
+// cert is modified to keep it).
+func (s *Store) Set(key string, cert *tls.Certificate) error {
+	return s.Update(map[string]*tls.Certificate{key: cert})
+}
+
+// Delete removes the certificate stored under key, if any.
+func (s *Store) Delete(key string) {
+	_ = s.Update(map[string]*tls.Certificate{key: nil})
+}
+
+// Update applies several changes at once and rebuilds the index once: each key is set to its
+// certificate, or deleted when the certificate is nil. Sources that report many certificates
+// (an informer's initial list) use it so that n certificates cost one rebuild, not n.
+//
+// If any certificate is unusable, Update returns an error naming its key and applies the other
+// changes; the key keeps its previous certificate.
+func (s *Store) Update(changes map[string]*tls.Certificate) error {
+	var errs []error
+	prepared := make(map[string]*entry, len(changes))
+	for key, cert := range changes {
+		if cert == nil {
+			prepared[key] = nil
+			continue
+		}
+		e, err := newEntry(key, cert)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		prepared[key] = e
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.entries == nil {
+		s.entries = make(map[string]*entry)
+	}
+	for key, e := range prepared {
+		if e == nil {
+			delete(s.entries, key)
+		} else {
+			s.entries[key] = e
+		}
+	}
+	s.rebuildLocked()
+	return errors.Join(errs...)
+}
+
+// SetDefault names the key whose certificate is served when the client sends no server name
+// or one that no certificate matches. The key need not be stored yet: a default can be named
+// before its source has loaded it. An empty key means no default; handshakes for unknown names
+// then fail with [ErrNoCertificate].
+func (s *Store) SetDefault(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.defaultKey = key
+	s.rebuildLocked()
+}
+
+// Keys returns the keys stored, in no particular order.
+func (s *Store) Keys() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keys := make([]string, 0, len(s.entries))
+	for k := range s.entries {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// Get returns the certificate stored under key, or nil.
+func (s *Store) Get(key string) *tls.Certificate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.entries[key]; e != nil {
+		return e.cert
+	}
+	return nil
+}
+
+// Certificate returns the certificate for serverName: an exact match, else a wildcard match,
+// else the default certificate, else nil. It takes no lock and does not allocate.
+func (s *Store) Certificate(serverName string) *tls.Certificate {
+	idx := s.index.Load()
+	if idx == nil {
+		return nil
+	}
+	if c := idx.lookup(serverName); c != nil {
+		return c
+	}
+	return idx.def
+}
+
+// GetCertificate picks the certificate for a handshake by its server name. It has the
+// signature of [crypto/tls.Config.GetCertificate]; [ServerConfig] installs it.
+//
+// It returns an error wrapping [ErrNoCertificate] when nothing matches and there is no default,
+// so that the handshake fails with an alert rather than falling back to an unrelated
+// certificate.
+func (s *Store) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if c := s.Certificate(hello.ServerName); c != nil {
+		return c, nil
+	}
+	return nil, fmt.Errorf("%w for server name %q", ErrNoCertificate, hello.ServerName)
+}
+
+// lookup finds name among exact and wildcard names. It lower-cases into a stack buffer and
+// indexes the maps with string(buf[:n]), which the compiler turns into a lookup without
+// allocating.
+func (idx *index) lookup(name string) *tls.Certificate {
+	for len(name) > 0 && name[len(name)-1] == '.' {
+		name = name[:len(name)-1]
+	}
+	if name == "" || len(name) > maxNameLen {
+		return nil
+	}
+	var buf [maxNameLen]byte
+	b := buf[:len(name)]
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b[i] = c
+	}
+	if c := idx.exact[string(b)]; c != nil {
+		return c
+	}
+	// A wildcard covers one whole label: the part before the first dot must be non-empty and
+	// what follows must itself be a name.
+	for i, c := range b {
+		if c == '.' {
+			if i == 0 || i == len(b)-1 {
+				return nil
+			}
+			return idx.wildcard[string(b[i+1:])]
+		}
+	}
+	return nil
+}
+
+// rebuildLocked builds a fresh index from s.entries and publishes it. s.mu must be held.
+func (s *Store) rebuildLocked() {
+	idx := &index{
+		exact:    make(map[string]*tls.Certificate),
+		wildcard: make(map[string]*tls.Certificate),
+		winner:   make(map[string]*entry),
+	}
+	for _, e := range s.entries {
+		for _, name := range e.names {
+			if prev := idx.winner[name]; prev != nil && !better(e, prev) {
+				continue
+			}
+			idx.winner[name] = e
+			if rest, ok := strings.CutPrefix(name, "*."); ok {
+				idx.wildcard[rest] = e.cert
+			} else {
+				idx.exact[name] = e.cert
+			}
+		}
+	}
+	idx.winner = nil
+	if e := s.entries[s.defaultKey]; e != nil {
+		idx.def = e.cert
+	}
+	s.index.Store(idx)
+}
+
+// better reports whether a should serve a name that b also claims: the later expiry wins, then
+// the smaller key, so the choice does not depend on map order.
+func better(a, b *entry) bool {
+	an, bn := a.cert.Leaf.NotAfter, b.cert.Leaf.NotAfter
+	if !an.Equal(bn) {
+		return an.After(bn)
+	}
+	return a.key < b.key
+}
+
+func newEntry(key string, cert *tls.Certificate) (*entry, error) {
+	if len(cert.Certificate) == 0 {
+		return nil, fmt.Errorf("tls: certificate %q: no certificate data", key)
+	}
+	if cert.PrivateKey == nil {
+		return nil, fmt.Errorf("tls: certificate %q: no private key", key)
+	}
+	if cert.Leaf == nil {
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			return nil, fmt.Errorf("tls: certificate %q: %w", key, err)
+		}
+		cert.Leaf = leaf
+	}
+	names := cert.Leaf.DNSNames
+	if len(names) == 0 && cert.Leaf.Subject.CommonName != "" {
+		names = []string{cert.Leaf.Subject.CommonName}
+	}
+	e := &entry{key: key, cert: cert}
+	for _, n := range names {
+		if n, ok := normalizeName(n); ok {
+			e.names = append(e.names, n)
+		}
+	}
+	return e, nil
+}
+
+// normalizeName lower-cases a certificate name and drops a trailing dot. It rejects names a
+// server name could never match: empty ones, and wildcards other than a whole first label.
+func normalizeName(n string) (string, bool) {
+	n = strings.TrimSuffix(strings.ToLower(n), ".")
+	if n == "" || len(n) > maxNameLen {
+		return "", false
+	}
+	if rest, ok := strings.CutPrefix(n, "*."); ok {
+		return n, rest != "" && !strings.Contains(rest, "*") && !strings.HasPrefix(rest, ".")
+	}
+	return n, !strings.Contains(n, "*")
+}
