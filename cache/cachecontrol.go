@@ -75,10 +75,10 @@ func nextDirective(s string) (name, arg string, hasArg bool, rest string) {
 	for i < len(s) && s[i] != '=' && s[i] != ',' && s[i] != ' ' && s[i] != '\t' {
 		i++
 	}
-	name, s = s[:i], trimOWSLeft(s[i:])
+	name, s = s[:i], trimSpaceLeft(s[i:])
 	if len(s) > 0 && s[0] == '=' {
 		hasArg = true
-		s = trimOWSLeft(s[1:])
+		s = trimSpaceLeft(s[1:])
 		if len(s) > 0 && s[0] == '"' {
 			// quoted-string: read to the closing quote, undoing quoted-pairs.
 			var b strings.Builder
@@ -120,6 +120,14 @@ func nextDirective(s string) (name, arg string, hasArg bool, rest string) {
 	return name, arg, hasArg, s
 }
 
+func trimSpaceLeft(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	return s
+}
+
+// trimOWSLeft skips whitespace and empty list elements.
 func trimOWSLeft(s string) string {
 	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t' || s[0] == ',') {
 		s = s[1:]
