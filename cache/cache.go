@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -514,15 +515,19 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, next http.Handler,
 			c.forward(w, r, next, key, stale, reason, reqCC, f)
 			return
 		}
+		f.waiters.Add(1)
 		timer := time.NewTimer(c.collapse)
 		select {
 		case <-f.done:
 			timer.Stop()
+			f.waiters.Add(-1)
 		case <-timer.C:
+			f.waiters.Add(-1)
 			collapse = false
 			continue
 		case <-r.Context().Done():
 			timer.Stop()
+			f.waiters.Add(-1)
 			return
 		}
 		switch f.result {
@@ -639,9 +644,10 @@ const (
 )
 
 type flight struct {
-	done   chan struct{}
-	once   sync.Once
-	result flightResult // written before done is closed
+	done    chan struct{}
+	once    sync.Once
+	result  flightResult // written before done is closed
+	waiters atomic.Int32 // followers waiting, for tests and metrics
 }
 
 func (g *flightGroup) join(key string) (f *flight, leader bool) {

@@ -140,7 +140,7 @@ func (fw *fetchWriter) WriteHeader(code int) {
 			fw.buf = make([]byte, 0, min(4096, fw.c.maxObject))
 		}
 	} else {
-		fw.c.flights.finish(fw.key, fw.flight, flightUncacheable)
+		fw.c.flights.finish(fw.key, fw.flight, fw.failure())
 	}
 
 	h := fw.client.Header()
@@ -166,6 +166,16 @@ func (fw *fetchWriter) WriteHeader(code int) {
 		}
 	}
 	fw.client.WriteHeader(code)
+}
+
+// failure is how followers should take a response that was not stored: if the leader's own
+// client went away, the response (typically a 502 from the proxy) says nothing about the
+// resource, and a follower should fetch again collapsed; otherwise it is uncacheable.
+func (fw *fetchWriter) failure() flightResult {
+	if fw.out.Context().Err() != nil {
+		return flightIncomplete
+	}
+	return flightUncacheable
 }
 
 func hasValidators(r *http.Request) bool {
@@ -250,7 +260,7 @@ func (fw *fetchWriter) finish() bool {
 			[]string{c.statusValue(fw.stale, age, "fwd="+fw.reason, strconv.Itoa(fw.status), "stale-if-error")})
 	case modePass:
 		if !fw.buffering {
-			c.flights.finish(fw.key, fw.flight, flightUncacheable)
+			c.flights.finish(fw.key, fw.flight, fw.failure())
 			return true
 		}
 		if cl := fw.header.Get("Content-Length"); cl != "" && cl != strconv.Itoa(len(fw.buf)) {
