@@ -265,11 +265,12 @@ func newEntry(key string, cert *tls.Certificate) (*entry, error) {
 	return e, nil
 }
 
-// normalizeName lower-cases a certificate name and drops a trailing dot. It rejects names a
-// server name could never match: empty ones, and wildcards other than a whole first label.
+// normalizeName lower-cases a certificate name. It rejects names no client would accept
+// (crypto/x509 agrees): empty ones, ones with a trailing dot or an empty label, and wildcards
+// other than a whole first label.
 func normalizeName(n string) (string, bool) {
-	n = strings.TrimSuffix(strings.ToLower(n), ".")
-	if n == "" || len(n) > maxNameLen {
+	n = strings.ToLower(n)
+	if n == "" || len(n) > maxNameLen || strings.HasSuffix(n, ".") || strings.Contains(n, "..") {
 		return "", false
 	}
 	if rest, ok := strings.CutPrefix(n, "*."); ok {

@@ -19,7 +19,7 @@ func TestStoreSelection(t *testing.T) {
 	var s sluicetls.Store
 	exact := ca.Server(t, "example.com", "www.example.com")
 	wild := ca.Server(t, "*.example.com")
-	other := ca.Server(t, "Other.TEST.")
+	other := ca.Server(t, "Other.TEST")
 	def := ca.Server(t, "default.invalid")
 	require.NoError(t, s.Update(map[string]*tls.Certificate{
 		"exact": &exact.TLS, "wild": &wild.TLS, "other": &other.TLS, "default": &def.TLS,
@@ -176,7 +176,7 @@ func hostN(i int) string {
 func TestStoreAtScale(t *testing.T) {
 	s := fakeLeafStore(t, 10000)
 	assert.Equal(t, []string{hostN(9999)}, s.Certificate(strings.ToUpper(hostN(9999))).Leaf.DNSNames)
-	assert.Equal(t, hostN(9990), s.Certificate("x.w"+hostN(9990)).Leaf.DNSNames[0])
+	assert.Equal(t, hostN(9990), s.Certificate("x.w" + hostN(9990)).Leaf.DNSNames[0])
 	hello := &tls.ClientHelloInfo{ServerName: "API.w" + hostN(5000)}
 	assert.Zero(t, testing.AllocsPerRun(1000, func() { _, _ = s.GetCertificate(hello) }),
 		"selection among 10,000 certificates should not allocate")
