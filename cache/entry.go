@@ -57,6 +57,7 @@ type meta struct {
 	date              time.Time // Date field, or ResponseTime when absent or invalid
 	noStaleServe      bool      // must-revalidate, proxy-revalidate, s-maxage or no-cache
 	hitHeader         http.Header
+	ownHitHeader      bool   // hitHeader is a copy, not Header itself
 	cacheStatusPrefix string // upstream Cache-Status members, then ours up to "hit; ttl="
 	hitValues         atomic.Pointer[hitValues]
 	prepared          bool
@@ -90,15 +91,25 @@ func (e *Entry) prepare(name string) {
 	e.m.correctedInitAge = correctedInitialAge(h, e.m.date, e.RequestTime, e.ResponseTime)
 	e.m.noStaleServe = e.m.cc.has(ccMustRevalidate | ccProxyRevalidate | ccSMaxAge | ccNoCache)
 
-	hh := make(http.Header, len(h))
-	for k, v := range h {
-		if k == "Age" || k == "Cache-Status" {
-			continue
+	// A hit copies hitHeader's slices into the client's map, so they are clipped: a
+	// downstream Add then appends to a copy, never into shared memory. When the stored header
+	// has no field a hit replaces, hitHeader is the stored header itself.
+	_, hasAge := h["Age"]
+	_, hasStatus := h["Cache-Status"]
+	if hasAge || hasStatus {
+		hh := make(http.Header, len(h))
+		for k, v := range h {
+			if k != "Age" && k != "Cache-Status" {
+				hh[k] = slices.Clip(v)
+			}
 		}
-		// Clipped so that a downstream Add appends to a copy, never into shared memory.
-		hh[k] = slices.Clip(v)
+		e.m.hitHeader, e.m.ownHitHeader = hh, true
+	} else {
+		for k, v := range h {
+			h[k] = slices.Clip(v)
+		}
+		e.m.hitHeader = h
 	}
-	e.m.hitHeader = hh
 	prefix := ""
 	if up := h["Cache-Status"]; len(up) > 0 {
 		for _, v := range up {
@@ -136,7 +147,7 @@ func (e *Entry) hitHeaderValues(age time.Duration) (ageValue, cacheStatus []stri
 
 // size is the number of bytes the entry holds, for the memory store's budget.
 func (e *Entry) size(key string) int64 {
-	n := int64(len(key)+len(e.Body)+len(e.VaryKey)) + 256 // struct, meta and map overhead
+	n := int64(len(key)+len(e.Body)+len(e.VaryKey)) + 480 // struct, meta, LRU element and map overhead
 	for k, v := range e.Header {
 		n += int64(len(k)) + 32
 		for _, s := range v {
@@ -149,8 +160,10 @@ func (e *Entry) size(key string) int64 {
 	for _, s := range e.Tags {
 		n += int64(len(s)) + 16
 	}
-	// A hit copies a clipped header map; count it again.
-	return n + int64(len(e.Header))*48
+	if e.m.ownHitHeader {
+		n += int64(len(e.Header)) * 48
+	}
+	return n
 }
 
 // entryVersion is the first byte of every encoded entry. Bump it when the layout changes; a

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -267,7 +268,11 @@ func (fw *fetchWriter) finish() bool {
 			c.flights.finish(fw.key, fw.flight, flightIncomplete) // truncated: never store it
 			return true
 		}
-		e := c.newEntry(fw.out, fw.status, fw.header, fw.buf, fw.reqTime, fw.respTime)
+		body := fw.buf
+		if cap(body)-len(body) > 512 {
+			body = slices.Clone(body) // do not hold the slack of a buffer grown by appends
+		}
+		e := c.newEntry(fw.out, fw.status, fw.header, body, fw.reqTime, fw.respTime)
 		c.put(fw.key, fw.out, e)
 		c.flights.finish(fw.key, fw.flight, flightStored)
 	}
