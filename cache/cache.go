@@ -319,7 +319,7 @@ func (c *Cache) put(key string, r *http.Request, e *Entry) {
 	idx, ok := c.store.Get(key)
 	if !ok || idx.Status != 0 || !slices.Equal(idx.Vary, e.Vary) {
 		idx = &Entry{Vary: e.Vary, VaryKey: newGeneration()}
-		idx.prepare(c.name)
+		idx.prepare()
 	}
 	c.store.Set(key, idx, ttl+c.retention)
 	c.store.Set(variantKey(key, idx.VaryKey, e.VaryKey), e, ttl)
@@ -350,7 +350,7 @@ func (c *Cache) newEntry(r *http.Request, status int, h http.Header, body []byte
 		e.Vary = names
 		e.VaryKey = varyKey(names, r.Header)
 	}
-	e.prepare(c.name)
+	e.prepare()
 	return e
 }
 
@@ -369,7 +369,7 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *Entry, age
 	for k, v := range e.m.hitHeader {
 		h[k] = v
 	}
-	ageValue, hit := e.hitHeaderValues(age)
+	ageValue, hit := e.hitHeaderValues(c.name, age)
 	h["Age"] = ageValue
 	if cacheStatus == nil {
 		cacheStatus = hit
@@ -442,7 +442,7 @@ func (c *Cache) statusValue(e *Entry, age time.Duration, kind, fwdStatus, detail
 		b.WriteString(fwdStatus)
 	}
 	b.WriteString("; ttl=")
-	b.WriteString(strconv.FormatInt(int64((e.m.lifetime-age)/time.Second), 10))
+	b.WriteString(strconv.FormatInt(int64(e.m.lifetime/time.Second)-int64(age/time.Second), 10))
 	if detail != "" {
 		b.WriteString("; detail=")
 		b.WriteString(detail)

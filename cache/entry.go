@@ -71,8 +71,9 @@ type hitValues struct {
 	cacheStatus []string
 }
 
-// prepare computes the derived fields. It must be called before the entry is shared.
-func (e *Entry) prepare(name string) {
+// prepare computes the derived fields. It must be called before the entry is shared: the
+// cache prepares the entries it creates, and UnmarshalBinary those it decodes.
+func (e *Entry) prepare() {
 	if e.m.prepared || e.Status == 0 {
 		e.m.prepared = true
 		return
@@ -116,7 +117,7 @@ func (e *Entry) prepare(name string) {
 			prefix += v + ", "
 		}
 	}
-	e.m.cacheStatusPrefix = prefix + name + "; hit; ttl="
+	e.m.cacheStatusPrefix = prefix
 	e.m.prepared = true
 }
 
@@ -130,16 +131,16 @@ func (e *Entry) currentAge(now time.Time) time.Duration {
 }
 
 // hitHeaderValues returns the Age and Cache-Status values for a hit at the given age.
-func (e *Entry) hitHeaderValues(age time.Duration) (ageValue, cacheStatus []string) {
+func (e *Entry) hitHeaderValues(name string, age time.Duration) (ageValue, cacheStatus []string) {
 	sec := int64(age / time.Second)
 	if hv := e.m.hitValues.Load(); hv != nil && hv.age == sec {
 		return hv.ageValue, hv.cacheStatus
 	}
-	ttl := int64((e.m.lifetime - age) / time.Second)
+	ttl := int64(e.m.lifetime/time.Second) - sec // whole seconds, consistent with Age
 	hv := &hitValues{
 		age:         sec,
 		ageValue:    []string{strconv.FormatInt(min(sec, maxDelta), 10)},
-		cacheStatus: []string{e.m.cacheStatusPrefix + strconv.FormatInt(ttl, 10)},
+		cacheStatus: []string{e.m.cacheStatusPrefix + name + "; hit; ttl=" + strconv.FormatInt(ttl, 10)},
 	}
 	e.m.hitValues.Store(hv)
 	return hv.ageValue, hv.cacheStatus
@@ -311,7 +312,8 @@ func (d *decoder) strings() []string {
 	return ss
 }
 
-// UnmarshalBinary decodes an entry written by [Entry.MarshalBinary]. It returns an error
+// UnmarshalBinary decodes an entry written by [Entry.MarshalBinary] and computes its derived
+// fields, so that the entry is ready for a Store to return. It returns an error
 // wrapping [ErrBadEntry] for unknown versions and malformed input, never panics, and
 // copies the body so the caller may reuse data.
 func (e *Entry) UnmarshalBinary(data []byte) error {
@@ -366,5 +368,6 @@ func (e *Entry) UnmarshalBinary(data []byte) error {
 	e.RequestTime, e.ResponseTime = out.RequestTime, out.ResponseTime
 	e.Vary, e.VaryKey, e.Tags = out.Vary, out.VaryKey, out.Tags
 	e.m = meta{}
+	e.prepare()
 	return nil
 }

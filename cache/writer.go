@@ -249,7 +249,7 @@ func (fw *fetchWriter) finish() bool {
 			e.Vary = names
 			e.VaryKey = varyKey(names, fw.out.Header)
 		}
-		e.prepare(c.name)
+		e.prepare()
 		c.put(fw.key, fw.out, e)
 		c.flights.finish(fw.key, fw.flight, flightStored)
 		age := e.currentAge(c.now())

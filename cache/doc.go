@@ -1,0 +1,86 @@
+// Package cache is a shared HTTP cache (RFC 9111) for sluice, as a middleware: it answers
+// requests from stored responses where the RFC allows and forwards the rest, storing what it
+// may. It collapses concurrent misses for one URL into one origin request.
+//
+//	c, err := cache.New(cache.Options{MaxBytes: 256 << 20})
+//	...
+//	defer c.Close()
+//	http.ListenAndServe(":8080", c.Handler(proxy))
+//
+// # What it stores
+//
+// Responses to GET (a HEAD is fetched as a GET, so it can fill the cache too) whose status is
+// final, that carry no no-store (unless must-understand and the status is understood) and
+// no private, and that have explicit freshness (s-maxage, max-age, Expires, public) or a
+// status cacheable by default (RFC 9111 §3). A request with Authorization is stored only when
+// the response says public, s-maxage or must-revalidate (§3.5). Vary selects variants; header
+// values are normalised (lines combined, list whitespace removed, the Accept family lower
+// cased) and Vary: * is never stored. Hop-by-hop fields are dropped. Bodies larger than
+// Options.MaxObjectSize stream to the client and are not stored: the cache copies at most
+// that many bytes while it decides, never a whole large body.
+//
+// # Freshness and age
+//
+// The freshness lifetime is s-maxage, else max-age, else Expires minus Date, else (for
+// statuses cacheable by default, or public) 10% of the time since Last-Modified (§4.2). The
+// age is RFC 9111 §4.2.3's current_age: the larger of the apparent age and the upstream's
+// Age plus the response delay, plus the time resident. Hits carry that Age. The request's
+// no-cache (or Pragma: no-cache without Cache-Control), max-age, max-stale, min-fresh and
+// only-if-cached (a 504 when nothing stored can be used) are honoured (§5.2.1).
+//
+// # Validation and stale responses
+//
+// A stale response with a validator is revalidated with If-None-Match and If-Modified-Since;
+// a 304 updates the stored header (§4.3.4, Content-Length excepted) and the stored body is
+// served. must-revalidate, proxy-revalidate, s-maxage and no-cache forbid serving stale.
+// Clients' own conditional requests are answered from the cache with 304 where they match.
+// RFC 5861's stale-while-revalidate serves a stale response at once and refreshes it in the
+// background, at most once per URL and at most Options.MaxRefreshes at a time;
+// stale-if-error serves it when the origin answers 500, 502, 503 or 504.
+//
+// # Invalidation and purging
+//
+// A successful unsafe request (POST, PUT, DELETE, ...) removes the stored responses for its
+// URL and for same-origin Location and Content-Location URLs (§4.4). [Cache.Purge],
+// [Cache.PurgePrefix] and [Cache.PurgeTag] remove entries on demand; tags come from a
+// response field (Options.TagHeader, "Cache-Tag" by default).
+//
+// # Ranges and HEAD
+//
+// A HEAD is answered from a stored GET. A Range request is answered from a complete stored
+// 200 (206, multipart 206 or 416, with If-Range); a Range miss is forwarded unchanged and not
+// stored.
+//
+// # Request collapsing
+//
+// While one request fetches a URL, identical requests wait (at most Options.CollapseTimeout)
+// and are answered from what it stores. If the response turns out not storable they go to
+// the origin themselves; if the first request's client goes away, they do not inherit its
+// cancellation: one of them fetches again. Requests with Authorization or Cookie are never
+// collapsed. Collapsing is by URL: a follower whose Vary'd headers select another variant
+// fetches its own.
+//
+// # Cache-Status
+//
+// Every response carries an RFC 9211 Cache-Status member after any from upstream caches:
+// "sluice; hit; ttl=42", "sluice; fwd=uri-miss; fwd-status=200; stored",
+// "sluice; fwd=stale; fwd-status=304; ttl=60", "sluice; fwd=vary-miss; ...",
+// "sluice; fwd=request; ..." when the request forced validation, "fwd=method" for methods
+// the cache does not serve, "collapsed" on answers to followers, and a detail such as
+// stale-while-revalidate, stale-if-error, no-store or too-large.
+//
+// # Storage
+//
+// Entries live behind the four-method [Store]; the default [MemoryStore] is an LRU bounded
+// by bytes. Keys are "1|" + scheme + "://" + host + path and query (the prefix is the key
+// format's version) and entries encode with [Entry.MarshalBinary] (a version byte, then a
+// length-prefixed layout), so a store shared by several replicas, such as Redis, can hold
+// them.
+//
+// # Cost of a hit
+//
+// Everything a hit needs (parsed Cache-Control, freshness lifetime, corrected initial age,
+// the header to copy) is computed when a response is stored; a hit builds its key, takes the
+// store's lock for an LRU touch, copies header slices (shared, clipped) into the client's
+// map and writes the body: about one allocation.
+package cache
