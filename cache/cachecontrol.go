@@ -47,6 +47,7 @@ func (cc cacheControl) has(f ccFlag) bool { return cc.flags&f != 0 }
 //     rather than fresh for an unknown time;
 //   - invalid max-stale, min-fresh, stale-while-revalidate and stale-if-error arguments are
 //     ignored, since ignoring them is the stricter reading;
+//   - whitespace around "=" is not allowed, so "max-age = 5" is an invalid max-age;
 //   - the qualified forms of no-cache and private are treated as unqualified, which is the
 //     stricter reading a cache is allowed to take.
 //
@@ -75,10 +76,12 @@ func nextDirective(s string) (name, arg string, hasArg bool, rest string) {
 	for i < len(s) && s[i] != '=' && s[i] != ',' && s[i] != ' ' && s[i] != '\t' {
 		i++
 	}
-	name, s = s[:i], trimSpaceLeft(s[i:])
+	// The grammar allows no whitespace around "=": "max-age = 5" leaves max-age without a
+	// valid argument, which reads as stale rather than fresh.
+	name, s = s[:i], s[i:]
 	if len(s) > 0 && s[0] == '=' {
 		hasArg = true
-		s = trimSpaceLeft(s[1:])
+		s = s[1:]
 		if len(s) > 0 && s[0] == '"' {
 			// quoted-string: read to the closing quote, undoing quoted-pairs.
 			var b strings.Builder
@@ -118,13 +121,6 @@ func nextDirective(s string) (name, arg string, hasArg bool, rest string) {
 		s = ""
 	}
 	return name, arg, hasArg, s
-}
-
-func trimSpaceLeft(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	return s
 }
 
 // trimOWSLeft skips whitespace and empty list elements.

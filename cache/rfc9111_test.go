@@ -119,13 +119,20 @@ func TestFreshness_RFC9111_4_2(t *testing.T) {
 	}
 }
 
-// Invalid or past Expires means stale at once (§5.3).
-func TestFreshness_InvalidExpires(t *testing.T) {
-	hs := newHarness(t, Options{}, nil)
-	hs.setHandler(hs.counter("Expires", "0"))
-	hs.get("/e")
-	hs.get("/e")
-	assert.EqualValues(t, 2, hs.hits.Load(), "Expires: 0 is already expired")
+// Invalid freshness information means stale at once (§4.2.1, §5.3).
+func TestFreshness_Invalid(t *testing.T) {
+	for _, h := range [][]string{
+		{"Expires", "0"}, {"Cache-Control", "max-age = 3600"}, {"Cache-Control", "max-age=3600.0"},
+		{"Cache-Control", "max-age='3600'"}, {"Cache-Control", "max-age=-1"}, {"Cache-Control", "max-age=a100"},
+	} {
+		t.Run(h[0]+": "+h[1], func(t *testing.T) {
+			hs := newHarness(t, Options{}, nil)
+			hs.setHandler(hs.counter(h...))
+			hs.get("/e")
+			hs.get("/e")
+			assert.EqualValues(t, 2, hs.hits.Load(), "%s: %s is already stale", h[0], h[1])
+		})
+	}
 }
 
 // §4.2.3: the Age of a hit is the corrected initial age plus the time resident, including
@@ -528,4 +535,16 @@ func TestNew_Validation(t *testing.T) {
 	assert.ErrorContains(t, err, "Name")
 	_, err = New(Options{MaxBytes: -1})
 	assert.ErrorContains(t, err, "MaxBytes")
+}
+
+// A newer response that may not be stored replaces the stored one.
+func TestNoStoreReplacesStored(t *testing.T) {
+	hs := newHarness(t, Options{}, nil)
+	hs.setHandler(hs.counter("Cache-Control", "max-age=600"))
+	hs.get("/ns")
+	hs.setHandler(hs.counter("Cache-Control", "no-store"))
+	r := hs.get("/ns", "Cache-Control", "no-cache")
+	assert.Equal(t, "body 2", r.body)
+	r = hs.get("/ns")
+	assert.Equal(t, "body 3", r.body, "the old response was dropped")
 }
