@@ -142,7 +142,7 @@ func (fw *fetchWriter) WriteHeader(code int) {
 		}
 	} else {
 		fw.c.flights.finish(fw.key, fw.flight, fw.failure())
-		if fw.stale != nil && code < 500 && why != "too-large" {
+		if fw.stale != nil && code < 500 && why != "too-large" && why != "request-no-store" && why != "authorization" {
 			// The origin replaced the stored response with one that may not be stored (now
 			// no-store or private, say): the old one must not outlive it.
 			fw.c.store.Delete(fw.key)
