@@ -512,6 +512,14 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, next http.Handler,
 		f, leader := c.flights.join(key)
 		if leader {
 			defer c.flights.finish(key, f, flightIncomplete)
+			// Another flight may have stored a response between our lookup and join.
+			if e, _ := c.lookup(key, r); e != nil && e != stale {
+				if u, age, _ := decide(e, reqCC, c.now()); u == useFresh || u == useStale {
+					c.flights.finish(key, f, flightStored)
+					c.serveEntry(w, r, e, age, nil)
+					return
+				}
+			}
 			c.forward(w, r, next, key, stale, reason, reqCC, f)
 			return
 		}
