@@ -234,6 +234,12 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	}
 	reqCC := requestCacheControl(r.Header)
 	key := requestKey(r)
+	if reqCC.has(ccNoStore) {
+		// Nothing of this exchange may be stored (§5.2.1.5); answering it from the cache is
+		// allowed, but a client that says no-store wants the origin, as browsers do.
+		c.fetch(w, r, next, key, nil, "request", reqCC, false)
+		return
+	}
 	e, varyMiss := c.lookup(key, r)
 	_, ranged := r.Header["Range"]
 	if e != nil {

@@ -548,3 +548,14 @@ func TestNoStoreReplacesStored(t *testing.T) {
 	r = hs.get("/ns")
 	assert.Equal(t, "body 3", r.body, "the old response was dropped")
 }
+
+// §5.2.1.5: a request with no-store goes to the origin and nothing is stored.
+func TestRequestNoStore(t *testing.T) {
+	hs := newHarness(t, Options{}, nil)
+	hs.setHandler(hs.counter("Cache-Control", "max-age=600"))
+	hs.get("/rns")
+	r := hs.get("/rns", "Cache-Control", "no-store")
+	assert.Equal(t, "body 2", r.body, "the origin answers")
+	r = hs.get("/rns")
+	assert.Equal(t, "body 1", r.body, "the response to the no-store request was not stored")
+}
