@@ -28,6 +28,8 @@ const (
 	ccMinFresh
 	ccStaleWhileRevalidate
 	ccStaleIfError
+	ccNoCacheFields // no-cache="field, ...": those fields are not stored
+	ccPrivateFields // private="field, ...": those fields are not stored by a shared cache
 )
 
 // cacheControl is a parsed Cache-Control field (RFC 9111 §5.2), for a request or a response.
@@ -36,6 +38,8 @@ type cacheControl struct {
 	flags                               ccFlag
 	maxAge, sMaxAge, maxStale, minFresh int64
 	staleWhileRevalidate, staleIfError  int64
+	// noCacheFields and privateFields are the field lists of the qualified forms.
+	noCacheFields, privateFields string
 }
 
 func (cc cacheControl) has(f ccFlag) bool { return cc.flags&f != 0 }
@@ -48,8 +52,9 @@ func (cc cacheControl) has(f ccFlag) bool { return cc.flags&f != 0 }
 //   - invalid max-stale, min-fresh, stale-while-revalidate and stale-if-error arguments are
 //     ignored, since ignoring them is the stricter reading;
 //   - whitespace around "=" is not allowed, so "max-age = 5" is an invalid max-age;
-//   - the qualified forms of no-cache and private are treated as unqualified, which is the
-//     stricter reading a cache is allowed to take.
+//   - the qualified forms of no-cache and private (no-cache="Set-Cookie") do not set the
+//     unqualified flags: the response may be reused, but the listed fields are not stored
+//     (RFC 9111 §5.2.2.4 and §5.2.2.7).
 //
 // Arguments may be tokens or quoted strings (§5.2: recipients accept both).
 func parseCacheControl(lines []string) cacheControl {
@@ -136,9 +141,19 @@ func (cc *cacheControl) apply(name, arg string, hasArg bool) {
 	case strings.EqualFold(name, "no-store"):
 		cc.flags |= ccNoStore
 	case strings.EqualFold(name, "no-cache"):
-		cc.flags |= ccNoCache
+		if hasArg && strings.TrimSpace(arg) != "" {
+			cc.flags |= ccNoCacheFields
+			cc.noCacheFields = joinList(cc.noCacheFields, arg)
+		} else {
+			cc.flags |= ccNoCache
+		}
 	case strings.EqualFold(name, "private"):
-		cc.flags |= ccPrivate
+		if hasArg && strings.TrimSpace(arg) != "" {
+			cc.flags |= ccPrivateFields
+			cc.privateFields = joinList(cc.privateFields, arg)
+		} else {
+			cc.flags |= ccPrivate
+		}
 	case strings.EqualFold(name, "public"):
 		cc.flags |= ccPublic
 	case strings.EqualFold(name, "must-revalidate"):
@@ -189,6 +204,13 @@ func (cc *cacheControl) apply(name, arg string, hasArg bool) {
 			cc.staleIfError = v
 		}
 	}
+}
+
+func joinList(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "," + b
 }
 
 // parseDelta parses delta-seconds (RFC 9111 §1.2.2): one or more digits, saturating at

@@ -132,9 +132,21 @@ func FuzzMiddleware(f *testing.F) {
 		b := do(false)
 		c.wg.Wait()
 
-		lower := strings.ToLower(cc)
-		private := strings.Contains(lower, "private")
-		noStore := strings.Contains(lower, "no-store") && !strings.Contains(lower, "must-understand")
+		// Only unambiguous cases: no quoted strings, and the bare directive as an element.
+		var private, noStore, mustUnderstand bool
+		if !strings.Contains(cc, `"`) {
+			for el := range strings.SplitSeq(strings.ToLower(cc), ",") {
+				switch strings.TrimSpace(el) {
+				case "private":
+					private = true
+				case "no-store":
+					noStore = true
+				case "must-understand":
+					mustUnderstand = true
+				}
+			}
+		}
+		noStore = noStore && !mustUnderstand
 		if (private || noStore) && strings.Contains(a.Body.String(), "secret-1") &&
 			strings.Contains(b.Body.String(), "secret-1") {
 			t.Fatalf("Cache-Control %q: client B got client A's response", cc)

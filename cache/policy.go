@@ -248,9 +248,17 @@ func caseInsensitiveField(name string) bool {
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer",
 	"Transfer-Encoding", "Upgrade", "Proxy-Authenticate", "Proxy-Authorization"}
 
-// storedHeader copies the header fields a cache stores from a response.
+// storedHeader copies the header fields a cache stores from a response: not the hop-by-hop
+// ones, nor those a qualified no-cache or private directive lists.
 func storedHeader(h http.Header) http.Header {
 	out := h.Clone()
+	if cc := parseCacheControl(h["Cache-Control"]); cc.has(ccNoCacheFields | ccPrivateFields) {
+		for f := range strings.SplitSeq(cc.noCacheFields+","+cc.privateFields, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				out.Del(f)
+			}
+		}
+	}
 	for _, c := range h["Connection"] {
 		for f := range strings.SplitSeq(c, ",") {
 			if f = strings.TrimSpace(f); f != "" {

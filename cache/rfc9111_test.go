@@ -27,7 +27,7 @@ func TestStorable_RFC9111_3(t *testing.T) {
 		{name: "no explicit freshness, 200 with Last-Modified (heuristic)", header: []string{"Last-Modified", "-100h"}, stored: true},
 		{name: "no-store", header: []string{"Cache-Control", "max-age=60, no-store"}, stored: false},
 		{name: "private in a shared cache", header: []string{"Cache-Control", "private, max-age=60"}, stored: false},
-		{name: "qualified private", header: []string{"Cache-Control", `private="Set-Cookie", max-age=60`}, stored: false},
+		{name: "qualified private stores the rest", header: []string{"Cache-Control", `private="Set-Cookie", max-age=60`}, stored: true},
 		{name: "must-understand overrides no-store for a known status", header: []string{"Cache-Control", "must-understand, no-store, max-age=60"}, stored: true},
 		{name: "must-understand with an unknown status", status: 299, header: []string{"Cache-Control", "must-understand, no-store, max-age=60"}, stored: false},
 		{name: "302 without explicit freshness", status: 302, header: []string{"Location", "/x"}, stored: false},
@@ -558,4 +558,33 @@ func TestRequestNoStore(t *testing.T) {
 	assert.Equal(t, "body 2", r.body, "the origin answers")
 	r = hs.get("/rns")
 	assert.Equal(t, "body 1", r.body, "the response to the no-store request was not stored")
+}
+
+// §5.2.2.4 and §5.2.2.7: the qualified forms of no-cache and private keep the listed fields
+// out of the store, and the rest of the response is reused.
+func TestQualifiedNoCacheAndPrivate(t *testing.T) {
+	hs := newHarness(t, Options{}, nil)
+	hs.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Add("Cache-Control", `no-cache="a, b", private="Set-Cookie"`)
+		w.Header().Add("Cache-Control", "max-age=3600")
+		w.Header().Set("A", "1")
+		w.Header().Set("B", "2")
+		w.Header().Set("C", "3")
+		w.Header().Set("Set-Cookie", "session=alice")
+		_, _ = w.Write([]byte("x"))
+	})
+	first := hs.get("/q")
+	assert.Equal(t, "session=alice", first.header.Get("Set-Cookie"), "the first client gets everything")
+	r := hs.get("/q")
+	assert.EqualValues(t, 1, hs.hits.Load(), "the response is reused")
+	assert.Equal(t, "3", r.header.Get("C"))
+	assert.Empty(t, r.header.Get("A"))
+	assert.Empty(t, r.header.Get("B"))
+	assert.Empty(t, r.header.Get("Set-Cookie"), "private fields are never served from a shared cache")
+}
+
+// Connection-listed fields are not stored.
+func TestConnectionListedNotStored(t *testing.T) {
+	h := storedHeader(http.Header{"Connection": {"a, b"}, "A": {"1"}, "B": {"2"}, "C": {"3"}, "Keep-Alive": {"x"}})
+	assert.Equal(t, http.Header{"C": {"3"}}, h)
 }

@@ -106,7 +106,6 @@ func (s encodingStore) Set(key string, e *Entry, ttl time.Duration) {
 	s.MemoryStore.Set(key, &d, ttl)
 }
 
-
 func TestCache_WithEncodingStore(t *testing.T) {
 	ms, err := NewMemoryStore(MemoryOptions{})
 	require.NoError(t, err)
