@@ -183,3 +183,22 @@ func index(s, sub string) int {
 	}
 	return -1
 }
+
+// A follower waits at most CollapseTimeout, then fetches for itself.
+func TestCollapse_FollowerWaitIsBounded(t *testing.T) {
+	rig := newCollapseRig(t, "Cache-Control", "max-age=60")
+	rig.c.collapse = 20 * time.Millisecond
+	leaderDone := make(chan struct{})
+	go func() {
+		rig.serve(context.Background())
+		close(leaderDone)
+	}()
+	<-rig.arrived
+	followerDone := make(chan string)
+	go func() { followerDone <- rig.serve(context.Background()).Body.String() }()
+	<-rig.arrived // the follower gave up waiting and reached the origin itself
+	close(rig.release)
+	<-followerDone
+	<-leaderDone
+	assert.EqualValues(t, 2, rig.hits.Load())
+}

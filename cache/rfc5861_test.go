@@ -2,6 +2,7 @@ package cache
 
 import (
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,4 +114,29 @@ func TestStaleIfError_OriginUnreachable(t *testing.T) {
 	r := hs.get("/down")
 	assert.Equal(t, http.StatusOK, r.status)
 	assert.Equal(t, "body 1", r.body)
+}
+
+// At most MaxRefreshes background revalidations run at once; beyond that, stale hits are
+// served without starting another.
+func TestStaleWhileRevalidate_Bounded(t *testing.T) {
+	hs := newHarness(t, Options{MaxRefreshes: 1}, nil)
+	block := make(chan struct{})
+	var refreshing atomic.Int32
+	hs.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=10, stale-while-revalidate=600")
+		if r.Header.Get("X-Setup") == "" {
+			refreshing.Add(1)
+			<-block
+		}
+		_, _ = w.Write([]byte("x"))
+	})
+	hs.get("/a", "X-Setup", "1")
+	hs.get("/b", "X-Setup", "1")
+	hs.clock.Advance(time.Minute)
+	hs.get("/a") // starts the one allowed refresh, which blocks
+	hs.get("/b") // served stale, no refresh: the bound is reached
+	close(block)
+	waitRefreshes(hs.cache)
+	assert.EqualValues(t, 1, refreshing.Load(), "one refresh ran")
+	assert.EqualValues(t, 3, hs.hits.Load())
 }
