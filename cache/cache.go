@@ -249,7 +249,9 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 			c.serveEntry(w, r, e, age, nil)
 			return
 		case useStaleAsync:
-			c.refresh(key, r, e, next)
+			if !reqCC.has(ccOnlyIfCached) { // only-if-cached: do not contact the origin at all
+				c.refresh(key, r, e, next)
+			}
 			c.serveEntry(w, r, e, age, []string{c.statusValue(e, age, "hit", "", "stale-while-revalidate")})
 			return
 		}

@@ -329,3 +329,18 @@ func isUnsafe(method string) bool {
 	}
 	return true
 }
+
+// worthStoring reports whether a storable response could ever answer a request without
+// going back to the origin in full: it is fresh on arrival, or it has a validator to
+// revalidate with, or it may be served stale for a while. The rest only churn the store.
+func worthStoring(status int, h http.Header, cc cacheControl, reqTime, respTime time.Time) bool {
+	if h.Get("Etag") != "" || h.Get("Last-Modified") != "" || cc.has(ccStaleWhileRevalidate|ccStaleIfError) {
+		return true
+	}
+	date := respTime
+	if d, err := http.ParseTime(h.Get("Date")); err == nil {
+		date = d
+	}
+	lifetime := freshnessLifetime(status, h, cc, date, time.Time{})
+	return lifetime > correctedInitialAge(h, date, reqTime, respTime)
+}

@@ -132,6 +132,9 @@ func (fw *fetchWriter) WriteHeader(code int) {
 	if why == "" && length > fw.c.maxObject {
 		why = "too-large"
 	}
+	if why == "" && !worthStoring(code, fw.header, cc, fw.reqTime, fw.respTime) {
+		why = "stale-on-arrival"
+	}
 	if why == "" {
 		fw.buffering = true
 		switch {
