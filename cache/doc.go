@@ -15,9 +15,14 @@
 // status cacheable by default (RFC 9111 §3). A request with Authorization is stored only when
 // the response says public, s-maxage or must-revalidate (§3.5). Vary selects variants; header
 // values are normalised (lines combined, list whitespace removed, the Accept family lower
-// cased) and Vary: * is never stored. Hop-by-hop fields are dropped. Bodies larger than
-// Options.MaxObjectSize stream to the client and are not stored: the cache copies at most
-// that many bytes while it decides, never a whole large body.
+// cased) and Vary: * is never stored. Hop-by-hop fields, and the fields that the qualified
+// forms no-cache="..." and private="..." list, are not stored; the rest of such a response
+// is. A response that is stale on arrival and has no validator is not stored, since it
+// could never be reused. A request with no-store goes to the origin and nothing of it is
+// stored. Set-Cookie is stored like any other field, as RFC 9111 allows: an origin that
+// sets per-user cookies on a cacheable response should say private or no-cache="Set-Cookie".
+// Bodies larger than Options.MaxObjectSize stream to the client and are not stored: the
+// cache copies at most that many bytes while it decides, never a whole large body.
 //
 // # Freshness and age
 //
