@@ -55,7 +55,6 @@ type index struct {
 	exact    map[string]*tls.Certificate
 	wildcard map[string]*tls.Certificate // "*.example.com" is stored under "example.com"
 	def      *tls.Certificate
-	winner   map[string]*entry // which entry holds each name; used only while building
 }
 
 // Set stores cert under key, replacing any certificate stored there. The certificate must have
@@ -206,14 +205,14 @@ func (s *Store) rebuildLocked() {
 	idx := &index{
 		exact:    make(map[string]*tls.Certificate),
 		wildcard: make(map[string]*tls.Certificate),
-		winner:   make(map[string]*entry),
 	}
+	winner := make(map[string]*entry) // which entry holds each name
 	for _, e := range s.entries {
 		for _, name := range e.names {
-			if prev := idx.winner[name]; prev != nil && !better(e, prev) {
+			if prev := winner[name]; prev != nil && !better(e, prev) {
 				continue
 			}
-			idx.winner[name] = e
+			winner[name] = e
 			if rest, ok := strings.CutPrefix(name, "*."); ok {
 				idx.wildcard[rest] = e.cert
 			} else {
@@ -221,7 +220,6 @@ func (s *Store) rebuildLocked() {
 			}
 		}
 	}
-	idx.winner = nil
 	if e := s.entries[s.defaultKey]; e != nil {
 		idx.def = e.cert
 	}

@@ -46,12 +46,14 @@ func (l *errorLog) joined() error {
 	return errors.Join(l.errs...)
 }
 
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
 // start runs a Secrets source until the test ends and waits for its initial sync.
 func start(t *testing.T, client k8s.Interface, store *sluicetls.Store, opts kubernetes.Options) *errorLog {
 	t.Helper()
 	var log errorLog
 	opts.OnError = log.add
-	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	opts.Logger = quietLogger()
 	src, err := kubernetes.New(client, store, opts)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
