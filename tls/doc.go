@@ -35,4 +35,9 @@
 // ALPN h2 and http/1.1, and optional client-certificate authentication against a reloadable
 // CA pool. [ClientConfig] returns an upstream config with a custom CA pool, server name and
 // client certificate, all read at handshake time so rotation needs no new transport.
+//
+// # OCSP stapling
+//
+// [Stapler] fetches OCSP responses for stored certificates that name a responder and staples
+// the Good ones, refetching past half of each response's validity.
 package tls

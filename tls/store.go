@@ -226,6 +226,23 @@ func (s *Store) rebuildLocked() {
 	s.index.Store(idx)
 }
 
+// replaceIf stores next under key only if key still holds prev, so that a staple fetched for
+// a certificate never overwrites a rotation that happened meanwhile.
+func (s *Store) replaceIf(key string, prev, next *tls.Certificate) bool {
+	e, err := newEntry(key, next)
+	if err != nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur := s.entries[key]; cur == nil || cur.cert != prev {
+		return false
+	}
+	s.entries[key] = e
+	s.rebuildLocked()
+	return true
+}
+
 // better reports whether a should serve a name that b also claims: the later expiry wins, then
 // the smaller key, so the choice does not depend on map order.
 func better(a, b *entry) bool {

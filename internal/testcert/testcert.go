@@ -100,6 +100,8 @@ type Template struct {
 	NotBefore, NotAfter time.Time
 	// Usage is the extended key usage; zero means server authentication.
 	Usage x509.ExtKeyUsage
+	// OCSPServer lists OCSP responder URLs (the authority information access extension).
+	OCSPServer []string
 }
 
 // Issue issues a certificate signed by ca as described by tmpl. It fails t on error.
@@ -113,6 +115,7 @@ func (ca *CA) Issue(t testing.TB, tmpl Template) *Cert {
 		NotAfter:     tmpl.NotAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{tmpl.Usage},
+		OCSPServer:   tmpl.OCSPServer,
 	}
 	if tmpl.Usage == 0 {
 		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
