@@ -57,9 +57,11 @@ type Options struct {
 	CASecret string
 
 	// Factory, if not nil, is the embedder's informer factory to take the Secret informer
-	// from, so that one watch serves every consumer. Run starts it (starting an already
-	// started factory is harmless) but does not shut it down. It must cover Namespace. If
-	// nil, Run builds its own, scoped to Namespace and to Selector or the single name.
+	// from, so that one watch serves every consumer. It must cover Namespace. New registers
+	// the Secret informer with it, so start the factory after New, as usual; Run starts the
+	// informer itself, bound to Run's context, only if nobody has. Run never shuts the
+	// factory down. If nil, Run builds its own factory, scoped to Namespace and to Selector
+	// or the single name, and shuts it down on return.
 	Factory informers.SharedInformerFactory
 
 	// OnError, if not nil, is called with every Secret that cannot be served, without any
@@ -118,6 +120,10 @@ func New(client k8s.Interface, store *sluicetls.Store, opts Options) (*Secrets, 
 	}
 	if opts.Default != "" {
 		store.SetDefault(opts.Namespace + "/" + opts.Default)
+	}
+	if opts.Factory != nil {
+		// Register the informer now (this starts nothing) so the embedder's Start covers it.
+		opts.Factory.Core().V1().Secrets().Informer()
 	}
 	return s, nil
 }

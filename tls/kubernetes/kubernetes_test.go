@@ -174,13 +174,24 @@ func TestSecretsSharedFactoryAndCAs(t *testing.T) {
 
 	var store sluicetls.Store
 	var pool sluicetls.CAPool
-	start(t, nil, &store, kubernetes.Options{Namespace: ns, Names: []string{"a"}, Factory: factory, CAs: &pool, CASecret: "client-ca"})
+	src, err := kubernetes.New(nil, &store, kubernetes.Options{Namespace: ns, Names: []string{"a"}, Factory: factory, CAs: &pool, CASecret: "client-ca", Logger: quietLogger()})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	factory.Start(ctx.Done()) // the embedder starts its factory after New
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx) }()
+	t.Cleanup(func() { cancel(); assert.ErrorIs(t, <-done, context.Canceled) })
+	select {
+	case <-src.Synced():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no initial sync within 10s")
+	}
 	assert.ElementsMatch(t, []string{"web/a"}, store.Keys())
 	require.NotNil(t, pool.Pool(), "ca.crt should load")
 	assert.True(t, pool.Pool().Equal(ca.Pool))
 
 	caSecret.Data["ca.crt"] = ca2.CertPEM
-	_, err := client.CoreV1().Secrets(ns).Update(context.Background(), caSecret, metav1.UpdateOptions{})
+	_, err = client.CoreV1().Secrets(ns).Update(context.Background(), caSecret, metav1.UpdateOptions{})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return pool.Pool().Equal(ca2.Pool) }, 10*time.Second, 5*time.Millisecond, "the CA pool should follow the secret")
 }
