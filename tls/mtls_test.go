@@ -69,6 +69,30 @@ func TestServerMTLS(t *testing.T) {
 	})
 }
 
+// TestServerMTLSResumption checks that a resumed session is verified against the current
+// pool too: a CA removed from the pool must not keep its clients in through session tickets.
+func TestServerMTLSResumption(t *testing.T) {
+	ca, other := testcert.NewCA(t), testcert.NewCA(t)
+	var store sluicetls.Store
+	require.NoError(t, store.Set("srv", &ca.Server(t, "mtls.test").TLS))
+	pool := sluicetls.NewCAPool(ca.Pool)
+	cfg, err := sluicetls.ServerConfig(&store, sluicetls.ServerOptions{ClientCAs: pool})
+	require.NoError(t, err)
+	url := serve(t, cfg)
+	client := &tls.Config{ServerName: "mtls.test", RootCAs: ca.Pool, Certificates: []tls.Certificate{ca.Client(t, "alice").TLS},
+		ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+
+	_, _, err = get(t, url, client)
+	require.NoError(t, err)
+	resp, _, err := get(t, url, client)
+	require.NoError(t, err)
+	require.True(t, resp.TLS.DidResume, "the second connection should resume")
+
+	pool.Set(other.Pool)
+	_, _, err = get(t, url, client)
+	assert.Error(t, err, "a resumed session must be refused once its CA leaves the pool")
+}
+
 // upstream starts an HTTP/2 TLS backend that requires client certificates from ca and answers
 // with the client's common name.
 func upstream(t *testing.T, ca *testcert.CA, names ...string) *httptest.Server {
