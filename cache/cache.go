@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
 // Options configures a [Cache]. The zero value is a usable configuration.
@@ -66,6 +68,7 @@ type Cache struct {
 	log       *slog.Logger
 
 	flights flightGroup
+	passes  passMemo
 
 	refreshes chan struct{} // a slot per running background revalidation
 	ctx       context.Context
@@ -267,7 +270,7 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 			c.pass(w, r, next, reason, "range")
 			return
 		}
-		c.fetch(w, r, next, key, e, reason, reqCC, !fwdRequest && !credentialed(r))
+		c.fetch(w, r, next, key, e, reason, reqCC, !fwdRequest && !credentialed(r) && !c.passes.recent(key, c.now()))
 		return
 	}
 	if reqCC.has(ccOnlyIfCached) {
@@ -284,7 +287,7 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		c.pass(w, r, next, reason, "range")
 		return
 	}
-	collapse := !credentialed(r) && !reqCC.has(ccNoCache|ccNoStore)
+	collapse := !credentialed(r) && !reqCC.has(ccNoCache|ccNoStore) && !c.passes.recent(key, c.now())
 	c.fetch(w, r, next, key, nil, reason, reqCC, collapse)
 }
 
@@ -641,6 +644,45 @@ type discardWriter struct{ h http.Header }
 func (d *discardWriter) Header() http.Header         { return d.h }
 func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (d *discardWriter) WriteHeader(int)             {}
+
+// passTime is how long the cache remembers that a URL's response could not be stored.
+const passTime = 10 * time.Second
+
+// passMemo remembers, for a short while, URLs whose last response could not be stored
+// (Varnish's "hit-for-pass"), so that requests for them go straight upstream instead of
+// queueing behind one another to learn it again. It affects only collapsing: a response
+// that has become storable is still stored.
+type passMemo struct {
+	mu sync.Mutex // mu protects m
+	m  *simplelru.LRU[string, time.Time]
+}
+
+func (p *passMemo) recent(key string, now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		return false
+	}
+	until, ok := p.m.Get(key)
+	return ok && now.Before(until)
+}
+
+func (p *passMemo) mark(key string, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m, _ = simplelru.NewLRU[string, time.Time](10000, nil)
+	}
+	p.m.Add(key, now.Add(passTime))
+}
+
+func (p *passMemo) forget(key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m != nil {
+		p.m.Remove(key)
+	}
+}
 
 // flightGroup tracks the origin fetches in progress, by key, for request collapsing. Unlike
 // singleflight, the leader's fetch belongs to the leader's request alone: if its client goes

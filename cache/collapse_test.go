@@ -202,3 +202,25 @@ func TestCollapse_FollowerWaitIsBounded(t *testing.T) {
 	<-leaderDone
 	assert.EqualValues(t, 2, rig.hits.Load())
 }
+
+// After a response could not be stored, requests for the URL go upstream at once for a
+// while instead of queueing behind each other to learn it again.
+func TestCollapse_HitForPass(t *testing.T) {
+	rig := newCollapseRig(t, "Cache-Control", "no-store")
+	done := make(chan struct{})
+	go func() { rig.serve(context.Background()); close(done) }()
+	<-rig.arrived
+	rig.release <- struct{}{}
+	<-done
+	const n = 3
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() { rig.serve(context.Background()) })
+	}
+	for range n {
+		<-rig.arrived // all three reach the origin while none has been answered
+	}
+	close(rig.release)
+	wg.Wait()
+	assert.EqualValues(t, n+1, rig.hits.Load())
+}

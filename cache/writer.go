@@ -184,6 +184,9 @@ func (fw *fetchWriter) failure() flightResult {
 	if fw.out.Context().Err() != nil {
 		return flightIncomplete
 	}
+	if fw.flight != nil {
+		fw.c.passes.mark(fw.key, fw.respTime)
+	}
 	return flightUncacheable
 }
 
@@ -282,6 +285,7 @@ func (fw *fetchWriter) finish() bool {
 		}
 		e := c.newEntry(fw.out, fw.status, fw.header, body, fw.reqTime, fw.respTime)
 		c.put(fw.key, fw.out, e)
+		c.passes.forget(fw.key)
 		c.flights.finish(fw.key, fw.flight, flightStored)
 	}
 	return true
