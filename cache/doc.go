@@ -63,7 +63,8 @@
 // the origin themselves; if the first request's client goes away, they do not inherit its
 // cancellation: one of them fetches again. Requests with Authorization or Cookie are never
 // collapsed. Collapsing is by URL: a follower whose Vary'd headers select another variant
-// fetches its own.
+// fetches its own. A URL whose response could not be stored is not collapsed for the next
+// 10 seconds ("hit-for-pass"), so its requests do not queue to learn that again.
 //
 // # Cache-Status
 //
