@@ -14,7 +14,12 @@ import (
 
 // plainHostname reports whether s is made of non-empty labels of [a-zA-Z0-9-], optionally
 // with a wildcard first label: the names on which the store and crypto/x509 must agree.
-func plainHostname(s string, wildcard bool) bool {
+// Certificate names (pattern) may not end in a dot: the store drops them, since no SNI can
+// carry the dot they would need (crypto/x509 matches them only literally).
+func plainHostname(s string, pattern bool) bool {
+	if pattern && strings.HasSuffix(s, ".") {
+		return false
+	}
 	s = strings.TrimSuffix(s, ".")
 	if s == "" || len(s) > 253 || net.ParseIP(s) != nil {
 		return false
@@ -23,7 +28,7 @@ func plainHostname(s string, wildcard bool) bool {
 		if label == "" {
 			return false
 		}
-		if wildcard && i == 0 && label == "*" {
+		if pattern && i == 0 && label == "*" {
 			continue
 		}
 		for _, c := range label {
