@@ -1,0 +1,52 @@
+// Package ratelimit is HTTP middleware that gives each client a fair share of a service and
+// keeps abusive clients away from the backends.
+//
+// # Token buckets
+//
+// A [Limit] is a token bucket (see [golang.org/x/time/rate]): a bucket holds at most Burst
+// tokens, refills at Rate tokens per second, and every request takes one token. A client that
+// has been idle may send Burst requests at once; after that it is held to Rate. Each Limit
+// keeps one bucket per key, and the key says who is counted: the client IP (through
+// [sluice.ClientIP], so X-Forwarded-For is believed only from trusted proxies, with IPv6
+// addresses grouped by a prefix such as /64 because one subscriber usually holds a whole
+// /64), a header such as an API key, a cookie, the request path, or any function of the
+// request. Several Limits can apply to one request (per client and per route, say); the
+// request is admitted only if every one of them has a token, and a request that one limit
+// refuses gives back the tokens it took from the others.
+//
+// # Bounded memory
+//
+// Buckets live in a fixed number of LRU lists ([github.com/hashicorp/golang-lru/v2/simplelru],
+// sharded by key hash so that parallel requests rarely contend on one lock) with a cap on
+// their total size. A bucket is forgotten only when it is full again: a full bucket and no
+// bucket at all behave the same, so forgetting it cannot give a client more than its limit.
+// When the cap is reached and the least recently used buckets are still draining (an attacker
+// rotating source addresses looks like this), a new key is not given a fresh bucket; it is
+// counted in its shard's overflow bucket, which has the limit's own rate and burst and is
+// shared by every key that did not fit. So no key ever gets more than its Limit, memory never
+// grows past the cap, and the cost of a flood falls on the keys that are new during the flood
+// rather than on the clients already known.
+//
+// # Responses
+//
+// A refused request gets 429 Too Many Requests with Retry-After. Every response carries the
+// RateLimit-Policy and RateLimit header fields of the IETF httpapi draft "RateLimit header
+// fields for HTTP", one list member per Limit that applied: the policy advertises q=Burst
+// requests per window w=Burst/Rate seconds (the time an empty bucket takes to refill), and
+// RateLimit reports r, the whole tokens left, and t, the seconds until the bucket is full.
+//
+// With [Options.MaxDelay] set, a request that would have to wait for a token at most that
+// long is held until its token is due instead of being refused, like NGINX limit_req without
+// nodelay; a request whose context ends while it waits gives its tokens back.
+//
+// # Concurrency
+//
+// [Concurrency] caps the requests in flight per key (per client) or for a whole pool
+// ([Global]), like NGINX limit_conn.
+//
+// # Distributed limits
+//
+// Each Limit stores its buckets in a [Store]. The default is the in-memory store described
+// above; a Store shared between replicas (Redis, say) can replace it without changing the
+// middleware.
+package ratelimit

@@ -1,0 +1,194 @@
+package ratelimit
+
+import (
+	"encoding/binary"
+	"hash/maphash"
+	"net/http"
+	"net/netip"
+	"net/textproto"
+	"strings"
+
+	"github.com/sluiceproxy/sluice"
+)
+
+// A Key names one bucket. Client-IP keys use Addr (already grouped by prefix) and leave Str
+// empty; every other kind of key uses Str. Key is comparable so that the in-memory store can
+// index it without building a string per request.
+type Key struct {
+	Addr netip.Addr
+	Str  string
+}
+
+// maxKeyLen is the longest string key stored as is. Longer keys (a header can be a megabyte)
+// are replaced by a 128-bit hash so that the memory a bucket costs does not depend on what a
+// client sends.
+const maxKeyLen = 64
+
+// keySeed seeds the hash that shortens long keys; it is per process so that clients cannot
+// aim for collisions.
+var keySeed = maphash.MakeSeed()
+
+type byKind uint8
+
+const (
+	byClientIP byKind = iota
+	byHeader
+	byCookie
+	byPath
+	byGlobal
+	byFunc
+)
+
+// By says what a limit counts requests by. The zero By counts by client IP.
+type By struct {
+	kind byKind
+	name string
+	fn   func(*http.Request) (string, bool)
+}
+
+// ByClientIP counts requests by the client's IP address as [sluice.ClientIP] finds it with
+// [Options.TrustedProxies], grouped by [Options.IPv4Prefix] and [Options.IPv6Prefix].
+func ByClientIP() By { return By{kind: byClientIP} }
+
+// ByHeader counts requests by the first value of the named request header, such as an API
+// key. Like NGINX, a request without the header is not counted by this limit: pair it with a
+// client-IP limit so that leaving the header out is no way around limits.
+func ByHeader(name string) By {
+	return By{kind: byHeader, name: textproto.CanonicalMIMEHeaderKey(name)}
+}
+
+// ByCookie counts requests by the value of the named cookie. A request without the cookie is
+// not counted by this limit.
+func ByCookie(name string) By { return By{kind: byCookie, name: name} }
+
+// ByPath counts requests by URL path, giving every path its own bucket.
+func ByPath() By { return By{kind: byPath} }
+
+// Global counts every request in one bucket: a limit for the whole service or route.
+func Global() By { return By{kind: byGlobal} }
+
+// ByFunc counts requests by the string fn returns. When fn reports false the limit does not
+// apply to the request, which is how a limit is confined to one route:
+//
+//	ratelimit.ByFunc(func(r *http.Request) (string, bool) { return "login", r.URL.Path == "/login" })
+func ByFunc(fn func(r *http.Request) (key string, ok bool)) By { return By{kind: byFunc, fn: fn} }
+
+// keyer extracts keys for one By.
+type keyer struct {
+	by      By
+	trusted *sluice.TrustedProxies
+	v4, v6  int
+}
+
+// key returns r's key, or false when the limit does not apply to r. It allocates only when a
+// string key is longer than maxKeyLen.
+func (k *keyer) key(r *http.Request) (Key, bool) {
+	switch k.by.kind {
+	case byClientIP:
+		return Key{Addr: k.groupIP(sluice.ClientIP(r, k.trusted))}, true
+	case byHeader:
+		vs := r.Header[k.by.name]
+		if len(vs) == 0 {
+			return Key{}, false
+		}
+		v := textproto.TrimString(vs[0])
+		if v == "" {
+			return Key{}, false
+		}
+		return strKey(v), true
+	case byCookie:
+		v, ok := cookieValue(r.Header["Cookie"], k.by.name)
+		if !ok || v == "" {
+			return Key{}, false
+		}
+		return strKey(v), true
+	case byPath:
+		return strKey(r.URL.Path), true
+	case byGlobal:
+		return Key{}, true
+	default:
+		s, ok := k.by.fn(r)
+		if !ok {
+			return Key{}, false
+		}
+		return strKey(s), true
+	}
+}
+
+// groupIP masks a to the configured prefix length, so that a client cannot escape its limit
+// by hopping between the addresses of its own IPv6 /64.
+func (k *keyer) groupIP(a netip.Addr) netip.Addr {
+	a = a.WithZone("")
+	bits := k.v6
+	if a.Is4() {
+		bits = k.v4
+	}
+	if p, err := a.Prefix(bits); err == nil {
+		return p.Addr()
+	}
+	return a // the zero Addr: every request without a peer IP shares one bucket
+}
+
+// strKey makes a string key, hashing long strings to a fixed size.
+func strKey(s string) Key {
+	if len(s) <= maxKeyLen {
+		return Key{Str: s}
+	}
+	var b [17]byte
+	b[0] = 0 // no header or cookie value can start with NUL, so hashes never equal real keys
+	binary.LittleEndian.PutUint64(b[1:], maphash.String(keySeed, s))
+	h := maphash.Hash{}
+	h.SetSeed(keySeed)
+	h.WriteByte(1)
+	h.WriteString(s)
+	binary.LittleEndian.PutUint64(b[9:], h.Sum64())
+	return Key{Str: string(b[:])}
+}
+
+// cookieValue returns the value of the first well-formed cookie called name in the Cookie
+// header lines, with surrounding double quotes removed. It follows what net/http's
+// Request.Cookie accepts but does not allocate.
+func cookieValue(lines []string, name string) (string, bool) {
+	for _, line := range lines {
+		for line != "" {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = textproto.TrimString(part)
+			n, v, _ := strings.Cut(part, "=")
+			if n != name {
+				continue
+			}
+			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			if validCookieValue(v) {
+				return v, true
+			}
+		}
+	}
+	return "", false
+}
+
+// validCookieValue reports whether v holds only the bytes net/http accepts in a cookie value.
+func validCookieValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if b := v[i]; b < 0x20 || b >= 0x7f || b == '"' || b == ';' || b == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// validCookieName reports whether name is an RFC 7230 token, as a cookie name must be.
+func validCookieName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		b := name[i]
+		if b <= ' ' || b >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?={}`, b) >= 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,304 @@
+package ratelimit
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/sluiceproxy/sluice"
+)
+
+// A Limit is one token-bucket limit: Rate requests per second with bursts of up to Burst,
+// counted per key.
+type Limit struct {
+	// Name names the limit's policy in the RateLimit-Policy and RateLimit header fields.
+	// Names must be unique within a Limiter; an empty Name is "default".
+	Name string
+
+	// Rate is the sustained rate in requests per second; it must be > 0. Use rate.Every to
+	// write "one per 10s" as a Rate.
+	Rate rate.Limit
+
+	// Burst is the number of requests a key that has been idle may send at once; ≥ 1.
+	Burst int
+
+	// By says what requests are counted by. The zero value counts by client IP.
+	By By
+
+	// MaxKeys caps the number of keys that have a bucket of their own. Zero means 100,000:
+	// a few tens of megabytes.
+	MaxKeys int
+
+	// Store keeps the buckets. Nil means a [MemoryStore] with Rate, Burst and MaxKeys.
+	Store Store
+}
+
+// Options configures a [Limiter].
+type Options struct {
+	// Limits are the limits every request must pass; at least one. A request is admitted
+	// only when each Limit that applies to it grants a token.
+	Limits []Limit
+
+	// TrustedProxies are the proxies whose X-Forwarded-For and Forwarded headers are
+	// believed when finding the client IP. Nil trusts nobody: the key is the TCP peer.
+	TrustedProxies *sluice.TrustedProxies
+
+	// IPv4Prefix and IPv6Prefix group client addresses into networks before counting them.
+	// Zero means 32 (each IPv4 address alone) and 64 (each IPv6 /64, which is what one
+	// subscriber is usually given, so rotating addresses inside it gains nothing).
+	IPv4Prefix, IPv6Prefix int
+
+	// MaxDelay, when positive, holds a request whose token is due within MaxDelay until it
+	// is due instead of refusing it, like NGINX limit_req without nodelay. Zero refuses every
+	// request that has no token now.
+	MaxDelay time.Duration
+
+	// Now returns the current time. Nil means time.Now; tests set a fake clock.
+	Now func() time.Time
+}
+
+// Limiter is rate-limiting middleware. It is safe for concurrent use.
+type Limiter struct {
+	limits   []limit
+	maxDelay time.Duration
+	now      func() time.Time
+	policy   []string // the RateLimit-Policy field value, built once
+}
+
+type limit struct {
+	keyer
+	name   string // the policy name as an sf-string, quotes included
+	store  Store
+	policy string
+}
+
+// New returns a Limiter for opts. The error names the field that is wrong.
+func New(opts Options) (*Limiter, error) {
+	if len(opts.Limits) == 0 {
+		return nil, fmt.Errorf("ratelimit: Limits must hold at least one Limit")
+	}
+	v4, v6, err := prefixes(opts.IPv4Prefix, opts.IPv6Prefix)
+	if err != nil {
+		return nil, err
+	}
+	if opts.MaxDelay < 0 {
+		return nil, fmt.Errorf("ratelimit: MaxDelay must be ≥ 0, got %v", opts.MaxDelay)
+	}
+	l := &Limiter{maxDelay: opts.MaxDelay, now: opts.Now}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	seen := map[string]bool{}
+	var policies []string
+	for i, lim := range opts.Limits {
+		name := lim.Name
+		if name == "" {
+			name = "default"
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("ratelimit: Limits[%d].Name %q is used twice", i, name)
+		}
+		seen[name] = true
+		if !validPolicyName(name) {
+			return nil, fmt.Errorf("ratelimit: Limits[%d].Name %q must be printable ASCII", i, name)
+		}
+		if err := validBy(lim.By); err != nil {
+			return nil, fmt.Errorf("ratelimit: Limits[%d].By: %w", i, err)
+		}
+		if lim.MaxKeys == 0 {
+			lim.MaxKeys = 100_000
+		}
+		store := lim.Store
+		if store == nil {
+			store, err = NewMemoryStore(lim.Rate, lim.Burst, lim.MaxKeys)
+			if err != nil {
+				return nil, fmt.Errorf("%w (Limits[%d])", err, i)
+			}
+		}
+		if lim.Rate <= 0 || lim.Burst < 1 {
+			return nil, fmt.Errorf("ratelimit: Limits[%d] needs Rate > 0 and Burst ≥ 1 for its headers, got %v and %d", i, float64(lim.Rate), lim.Burst)
+		}
+		sf := `"` + name + `"`
+		window := int64(float64(lim.Burst)/float64(lim.Rate) + 0.999999999)
+		policy := sf + ";q=" + strconv.Itoa(lim.Burst) + ";w=" + strconv.FormatInt(max(window, 1), 10)
+		policies = append(policies, policy)
+		l.limits = append(l.limits, limit{
+			keyer: keyer{by: lim.By, trusted: opts.TrustedProxies, v4: v4, v6: v6},
+			name:  sf, store: store, policy: policy,
+		})
+	}
+	l.policy = []string{strings.Join(policies, ", ")}
+	return l, nil
+}
+
+func prefixes(v4, v6 int) (int, int, error) {
+	if v4 == 0 {
+		v4 = 32
+	}
+	if v6 == 0 {
+		v6 = 64
+	}
+	if v4 < 1 || v4 > 32 {
+		return 0, 0, fmt.Errorf("ratelimit: IPv4Prefix must be in 1..32, got %d", v4)
+	}
+	if v6 < 1 || v6 > 128 {
+		return 0, 0, fmt.Errorf("ratelimit: IPv6Prefix must be in 1..128, got %d", v6)
+	}
+	return v4, v6, nil
+}
+
+func validBy(b By) error {
+	switch b.kind {
+	case byHeader:
+		if b.name == "" || strings.ContainsAny(b.name, " :\r\n") {
+			return fmt.Errorf("header name %q is not a valid field name", b.name)
+		}
+	case byCookie:
+		if !validCookieName(b.name) {
+			return fmt.Errorf("cookie name %q is not a valid cookie name", b.name)
+		}
+	case byFunc:
+		if b.fn == nil {
+			return fmt.Errorf("ByFunc needs a non-nil func")
+		}
+	}
+	return nil
+}
+
+// validPolicyName reports whether name can be written as a structured-field string without
+// escapes.
+func validPolicyName(name string) bool {
+	for i := 0; i < len(name); i++ {
+		if b := name[i]; b < 0x20 || b >= 0x7f || b == '"' || b == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// maxInline is how many limits a decision tracks without allocating.
+const maxInline = 4
+
+// decision is the outcome of every limit for one request.
+type decision struct {
+	ok    bool
+	delay time.Duration // the longest wait any limit asks for
+	retry time.Duration // when refused, the longest RetryAfter of the refusing limits
+	keys  []Key
+	ds    []Decision // one per limit
+	apply []bool     // whether each limit was consulted: it applied and no earlier one refused
+	bufK  [maxInline]Key
+	bufD  [maxInline]Decision
+	bufA  [maxInline]bool
+}
+
+// decide asks every limit about r at now. A limit that refuses undoes the tokens the earlier
+// ones took, so that one limit's refusal does not use up another's budget.
+func (l *Limiter) decide(r *http.Request, now time.Time, d *decision) {
+	n := len(l.limits)
+	if n <= maxInline {
+		d.keys, d.ds, d.apply = d.bufK[:n], d.bufD[:n], d.bufA[:n]
+	} else {
+		d.keys, d.ds, d.apply = make([]Key, n), make([]Decision, n), make([]bool, n)
+	}
+	d.ok = true
+	for i := range l.limits {
+		lim := &l.limits[i]
+		k, ok := lim.key(r)
+		d.apply[i] = ok
+		if !ok {
+			continue
+		}
+		d.keys[i] = k
+		d.ds[i] = lim.store.Take(k, now, l.maxDelay)
+		if !d.ds[i].OK {
+			d.ok = false
+			d.retry = max(d.retry, d.ds[i].RetryAfter)
+			for j := range i {
+				if d.apply[j] && d.ds[j].OK {
+					l.limits[j].store.Cancel(d.keys[j], d.ds[j], now)
+					d.ds[j].Remaining++ // the token went back
+				}
+			}
+			// The later limits are not consulted, so they take nothing and report nothing.
+			for j := i + 1; j < n; j++ {
+				d.apply[j] = false
+			}
+			return
+		}
+		d.delay = max(d.delay, d.ds[i].Delay)
+	}
+}
+
+// cancel gives back every token d holds.
+func (l *Limiter) cancel(d *decision, now time.Time) {
+	for i := range l.limits {
+		if d.apply[i] && d.ds[i].OK {
+			l.limits[i].store.Cancel(d.keys[i], d.ds[i], now)
+		}
+	}
+}
+
+// Handler returns middleware that passes the requests the limits admit to next, holds those
+// that must wait (with MaxDelay), and answers the rest with 429 Too Many Requests.
+func (l *Limiter) Handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := l.now()
+		var d decision
+		l.decide(r, now, &d)
+		h := w.Header()
+		h["Ratelimit-Policy"] = l.policy
+		if v := l.rateLimitField(&d); v != "" {
+			h["Ratelimit"] = []string{v}
+		}
+		if !d.ok {
+			h.Set("Retry-After", strconv.FormatInt(ceilSeconds(d.retry), 10))
+			http.Error(w, "ratelimit: too many requests", http.StatusTooManyRequests)
+			return
+		}
+		if d.delay > 0 {
+			t := time.NewTimer(d.delay)
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				t.Stop()
+				l.cancel(&d, l.now())
+				http.Error(w, "ratelimit: request cancelled while queued", http.StatusServiceUnavailable)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// rateLimitField formats the RateLimit field: one member per limit that applied.
+func (l *Limiter) rateLimitField(d *decision) string {
+	var b strings.Builder
+	for i := range l.limits {
+		if !d.apply[i] {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(l.limits[i].name)
+		b.WriteString(";r=")
+		b.WriteString(strconv.Itoa(d.ds[i].Remaining))
+		b.WriteString(";t=")
+		b.WriteString(strconv.FormatInt(ceilSeconds(d.ds[i].Reset), 10))
+	}
+	return b.String()
+}
+
+// ceilSeconds rounds d up to whole seconds, as the delay-seconds of Retry-After and the
+// RateLimit field are written; a positive wait never rounds to zero.
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
