@@ -1,0 +1,36 @@
+package discovery_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/discovery"
+)
+
+func ExampleStatic() {
+	src := discovery.Static{Endpoints: []sluice.Endpoint{
+		{Addr: "10.0.0.2:8080", Weight: 2, Zone: "eu-west-1b"},
+		{Addr: "10.0.0.1:8080", Zone: "eu-west-1a"},
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	// A balancer's Update would go here; Watch blocks until ctx ends.
+	err := src.Watch(ctx, func(eps []sluice.Endpoint) {
+		for _, ep := range eps {
+			fmt.Println(ep.Addr, ep.EffectiveWeight(), ep.Zone)
+		}
+	})
+	fmt.Println(err)
+	// Output:
+	// 10.0.0.1:8080 1 eu-west-1a
+	// 10.0.0.2:8080 2 eu-west-1b
+	// context deadline exceeded
+}
+
+func ExampleDNS() {
+	// Resolve the A/AAAA records of a headless Service every 10s (its records' TTL).
+	src := discovery.DNS{Name: "api.default.svc.cluster.local", Port: 8080, Refresh: 10 * time.Second}
+	_ = src // go src.Watch(ctx, bal.Update)
+}
