@@ -1,0 +1,602 @@
+package balancer
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluiceproxy/sluice"
+)
+
+// errNoEndpoint is returned by Pick when the snapshot holds nothing to pick. It is a single
+// value so that the error path allocates nothing either.
+var errNoEndpoint = fmt.Errorf("balancer: no usable endpoint: %w", sluice.ErrNoEndpoint)
+
+// Options configures a Balancer. The zero value is ready to use: no slow start, no zone
+// preference, a 50% panic threshold, the wall clock and an unseeded random source.
+type Options struct {
+	// SlowStart is the window over which a new or recovered endpoint ramps up to its full share
+	// of traffic, as Envoy's slow_start_config does. Zero disables slow start. Endpoints in the
+	// first Update are not ramped: a proxy that just started has no warm endpoints to protect.
+	// Slow start applies to RoundRobin, Random, LeastRequest and PeakEWMA (and to a Sticky
+	// fallback); it never moves a key or session that Maglev or Sticky already pins.
+	SlowStart time.Duration
+
+	// SlowStartAggression shapes the ramp: an endpoint that has been up for the fraction t of the
+	// window gets the share t^(1/SlowStartAggression). Zero means 1 (linear).
+	SlowStartAggression float64
+
+	// SlowStartMinWeight is the smallest share, as a fraction of the full share, that a ramping
+	// endpoint gets. Zero means 0.1, as in Envoy.
+	SlowStartMinWeight float64
+
+	// Zone is the topology zone this proxy runs in. When set, picks are confined to the
+	// endpoints meant for this zone while they are healthy enough to carry it: the endpoints
+	// whose ForZones hint lists Zone when every endpoint carries hints (as kube-proxy does with
+	// EndpointSlice hints), else the endpoints whose Zone is Zone. The balancer spills over to
+	// every zone when the local set is empty, holds no Ready endpoint, or has fewer Ready
+	// endpoints than PanicThreshold of its members. Empty disables zone preference.
+	Zone string
+
+	// PanicThreshold is the fraction of Ready endpoints below which the balancer stops trusting
+	// health and spreads load over Ready and Unhealthy endpoints alike, as Envoy's
+	// healthy_panic_threshold does. Zero means 0.5; a negative value disables panic mode.
+	PanicThreshold float64
+
+	// TrustedProxies says whose X-Forwarded-For and Forwarded headers are believed when Maglev
+	// hashes on the client IP ([ClientIPKey]). Nil trusts nobody: the TCP peer is the client.
+	TrustedProxies *sluice.TrustedProxies
+
+	// Now returns the current time. Nil means time.Now. Simulations and tests pass a virtual
+	// clock; it is called on Update, by PeakEWMA on every pick and on every Done, and during
+	// slow-start windows.
+	Now func() time.Time
+
+	// Seed, when not zero, makes the balancer's random choices reproducible: a single goroutine
+	// that makes the same calls gets the same picks. Zero draws from the runtime's per-thread
+	// generator, which is faster under contention.
+	Seed uint64
+}
+
+// Balancer picks an endpoint per try according to a Policy. It implements sluice.Picker.
+//
+// Update replaces the endpoint set; Pick reads the latest snapshot without a lock. Both are
+// safe for concurrent use. A Balancer with no endpoints answers every Pick with an error that
+// wraps sluice.ErrNoEndpoint.
+type Balancer struct {
+	policy Policy
+	opts   Options
+	now    func() time.Time
+	rng    rng
+
+	// Per-policy behaviour chosen once in New so that the hot path only tests booleans.
+	trackLatency bool    // PeakEWMA: Done feeds latency into the EWMA
+	trackTotal   bool    // Maglev with bounded loads: Pick and Done keep total in-flight
+	decayNanos   float64 // PeakEWMA decay time constant
+	total        atomic.Int64
+
+	snap atomic.Pointer[snapshot]
+
+	mu      sync.Mutex // mu serialises Update; it protects states, gen and updated.
+	states  map[string]*endpointState
+	gen     uint64
+	updated bool
+}
+
+var _ sluice.Picker = (*Balancer)(nil)
+
+// New returns a Balancer that picks with policy. It has no endpoints until the first Update.
+// The error names the field of policy or opts that is out of range.
+func New(policy Policy, opts Options) (*Balancer, error) {
+	if policy == nil {
+		return nil, errors.New("balancer: policy must not be nil")
+	}
+	if err := policy.validate(); err != nil {
+		return nil, err
+	}
+	switch {
+	case opts.SlowStart < 0:
+		return nil, fmt.Errorf("balancer: Options.SlowStart must be ≥ 0, got %v", opts.SlowStart)
+	case opts.SlowStartAggression < 0 || math.IsNaN(opts.SlowStartAggression):
+		return nil, fmt.Errorf("balancer: Options.SlowStartAggression must be ≥ 0, got %v", opts.SlowStartAggression)
+	case opts.SlowStartMinWeight < 0 || opts.SlowStartMinWeight > 1 || math.IsNaN(opts.SlowStartMinWeight):
+		return nil, fmt.Errorf("balancer: Options.SlowStartMinWeight must be in [0, 1], got %v", opts.SlowStartMinWeight)
+	case opts.PanicThreshold > 1 || math.IsNaN(opts.PanicThreshold):
+		return nil, fmt.Errorf("balancer: Options.PanicThreshold must be ≤ 1, got %v", opts.PanicThreshold)
+	}
+	if opts.SlowStartAggression == 0 {
+		opts.SlowStartAggression = 1
+	}
+	if opts.SlowStartMinWeight == 0 {
+		opts.SlowStartMinWeight = 0.1
+	}
+	if opts.PanicThreshold == 0 {
+		opts.PanicThreshold = 0.5
+	}
+	b := &Balancer{policy: policy, opts: opts, now: opts.Now, states: make(map[string]*endpointState)}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	if opts.Seed != 0 {
+		b.rng.seeded = true
+		b.rng.state.Store(opts.Seed)
+	}
+	policy.configure(b)
+	return b, nil
+}
+
+// endpointState is what the balancer remembers about one address across Updates. It lives
+// outside the snapshot, keyed by Addr, so that a rebuild keeps in-flight counts, latency
+// estimates and slow-start clocks (the pattern of grpc-go's leastrequest picker).
+type endpointState struct {
+	inflight atomic.Int64
+	ewma     atomic.Uint64 // float64 bits: peak-EWMA latency estimate in nanoseconds; 0 = unmeasured
+	stamp    atomic.Int64  // UnixNano of the last EWMA observation
+
+	b    *Balancer
+	done func(sluice.Outcome) // st.finish, bound once so that Pick allocates no closure
+
+	// Guarded by Balancer.mu.
+	gen   uint64
+	state sluice.State
+	start int64 // UnixNano when the endpoint (re)joined; 0 = never ramps
+}
+
+// finish is the PickResult.Done of every pick of this endpoint.
+func (st *endpointState) finish(o sluice.Outcome) {
+	st.inflight.Add(-1)
+	b := st.b
+	if b.trackTotal {
+		b.total.Add(-1)
+	}
+	if !b.trackLatency || !o.Counts() {
+		// A canceled try says nothing about the endpoint: it must not pull the estimate down
+		// (a client that gave up early) or up.
+		return
+	}
+	rtt := float64(o.Latency)
+	if o.Failure != sluice.NoFailure {
+		// A failure that came back fast (a refused dial) must not make the endpoint look fast:
+		// count it as at least twice the current estimate, so repeated failures repel traffic
+		// until health checking ejects the endpoint.
+		rtt = max(rtt, 2*math.Float64frombits(st.ewma.Load()))
+	}
+	st.observe(b.now().UnixNano(), rtt, b.decayNanos)
+}
+
+// observe folds one latency sample into the peak-EWMA estimate: a sample above the estimate
+// replaces it (the peak), a lower one is averaged in with a weight that grows with the time
+// since the last sample, so the estimate forgets at the same pace whatever the request rate.
+func (st *endpointState) observe(now int64, rtt, decay float64) {
+	for {
+		old := st.ewma.Load()
+		prev := math.Float64frombits(old)
+		next := rtt
+		if rtt < prev {
+			td := max(float64(now-st.stamp.Load()), 0)
+			w := math.Exp(-td / decay)
+			next = prev*w + rtt*(1-w)
+		}
+		if st.ewma.CompareAndSwap(old, math.Float64bits(next)) {
+			st.stamp.Store(now)
+			return
+		}
+	}
+}
+
+// entry is one pickable endpoint in a snapshot.
+type entry struct {
+	ep     sluice.Endpoint
+	st     *endpointState
+	weight uint32
+	start  int64        // copy of st.start for the snapshot's lifetime
+	cookie *http.Cookie // Sticky: the shared Set-Cookie for this endpoint
+}
+
+// snapshot is an immutable view of the endpoint set, built by Update and read by Pick.
+// Only its atomic fields change after it is published.
+type snapshot struct {
+	b    *Balancer
+	pool []entry
+	pk   picker
+
+	weighted bool  // weights differ: random choices go through alias
+	alias    alias // weighted random over pool
+
+	sticky *stickyTable
+
+	rampEnd  int64       // UnixNano when the last ramping endpoint reaches full share; 0 = none
+	rampDone atomic.Bool // set once a pick sees the clock past rampEnd
+}
+
+// picker is a policy compiled for one snapshot.
+type picker interface {
+	// pick returns an index into s.pool, or -1 when it has nothing to offer. It may honour
+	// info.Tried itself; the caller re-asks (and finally scans) when the answer was tried.
+	pick(s *snapshot, info *sluice.PickInfo) int
+}
+
+// Pick chooses an endpoint for one try. It implements sluice.Picker.
+//
+// Pick loads the current snapshot and, depending on the policy, touches a few atomic
+// counters; it takes no lock and allocates nothing. The caller must call the result's Done
+// exactly once.
+func (b *Balancer) Pick(info sluice.PickInfo) (sluice.PickResult, error) {
+	s := b.snap.Load()
+	if s == nil || len(s.pool) == 0 {
+		return sluice.PickResult{}, errNoEndpoint
+	}
+	i := -1
+	var cookie *http.Cookie
+	if s.sticky != nil {
+		if j := s.sticky.lookup(info.Request); j >= 0 && !tried(info.Tried, s.pool[j].ep.Addr) {
+			i = j
+		}
+	}
+	if i < 0 {
+		i = s.choose(&info)
+		if s.sticky != nil {
+			cookie = s.pool[i].cookie
+		}
+	}
+	e := &s.pool[i]
+	e.st.inflight.Add(1)
+	if b.trackTotal {
+		b.total.Add(1)
+	}
+	return sluice.PickResult{Endpoint: e.ep, Done: e.st.done, Cookie: cookie}, nil
+}
+
+// maxAttempts bounds how often choose re-asks the policy before it scans for an untried
+// endpoint; it keeps the retry and slow-start paths O(1) in the common case.
+const maxAttempts = 8
+
+// choose asks the policy, re-asking while the answer was already tried or is held back by
+// slow start, and finally scans for any untried endpoint.
+func (s *snapshot) choose(info *sluice.PickInfo) int {
+	ramping := s.rampEnd != 0 && !s.rampDone.Load()
+	var now int64
+	if ramping {
+		now = s.b.now().UnixNano()
+		if now >= s.rampEnd {
+			s.rampDone.Store(true)
+			ramping = false
+		}
+	}
+	last := -1
+	for range maxAttempts {
+		i := s.pk.pick(s, info)
+		if i < 0 {
+			break
+		}
+		last = i
+		if len(info.Tried) > 0 && tried(info.Tried, s.pool[i].ep.Addr) {
+			continue
+		}
+		if ramping && !s.admit(i, now) {
+			continue
+		}
+		return i
+	}
+	if len(info.Tried) == 0 && last >= 0 {
+		return last // held back by slow start every time: take the last answer
+	}
+	// Everything we were offered was tried. Scan from a random place for one that was not;
+	// when all were, any will do.
+	n := len(s.pool)
+	off := s.b.rng.intn(n)
+	for k := range n {
+		j := (off + k) % n
+		if !tried(info.Tried, s.pool[j].ep.Addr) {
+			return j
+		}
+	}
+	if last >= 0 {
+		return last
+	}
+	return off
+}
+
+// admit reports whether a pick of pool[i] survives slow start: an endpoint that joined the
+// fraction t of the window ago keeps the share max(minWeight, t^(1/aggression)).
+func (s *snapshot) admit(i int, now int64) bool {
+	start := s.pool[i].start
+	if start == 0 {
+		return true
+	}
+	o := &s.b.opts
+	t := float64(now-start) / float64(o.SlowStart)
+	if t >= 1 {
+		return true
+	}
+	f := o.SlowStartMinWeight
+	if t > 0 {
+		f = max(f, math.Pow(t, 1/o.SlowStartAggression))
+	}
+	return s.b.rng.float() < f
+}
+
+// tried reports whether addr is in list. Tried lists are a handful long; a linear scan beats
+// any set.
+func tried(list []string, addr string) bool {
+	for _, a := range list {
+		if a == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// random returns a random index into the pool, in proportion to weight.
+func (s *snapshot) random() int {
+	r := s.b.rng.next()
+	if !s.weighted {
+		return int((r >> 32) * uint64(len(s.pool)) >> 32)
+	}
+	return s.alias.pick(r)
+}
+
+// randomPair returns two indexes drawn by weight; when weights are equal they are distinct
+// (with one endpoint, both are 0).
+func (s *snapshot) randomPair() (int, int) {
+	n := len(s.pool)
+	if s.weighted || n < 2 {
+		return s.random(), s.random()
+	}
+	r := s.b.rng.next()
+	i := int((r >> 32) * uint64(n) >> 32)
+	j := int((r & 0xffffffff) * uint64(n-1) >> 32)
+	if j >= i {
+		j++
+	}
+	return i, j
+}
+
+// Update replaces the endpoint set. It builds a new snapshot and publishes it atomically;
+// picks in progress finish on the old one. Endpoints are identified by Addr (the first of
+// duplicates wins); state kept for an address that stays — in-flight count, latency estimate,
+// slow-start clock — carries over. Update does not retain eps.
+func (b *Balancer) Update(eps []sluice.Endpoint) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+
+	now := b.now().UnixNano()
+	b.gen++
+	gen := b.gen
+	first := !b.updated
+	b.updated = true
+
+	all := make([]entry, 0, len(eps))
+	for _, ep := range eps {
+		st := b.states[ep.Addr]
+		switch {
+		case st == nil:
+			st = &endpointState{b: b, state: ep.State}
+			st.done = st.finish
+			if !first && ep.State == sluice.Ready {
+				st.start = now
+			}
+			b.states[ep.Addr] = st
+		case st.gen == gen:
+			continue // duplicate Addr in this set
+		case st.state != sluice.Ready && ep.State == sluice.Ready:
+			st.start = now // recovered: ramp again
+		}
+		st.gen = gen
+		st.state = ep.State
+		all = append(all, entry{ep: ep, st: st, weight: ep.EffectiveWeight(), start: st.start})
+	}
+	for addr, st := range b.states {
+		if st.gen != gen {
+			delete(b.states, addr)
+		}
+	}
+
+	pool := b.usable(all)
+	s := &snapshot{b: b, pool: pool}
+	if b.opts.SlowStart > 0 && b.policy.ramps() {
+		for i := range pool {
+			e := &pool[i]
+			if e.start == 0 {
+				continue
+			}
+			end := e.start + int64(b.opts.SlowStart)
+			if end <= now {
+				e.start = 0
+				continue
+			}
+			s.rampEnd = max(s.rampEnd, end)
+		}
+	} else {
+		for i := range pool {
+			pool[i].start = 0
+		}
+	}
+	for i := 1; i < len(pool); i++ {
+		if pool[i].weight != pool[0].weight {
+			s.weighted = true
+			break
+		}
+	}
+	if s.weighted {
+		s.alias = newAlias(pool)
+	}
+	s.pk = b.policy.build(s)
+	b.snap.Store(s)
+}
+
+// usable narrows a set to what Pick may choose from: health first (with panic mode and the
+// Terminating fallback), then zone preference.
+func (b *Balancer) usable(all []entry) []entry {
+	pool := b.healthy(all)
+	if b.opts.Zone == "" || len(pool) == 0 {
+		return pool
+	}
+	hinted := true
+	for _, e := range all {
+		if e.ep.ForZones == "" {
+			hinted = false
+			break
+		}
+	}
+	var local []entry
+	for _, e := range all {
+		if hinted && listHas(e.ep.ForZones, b.opts.Zone) || !hinted && e.ep.Zone == b.opts.Zone {
+			local = append(local, e)
+		}
+	}
+	if len(local) == 0 {
+		return pool
+	}
+	ready := 0
+	for _, e := range local {
+		if e.ep.State == sluice.Ready {
+			ready++
+		}
+	}
+	if ready == 0 || float64(ready) < b.opts.PanicThreshold*float64(len(local)) {
+		return pool // the local zone is too degraded to carry its traffic: spill over
+	}
+	out := local[:0]
+	for _, e := range local {
+		if e.ep.State == sluice.Ready {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// healthy applies Endpoint.State: Ready endpoints normally; Ready and Unhealthy ones when
+// fewer than PanicThreshold are Ready (panic mode); Terminating ones only when nothing is
+// Ready.
+func (b *Balancer) healthy(all []entry) []entry {
+	var ready, term, unhealthy int
+	for _, e := range all {
+		switch e.ep.State {
+		case sluice.Ready:
+			ready++
+		case sluice.Terminating:
+			term++
+		default:
+			unhealthy++
+		}
+	}
+	keep := func(st sluice.State) bool { return st == sluice.Ready }
+	switch {
+	case ready > 0 && b.opts.PanicThreshold > 0 && float64(ready) < b.opts.PanicThreshold*float64(len(all)):
+		keep = func(st sluice.State) bool { return st != sluice.Terminating }
+	case ready == 0 && term > 0:
+		keep = func(st sluice.State) bool { return st == sluice.Terminating }
+	case ready == 0 && b.opts.PanicThreshold > 0:
+		keep = func(st sluice.State) bool { return true }
+	}
+	if keep(sluice.Ready) && ready == len(all) {
+		return all
+	}
+	out := make([]entry, 0, len(all))
+	for _, e := range all {
+		if keep(e.ep.State) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// listHas reports whether the comma-separated list holds item.
+func listHas(list, item string) bool {
+	for list != "" {
+		var f string
+		f, list, _ = strings.Cut(list, ",")
+		if strings.TrimSpace(f) == item {
+			return true
+		}
+	}
+	return false
+}
+
+// rng is the balancer's random source: the runtime's per-thread generator by default, or a
+// splitmix64 sequence over an atomic counter when seeded, which is lock-free and reproducible.
+type rng struct {
+	seeded bool
+	state  atomic.Uint64
+}
+
+func (r *rng) next() uint64 {
+	if !r.seeded {
+		return rand.Uint64()
+	}
+	return mix64(r.state.Add(0x9e3779b97f4a7c15))
+}
+
+// intn returns a number in [0, n) for 0 < n < 2³².
+func (r *rng) intn(n int) int { return int((r.next() >> 32) * uint64(n) >> 32) }
+
+// float returns a number in [0, 1).
+func (r *rng) float() float64 { return float64(r.next()>>11) / (1 << 53) }
+
+// alias is Vose's alias table: weighted random choice in O(1) per pick.
+type alias struct {
+	prob  []uint32 // threshold on 32 random bits: keep column i when below prob[i]
+	other []int32
+}
+
+func newAlias(pool []entry) alias {
+	n := len(pool)
+	a := alias{prob: make([]uint32, n), other: make([]int32, n)}
+	var total float64
+	for _, e := range pool {
+		total += float64(e.weight)
+	}
+	scaled := make([]float64, n)
+	small := make([]int32, 0, n)
+	large := make([]int32, 0, n)
+	for i, e := range pool {
+		scaled[i] = float64(e.weight) * float64(n) / total
+		if scaled[i] < 1 {
+			small = append(small, int32(i))
+		} else {
+			large = append(large, int32(i))
+		}
+	}
+	for len(small) > 0 && len(large) > 0 {
+		l := small[len(small)-1]
+		small = small[:len(small)-1]
+		g := large[len(large)-1]
+		a.prob[l] = uint32(scaled[l] * (1 << 32))
+		a.other[l] = g
+		scaled[g] -= 1 - scaled[l]
+		if scaled[g] < 1 {
+			large = large[:len(large)-1]
+			small = append(small, g)
+		}
+	}
+	for _, i := range append(small, large...) {
+		a.prob[i] = math.MaxUint32
+		a.other[i] = i
+	}
+	return a
+}
+
+func (a *alias) pick(r uint64) int {
+	i := int((r >> 32) * uint64(len(a.prob)) >> 32)
+	if uint32(r) < a.prob[i] {
+		return i
+	}
+	return int(a.other[i])
+}
+
+// mix64 is splitmix64's finaliser: a cheap, well-spread bijection on 64 bits.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}

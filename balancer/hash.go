@@ -1,0 +1,499 @@
+package balancer
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"net/textproto"
+	"time"
+
+	"github.com/sluiceproxy/sluice"
+)
+
+// HashKey says what part of a request Maglev hashes. Build one with HeaderKey, CookieKey,
+// QueryKey, PathKey or ClientIPKey. The zero HashKey hashes the client IP.
+type HashKey struct {
+	kind keyKind
+	name string
+}
+
+type keyKind uint8
+
+const (
+	keyClientIP keyKind = iota
+	keyHeader
+	keyCookie
+	keyQuery
+	keyPath
+)
+
+// HeaderKey hashes the first value of the request header name.
+func HeaderKey(name string) HashKey {
+	return HashKey{kind: keyHeader, name: textproto.CanonicalMIMEHeaderKey(name)}
+}
+
+// CookieKey hashes the value of the request cookie name.
+func CookieKey(name string) HashKey { return HashKey{kind: keyCookie, name: name} }
+
+// QueryKey hashes the first value of the query parameter name, as sent (not percent-decoded).
+func QueryKey(name string) HashKey { return HashKey{kind: keyQuery, name: name} }
+
+// PathKey hashes the request path.
+func PathKey() HashKey { return HashKey{kind: keyPath} }
+
+// ClientIPKey hashes the client IP address, found with sluice.ClientIP and
+// Options.TrustedProxies.
+func ClientIPKey() HashKey { return HashKey{kind: keyClientIP} }
+
+// String describes k, for logs.
+func (k HashKey) String() string {
+	switch k.kind {
+	case keyHeader:
+		return "header " + k.name
+	case keyCookie:
+		return "cookie " + k.name
+	case keyQuery:
+		return "query " + k.name
+	case keyPath:
+		return "path"
+	}
+	return "client IP"
+}
+
+// hash returns the hash of k's part of r, and false when r has no such part.
+func (k HashKey) hash(r *http.Request, trusted *sluice.TrustedProxies) (uint64, bool) {
+	if r == nil {
+		return 0, false
+	}
+	switch k.kind {
+	case keyHeader:
+		if v := r.Header[k.name]; len(v) > 0 {
+			return hashString(v[0]), true
+		}
+	case keyCookie:
+		if v, ok := cookieValue(r.Header["Cookie"], k.name); ok {
+			return hashString(v), true
+		}
+	case keyQuery:
+		if r.URL != nil {
+			if v, ok := queryValue(r.URL.RawQuery, k.name); ok {
+				return hashString(v), true
+			}
+		}
+	case keyPath:
+		if r.URL != nil {
+			return hashString(r.URL.Path), true
+		}
+	default:
+		if a := sluice.ClientIP(r, trusted); a.IsValid() {
+			b := a.As16()
+			return mix64(binary.LittleEndian.Uint64(b[:8]) ^ mix64(binary.LittleEndian.Uint64(b[8:]))), true
+		}
+	}
+	return 0, false
+}
+
+// hashString is FNV-1a followed by a 64-bit finaliser. It is fixed (not seeded per process)
+// on purpose: every replica of a proxy must map a key to the same endpoint.
+func hashString(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return mix64(h)
+}
+
+// cookieValue returns the value of the first cookie called name in the Cookie header lines,
+// without allocating. Pairs are separated by ';'; names are matched exactly after trimming
+// spaces, and a value wrapped in double quotes is unwrapped, as net/http does.
+func cookieValue(lines []string, name string) (string, bool) {
+	for _, line := range lines {
+		for line != "" {
+			var part string
+			part, line = cut(line, ';')
+			part = trimSpace(part)
+			k, v, ok := cutStr(part, '=')
+			if !ok || trimSpace(k) != name {
+				continue
+			}
+			v = trimSpace(v)
+			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// queryValue returns the raw value of the first parameter called name in a raw query string,
+// without allocating. A parameter without '=' has the empty value.
+func queryValue(raw, name string) (string, bool) {
+	for raw != "" {
+		var part string
+		part, raw = cut(raw, '&')
+		k, v, _ := cutStr(part, '=')
+		if k == name {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+func cut(s string, sep byte) (before, after string) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == sep {
+			return s[:i], s[i+1:]
+		}
+	}
+	return s, ""
+}
+
+func cutStr(s string, sep byte) (before, after string, ok bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+func trimSpace(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// Maglev is consistent hashing with Google's Maglev lookup table: each request is hashed on
+// Key and goes to the endpoint that owns the hash's slot. When one of N endpoints leaves,
+// about 1/N of keys move, and only those that were on it or next to it in the table. Weights
+// are honoured by giving endpoints table slots in proportion to weight. Requests without the
+// key (no such header, say) are spread at random.
+//
+// With Epsilon > 0, Maglev also bounds loads as in "Consistent Hashing with Bounded Loads"
+// (Mirrokni, Thorup, Zadimoghaddam): no endpoint takes more than ⌈(1+Epsilon) × average⌉
+// requests in flight; a key whose endpoint is full walks on through the table to the next
+// endpoint with room, so hot keys spill over instead of melting one pod.
+type Maglev struct {
+	// Key is what is hashed. The zero HashKey hashes the client IP.
+	Key HashKey
+
+	// Epsilon bounds each endpoint's in-flight load to (1+Epsilon) × the average. Zero
+	// disables bounded loads (pure consistent hashing); 0.25 is a common setting. Smaller
+	// values balance better and keep affinity less.
+	Epsilon float64
+
+	// TableSize is the number of lookup-table slots, rounded up to a prime. Zero means 65537,
+	// or about 10 slots per endpoint above 6,553 endpoints. More slots spread keys more
+	// evenly and cost memory and update time.
+	TableSize int
+}
+
+func (p Maglev) validate() error {
+	switch {
+	case p.Epsilon < 0 || math.IsNaN(p.Epsilon) || math.IsInf(p.Epsilon, 0):
+		return fmt.Errorf("balancer: Maglev.Epsilon must be ≥ 0, got %v", p.Epsilon)
+	case p.TableSize < 0 || p.TableSize > 1<<26:
+		return fmt.Errorf("balancer: Maglev.TableSize must be in [0, %d], got %d", 1<<26, p.TableSize)
+	}
+	return nil
+}
+func (p Maglev) configure(b *Balancer) { b.trackTotal = p.Epsilon > 0 }
+func (Maglev) ramps() bool             { return false }
+
+func (p Maglev) build(s *snapshot) picker {
+	n := len(s.pool)
+	m := p.TableSize
+	if m == 0 {
+		m = max(65537, 10*n)
+	}
+	m = nextPrime(max(m, n))
+	mp := &maglevPicker{key: p.Key, eps: p.Epsilon, table: make([]int32, m)}
+	if n == 0 {
+		return mp
+	}
+	var maxW, totalW uint64
+	for _, e := range s.pool {
+		maxW = max(maxW, uint64(e.weight))
+		totalW += uint64(e.weight)
+	}
+	mp.share = make([]float64, n)
+	for i, e := range s.pool {
+		mp.share[i] = float64(e.weight) / float64(totalW)
+	}
+	offset := make([]uint64, n)
+	skip := make([]uint64, n)
+	next := make([]uint64, n)
+	count := make([]uint64, n)
+	for i, e := range s.pool {
+		h := hashString(e.ep.Addr)
+		offset[i] = h % uint64(m)
+		skip[i] = mix64(h^0x5bd1e995)%uint64(m-1) + 1
+	}
+	for i := range mp.table {
+		mp.table[i] = -1
+	}
+	filled := 0
+	for iter := uint64(1); filled < m; iter++ {
+		for i := range n {
+			// Weighted Maglev: endpoint i takes a turn in this round only while its share of
+			// slots so far is behind its share of weight.
+			if count[i]*maxW > uint64(s.pool[i].weight)*iter {
+				continue
+			}
+			c := (offset[i] + next[i]*skip[i]) % uint64(m)
+			for mp.table[c] >= 0 {
+				next[i]++
+				c = (offset[i] + next[i]*skip[i]) % uint64(m)
+			}
+			mp.table[c] = int32(i)
+			next[i]++
+			count[i]++
+			filled++
+			if filled == m {
+				break
+			}
+		}
+	}
+	return mp
+}
+
+type maglevPicker struct {
+	key   HashKey
+	eps   float64
+	table []int32
+	share []float64 // each endpoint's fraction of total weight, for bounded loads
+}
+
+func (mp *maglevPicker) pick(s *snapshot, info *sluice.PickInfo) int {
+	h, ok := mp.key.hash(info.Request, s.b.opts.TrustedProxies)
+	if !ok {
+		return s.random()
+	}
+	m := uint64(len(mp.table))
+	start := h % m
+	if mp.eps == 0 && len(info.Tried) == 0 {
+		return int(mp.table[start])
+	}
+	// Walk the table from the key's slot: the first endpoint that is neither tried nor full
+	// takes the key. The walk visits endpoints in an order fixed by the key, so a key that
+	// spills over always spills to the same place.
+	var limit float64
+	if mp.eps > 0 {
+		limit = (1 + mp.eps) * float64(s.b.total.Load()+1)
+	}
+	for k := range m {
+		i := int(mp.table[(start+k)%m])
+		if len(info.Tried) > 0 && tried(info.Tried, s.pool[i].ep.Addr) {
+			continue
+		}
+		if mp.eps > 0 && float64(s.pool[i].st.inflight.Load()) >= math.Ceil(limit*mp.share[i]) {
+			continue
+		}
+		return i
+	}
+	return -1
+}
+
+func nextPrime(n int) int {
+	if n < 2 {
+		return 2
+	}
+	for ; ; n++ {
+		prime := n%2 != 0 || n == 2
+		for d := 3; prime && d*d <= n; d += 2 {
+			if n%d == 0 {
+				prime = false
+			}
+		}
+		if prime {
+			return n
+		}
+	}
+}
+
+// Sticky keeps a client on the endpoint it was first sent to, with a cookie. The first try
+// of a client without the cookie goes where Fallback says, and the response carries a cookie
+// that names the endpoint by an opaque token (a keyed hash of its address, never the address
+// itself). Later requests with the cookie go to the same endpoint while it is Ready and in the
+// pool; when it is gone, unhealthy, or already tried for this request, Fallback chooses again
+// and the cookie is replaced.
+//
+// The cookie is built once per endpoint when the endpoint set changes and returned through
+// PickResult.Cookie; the forwarder sets it on the response.
+type Sticky struct {
+	// Cookie is the cookie's name. Empty means "sluice_affinity".
+	Cookie string
+
+	// Fallback chooses for clients without a valid cookie. Nil means RoundRobin. It must not
+	// be another Sticky.
+	Fallback Policy
+
+	// Secret keys the hash that makes the cookie's token, so that clients cannot compute the
+	// token of an address they guess. Replicas of a proxy must share it for stickiness to
+	// survive moving between them. Empty means an unkeyed hash: stable, but guessable by
+	// someone who knows the pod network.
+	Secret string
+
+	// Path is the cookie's Path attribute. Empty means "/".
+	Path string
+
+	// MaxAge is the cookie's lifetime. Zero means a session cookie.
+	MaxAge time.Duration
+
+	// Secure sets the cookie's Secure attribute.
+	Secure bool
+
+	// SameSite is the cookie's SameSite attribute. Zero means http.SameSiteLaxMode.
+	SameSite http.SameSite
+}
+
+func (p Sticky) fallback() Policy {
+	if p.Fallback == nil {
+		return RoundRobin{}
+	}
+	return p.Fallback
+}
+
+func (p Sticky) validate() error {
+	if _, ok := p.Fallback.(Sticky); ok {
+		return errors.New("balancer: Sticky.Fallback must not be Sticky")
+	}
+	if _, ok := p.Fallback.(*Sticky); ok {
+		return errors.New("balancer: Sticky.Fallback must not be Sticky")
+	}
+	if p.Cookie != "" && !validCookieName(p.Cookie) {
+		return fmt.Errorf("balancer: Sticky.Cookie %q is not a valid cookie name", p.Cookie)
+	}
+	if p.MaxAge < 0 {
+		return fmt.Errorf("balancer: Sticky.MaxAge must be ≥ 0, got %v", p.MaxAge)
+	}
+	return p.fallback().validate()
+}
+func (p Sticky) configure(b *Balancer) { p.fallback().configure(b) }
+func (p Sticky) ramps() bool           { return p.fallback().ramps() }
+
+func (p Sticky) build(s *snapshot) picker {
+	name := p.Cookie
+	if name == "" {
+		name = "sluice_affinity"
+	}
+	path := p.Path
+	if path == "" {
+		path = "/"
+	}
+	same := p.SameSite
+	if same == 0 {
+		same = http.SameSiteLaxMode
+	}
+	t := &stickyTable{name: name, index: make(map[uint64]int32, len(s.pool))}
+	for i := range s.pool {
+		e := &s.pool[i]
+		tok := stickyToken(p.Secret, e.ep.Addr)
+		t.index[tok] = int32(i)
+		e.cookie = &http.Cookie{
+			Name:     name,
+			Value:    encodeToken(tok),
+			Path:     path,
+			MaxAge:   int(p.MaxAge / time.Second),
+			Secure:   p.Secure,
+			HttpOnly: true,
+			SameSite: same,
+		}
+	}
+	s.sticky = t
+	return p.fallback().build(s)
+}
+
+// stickyTable maps cookie tokens to pool indexes for one snapshot.
+type stickyTable struct {
+	name  string
+	index map[uint64]int32
+}
+
+// lookup returns the pool index the request's cookie names, or -1.
+func (t *stickyTable) lookup(r *http.Request) int {
+	if r == nil {
+		return -1
+	}
+	v, ok := cookieValue(r.Header["Cookie"], t.name)
+	if !ok {
+		return -1
+	}
+	tok, ok := decodeToken(v)
+	if !ok {
+		return -1
+	}
+	if i, ok := t.index[tok]; ok {
+		return int(i)
+	}
+	return -1
+}
+
+// stickyToken is the first 8 bytes of SHA-256(secret ‖ 0 ‖ addr). It is computed only when an
+// endpoint set is built, never per request.
+func stickyToken(secret, addr string) uint64 {
+	h := sha256.New()
+	h.Write([]byte(secret))
+	h.Write([]byte{0})
+	h.Write([]byte(addr))
+	var sum [sha256.Size]byte
+	return binary.BigEndian.Uint64(h.Sum(sum[:0]))
+}
+
+const hexDigits = "0123456789abcdef"
+
+// encodeToken writes tok as 16 lower-case hex digits.
+func encodeToken(tok uint64) string {
+	var b [16]byte
+	for i := 15; i >= 0; i-- {
+		b[i] = hexDigits[tok&0xf]
+		tok >>= 4
+	}
+	return string(b[:])
+}
+
+// decodeToken parses exactly 16 lower-case hex digits, the only form encodeToken writes.
+func decodeToken(s string) (uint64, bool) {
+	if len(s) != 16 {
+		return 0, false
+	}
+	var tok uint64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		var d byte
+		switch {
+		case c >= '0' && c <= '9':
+			d = c - '0'
+		case c >= 'a' && c <= 'f':
+			d = c - 'a' + 10
+		default:
+			return 0, false
+		}
+		tok = tok<<4 | uint64(d)
+	}
+	return tok, true
+}
+
+// validCookieName reports whether name is an RFC 6265 token.
+func validCookieName(name string) bool {
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c <= ' ' || c >= 0x7f {
+			return false
+		}
+		switch c {
+		case '(', ')', '<', '>', '@', ',', ';', ':', '\\', '"', '/', '[', ']', '?', '=', '{', '}':
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,250 @@
+package balancer
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluiceproxy/sluice"
+)
+
+// Policy chooses how a Balancer spreads tries over endpoints. The policies are the config
+// structs of this package (RoundRobin, Random, LeastRequest, PeakEWMA, Maglev, Sticky); their
+// zero values are usable. The interface is closed: its methods are unexported because a
+// policy is compiled into every snapshot by the Balancer.
+type Policy interface {
+	validate() error
+	// configure sets the Balancer's per-policy switches once, in New.
+	configure(b *Balancer)
+	// ramps reports whether slow start applies.
+	ramps() bool
+	// build compiles the policy for a snapshot whose pool, weights and alias table are set.
+	build(s *snapshot) picker
+}
+
+// RoundRobin takes endpoints in turn. It honours Endpoint.Weight with smooth interleaving in
+// the manner of NGINX's weighted round robin: with weights 5, 1, 1 the order is like
+// A A B A C A A, never A A A A A B C. The schedule is computed when the endpoint set changes,
+// so Pick is one atomic increment; each endpoint's k-th turn sits where an exactly even spread
+// would put it, within one slot. There is no separate WeightedRoundRobin: equal weights are
+// the special case.
+type RoundRobin struct{}
+
+func (RoundRobin) validate() error     { return nil }
+func (RoundRobin) configure(*Balancer) {}
+func (RoundRobin) ramps() bool         { return true }
+func (RoundRobin) build(s *snapshot) picker {
+	rr := &rrPicker{}
+	if s.weighted {
+		rr.sched = schedule(s.pool)
+	}
+	if n := len(s.pool); n > 0 {
+		// Start somewhere random so that proxies restarted together do not march in step.
+		rr.next.Store(uint64(s.b.rng.intn(n)))
+	}
+	return rr
+}
+
+type rrPicker struct {
+	next  atomic.Uint64
+	sched []int32 // weighted: indexes into pool in smooth order; nil when weights are equal
+}
+
+func (rr *rrPicker) pick(s *snapshot, _ *sluice.PickInfo) int {
+	k := rr.next.Add(1) - 1
+	if rr.sched == nil {
+		return int(k % uint64(len(s.pool)))
+	}
+	return int(rr.sched[k%uint64(len(rr.sched))])
+}
+
+// maxSchedule caps the weighted round-robin schedule: weights whose sum (after dividing by
+// their common divisor) exceeds it are scaled down, which keeps shares exact to within
+// 1/maxSchedule.
+const maxSchedule = 1 << 16
+
+// schedule lays out each endpoint's turns at their ideal positions: endpoint i with weight w
+// out of a total T has its k-th turn at (k+½)·T/w. A counting sort over T slots orders the
+// turns in O(T + n).
+func schedule(pool []entry) []int32 {
+	g := uint64(0)
+	var sum uint64
+	for _, e := range pool {
+		g = gcd(g, uint64(e.weight))
+		sum += uint64(e.weight)
+	}
+	w := make([]uint64, len(pool))
+	var total uint64
+	for i, e := range pool {
+		w[i] = uint64(e.weight) / g
+		if sum/g > maxSchedule {
+			w[i] = max(1, uint64(e.weight)*maxSchedule/sum)
+		}
+		total += w[i]
+	}
+	count := make([]int32, total+1)
+	pos := func(i int, k uint64) uint64 { return (2*k + 1) * total / (2 * w[i]) }
+	for i := range pool {
+		for k := range w[i] {
+			count[pos(i, k)+1]++
+		}
+	}
+	for p := 1; p <= int(total); p++ {
+		count[p] += count[p-1]
+	}
+	sched := make([]int32, total)
+	// Lighter endpoints first within a slot, so that a heavy endpoint's run is broken up.
+	order := make([]int, 0, len(pool))
+	for i := range pool {
+		order = append(order, i)
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(w[a], w[b]) })
+	for _, i := range order {
+		for k := range w[i] {
+			p := pos(i, k)
+			sched[count[p]] = int32(i)
+			count[p]++
+		}
+	}
+	return sched
+}
+
+func gcd(a, b uint64) uint64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// Random picks an endpoint at random, in proportion to Endpoint.Weight (Vose's alias method
+// when weights differ).
+type Random struct{}
+
+func (Random) validate() error        { return nil }
+func (Random) configure(*Balancer)    {}
+func (Random) ramps() bool            { return true }
+func (Random) build(*snapshot) picker { return randomPicker{} }
+
+type randomPicker struct{}
+
+func (randomPicker) pick(s *snapshot, _ *sluice.PickInfo) int { return s.random() }
+
+// LeastRequest draws two endpoints at random (in proportion to weight) and sends the try to
+// the one with fewer requests in flight — the "power of two choices", which comes within a
+// constant of the best possible balance without a scan. With unequal weights it compares
+// in-flight counts scaled as Envoy's active-request bias does: endpoint i costs
+// (inflight_i)^ActiveRequestBias / weight_i.
+type LeastRequest struct {
+	// ActiveRequestBias says how strongly in-flight requests outweigh configured weight.
+	// Zero means 1, Envoy's default. For pure weighted random, use Random.
+	ActiveRequestBias float64
+}
+
+func (p LeastRequest) validate() error {
+	if p.ActiveRequestBias < 0 || math.IsNaN(p.ActiveRequestBias) || math.IsInf(p.ActiveRequestBias, 0) {
+		return fmt.Errorf("balancer: LeastRequest.ActiveRequestBias must be ≥ 0, got %v", p.ActiveRequestBias)
+	}
+	return nil
+}
+func (LeastRequest) configure(*Balancer) {}
+func (LeastRequest) ramps() bool         { return true }
+func (p LeastRequest) build(*snapshot) picker {
+	bias := p.ActiveRequestBias
+	if bias == 0 {
+		bias = 1
+	}
+	return lrPicker{bias: bias}
+}
+
+type lrPicker struct{ bias float64 }
+
+func (p lrPicker) pick(s *snapshot, _ *sluice.PickInfo) int {
+	i, j := s.randomPair()
+	a, b := &s.pool[i], &s.pool[j]
+	ai, bi := a.st.inflight.Load(), b.st.inflight.Load()
+	if !s.weighted {
+		if bi < ai {
+			return j
+		}
+		return i
+	}
+	if p.bias == 1 {
+		if uint64(bi)*uint64(a.weight) < uint64(ai)*uint64(b.weight) {
+			return j
+		}
+		return i
+	}
+	ca := math.Pow(float64(ai), p.bias) / float64(a.weight)
+	cb := math.Pow(float64(bi), p.bias) / float64(b.weight)
+	if cb < ca {
+		return j
+	}
+	return i
+}
+
+// PeakEWMA draws two endpoints at random and sends the try to the one with the lower cost,
+// latency × (in-flight + 1) / weight, where latency is a peak-sensitive moving average of
+// the endpoint's response times: a slow response replaces the estimate at once, fast ones
+// bring it down gradually, and an idle estimate decays so that a recovered endpoint is tried
+// again. This is the policy Finagle and Linkerd use to route around slow pods.
+//
+// Latency comes from the Outcome passed to PickResult.Done. Canceled tries are ignored;
+// failed tries count as at least twice the current estimate.
+type PeakEWMA struct {
+	// Decay is the time constant of the moving average: a sample's weight falls by 1/e over
+	// Decay. Zero means 10s, as in Linkerd.
+	Decay time.Duration
+}
+
+func (p PeakEWMA) validate() error {
+	if p.Decay < 0 {
+		return fmt.Errorf("balancer: PeakEWMA.Decay must be ≥ 0, got %v", p.Decay)
+	}
+	return nil
+}
+func (p PeakEWMA) configure(b *Balancer) {
+	b.trackLatency = true
+	d := p.Decay
+	if d == 0 {
+		d = 10 * time.Second
+	}
+	b.decayNanos = float64(d)
+}
+func (PeakEWMA) ramps() bool            { return true }
+func (PeakEWMA) build(*snapshot) picker { return ewmaPicker{} }
+
+type ewmaPicker struct{}
+
+// unmeasuredPenalty is the cost of an endpoint with no latency sample yet and requests in
+// flight: high enough that a new endpoint gets one request at a time until it answers.
+const unmeasuredPenalty = float64(time.Hour)
+
+func (ewmaPicker) pick(s *snapshot, _ *sluice.PickInfo) int {
+	i, j := s.randomPair()
+	if i == j {
+		return i
+	}
+	now := s.b.now().UnixNano()
+	if cost(&s.pool[j], now, s.b.decayNanos) < cost(&s.pool[i], now, s.b.decayNanos) {
+		return j
+	}
+	return i
+}
+
+func cost(e *entry, now int64, decay float64) float64 {
+	inflight := float64(e.st.inflight.Load())
+	est := math.Float64frombits(e.st.ewma.Load())
+	if est == 0 {
+		if inflight == 0 {
+			return 0
+		}
+		return unmeasuredPenalty + inflight
+	}
+	if td := float64(now - e.st.stamp.Load()); td > 0 {
+		est *= math.Exp(-td / decay)
+	}
+	return est * (inflight + 1) / float64(e.weight)
+}
