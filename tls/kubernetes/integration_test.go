@@ -106,6 +106,9 @@ func TestSecretRotationAgainstAPIServer(t *testing.T) {
 	}
 
 	for i := range 3 {
+		// Let traffic build up before each rotation so the swap lands mid-stream.
+		floor := handshakes.Load() + 25
+		require.Eventually(t, func() bool { return handshakes.Load() >= floor }, 30*time.Second, 5*time.Millisecond)
 		next := ca.Server(t, "site.example.com")
 		_, err = cluster.Client.CoreV1().Secrets(ns).Update(ctx, secret(next), metav1.UpdateOptions{})
 		require.NoError(t, err)
