@@ -1,0 +1,4 @@
+package kubernetes
+
+// Notify delivers obj to w's event handler as a delete would (tests only).
+func Notify(w *Watcher, obj any) { w.changed(obj) }
