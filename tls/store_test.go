@@ -271,3 +271,20 @@ func BenchmarkHandshake(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSet measures one rotation (replacing one certificate), which rebuilds the index:
+// the cost grows with the store, which is why sources batch with Update.
+func BenchmarkSet(b *testing.B) {
+	for _, n := range []int{10, 1000, 10000} {
+		s := fakeLeafStore(b, n)
+		cert := s.Get(hostN(0))
+		b.Run(sizeName(n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := s.Set(hostN(0), cert); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
