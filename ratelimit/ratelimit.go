@@ -183,62 +183,67 @@ func validPolicyName(name string) bool {
 // maxInline is how many limits a decision tracks without allocating.
 const maxInline = 4
 
-// decision is the outcome of every limit for one request.
+// decision is the outcome of every limit for one request. It holds no pointer into itself, so
+// that it can live on the stack.
 type decision struct {
-	ok    bool
-	delay time.Duration // the longest wait any limit asks for
-	retry time.Duration // when refused, the longest RetryAfter of the refusing limits
-	keys  []Key
-	ds    []Decision // one per limit
-	apply []bool     // whether each limit was consulted: it applied and no earlier one refused
-	bufK  [maxInline]Key
-	bufD  [maxInline]Decision
-	bufA  [maxInline]bool
+	ok     bool
+	delay  time.Duration // the longest wait any limit asks for
+	retry  time.Duration // when refused, the longest RetryAfter of the refusing limits
+	inline [maxInline]slot
+	extra  []slot // the slots of limits past maxInline
+}
+
+// slot is one limit's part of a decision.
+type slot struct {
+	consulted bool // the limit applied and no earlier limit refused
+	key       Key
+	d         Decision
+}
+
+func (d *decision) slot(i int) *slot {
+	if i < maxInline {
+		return &d.inline[i]
+	}
+	return &d.extra[i-maxInline]
 }
 
 // decide asks every limit about r at now. A limit that refuses undoes the tokens the earlier
-// ones took, so that one limit's refusal does not use up another's budget.
+// ones took, so that one limit's refusal does not use up another's budget; the later limits
+// are not consulted, so they take nothing and report nothing.
 func (l *Limiter) decide(r *http.Request, now time.Time, d *decision) {
-	n := len(l.limits)
-	if n <= maxInline {
-		d.keys, d.ds, d.apply = d.bufK[:n], d.bufD[:n], d.bufA[:n]
-	} else {
-		d.keys, d.ds, d.apply = make([]Key, n), make([]Decision, n), make([]bool, n)
+	if n := len(l.limits); n > maxInline {
+		d.extra = make([]slot, n-maxInline)
 	}
 	d.ok = true
 	for i := range l.limits {
 		lim := &l.limits[i]
 		k, ok := lim.key(r)
-		d.apply[i] = ok
 		if !ok {
 			continue
 		}
-		d.keys[i] = k
-		d.ds[i] = lim.store.Take(k, now, l.maxDelay)
-		if !d.ds[i].OK {
+		s := d.slot(i)
+		s.consulted, s.key = true, k
+		s.d = lim.store.Take(k, now, l.maxDelay)
+		if !s.d.OK {
 			d.ok = false
-			d.retry = max(d.retry, d.ds[i].RetryAfter)
+			d.retry = s.d.RetryAfter
 			for j := range i {
-				if d.apply[j] && d.ds[j].OK {
-					l.limits[j].store.Cancel(d.keys[j], d.ds[j], now)
-					d.ds[j].Remaining++ // the token went back
+				if p := d.slot(j); p.consulted && p.d.OK {
+					l.limits[j].store.Cancel(p.key, p.d, now)
+					p.d.Remaining++ // the token went back
 				}
-			}
-			// The later limits are not consulted, so they take nothing and report nothing.
-			for j := i + 1; j < n; j++ {
-				d.apply[j] = false
 			}
 			return
 		}
-		d.delay = max(d.delay, d.ds[i].Delay)
+		d.delay = max(d.delay, s.d.Delay)
 	}
 }
 
 // cancel gives back every token d holds.
 func (l *Limiter) cancel(d *decision, now time.Time) {
 	for i := range l.limits {
-		if d.apply[i] && d.ds[i].OK {
-			l.limits[i].store.Cancel(d.keys[i], d.ds[i], now)
+		if s := d.slot(i); s.consulted && s.d.OK {
+			l.limits[i].store.Cancel(s.key, s.d, now)
 		}
 	}
 }
@@ -279,7 +284,8 @@ func (l *Limiter) Handler(next http.Handler) http.Handler {
 func (l *Limiter) rateLimitField(d *decision) string {
 	var b strings.Builder
 	for i := range l.limits {
-		if !d.apply[i] {
+		s := d.slot(i)
+		if !s.consulted {
 			continue
 		}
 		if b.Len() > 0 {
@@ -287,9 +293,9 @@ func (l *Limiter) rateLimitField(d *decision) string {
 		}
 		b.WriteString(l.limits[i].name)
 		b.WriteString(";r=")
-		b.WriteString(strconv.Itoa(d.ds[i].Remaining))
+		b.WriteString(strconv.Itoa(s.d.Remaining))
 		b.WriteString(";t=")
-		b.WriteString(strconv.FormatInt(ceilSeconds(d.ds[i].Reset), 10))
+		b.WriteString(strconv.FormatInt(ceilSeconds(s.d.Reset), 10))
 	}
 	return b.String()
 }

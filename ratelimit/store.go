@@ -65,12 +65,26 @@ type MemoryStore struct {
 }
 
 type memShard struct {
-	mu       sync.Mutex // mu protects lru and overflow
-	lru      *simplelru.LRU[Key, *rate.Limiter]
+	mu       sync.Mutex // mu protects lru and the promoted times of its buckets
+	lru      *simplelru.LRU[Key, *bucket]
 	cap      int
-	overflow *rate.Limiter
+	overflow *bucket
 	_        [64]byte // keep shards on separate cache lines
 }
+
+// A bucket is one key's token bucket.
+type bucket struct {
+	rate.Limiter
+	// promoted is when the bucket last moved to the front of its LRU list, in Unix
+	// nanoseconds; shard.mu protects it.
+	promoted int64
+}
+
+// promoteEvery is how often a bucket in use is moved to the front of its LRU list. Moving it
+// on every hit would write the shared list on every request, and those writes, bouncing
+// between CPU caches, were most of the cost of a decision; a bucket that may look up to this
+// much older than it is costs nothing, because only full buckets are ever evicted.
+const promoteEvery = int64(time.Second)
 
 var _ Store = (*MemoryStore)(nil)
 
@@ -97,11 +111,11 @@ func NewMemoryStore(r rate.Limit, burst, maxKeys int) (*MemoryStore, error) {
 		if i < maxKeys%n {
 			c++
 		}
-		lru, err := simplelru.NewLRU[Key, *rate.Limiter](c, nil)
+		lru, err := simplelru.NewLRU[Key, *bucket](c, nil)
 		if err != nil {
 			return nil, fmt.Errorf("ratelimit: %w", err)
 		}
-		s.shards[i] = memShard{lru: lru, cap: c, overflow: rate.NewLimiter(r, burst)}
+		s.shards[i] = memShard{lru: lru, cap: c, overflow: newBucket(r, burst)}
 	}
 	return s, nil
 }
@@ -147,13 +161,21 @@ func (s *MemoryStore) reset(tokens float64) time.Duration {
 	return time.Duration(missing / float64(s.limit) * float64(time.Second))
 }
 
+func newBucket(r rate.Limit, burst int) *bucket {
+	return &bucket{Limiter: *rate.NewLimiter(r, burst)}
+}
+
 // bucket returns key's bucket, making one if there is room.
-func (s *MemoryStore) bucket(key Key, now time.Time) *rate.Limiter {
+func (s *MemoryStore) bucket(key Key, now time.Time) *bucket {
 	sh := &s.shards[s.hash(key)&s.mask]
 	sh.mu.Lock()
-	b, ok := sh.lru.Get(key)
-	if !ok {
+	b, ok := sh.lru.Peek(key)
+	switch {
+	case !ok:
 		b = s.admit(sh, key, now)
+	case now.UnixNano()-b.promoted > promoteEvery:
+		sh.lru.Get(key)
+		b.promoted = now.UnixNano()
 	}
 	sh.mu.Unlock()
 	return b
@@ -163,20 +185,22 @@ func (s *MemoryStore) bucket(key Key, now time.Time) *rate.Limiter {
 // recently used buckets that has refilled; buckets still draining get a second chance at the
 // front of the list, and if none of the probed buckets is full the key is counted in the
 // shard's overflow bucket. sh.mu must be held.
-func (s *MemoryStore) admit(sh *memShard, key Key, now time.Time) *rate.Limiter {
+func (s *MemoryStore) admit(sh *memShard, key Key, now time.Time) *bucket {
 	for i := 0; sh.lru.Len() >= sh.cap && i < evictProbes; i++ {
 		k, old, _ := sh.lru.GetOldest()
 		if old.TokensAt(now) >= float64(s.burst) {
 			sh.lru.RemoveOldest()
 		} else {
 			sh.lru.Get(k) // second chance: move to the front
+			old.promoted = now.UnixNano()
 		}
 	}
 	if sh.lru.Len() >= sh.cap {
 		return sh.overflow
 	}
 	key.Str = strings.Clone(key.Str) // do not pin the request's header memory
-	b := rate.NewLimiter(s.limit, s.burst)
+	b := newBucket(s.limit, s.burst)
+	b.promoted = now.UnixNano()
 	sh.lru.Add(key, b)
 	return b
 }
