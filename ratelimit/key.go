@@ -155,7 +155,7 @@ func cookieValue(lines []string, name string) (string, bool) {
 			part, line, _ = strings.Cut(line, ";")
 			part = textproto.TrimString(part)
 			n, v, _ := strings.Cut(part, "=")
-			if n != name {
+			if textproto.TrimString(n) != name {
 				continue
 			}
 			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
