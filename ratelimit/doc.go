@@ -23,9 +23,12 @@
 // When the cap is reached and the least recently used buckets are still draining (an attacker
 // rotating source addresses looks like this), a new key is not given a fresh bucket; it is
 // counted in its shard's overflow bucket, which has the limit's own rate and burst and is
-// shared by every key that did not fit. So no key ever gets more than its Limit, memory never
-// grows past the cap, and the cost of a flood falls on the keys that are new during the flood
-// rather than on the clients already known.
+// shared by every key that did not fit. Memory never grows past the cap; a key with a bucket
+// never gets more than its Limit; and the most any key can get beyond its Limit is one Burst,
+// taken from the overflow bucket just before the key is given a bucket of its own (the
+// overflow tokens are shared, so all the overflowing keys together get at most one Limit).
+// The cost of a flood falls on the keys that are new during it, not on the clients already
+// known.
 //
 // # Responses
 //

@@ -71,9 +71,10 @@ type Limiter struct {
 
 type limit struct {
 	keyer
-	name   string // the policy name as an sf-string, quotes included
-	store  Store
-	policy string
+	name     string // the policy name as an sf-string, quotes included
+	store    Store
+	policy   string
+	perToken time.Duration // how long the bucket takes to refill one token
 }
 
 // New returns a Limiter for opts. The error names the field that is wrong.
@@ -129,6 +130,7 @@ func New(opts Options) (*Limiter, error) {
 		l.limits = append(l.limits, limit{
 			keyer: keyer{by: lim.By, trusted: opts.TrustedProxies, v4: v4, v6: v6},
 			name:  sf, store: store, policy: policy,
+			perToken: time.Duration(float64(time.Second) / float64(lim.Rate)),
 		})
 	}
 	l.policy = []string{strings.Join(policies, ", ")}
@@ -230,7 +232,9 @@ func (l *Limiter) decide(r *http.Request, now time.Time, d *decision) {
 			for j := range i {
 				if p := d.slot(j); p.consulted && p.d.OK {
 					l.limits[j].store.Cancel(p.key, p.d, now)
-					p.d.Remaining++ // the token went back
+					// The token went back.
+					p.d.Remaining++
+					p.d.Reset = max(0, p.d.Reset-l.limits[j].perToken)
 				}
 			}
 			return
@@ -247,6 +251,9 @@ func (l *Limiter) cancel(d *decision, now time.Time) {
 		}
 	}
 }
+
+// Policy returns the RateLimit-Policy field value the Limiter sends with every response.
+func (l *Limiter) Policy() string { return l.policy[0] }
 
 // Handler returns middleware that passes the requests the limits admit to next, holds those
 // that must wait (with MaxDelay), and answers the rest with 429 Too Many Requests.
