@@ -471,3 +471,22 @@ func TestEvictsOnlyRefilledBuckets(t *testing.T) {
 	}
 	assert.False(t, s.Take(a, clk.Now(), 0).OK, "and no more than full")
 }
+
+// TestManyLimits covers more limits than a decision tracks inline.
+func TestManyLimits(t *testing.T) {
+	var limits []ratelimit.Limit
+	for i, burst := range []int{9, 8, 7, 6, 3, 5} {
+		limits = append(limits, ratelimit.Limit{Name: string(rune('a' + i)), Rate: 0.001, Burst: burst})
+	}
+	l, err := ratelimit.New(ratelimit.Options{Limits: limits, Now: newClock().Now})
+	require.NoError(t, err)
+	h := l.Handler(ok)
+	var codes []int
+	for range 4 {
+		codes = append(codes, call(h, "192.0.2.1:1", "/").Code)
+	}
+	assert.Equal(t, []int{200, 200, 200, 429}, codes, "the fifth limit (burst 3) is the strictest")
+	w := call(h, "192.0.2.1:1", "/")
+	assert.Equal(t, `"a";r=6;t=3000, "b";r=5;t=3000, "c";r=4;t=3000, "d";r=3;t=3000, "e";r=0;t=3000`,
+		w.Header().Get("RateLimit"), "refusals took nothing from a-d and f was not consulted")
+}
