@@ -219,7 +219,7 @@ type snapshot struct {
 type picker interface {
 	// pick returns an index into s.pool, or -1 when it has nothing to offer. It may honour
 	// info.Tried itself; the caller re-asks (and finally scans) when the answer was tried.
-	pick(s *snapshot, info *sluice.PickInfo) int
+	pick(s *snapshot, info sluice.PickInfo) int
 }
 
 // Pick chooses an endpoint for one try. It implements sluice.Picker.
@@ -240,7 +240,7 @@ func (b *Balancer) Pick(info sluice.PickInfo) (sluice.PickResult, error) {
 		}
 	}
 	if i < 0 {
-		i = s.choose(&info)
+		i = s.choose(info)
 		if s.sticky != nil {
 			cookie = s.pool[i].cookie
 		}
@@ -259,7 +259,7 @@ const maxAttempts = 8
 
 // choose asks the policy, re-asking while the answer was already tried or is held back by
 // slow start, and finally scans for any untried endpoint.
-func (s *snapshot) choose(info *sluice.PickInfo) int {
+func (s *snapshot) choose(info sluice.PickInfo) int {
 	ramping := s.rampEnd != 0 && !s.rampDone.Load()
 	var now int64
 	if ramping {

@@ -273,7 +273,7 @@ type maglevPicker struct {
 	share []float64 // each endpoint's fraction of total weight, for bounded loads
 }
 
-func (mp *maglevPicker) pick(s *snapshot, info *sluice.PickInfo) int {
+func (mp *maglevPicker) pick(s *snapshot, info sluice.PickInfo) int {
 	h, ok := mp.key.hash(info.Request, s.b.opts.TrustedProxies)
 	if !ok {
 		return s.random()

@@ -1,10 +1,8 @@
 package balancer
 
 import (
-	"cmp"
 	"fmt"
 	"math"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -28,9 +26,8 @@ type Policy interface {
 // RoundRobin takes endpoints in turn. It honours Endpoint.Weight with smooth interleaving in
 // the manner of NGINX's weighted round robin: with weights 5, 1, 1 the order is like
 // A A B A C A A, never A A A A A B C. The schedule is computed when the endpoint set changes,
-// so Pick is one atomic increment; each endpoint's k-th turn sits where an exactly even spread
-// would put it, within one slot. There is no separate WeightedRoundRobin: equal weights are
-// the special case.
+// so Pick is one atomic increment. There is no separate WeightedRoundRobin: equal weights are
+// the special case (and skip the schedule).
 type RoundRobin struct{}
 
 func (RoundRobin) validate() error     { return nil }
@@ -53,7 +50,7 @@ type rrPicker struct {
 	sched []int32 // weighted: indexes into pool in smooth order; nil when weights are equal
 }
 
-func (rr *rrPicker) pick(s *snapshot, _ *sluice.PickInfo) int {
+func (rr *rrPicker) pick(s *snapshot, _ sluice.PickInfo) int {
 	k := rr.next.Add(1) - 1
 	if rr.sched == nil {
 		return int(k % uint64(len(s.pool)))
@@ -66,9 +63,16 @@ func (rr *rrPicker) pick(s *snapshot, _ *sluice.PickInfo) int {
 // 1/maxSchedule.
 const maxSchedule = 1 << 16
 
-// schedule lays out each endpoint's turns at their ideal positions: endpoint i with weight w
-// out of a total T has its k-th turn at (k+½)·T/w. A counting sort over T slots orders the
-// turns in O(T + n).
+// smoothBudget bounds the work of the exact NGINX schedule (endpoints × schedule length).
+const smoothBudget = 1 << 22
+
+// schedule returns one period of smooth weighted round robin. Weights are first divided by
+// their common divisor (and scaled down if their sum still exceeds maxSchedule). When the
+// set is small enough, the period is NGINX's smooth weighted round robin, run once at build
+// time: every step each endpoint's credit grows by its weight, the endpoint with the most
+// credit is picked and pays the total weight back. For large weighted sets, where that costs
+// too much, each endpoint's k-th turn is placed at its ideal position (k+½)·T/w by a counting
+// sort in O(T + n): shares are as exact, interleaving is slightly less even.
 func schedule(pool []entry) []int32 {
 	g := uint64(0)
 	var sum uint64
@@ -85,6 +89,22 @@ func schedule(pool []entry) []int32 {
 		}
 		total += w[i]
 	}
+	sched := make([]int32, total)
+	if total*uint64(len(pool)) <= smoothBudget {
+		credit := make([]int64, len(pool))
+		for k := range sched {
+			best := 0
+			for i := range credit {
+				credit[i] += int64(w[i])
+				if credit[i] > credit[best] {
+					best = i
+				}
+			}
+			credit[best] -= int64(total)
+			sched[k] = int32(best)
+		}
+		return sched
+	}
 	count := make([]int32, total+1)
 	pos := func(i int, k uint64) uint64 { return (2*k + 1) * total / (2 * w[i]) }
 	for i := range pool {
@@ -95,14 +115,7 @@ func schedule(pool []entry) []int32 {
 	for p := 1; p <= int(total); p++ {
 		count[p] += count[p-1]
 	}
-	sched := make([]int32, total)
-	// Lighter endpoints first within a slot, so that a heavy endpoint's run is broken up.
-	order := make([]int, 0, len(pool))
 	for i := range pool {
-		order = append(order, i)
-	}
-	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(w[a], w[b]) })
-	for _, i := range order {
 		for k := range w[i] {
 			p := pos(i, k)
 			sched[count[p]] = int32(i)
@@ -130,7 +143,7 @@ func (Random) build(*snapshot) picker { return randomPicker{} }
 
 type randomPicker struct{}
 
-func (randomPicker) pick(s *snapshot, _ *sluice.PickInfo) int { return s.random() }
+func (randomPicker) pick(s *snapshot, _ sluice.PickInfo) int { return s.random() }
 
 // LeastRequest draws two endpoints at random (in proportion to weight) and sends the try to
 // the one with fewer requests in flight — the "power of two choices", which comes within a
@@ -161,7 +174,7 @@ func (p LeastRequest) build(*snapshot) picker {
 
 type lrPicker struct{ bias float64 }
 
-func (p lrPicker) pick(s *snapshot, _ *sluice.PickInfo) int {
+func (p lrPicker) pick(s *snapshot, _ sluice.PickInfo) int {
 	i, j := s.randomPair()
 	a, b := &s.pool[i], &s.pool[j]
 	ai, bi := a.st.inflight.Load(), b.st.inflight.Load()
@@ -222,7 +235,7 @@ type ewmaPicker struct{}
 // flight: high enough that a new endpoint gets one request at a time until it answers.
 const unmeasuredPenalty = float64(time.Hour)
 
-func (ewmaPicker) pick(s *snapshot, _ *sluice.PickInfo) int {
+func (ewmaPicker) pick(s *snapshot, _ sluice.PickInfo) int {
 	i, j := s.randomPair()
 	if i == j {
 		return i

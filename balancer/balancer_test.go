@@ -1,0 +1,662 @@
+package balancer_test
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/balancer"
+)
+
+// endpoints returns n Ready endpoints 10.x.y.z:8080 with weight 1.
+func endpoints(n int) []sluice.Endpoint {
+	eps := make([]sluice.Endpoint, n)
+	for i := range eps {
+		eps[i] = sluice.Endpoint{Addr: fmt.Sprintf("10.%d.%d.%d:8080", i>>16&0xff, i>>8&0xff, i&0xff)}
+	}
+	return eps
+}
+
+// allPolicies names every policy with a configuration worth testing.
+func allPolicies() []struct {
+	name string
+	p    balancer.Policy
+} {
+	return []struct {
+		name string
+		p    balancer.Policy
+	}{
+		{"RoundRobin", balancer.RoundRobin{}},
+		{"Random", balancer.Random{}},
+		{"LeastRequest", balancer.LeastRequest{}},
+		{"PeakEWMA", balancer.PeakEWMA{}},
+		{"Maglev", balancer.Maglev{Key: balancer.HeaderKey("X-User")}},
+		{"MaglevBounded", balancer.Maglev{Key: balancer.HeaderKey("X-User"), Epsilon: 0.25}},
+		{"MaglevClientIP", balancer.Maglev{}},
+		{"Sticky", balancer.Sticky{Fallback: balancer.LeastRequest{}}},
+	}
+}
+
+// fakeClock is a manually advanced clock for Options.Now.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func newBalancer(t testing.TB, p balancer.Policy, opts balancer.Options, eps []sluice.Endpoint) *balancer.Balancer {
+	t.Helper()
+	b, err := balancer.New(p, opts)
+	require.NoError(t, err)
+	b.Update(eps)
+	return b
+}
+
+// pick picks and finishes at once, returning the address.
+func pick(t testing.TB, b *balancer.Balancer, info sluice.PickInfo) string {
+	t.Helper()
+	res, err := b.Pick(info)
+	require.NoError(t, err)
+	require.NotNil(t, res.Done, "every pick should carry a Done")
+	res.Done(sluice.Outcome{Status: 200, Latency: time.Millisecond})
+	return res.Endpoint.Addr
+}
+
+func userRequest(user string) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, "http://svc/", nil)
+	r.Header.Set("X-User", user)
+	return r
+}
+
+func TestNoEndpoint(t *testing.T) {
+	for _, tc := range allPolicies() {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := balancer.New(tc.p, balancer.Options{})
+			require.NoError(t, err)
+			_, err = b.Pick(sluice.PickInfo{})
+			assert.ErrorIs(t, err, sluice.ErrNoEndpoint, "a balancer never updated has nothing to pick")
+			b.Update(nil)
+			_, err = b.Pick(sluice.PickInfo{})
+			assert.ErrorIs(t, err, sluice.ErrNoEndpoint, "an empty set has nothing to pick")
+		})
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		p    balancer.Policy
+		o    balancer.Options
+		want string
+	}{
+		{"nil policy", nil, balancer.Options{}, "policy"},
+		{"negative slow start", balancer.RoundRobin{}, balancer.Options{SlowStart: -time.Second}, "Options.SlowStart"},
+		{"min weight above 1", balancer.RoundRobin{}, balancer.Options{SlowStartMinWeight: 2}, "Options.SlowStartMinWeight"},
+		{"panic above 1", balancer.RoundRobin{}, balancer.Options{PanicThreshold: 1.5}, "Options.PanicThreshold"},
+		{"negative bias", balancer.LeastRequest{ActiveRequestBias: -1}, balancer.Options{}, "LeastRequest.ActiveRequestBias"},
+		{"negative decay", balancer.PeakEWMA{Decay: -1}, balancer.Options{}, "PeakEWMA.Decay"},
+		{"negative epsilon", balancer.Maglev{Epsilon: -0.1}, balancer.Options{}, "Maglev.Epsilon"},
+		{"huge table", balancer.Maglev{TableSize: 1 << 30}, balancer.Options{}, "Maglev.TableSize"},
+		{"sticky in sticky", balancer.Sticky{Fallback: balancer.Sticky{}}, balancer.Options{}, "Sticky.Fallback"},
+		{"bad cookie name", balancer.Sticky{Cookie: "a;b"}, balancer.Options{}, "Sticky.Cookie"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := balancer.New(tc.p, tc.o)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want, "the error should name the field")
+		})
+	}
+}
+
+func TestPickDoesNotAllocate(t *testing.T) {
+	for _, tc := range allPolicies() {
+		for _, n := range []int{10, 1000} {
+			t.Run(fmt.Sprintf("%s/%d", tc.name, n), func(t *testing.T) {
+				b := newBalancer(t, tc.p, balancer.Options{}, endpoints(n))
+				info := sluice.PickInfo{Request: userRequest("alice"), Tried: []string{"10.0.0.1:8080"}}
+				info.Request.AddCookie(&http.Cookie{Name: "sluice_affinity", Value: "0123456789abcdef"})
+				allocs := testing.AllocsPerRun(1000, func() {
+					res, err := b.Pick(info)
+					if err != nil {
+						panic(err)
+					}
+					res.Done(sluice.Outcome{Status: 200, Latency: time.Millisecond})
+				})
+				assert.Zero(t, allocs, "Pick and Done should not allocate")
+			})
+		}
+	}
+}
+
+// TestWeightsConverge checks that weighted policies give each endpoint its share of 100,000
+// picks to within 1 percentage point.
+func TestWeightsConverge(t *testing.T) {
+	eps := endpoints(4)
+	for i := range eps {
+		eps[i].Weight = uint32(i + 1) // shares 10%, 20%, 30%, 40%
+	}
+	const picks = 100_000
+	for _, tc := range []struct {
+		name string
+		p    balancer.Policy
+		req  func(i int) *http.Request
+	}{
+		{"RoundRobin", balancer.RoundRobin{}, nil},
+		{"Random", balancer.Random{}, nil},
+		{"LeastRequest", balancer.LeastRequest{}, nil},
+		{"Maglev", balancer.Maglev{Key: balancer.HeaderKey("X-User")}, func(i int) *http.Request { return userRequest(strconv.Itoa(i)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBalancer(t, tc.p, balancer.Options{Seed: 42}, eps)
+			got := map[string]int{}
+			for i := range picks {
+				var info sluice.PickInfo
+				if tc.req != nil {
+					info.Request = tc.req(i)
+				}
+				got[pick(t, b, info)]++
+			}
+			for i, ep := range eps {
+				want := float64(i+1) / 10
+				share := float64(got[ep.Addr]) / picks
+				assert.InDelta(t, want, share, 0.01, "endpoint %d with weight %d should get %.0f%% of picks", i, ep.Weight, want*100)
+			}
+		})
+	}
+}
+
+// TestRoundRobinIsSmooth checks that weighted round robin interleaves instead of sending bursts.
+func TestRoundRobinIsSmooth(t *testing.T) {
+	eps := endpoints(3)
+	eps[0].Weight = 5
+	b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{}, eps)
+	var seq []string
+	for range 70 {
+		seq = append(seq, pick(t, b, sluice.PickInfo{}))
+	}
+	run, longest := 0, 0
+	for i, a := range seq {
+		if i > 0 && a == seq[i-1] {
+			run++
+		} else {
+			run = 1
+		}
+		longest = max(longest, run)
+	}
+	// With weights 5:1:1 NGINX's order is A A B A C A A, which wraps to at most 4 in a row
+	// (A A | A A); a burst schedule would have 5.
+	assert.LessOrEqual(t, longest, 4, "weighted round robin should interleave: %v", seq[:14])
+	count := map[string]int{}
+	for _, a := range seq {
+		count[a]++
+	}
+	assert.Equal(t, 50, count[eps[0].Addr], "weight 5 of 7 should get 50 of 70 picks")
+}
+
+func TestRoundRobinVisitsEveryEndpoint(t *testing.T) {
+	eps := endpoints(7)
+	b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{}, eps)
+	seen := map[string]int{}
+	for range 7 * 3 {
+		seen[pick(t, b, sluice.PickInfo{})]++
+	}
+	for _, ep := range eps {
+		assert.Equal(t, 3, seen[ep.Addr], "round robin should give %s exactly its turns", ep.Addr)
+	}
+}
+
+func TestHealth(t *testing.T) {
+	mk := func(states ...sluice.State) []sluice.Endpoint {
+		eps := endpoints(len(states))
+		for i, s := range states {
+			eps[i].State = s
+		}
+		return eps
+	}
+	const (
+		R = sluice.Ready
+		T = sluice.Terminating
+		U = sluice.Unhealthy
+	)
+	for _, tc := range []struct {
+		name   string
+		eps    []sluice.Endpoint
+		opts   balancer.Options
+		expect []int // indexes that may be picked
+	}{
+		{"unhealthy skipped", mk(R, R, R, U), balancer.Options{}, []int{0, 1, 2}},
+		{"terminating only when nothing ready", mk(R, T, T), balancer.Options{}, []int{0}},
+		{"terminating as last resort", mk(T, U, T), balancer.Options{}, []int{0, 2}},
+		{"panic below threshold uses unhealthy too", mk(R, U, U, U, T), balancer.Options{}, []int{0, 1, 2, 3}},
+		{"panic disabled", mk(R, U, U, U), balancer.Options{PanicThreshold: -1}, []int{0}},
+		{"all unhealthy: panic uses all", mk(U, U), balancer.Options{}, []int{0, 1}},
+		{"custom threshold", mk(R, R, U, U, U), balancer.Options{PanicThreshold: 0.3}, []int{0, 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBalancer(t, balancer.RoundRobin{}, tc.opts, tc.eps)
+			seen := map[string]bool{}
+			for range 100 {
+				seen[pick(t, b, sluice.PickInfo{})] = true
+			}
+			want := map[string]bool{}
+			for _, i := range tc.expect {
+				want[tc.eps[i].Addr] = true
+			}
+			assert.Equal(t, want, seen, "picked set")
+		})
+	}
+	t.Run("all unhealthy without panic", func(t *testing.T) {
+		b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{PanicThreshold: -1}, mk(U, U))
+		_, err := b.Pick(sluice.PickInfo{})
+		assert.ErrorIs(t, err, sluice.ErrNoEndpoint)
+	})
+}
+
+func TestRetryAvoidsTried(t *testing.T) {
+	eps := endpoints(3)
+	for _, tc := range allPolicies() {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBalancer(t, tc.p, balancer.Options{}, eps)
+			for i := range 200 {
+				info := sluice.PickInfo{Request: userRequest(strconv.Itoa(i)), Tried: []string{eps[0].Addr, eps[2].Addr}}
+				assert.Equal(t, eps[1].Addr, pick(t, b, info), "the only untried endpoint should be picked")
+			}
+			info := sluice.PickInfo{Request: userRequest("x"), Tried: []string{eps[0].Addr, eps[1].Addr, eps[2].Addr}}
+			assert.NotEmpty(t, pick(t, b, info), "when all were tried, any endpoint will do")
+		})
+	}
+}
+
+// TestStateSurvivesUpdate checks that in-flight counts carry over a rebuild: least-request
+// keeps avoiding an endpoint busy from before the update.
+func TestStateSurvivesUpdate(t *testing.T) {
+	eps := endpoints(2)
+	b := newBalancer(t, balancer.LeastRequest{}, balancer.Options{Seed: 1}, eps)
+	var busy []sluice.PickResult
+	for range 10 {
+		res, err := b.Pick(sluice.PickInfo{Tried: []string{eps[1].Addr}})
+		require.NoError(t, err)
+		require.Equal(t, eps[0].Addr, res.Endpoint.Addr, "a retry should avoid the tried endpoint")
+		busy = append(busy, res)
+	}
+	b.Update(append(endpoints(2), sluice.Endpoint{Addr: "10.9.9.9:80"}))
+	for range 100 {
+		assert.NotEqual(t, eps[0].Addr, pick(t, b, sluice.PickInfo{}), "the endpoint with 10 in flight should be avoided after an update")
+	}
+	for _, r := range busy {
+		r.Done(sluice.Outcome{Status: 200})
+	}
+}
+
+func TestPeakEWMA(t *testing.T) {
+	clock := newClock()
+	eps := endpoints(2)
+	b := newBalancer(t, balancer.PeakEWMA{}, balancer.Options{Now: clock.Now, Seed: 7}, eps)
+	feed := func(addr string, o sluice.Outcome) {
+		for {
+			res, err := b.Pick(sluice.PickInfo{Tried: []string{otherThan(eps, addr)}})
+			require.NoError(t, err)
+			if res.Endpoint.Addr == addr {
+				res.Done(o)
+				return
+			}
+			res.Done(sluice.Outcome{Failure: sluice.Canceled})
+		}
+	}
+	feed(eps[0].Addr, sluice.Outcome{Status: 200, Latency: 100 * time.Millisecond})
+	feed(eps[1].Addr, sluice.Outcome{Status: 200, Latency: 10 * time.Millisecond})
+	count := func() int {
+		n := 0
+		for range 1000 {
+			if pick(t, b, sluice.PickInfo{}) == eps[1].Addr {
+				n++
+			}
+		}
+		return n
+	}
+	// pick() reports 1ms to whichever endpoint it got; the slow one should see almost nothing.
+	assert.Greater(t, count(), 990, "the fast endpoint should take nearly every pick")
+
+	t.Run("canceled tries do not count", func(t *testing.T) {
+		for range 50 {
+			feed(eps[0].Addr, sluice.Outcome{Failure: sluice.Canceled, Latency: time.Microsecond})
+		}
+		assert.Greater(t, count(), 990, "canceled fast tries must not make the slow endpoint look fast")
+	})
+	t.Run("estimate decays", func(t *testing.T) {
+		// A minute later the old samples have decayed away: the once-slow endpoint now answers
+		// in 1ms and the other in 5ms, and the estimates follow at once.
+		clock.Advance(time.Minute)
+		feed(eps[0].Addr, sluice.Outcome{Status: 200, Latency: time.Millisecond})
+		feed(eps[1].Addr, sluice.Outcome{Status: 200, Latency: 5 * time.Millisecond})
+		assert.Less(t, count(), 10, "the recovered endpoint should now take nearly every pick")
+	})
+}
+
+func otherThan(eps []sluice.Endpoint, addr string) string {
+	for _, e := range eps {
+		if e.Addr != addr {
+			return e.Addr
+		}
+	}
+	return ""
+}
+
+func TestSlowStart(t *testing.T) {
+	clock := newClock()
+	opts := balancer.Options{Now: clock.Now, SlowStart: 10 * time.Second, Seed: 3}
+	old := endpoints(4)
+	b := newBalancer(t, balancer.RoundRobin{}, opts, old)
+	newEp := sluice.Endpoint{Addr: "10.1.1.1:8080"}
+	b.Update(append(endpoints(4), newEp))
+
+	share := func() float64 {
+		n := 0
+		for range 10_000 {
+			if pick(t, b, sluice.PickInfo{}) == newEp.Addr {
+				n++
+			}
+		}
+		return float64(n) / 10_000
+	}
+	// Full share is 20%. At the start the new endpoint gets the 10% minimum of it; halfway,
+	// half; after the window, all.
+	assert.InDelta(t, 0.025, share(), 0.02, "a new endpoint should start near the minimum share")
+	clock.Advance(5 * time.Second)
+	assert.InDelta(t, 0.11, share(), 0.03, "halfway through the window it should get about half its share")
+	clock.Advance(6 * time.Second)
+	assert.InDelta(t, 0.20, share(), 0.01, "after the window it should get its full share")
+
+	t.Run("recovered endpoint ramps again", func(t *testing.T) {
+		eps := append(endpoints(4), newEp)
+		eps[4].State = sluice.Unhealthy
+		b.Update(eps)
+		eps[4].State = sluice.Ready
+		b.Update(eps)
+		assert.Less(t, share(), 0.06, "an endpoint back from Unhealthy should ramp up again")
+	})
+}
+
+func TestZonePreference(t *testing.T) {
+	eps := endpoints(6)
+	for i := range eps {
+		eps[i].Zone = []string{"a", "b", "c"}[i%3]
+	}
+	picks := func(b *balancer.Balancer) map[string]bool {
+		seen := map[string]bool{}
+		for range 200 {
+			seen[pick(t, b, sluice.PickInfo{})] = true
+		}
+		return seen
+	}
+	t.Run("own zone", func(t *testing.T) {
+		b := newBalancer(t, balancer.LeastRequest{}, balancer.Options{Zone: "b"}, eps)
+		assert.Equal(t, map[string]bool{eps[1].Addr: true, eps[4].Addr: true}, picks(b), "only zone b endpoints")
+	})
+	t.Run("hints win over zones", func(t *testing.T) {
+		h := append([]sluice.Endpoint(nil), eps...)
+		for i := range h {
+			h[i].ForZones = h[i].Zone
+		}
+		h[0].ForZones = "a,b"
+		b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{Zone: "b"}, h)
+		assert.Equal(t, map[string]bool{eps[0].Addr: true, eps[1].Addr: true, eps[4].Addr: true}, picks(b), "endpoints hinted for zone b")
+	})
+	t.Run("spill over when local zone is degraded", func(t *testing.T) {
+		d := append([]sluice.Endpoint(nil), eps...)
+		d[1].State = sluice.Unhealthy
+		d[4].State = sluice.Unhealthy
+		b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{Zone: "b"}, d)
+		assert.Len(t, picks(b), 4, "every healthy endpoint in other zones")
+	})
+	t.Run("unknown zone uses all", func(t *testing.T) {
+		b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{Zone: "z"}, eps)
+		assert.Len(t, picks(b), 6)
+	})
+}
+
+// TestMaglevDisruption checks that removing one of N endpoints moves at most 1/N + 1% of keys.
+func TestMaglevDisruption(t *testing.T) {
+	const keys = 100_000
+	for _, n := range []int{5, 10, 50, 200} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			eps := endpoints(n)
+			b := newBalancer(t, balancer.Maglev{Key: balancer.HeaderKey("X-User")}, balancer.Options{}, eps)
+			reqs := make([]*http.Request, keys)
+			before := make([]string, keys)
+			for i := range reqs {
+				reqs[i] = userRequest("user-" + strconv.Itoa(i))
+				before[i] = pick(t, b, sluice.PickInfo{Request: reqs[i]})
+			}
+			gone := eps[n/2].Addr
+			b.Update(append(eps[:n/2:n/2], eps[n/2+1:]...))
+			moved := 0
+			for i, r := range reqs {
+				after := pick(t, b, sluice.PickInfo{Request: r})
+				require.NotEqual(t, gone, after)
+				if after != before[i] {
+					moved++
+				}
+			}
+			limit := 1/float64(n) + 0.01
+			assert.LessOrEqual(t, float64(moved)/keys, limit, "keys moved when 1 of %d endpoints left", n)
+		})
+	}
+}
+
+// TestMaglevBoundedLoads holds requests in flight for a skewed key population and checks
+// that no endpoint carries more than ⌈(1+ε) × average⌉.
+func TestMaglevBoundedLoads(t *testing.T) {
+	const n, inflight = 10, 1000
+	for _, eps := range []float64{0.1, 0.25, 1} {
+		t.Run(fmt.Sprint(eps), func(t *testing.T) {
+			b := newBalancer(t, balancer.Maglev{Key: balancer.HeaderKey("X-User"), Epsilon: eps}, balancer.Options{}, endpoints(n))
+			load := map[string]int{}
+			var held []sluice.PickResult
+			for i := range inflight {
+				user := "hot" // half the traffic is one key
+				if i%2 == 1 {
+					user = strconv.Itoa(i % 17)
+				}
+				res, err := b.Pick(sluice.PickInfo{Request: userRequest(user)})
+				require.NoError(t, err)
+				load[res.Endpoint.Addr]++
+				held = append(held, res)
+			}
+			limit := math.Ceil((1 + eps) * inflight / n)
+			for addr, l := range load {
+				assert.LessOrEqual(t, float64(l), limit, "endpoint %s load with ε=%v", addr, eps)
+			}
+			for _, r := range held {
+				r.Done(sluice.Outcome{Status: 200})
+			}
+			// With everything finished, the hot key goes home again.
+			a, c := pick(t, b, sluice.PickInfo{Request: userRequest("hot")}), pick(t, b, sluice.PickInfo{Request: userRequest("hot")})
+			assert.Equal(t, a, c, "an idle cluster should keep key affinity")
+		})
+	}
+}
+
+func TestMaglevKeys(t *testing.T) {
+	eps := endpoints(50)
+	trusted, err := sluice.ParseTrustedProxies("192.0.2.0/24")
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name string
+		key  balancer.HashKey
+		set  func(r *http.Request, v string)
+	}{
+		{"header", balancer.HeaderKey("x-user"), func(r *http.Request, v string) { r.Header.Set("X-User", v) }},
+		{"cookie", balancer.CookieKey("sid"), func(r *http.Request, v string) { r.Header.Set("Cookie", "a=1; sid="+v+"; b=2") }},
+		{"query", balancer.QueryKey("u"), func(r *http.Request, v string) { r.URL.RawQuery = "x=1&u=" + v }},
+		{"path", balancer.PathKey(), func(r *http.Request, v string) { r.URL.Path = "/items/" + v }},
+		{"client IP via trusted proxy", balancer.ClientIPKey(), func(r *http.Request, v string) {
+			r.RemoteAddr = "192.0.2.1:5555"
+			r.Header.Set("X-Forwarded-For", "203.0.113."+v)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBalancer(t, balancer.Maglev{Key: tc.key}, balancer.Options{TrustedProxies: trusted}, eps)
+			distinct := map[string]bool{}
+			for i := range 40 {
+				v := strconv.Itoa(i)
+				r1 := httptest.NewRequest(http.MethodGet, "http://svc/", nil)
+				tc.set(r1, v)
+				r2 := httptest.NewRequest(http.MethodGet, "http://svc/", nil)
+				tc.set(r2, v)
+				a := pick(t, b, sluice.PickInfo{Request: r1})
+				assert.Equal(t, a, pick(t, b, sluice.PickInfo{Request: r2}), "one key should map to one endpoint")
+				distinct[a] = true
+			}
+			assert.Greater(t, len(distinct), 10, "different keys should spread over endpoints")
+		})
+	}
+	t.Run("missing key spreads at random", func(t *testing.T) {
+		b := newBalancer(t, balancer.Maglev{Key: balancer.HeaderKey("X-User")}, balancer.Options{}, eps)
+		distinct := map[string]bool{}
+		for range 100 {
+			distinct[pick(t, b, sluice.PickInfo{Request: httptest.NewRequest(http.MethodGet, "/", nil)})] = true
+		}
+		assert.Greater(t, len(distinct), 10)
+	})
+}
+
+func TestSticky(t *testing.T) {
+	eps := endpoints(5)
+	b := newBalancer(t, balancer.Sticky{Cookie: "aff", Secret: "s3cret", MaxAge: time.Hour}, balancer.Options{}, eps)
+
+	res, err := b.Pick(sluice.PickInfo{Request: httptest.NewRequest(http.MethodGet, "/", nil)})
+	require.NoError(t, err)
+	res.Done(sluice.Outcome{Status: 200})
+	c := res.Cookie
+	require.NotNil(t, c, "a client without the cookie should be given one")
+	assert.Equal(t, "aff", c.Name)
+	assert.True(t, c.HttpOnly)
+	assert.Equal(t, 3600, c.MaxAge)
+	host := strings.Split(res.Endpoint.Addr, ":")[0]
+	assert.NotContains(t, c.Value, host, "the cookie must not reveal the address")
+	assert.NotContains(t, c.Value, strings.ReplaceAll(host, ".", ""), "the cookie must not reveal the address")
+
+	withCookie := func(v string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.AddCookie(&http.Cookie{Name: "aff", Value: v})
+		return r
+	}
+	for range 50 {
+		r, err := b.Pick(sluice.PickInfo{Request: withCookie(c.Value)})
+		require.NoError(t, err)
+		r.Done(sluice.Outcome{Status: 200})
+		assert.Equal(t, res.Endpoint.Addr, r.Endpoint.Addr, "the cookie should pin the endpoint")
+		assert.Nil(t, r.Cookie, "a valid cookie need not be set again")
+	}
+
+	t.Run("retry leaves the pinned endpoint and re-pins", func(t *testing.T) {
+		r, err := b.Pick(sluice.PickInfo{Request: withCookie(c.Value), Tried: []string{res.Endpoint.Addr}})
+		require.NoError(t, err)
+		r.Done(sluice.Outcome{})
+		assert.NotEqual(t, res.Endpoint.Addr, r.Endpoint.Addr)
+		require.NotNil(t, r.Cookie)
+		assert.NotEqual(t, c.Value, r.Cookie.Value)
+	})
+	t.Run("unhealthy endpoint is left", func(t *testing.T) {
+		eps2 := endpoints(5)
+		for i := range eps2 {
+			if eps2[i].Addr == res.Endpoint.Addr {
+				eps2[i].State = sluice.Unhealthy
+			}
+		}
+		b.Update(eps2)
+		r, err := b.Pick(sluice.PickInfo{Request: withCookie(c.Value)})
+		require.NoError(t, err)
+		r.Done(sluice.Outcome{})
+		assert.NotEqual(t, res.Endpoint.Addr, r.Endpoint.Addr, "a pinned endpoint that turned unhealthy must be left")
+		assert.NotNil(t, r.Cookie, "and the client re-pinned")
+		b.Update(eps)
+	})
+	t.Run("garbage cookie falls back", func(t *testing.T) {
+		for _, v := range []string{"", "zz", "10.0.0.1:8080", strings.Repeat("f", 16), strings.Repeat("A", 16)} {
+			r, err := b.Pick(sluice.PickInfo{Request: withCookie(v)})
+			require.NoError(t, err, v)
+			r.Done(sluice.Outcome{})
+			assert.NotNil(t, r.Cookie, "cookie %q names no endpoint: a new one should be set", v)
+		}
+	})
+	t.Run("replicas with one secret agree", func(t *testing.T) {
+		b2 := newBalancer(t, balancer.Sticky{Cookie: "aff", Secret: "s3cret"}, balancer.Options{}, eps)
+		r, err := b2.Pick(sluice.PickInfo{Request: withCookie(c.Value)})
+		require.NoError(t, err)
+		r.Done(sluice.Outcome{})
+		assert.Equal(t, res.Endpoint.Addr, r.Endpoint.Addr)
+	})
+}
+
+// TestConcurrentPickAndUpdate runs picks, finishes and updates at once; under -race it checks
+// that the snapshot swap is safe.
+func TestConcurrentPickAndUpdate(t *testing.T) {
+	for _, tc := range allPolicies() {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBalancer(t, tc.p, balancer.Options{SlowStart: time.Second, Zone: "a"}, endpoints(20))
+			var wg sync.WaitGroup
+			stop := make(chan struct{})
+			for g := range 4 {
+				wg.Go(func() {
+					r := userRequest(strconv.Itoa(g))
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						res, err := b.Pick(sluice.PickInfo{Request: r})
+						if errors.Is(err, sluice.ErrNoEndpoint) {
+							continue
+						}
+						if !assert.NoError(t, err) {
+							return
+						}
+						res.Done(sluice.Outcome{Status: 200, Latency: time.Millisecond})
+					}
+				})
+			}
+			for i := range 200 {
+				eps := endpoints(10 + i%15)
+				for j := range eps {
+					eps[j].Zone = string(rune('a' + j%2))
+					eps[j].Weight = uint32(1 + (i+j)%3)
+				}
+				b.Update(eps)
+			}
+			close(stop)
+			wg.Wait()
+			// The last set had ten endpoints in zone a or b: picks must come from it.
+			res, err := b.Pick(sluice.PickInfo{Request: userRequest("x")})
+			require.NoError(t, err)
+			res.Done(sluice.Outcome{})
+			assert.Equal(t, "a", res.Endpoint.Zone, "zone preference should hold after concurrent updates")
+		})
+	}
+}
