@@ -109,15 +109,16 @@ func hashString(s string) uint64 {
 
 // cookieValue returns the value of the first cookie called name in the Cookie header lines,
 // without allocating. Pairs are separated by ';'; names are matched exactly after trimming
-// spaces, and a value wrapped in double quotes is unwrapped, as net/http does.
+// spaces (a pair without '=' has the empty value), and a value wrapped in double quotes is
+// unwrapped, as net/http does.
 func cookieValue(lines []string, name string) (string, bool) {
 	for _, line := range lines {
 		for line != "" {
 			var part string
 			part, line = cut(line, ';')
 			part = trimSpace(part)
-			k, v, ok := cutStr(part, '=')
-			if !ok || trimSpace(k) != name {
+			k, v, _ := cutStr(part, '=')
+			if trimSpace(k) != name {
 				continue
 			}
 			v = trimSpace(v)
@@ -162,11 +163,14 @@ func cutStr(s string, sep byte) (before, after string, ok bool) {
 	return s, "", false
 }
 
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+
+// trimSpace trims ASCII white space, as textproto.TrimString does, without allocating.
 func trimSpace(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+	for len(s) > 0 && isSpace(s[0]) {
 		s = s[1:]
 	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+	for len(s) > 0 && isSpace(s[len(s)-1]) {
 		s = s[:len(s)-1]
 	}
 	return s

@@ -1,0 +1,74 @@
+package balancer
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// FuzzCookieValue checks the zero-allocation Cookie header scanner against net/http's parser:
+// whenever net/http finds the (only) cookie of that name, so must we, with the same value up to
+// surrounding spaces (which we trim and net/http keeps).
+func FuzzCookieValue(f *testing.F) {
+	f.Add("a=1; sid=abc; b=2", "sid")
+	f.Add(`sid="quoted"`, "sid")
+	f.Add("sid=; sid=2", "sid")
+	f.Add(";;; =;= ;sid", "sid")
+	f.Add("  sid = 1 ", "sid")
+	f.Add("sluice_affinity=0123456789abcdef", "sluice_affinity")
+	f.Fuzz(func(t *testing.T, header, name string) {
+		got, ok := cookieValue([]string{header}, name)
+		if ok && !strings.Contains(header, got) {
+			t.Fatalf("value %q is not part of the header %q", got, header)
+		}
+		if !validCookieName(name) || name == "" {
+			return
+		}
+		r := http.Request{Header: http.Header{"Cookie": {header}}}
+		// net/http skips pairs with invalid values and moves on to a later pair of the same
+		// name, where we take the first: compare only when the name occurs once.
+		if c, err := r.Cookie(name); err == nil && !c.Quoted && !strings.ContainsAny(header, `"`) && strings.Count(header, name) == 1 {
+			if !ok || got != strings.Trim(c.Value, " \t\r\n") {
+				t.Fatalf("cookieValue(%q, %q) = %q, %v; net/http says %q", header, name, got, ok, c.Value)
+			}
+		}
+	})
+}
+
+// FuzzQueryValue checks the raw query scanner: it never panics and what it returns is the
+// text after "name=" in the query.
+func FuzzQueryValue(f *testing.F) {
+	f.Add("a=1&u=bob&u=eve", "u")
+	f.Add("u", "u")
+	f.Add("&&u=%20x&", "u")
+	f.Add("=&=", "")
+	f.Fuzz(func(t *testing.T, raw, name string) {
+		v, ok := queryValue(raw, name)
+		if !ok {
+			if !strings.ContainsAny(name, "=&") && raw != "" && (strings.HasPrefix(raw, name+"=") || raw == name) {
+				t.Fatalf("queryValue(%q, %q) missed the first parameter", raw, name)
+			}
+			return
+		}
+		if !strings.Contains(raw, name+"="+v) && !(v == "" && strings.Contains(raw, name)) {
+			t.Fatalf("queryValue(%q, %q) = %q, not in the query", raw, name, v)
+		}
+	})
+}
+
+// FuzzDecodeToken checks that sticky cookie tokens round-trip and that nothing else decodes.
+func FuzzDecodeToken(f *testing.F) {
+	f.Add("0123456789abcdef")
+	f.Add("0123456789ABCDEF")
+	f.Add("10.0.0.1:8080")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		tok, ok := decodeToken(s)
+		if !ok {
+			return
+		}
+		if enc := encodeToken(tok); enc != s {
+			t.Fatalf("decodeToken(%q) = %x, which encodes as %q", s, tok, enc)
+		}
+	})
+}
