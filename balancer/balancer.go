@@ -79,7 +79,10 @@ type Balancer struct {
 	trackLatency bool    // PeakEWMA: Done feeds latency into the EWMA
 	trackTotal   bool    // Maglev with bounded loads: Pick and Done keep total in-flight
 	decayNanos   float64 // PeakEWMA decay time constant
-	total        atomic.Int64
+
+	_     [64]byte
+	total atomic.Int64 // in-flight over all endpoints, kept only for bounded loads
+	_     [56]byte
 
 	snap atomic.Pointer[snapshot]
 
@@ -135,9 +138,13 @@ func New(policy Policy, opts Options) (*Balancer, error) {
 // outside the snapshot, keyed by Addr, so that a rebuild keeps in-flight counts, latency
 // estimates and slow-start clocks (the pattern of grpc-go's leastrequest picker).
 type endpointState struct {
+	// The counters every pick and Done write share one cache line, and no other endpoint's
+	// counters share it: neighbours in memory must not slow each other down.
+	_        [64]byte
 	inflight atomic.Int64
 	ewma     atomic.Uint64 // float64 bits: peak-EWMA latency estimate in nanoseconds; 0 = unmeasured
 	stamp    atomic.Int64  // UnixNano of the last EWMA observation
+	_        [40]byte
 
 	b    *Balancer
 	done func(sluice.Outcome) // st.finish, bound once so that Pick allocates no closure

@@ -1,0 +1,70 @@
+// Package balancer picks the endpoint for each try of a request: round robin, random,
+// least-request and peak-EWMA with the power of two choices, Maglev consistent hashing with
+// bounded loads, and cookie-based sticky sessions, with slow start, zone preference and
+// Envoy-style health handling on top.
+//
+// # Snapshots
+//
+// A [Balancer] is fed whole endpoint sets through [Balancer.Update] (from a discovery source or
+// a health checker) and answers [Balancer.Pick] for the proxy. Update compiles the set into an
+// immutable snapshot — the pickable endpoints after health and zone filtering, a smooth
+// weighted round-robin schedule, an alias table for weighted random choice, a Maglev lookup
+// table, the sticky cookies — and publishes it with an atomic pointer swap. Pick loads that
+// pointer and touches a few atomic counters: it takes no lock and allocates nothing, and the
+// PickResult.Done it returns is a function bound once per endpoint, not a closure per pick.
+//
+// What the balancer learns about an endpoint — requests in flight, its latency estimate, when
+// it joined — is kept outside the snapshot, keyed by address, so it survives every rebuild.
+//
+// # Health
+//
+// Endpoint.State is an input. Unhealthy endpoints are skipped; Terminating ones are used only
+// when no endpoint is Ready. When fewer than Options.PanicThreshold (default 50%) of the
+// endpoints are Ready, the balancer assumes the health signal is wrong or the service is
+// overloaded, and spreads load over Ready and Unhealthy endpoints alike, as Envoy does. Every
+// policy honours PickInfo.Tried: a retry goes to an endpoint not yet tried while there is one.
+//
+// # Choosing a policy
+//
+// [RoundRobin] and [Random] ignore load. They are fine when every endpoint is equally fast,
+// and disastrous when one is not: a pod that is ten times slower still gets its full share,
+// its queue grows without bound, and every request routed to it waits behind that queue.
+//
+// [LeastRequest] sends each try to the less busy of two random endpoints. [PeakEWMA] weighs
+// busy-ness by a moving average of latency that jumps to every new peak, so it learns within
+// a few requests that a pod is slow and then sends it only what the fast pods cannot take.
+// It is the policy to use for stateless services.
+//
+// [Maglev] maps a request key (header, cookie, query parameter, path or client IP) to an
+// endpoint, for caches and session affinity; with Epsilon set it caps every endpoint's load
+// at (1+Epsilon) × average, so a hot key spills over instead of melting its pod. [Sticky]
+// pins a client to an endpoint with a cookie that carries a keyed hash of the endpoint's
+// address, never the address.
+//
+// # Simulation
+//
+// examples/lbsim drives each policy, through a real Balancer on a virtual clock, against five
+// simulated pods (4 workers each, exponential service times with a 10ms mean) at 80%
+// utilisation, first with all pods healthy and then with one pod ten times slower (the
+// arrival rate is 80% of the capacity of the pods as they are). Latency is measured from
+// arrival to completion, queueing included; 200,000 requests per run, seed 1:
+//
+//	policy             all healthy p50/p99/p99.9   one slow p50/p99/p99.9      p99 ×    to slow pod
+//	round-robin        10.4ms/54.0ms/78.2ms        11.0ms/813s/848s            15063.2  20.0%
+//	random             13.6ms/66.5ms/91.3ms        13.0ms/808s/843s            12140.7  19.8%
+//	least-request P2C  8.5ms/48.2ms/70.6ms         9.3ms/184.7ms/427.7ms       3.8      3.0%
+//	peak-EWMA P2C      8.8ms/48.5ms/71.6ms         9.9ms/56.5ms/194.7ms        1.2      0.8%
+//	maglev ε=0.25      9.2ms/49.8ms/72.8ms         10.2ms/199.6ms/434.0ms      4.0      3.2%
+//
+// Round robin and random give the slow pod 20% of the traffic, eight times what it can serve,
+// so its queue — and the p99 — grow for as long as the run lasts. Peak-EWMA sends it under 1%
+// and keeps p99 within 1.2× of the healthy case.
+//
+// # Slow start and zones
+//
+// With Options.SlowStart, an endpoint that joins (or comes back from Unhealthy or
+// Terminating) starts at a tenth of its share and ramps up over the window, as Envoy's
+// slow_start_config does, so a cold JVM or an empty cache is not flooded. With Options.Zone,
+// picks stay in the proxy's zone (following EndpointSlice hints when every endpoint has them)
+// while that zone has enough Ready endpoints, and spill over to all zones when it does not.
+package balancer

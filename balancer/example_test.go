@@ -1,0 +1,82 @@
+package balancer_test
+
+import (
+	"fmt"
+	"net/http/httptest"
+	"time"
+
+	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/balancer"
+)
+
+// A balancer is created once, fed endpoint sets as they change, and asked for an endpoint on
+// every try; the try's outcome goes back through Done.
+func Example() {
+	bal, err := balancer.New(balancer.RoundRobin{}, balancer.Options{})
+	if err != nil {
+		panic(err)
+	}
+	bal.Update([]sluice.Endpoint{
+		{Addr: "10.0.0.1:8080", Weight: 2},
+		{Addr: "10.0.0.2:8080"},
+		{Addr: "10.0.0.3:8080", State: sluice.Unhealthy}, // skipped
+	})
+
+	count := map[string]int{}
+	for range 300 {
+		res, err := bal.Pick(sluice.PickInfo{})
+		if err != nil {
+			panic(err)
+		}
+		count[res.Endpoint.Addr]++
+		res.Done(sluice.Outcome{Status: 200, Latency: 3 * time.Millisecond})
+	}
+	fmt.Println(count)
+	// Output: map[10.0.0.1:8080:200 10.0.0.2:8080:100]
+}
+
+// Maglev keeps a key on one endpoint; a retry (PickInfo.Tried) goes elsewhere.
+func ExampleMaglev() {
+	bal, err := balancer.New(balancer.Maglev{Key: balancer.HeaderKey("X-User"), Epsilon: 0.25}, balancer.Options{})
+	if err != nil {
+		panic(err)
+	}
+	bal.Update([]sluice.Endpoint{{Addr: "10.0.0.1:8080"}, {Addr: "10.0.0.2:8080"}, {Addr: "10.0.0.3:8080"}})
+
+	r := httptest.NewRequest("GET", "http://shop/cart", nil)
+	r.Header.Set("X-User", "alice")
+	first, _ := bal.Pick(sluice.PickInfo{Request: r})
+	first.Done(sluice.Outcome{Status: 200})
+	again, _ := bal.Pick(sluice.PickInfo{Request: r})
+	again.Done(sluice.Outcome{Status: 200})
+	retry, _ := bal.Pick(sluice.PickInfo{Request: r, Tried: []string{first.Endpoint.Addr}})
+	retry.Done(sluice.Outcome{Status: 200})
+
+	fmt.Println("same endpoint again:", first.Endpoint == again.Endpoint)
+	fmt.Println("retry avoids it:", retry.Endpoint != first.Endpoint)
+	// Output:
+	// same endpoint again: true
+	// retry avoids it: true
+}
+
+// Sticky returns a cookie for the proxy to set; requests that send it back stay put.
+func ExampleSticky() {
+	bal, err := balancer.New(balancer.Sticky{Cookie: "aff", Secret: "shared-by-replicas", Fallback: balancer.PeakEWMA{}}, balancer.Options{})
+	if err != nil {
+		panic(err)
+	}
+	bal.Update([]sluice.Endpoint{{Addr: "10.0.0.1:8080"}, {Addr: "10.0.0.2:8080"}})
+
+	first, _ := bal.Pick(sluice.PickInfo{Request: httptest.NewRequest("GET", "/", nil)})
+	first.Done(sluice.Outcome{Status: 200})
+	fmt.Println("cookie:", first.Cookie.Name, len(first.Cookie.Value), "hex digits")
+
+	r := httptest.NewRequest("GET", "/", nil)
+	r.AddCookie(first.Cookie)
+	next, _ := bal.Pick(sluice.PickInfo{Request: r})
+	next.Done(sluice.Outcome{Status: 200})
+	fmt.Println("pinned:", next.Endpoint == first.Endpoint, "cookie set again:", next.Cookie != nil)
+	// Output:
+	// cookie: aff 16 hex digits
+	// pinned: true cookie set again: false
+}
