@@ -153,6 +153,10 @@ type endpointState struct {
 	gen   uint64
 	state sluice.State
 	start int64 // UnixNano when the endpoint (re)joined; 0 = never ramps
+
+	// Sticky: the endpoint's token and cookie, made on first use and never changed.
+	token  uint64
+	cookie *http.Cookie
 }
 
 // finish is the PickResult.Done of every pick of this endpoint.
@@ -506,7 +510,10 @@ func (b *Balancer) healthy(all []entry) []entry {
 	if keep(sluice.Ready) && ready == len(all) {
 		return all
 	}
-	out := make([]entry, 0, len(all))
+	out := all[:0] // all is ours and unused after this, unless zone preference reads it
+	if b.opts.Zone != "" {
+		out = make([]entry, 0, len(all))
+	}
 	for _, e := range all {
 		if keep(e.ep.State) {
 			out = append(out, e)

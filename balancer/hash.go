@@ -233,14 +233,16 @@ func (p Maglev) build(s *snapshot) picker {
 	for i, e := range s.pool {
 		mp.share[i] = float64(e.weight) / float64(totalW)
 	}
-	offset := make([]uint64, n)
+	// pos[i] is endpoint i's current place in its permutation offset + j·skip (mod m),
+	// advanced by addition rather than recomputed with two divisions per probe.
+	pos := make([]uint64, n)
 	skip := make([]uint64, n)
-	next := make([]uint64, n)
 	count := make([]uint64, n)
+	um := uint64(m)
 	for i, e := range s.pool {
 		h := hashString(e.ep.Addr)
-		offset[i] = h % uint64(m)
-		skip[i] = mix64(h^0x5bd1e995)%uint64(m-1) + 1
+		pos[i] = h % um
+		skip[i] = mix64(h^0x5bd1e995)%(um-1) + 1
 	}
 	for i := range mp.table {
 		mp.table[i] = -1
@@ -253,13 +255,17 @@ func (p Maglev) build(s *snapshot) picker {
 			if count[i]*maxW > uint64(s.pool[i].weight)*iter {
 				continue
 			}
-			c := (offset[i] + next[i]*skip[i]) % uint64(m)
+			c := pos[i]
 			for mp.table[c] >= 0 {
-				next[i]++
-				c = (offset[i] + next[i]*skip[i]) % uint64(m)
+				if c += skip[i]; c >= um {
+					c -= um
+				}
 			}
 			mp.table[c] = int32(i)
-			next[i]++
+			if c += skip[i]; c >= um {
+				c -= um
+			}
+			pos[i] = c
 			count[i]++
 			filled++
 			if filled == m {
@@ -401,17 +407,23 @@ func (p Sticky) build(s *snapshot) picker {
 	t := &stickyTable{name: name, index: make(map[uint64]int32, len(s.pool))}
 	for i := range s.pool {
 		e := &s.pool[i]
-		tok := stickyToken(p.Secret, e.ep.Addr)
-		t.index[tok] = int32(i)
-		e.cookie = &http.Cookie{
-			Name:     name,
-			Value:    encodeToken(tok),
-			Path:     path,
-			MaxAge:   int(p.MaxAge / time.Second),
-			Secure:   p.Secure,
-			HttpOnly: true,
-			SameSite: same,
+		// The token costs a SHA-256 and the cookie two allocations: both are made once per
+		// endpoint and kept in its state across rebuilds (the Balancer's policy never changes).
+		if e.st.cookie == nil {
+			tok := stickyToken(p.Secret, e.ep.Addr)
+			e.st.token = tok
+			e.st.cookie = &http.Cookie{
+				Name:     name,
+				Value:    encodeToken(tok),
+				Path:     path,
+				MaxAge:   int(p.MaxAge / time.Second),
+				Secure:   p.Secure,
+				HttpOnly: true,
+				SameSite: same,
+			}
 		}
+		t.index[e.st.token] = int32(i)
+		e.cookie = e.st.cookie
 	}
 	s.sticky = t
 	return p.fallback().build(s)
