@@ -54,8 +54,8 @@ type Options struct {
 	TrustedProxies *sluice.TrustedProxies
 
 	// Now returns the current time. Nil means time.Now. Simulations and tests pass a virtual
-	// clock; it is called on Update, by PeakEWMA on every pick and on every Done, and during
-	// slow-start windows.
+	// clock; it is called on Update, by PeakEWMA on every Done, and by Pick during slow-start
+	// windows.
 	Now func() time.Time
 
 	// Seed, when not zero, makes the balancer's random choices reproducible: a single goroutine

@@ -53,12 +53,12 @@
 //	round-robin        10.4ms/54.0ms/78.2ms        11.0ms/813s/848s            15063.2  20.0%
 //	random             13.6ms/66.5ms/91.3ms        13.0ms/808s/843s            12140.7  19.8%
 //	least-request P2C  8.5ms/48.2ms/70.6ms         9.3ms/184.7ms/427.7ms       3.8      3.0%
-//	peak-EWMA P2C      8.8ms/48.5ms/71.6ms         9.9ms/56.5ms/194.7ms        1.2      0.8%
+//	peak-EWMA P2C      8.6ms/48.6ms/71.7ms         9.8ms/55.5ms/195.9ms        1.1      0.7%
 //	maglev ε=0.25      9.2ms/49.8ms/72.8ms         10.2ms/199.6ms/434.0ms      4.0      3.2%
 //
 // Round robin and random give the slow pod 20% of the traffic, eight times what it can serve,
 // so its queue — and the p99 — grow for as long as the run lasts. Peak-EWMA sends it under 1%
-// and keeps p99 within 1.2× of the healthy case.
+// and keeps p99 within 1.15× of the healthy case.
 //
 // # Slow start and zones
 //

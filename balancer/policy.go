@@ -242,8 +242,13 @@ func (ewmaPicker) pick(s *snapshot, _ sluice.PickInfo) int {
 	if i == j {
 		return i
 	}
-	now := s.b.now().UnixNano()
-	if cost(&s.pool[j], now, s.b.decayNanos) < cost(&s.pool[i], now, s.b.decayNanos) {
+	a, b := &s.pool[i], &s.pool[j]
+	// Estimates decay with idle time. Rather than read the clock on every pick, measure idle
+	// time against the fresher of the two candidates' last samples: what matters is that an
+	// endpoint nobody has heard from in a while (a slow pod that was routed around) decays
+	// relative to one that is answering now. Done still stamps samples with the real clock.
+	now := max(a.st.stamp.Load(), b.st.stamp.Load())
+	if cost(b, now, s.b.decayNanos) < cost(a, now, s.b.decayNanos) {
 		return j
 	}
 	return i
