@@ -296,17 +296,21 @@ func (mp *maglevPicker) pick(s *snapshot, info sluice.PickInfo) int {
 	// Walk the table from the key's slot: the first endpoint that is neither tried nor full
 	// takes the key. The walk visits endpoints in an order fixed by the key, so a key that
 	// spills over always spills to the same place.
-	var limit float64
-	if mp.eps > 0 {
-		limit = (1 + mp.eps) * float64(s.b.total.Load()+1)
-	}
+	limit := -1.0 // loaded on first need: an idle endpoint is never over its bound
 	for k := range m {
 		i := int(mp.table[(start+k)%m])
 		if len(info.Tried) > 0 && tried(info.Tried, s.pool[i].ep.Addr) {
 			continue
 		}
-		if mp.eps > 0 && float64(s.pool[i].st.inflight.Load()) >= math.Ceil(limit*mp.share[i]) {
-			continue
+		if mp.eps > 0 {
+			if l := s.pool[i].st.inflight.Load(); l > 0 {
+				if limit < 0 {
+					limit = (1 + mp.eps) * float64(s.b.total.Load()+1)
+				}
+				if float64(l) >= math.Ceil(limit*mp.share[i]) {
+					continue
+				}
+			}
 		}
 		return i
 	}
