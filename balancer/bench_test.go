@@ -12,7 +12,7 @@ import (
 
 // BenchmarkPick measures Pick plus Done, in parallel, for every policy at 10, 1,000 and
 // 10,000 endpoints. BenchmarkPick/baseline is an atomic counter over a slice: the floor any
-// lock-free picker pays.
+// lock-free picker pays; baseline-clock is one time.Now, which PeakEWMA's Done pays.
 func BenchmarkPick(b *testing.B) {
 	for _, n := range []int{10, 1000, 10_000} {
 		eps := endpoints(n)
@@ -23,6 +23,18 @@ func BenchmarkPick(b *testing.B) {
 				for pb.Next() {
 					_ = eps[next.Add(1)%uint64(len(eps))]
 				}
+			})
+		})
+		// PeakEWMA's Done reads the clock once; this is what that read costs here.
+		b.Run(fmt.Sprintf("baseline-clock/%d", n), func(b *testing.B) {
+			var sink atomic.Int64
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				var t int64
+				for pb.Next() {
+					t += time.Now().UnixNano()
+				}
+				sink.Add(t)
 			})
 		})
 		for _, tc := range allPolicies() {

@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -71,4 +72,12 @@ func FuzzDecodeToken(f *testing.F) {
 			t.Fatalf("decodeToken(%q) = %x, which encodes as %q", s, tok, enc)
 		}
 	})
+}
+
+func TestDecayFactor(t *testing.T) {
+	for _, x := range []float64{0, 1e-9, 1e-4, 1.0 / 65, 1.0 / 64, 0.5, 3, 50} {
+		if got, want := decayFactor(x), math.Exp(-x); math.Abs(got-want) > 1e-6 {
+			t.Errorf("decayFactor(%v) = %v, want %v", x, got, want)
+		}
+	}
 }

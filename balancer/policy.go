@@ -263,9 +263,8 @@ func cost(e *entry, now int64, decay float64) float64 {
 		}
 		return unmeasuredPenalty + inflight
 	}
-	if td := float64(now - e.st.stamp.Load()); td > decay/1024 {
-		// Below a thousandth of the decay constant the factor is within 0.1% of 1: skip exp.
-		est *= math.Exp(-td / decay)
+	if td := float64(now - e.st.stamp.Load()); td > 0 {
+		est *= decayFactor(td / decay)
 	}
 	return est * (inflight + 1) / float64(e.weight)
 }
