@@ -35,7 +35,7 @@ func Example() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	go w.Run(ctx) // or factory.Start(ctx.Done())
+	go w.Run(ctx)                              // or factory.Start(ctx.Done())
 	if err := w.WaitForSync(ctx); err != nil { // serve only after the first full list
 		panic(err)
 	}
