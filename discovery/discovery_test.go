@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -99,7 +100,7 @@ func TestDNSFollowsRecordsAndKeepsLastGoodSet(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := &fakeResolver{}
 		r.set([]net.IPAddr{ip("10.0.0.2"), ip("fd00::1"), ip("10.0.0.1")}, nil, nil)
-		sets, stop := watch(t, discovery.DNS{Name: "api.internal", Port: 8080, Zone: "z1", Refresh: 10 * time.Second, Resolver: r})
+		sets, stop := watch(t, discovery.DNS{Name: "api.internal", Port: 8080, Zone: "z1", Refresh: 10 * time.Second, Resolver: r, Logger: quiet})
 
 		want1 := []sluice.Endpoint{{Addr: "10.0.0.1:8080", Zone: "z1"}, {Addr: "10.0.0.2:8080", Zone: "z1"}, {Addr: "[fd00::1]:8080", Zone: "z1"}}
 		require.Equal(t, [][]sluice.Endpoint{want1}, sets(), "the first lookup should be pushed at once")
@@ -129,7 +130,7 @@ func TestDNSRefreshIsClamped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := &fakeResolver{}
 		r.set([]net.IPAddr{ip("10.0.0.1")}, nil, nil)
-		_, stop := watch(t, discovery.DNS{Name: "x", Port: 1, Refresh: time.Millisecond, MinRefresh: 2 * time.Second, Resolver: r})
+		_, stop := watch(t, discovery.DNS{Name: "x", Port: 1, Refresh: time.Millisecond, MinRefresh: 2 * time.Second, Resolver: r, Logger: quiet})
 		time.Sleep(10*time.Second + time.Millisecond)
 		synctest.Wait()
 		r.mu.Lock()
@@ -173,3 +174,5 @@ func TestDNSValidation(t *testing.T) {
 		})
 	}
 }
+
+var quiet = slog.New(slog.DiscardHandler)
