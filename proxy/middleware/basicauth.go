@@ -138,4 +138,3 @@ func (a *BasicAuth) Handler(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
-
