@@ -24,9 +24,9 @@ func Example() {
 		r.RemoteAddr = "192.0.2.10:1234"
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
-		fmt.Println(w.Code, w.Header().Get("Location"), w.Body.String())
+		fmt.Println(w.Code, w.Header().Get("Location")+w.Body.String())
 	}
 	// Output:
 	// 308 https://a.test/shop/cart
-	// 200  /cart
+	// 200 /cart
 }
