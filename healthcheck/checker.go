@@ -1,0 +1,199 @@
+package healthcheck
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sluiceproxy/sluice"
+)
+
+// Checker decides which endpoints are healthy, from active probes and from the outcomes of
+// real traffic, and passes each endpoint set on with the unhealthy ones marked.
+//
+// Update takes the sets a discovery source produces; Run probes, detects outliers and pushes
+// the marked sets to a balancer; Observe learns from every try the proxy makes. All three are
+// safe for concurrent use, and Update and Observe may be called before Run starts.
+type Checker struct {
+	cfg *config
+
+	// Thresholds of the consecutive-failure detectors, 0 when off, read by Observe.
+	consec5xx, consecGateway uint64
+
+	// targets is what Observe reads: an immutable map rebuilt by Update, whose values are
+	// shared with the map it replaces so that counters survive the rebuild.
+	targets atomic.Pointer[map[string]*target]
+
+	mu       sync.Mutex // mu protects input, hasInput and running.
+	input    []sluice.Endpoint
+	hasInput bool
+	running  bool
+
+	updated chan struct{} // a token when Update has a new set for Run
+	tripped chan struct{} // a token when Observe saw a consecutive-failure threshold reached
+}
+
+var _ sluice.Observer = (*Checker)(nil)
+
+// target holds what Observe records about one endpoint. Only atomics: Observe runs on every
+// try of every request and takes no lock.
+type target struct {
+	// seen says a try reached the endpoint since its last probe (for NoTrafficInterval).
+	seen atomic.Bool
+	// tripped says Observe found a consecutive-failure threshold reached and told Run.
+	tripped atomic.Bool
+	// consec packs the consecutive server errors (high 32 bits) and consecutive gateway
+	// failures (low 32 bits), so that one atomic add counts a gateway failure as both.
+	consec atomic.Uint64
+	// window packs the tries (high 32 bits) and server errors (low 32 bits) since Run last
+	// looked, for the success-rate and failure-percentage detectors.
+	window atomic.Uint64
+}
+
+const lo32 = 1<<32 - 1
+
+// New returns a Checker configured by opts. It starts no goroutine: call Run. The error names
+// the option that is out of range.
+func New(opts Options) (*Checker, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	c := &Checker{
+		cfg:     cfg,
+		updated: make(chan struct{}, 1),
+		tripped: make(chan struct{}, 1),
+	}
+	if cfg.passive {
+		c.consec5xx = uint64(max(cfg.outlier.Consecutive5xx, 0))
+		c.consecGateway = uint64(max(cfg.outlier.ConsecutiveGatewayFailure, 0))
+	}
+	empty := map[string]*target{}
+	c.targets.Store(&empty)
+	return c, nil
+}
+
+// Update replaces the set of endpoints to check. Endpoints are identified by Addr: one that
+// was in the previous set keeps its health and counters, one that is new starts in
+// Options.InitialState, and one that is gone stops being probed at once (a probe in flight is
+// canceled). When several endpoints share an Addr, the first is kept.
+//
+// Update does not block on Run and may be called from any goroutine, before or while Run
+// runs; sets that arrive faster than Run takes them are coalesced, the latest winning.
+// The Checker does not retain eps.
+func (c *Checker) Update(eps []sluice.Endpoint) {
+	input := make([]sluice.Endpoint, 0, len(eps))
+	next := make(map[string]*target, len(eps))
+	c.mu.Lock()
+	old := *c.targets.Load()
+	for _, ep := range eps {
+		if _, dup := next[ep.Addr]; dup {
+			continue
+		}
+		t := old[ep.Addr]
+		if t == nil {
+			t = new(target)
+		}
+		next[ep.Addr] = t
+		input = append(input, ep)
+	}
+	c.input = input
+	c.hasInput = true
+	c.targets.Store(&next)
+	c.mu.Unlock()
+	select {
+	case c.updated <- struct{}{}:
+	default:
+	}
+}
+
+// Observe records the outcome of one try to ep, for outlier detection. Outcomes that say
+// nothing about the endpoint (o.Counts() is false: the client went away) and outcomes for
+// endpoints not in the current set are ignored.
+//
+// Observe takes no lock and allocates nothing: it reads the current set through an atomic
+// pointer and updates a few atomic counters. When a consecutive-failure threshold is reached
+// it wakes Run, which makes the ejection decision.
+func (c *Checker) Observe(ep sluice.Endpoint, o sluice.Outcome) {
+	if !o.Counts() {
+		return
+	}
+	t := (*c.targets.Load())[ep.Addr]
+	if t == nil {
+		return
+	}
+	if !t.seen.Load() { // a load first: the flag is set far more often than it is cleared
+		t.seen.Store(true)
+	}
+	if !c.cfg.passive {
+		return
+	}
+	if !o.ServerError() {
+		t.window.Add(1 << 32)
+		if t.consec.Load() != 0 {
+			t.consec.Store(0)
+		}
+		return
+	}
+	t.window.Add(1<<32 | 1)
+	var v uint64
+	if o.GatewayFailure() {
+		v = t.consec.Add(1<<32 | 1)
+	} else {
+		// A server error that is not a gateway failure (a 500) counts as a 5xx and ends a run
+		// of gateway failures.
+		for {
+			old := t.consec.Load()
+			v = (old>>32 + 1) << 32
+			if t.consec.CompareAndSwap(old, v) {
+				break
+			}
+		}
+	}
+	if (c.consec5xx > 0 && v>>32 >= c.consec5xx) || (c.consecGateway > 0 && v&lo32 >= c.consecGateway) {
+		if !t.tripped.Load() && t.tripped.CompareAndSwap(false, true) {
+			select {
+			case c.tripped <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// Run checks the endpoints until ctx is done, and calls update with the current set — every
+// endpoint of the last Update, in its order, with State set to sluice.Unhealthy where a probe
+// or outlier detection says so — whenever the set or an endpoint's health changes. Changes
+// that arrive together are pushed as one set. Endpoints that Update marks Terminating or
+// Unhealthy are passed through as they are and not probed: Kubernetes has already taken them
+// out of service, and a Terminating endpoint must keep its state so that the balancer sends
+// it no new traffic while Ready endpoints exist, yet lets its in-flight requests finish.
+//
+// Nothing is pushed before the first Update. update is called from Run's goroutine, one call
+// at a time, never under a lock of the Checker's; it may keep the slice. Run returns
+// ctx.Err() once every probe it started has returned. Only one Run may run at a time.
+func (c *Checker) Run(ctx context.Context, update func([]sluice.Endpoint)) error {
+	if update == nil {
+		return errors.New("healthcheck: Run needs an update function")
+	}
+	c.mu.Lock()
+	if c.running {
+		c.mu.Unlock()
+		return errors.New("healthcheck: Run is already running")
+	}
+	c.running = true
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.running = false
+		c.mu.Unlock()
+	}()
+	return newRunner(c, update).run(ctx)
+}
+
+// snapshot returns the latest input set and its targets.
+func (c *Checker) snapshot() (input []sluice.Endpoint, targets map[string]*target, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.input, *c.targets.Load(), c.hasInput
+}
