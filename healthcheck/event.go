@@ -73,7 +73,8 @@ type Event struct {
 	// Err is the last probe's error when Reason is ProbeFailed.
 	Err error
 	// Ejections counts the endpoint's recent ejections, this one included, when the event is
-	// an ejection.
+	// an ejection: the multiplier of Outlier.BaseEjectionTime. It stops growing once the
+	// product reaches Outlier.MaxEjectionTime, so that forgiveness does not take for ever.
 	Ejections int
 	// EjectionTime is how long the endpoint stays ejected, when the event is an ejection.
 	EjectionTime time.Duration

@@ -426,7 +426,7 @@ func (r *runner) eject(m *member, reason Reason, now time.Time) bool {
 		return false
 	}
 	before := r.state(m)
-	if int64(m.ejections) <= int64(r.cfg.outlier.MaxEjectionTime/r.cfg.outlier.BaseEjectionTime) {
+	if r.ejectionTime(m.ejections) < r.cfg.outlier.MaxEjectionTime {
 		m.ejections++
 	}
 	m.isEjected = true
