@@ -31,7 +31,9 @@ func TestOutcomeClassification(t *testing.T) {
 	}
 }
 
-func statusText(s int) string { return string(rune('0'+s/100)) + string(rune('0'+s/10%10)) + string(rune('0'+s%10)) }
+func statusText(s int) string {
+	return string(rune('0'+s/100)) + string(rune('0'+s/10%10)) + string(rune('0'+s%10))
+}
 
 func TestEndpointDefaults(t *testing.T) {
 	var e Endpoint
