@@ -1,0 +1,51 @@
+// Package proxy is sluice's forwarding core: an [net/http.Handler] that sends each request to
+// an endpoint chosen by a [sluice.Picker] and streams the answer back.
+//
+// A [Proxy] is a configuration struct in the manner of [net/http/httputil.ReverseProxy]: every
+// nil or zero field has a documented default, and only Picker is required.
+//
+//	bal, _ := balancer.New(balancer.RoundRobin{}, balancer.Options{})
+//	bal.Update(endpoints)
+//	p := &proxy.Proxy{Picker: bal}
+//	srv := &http.Server{Addr: ":8080", Handler: p, Protocols: proxy.ServerProtocols()}
+//
+// # What a request goes through
+//
+// For each try the proxy asks the Picker for an endpoint (passing the endpoints already tried,
+// so a retry lands elsewhere), rewrites the request for it and sends it with the upstream
+// protocol of the Proxy: HTTP/1.1, HTTP/2 over TLS, or h2c with prior knowledge. Every try
+// reports one [sluice.Outcome] to the pick's Done and to the Observer; that feedback is how
+// load-aware balancers and outlier detection learn.
+//
+// Forwarding follows RFC 9110 and RFC 9112 the way NGINX and Envoy do:
+//
+//   - Hop-by-hop fields (Connection and every field it names, Keep-Alive, Proxy-*, TE except
+//     "trailers", Trailer, Transfer-Encoding, Upgrade) are removed in both directions.
+//   - X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto and the RFC 7239 Forwarded field are
+//     set. Values a client sent are kept (and appended to) only when the TCP peer is in
+//     TrustedProxies; otherwise they are replaced, so a client cannot forge its address.
+//   - 1xx responses (100 Continue, 103 Early Hints) are passed through as they arrive.
+//   - Responses of unknown length, text/event-stream and gRPC are flushed chunk by chunk;
+//     others are copied through a pooled buffer. Bodies are never held whole.
+//   - Trailers travel end to end, so gRPC works over h2 and h2c.
+//   - Upgrade requests (WebSocket and others) become a bidirectional tunnel with an idle
+//     timeout; when either side ends, both are closed.
+//
+// # Errors and retries
+//
+// A failure the client can see maps to one status: no endpoint is 503 with Retry-After, a
+// connection failure is 502, an upstream timeout is 504. A client that goes away cancels the
+// upstream request and is logged with status 499; it never counts against the endpoint.
+//
+// A failed try is retried on another endpoint only when that is safe: always when the request
+// provably never reached the upstream (the dial failed), and otherwise only for idempotent
+// methods whose body, if any, could be replayed from a bounded buffer. A POST is never sent
+// twice. A retry budget in the manner of Envoy's retry_budget keeps retries to a fraction of
+// the requests in flight, so a failing backend does not turn into a retry storm.
+//
+// # Shutting down
+//
+// [http.Server.Shutdown] waits for in-flight requests but not for hijacked connections such as
+// WebSockets. [Drain] does both: it shuts the server down and waits for the proxies' upgraded
+// connections to finish, closing whatever is left at the deadline.
+package proxy

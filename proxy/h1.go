@@ -1,0 +1,727 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// h1Client is the lean HTTP/1.1 client the default HTTP1 transport uses for GET and HEAD
+// requests without a body: the bulk of a proxy's traffic.
+//
+// net/http's Transport runs a reader and a writer goroutine per connection and hands every
+// request and response between them and the caller over channels. For a request with no body
+// none of that is needed: h1Client writes the request and reads the response head on the
+// handler's goroutine, and the handler then reads the body straight from the connection's
+// buffer. That saves two goroutine handoffs and a dozen allocations per request, which is most
+// of the proxy's own CPU cost on small responses.
+//
+// Requests with a body, upgrades and every other protocol go through net/http's Transport.
+type h1Client struct {
+	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
+	maxIdle     int
+	idleTimeout time.Duration
+
+	pools     sync.Map     // endpoint address → *h1Pool
+	lastSweep atomic.Int64 // unix nanoseconds of the last sweep of expired idle connections
+}
+
+// h1Pool holds the idle connections to one endpoint, most recently used last.
+type h1Pool struct {
+	mu       sync.Mutex // mu guards idle and lastUsed
+	idle     []*h1Conn
+	lastUsed time.Time
+}
+
+// h1Conn is one upstream connection.
+type h1Conn struct {
+	nc     net.Conn
+	lr     limitReader // counts header bytes under br
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	tp     textproto.Reader
+	pool   *h1Pool
+	idleAt time.Time
+	cancel func() // unblocks I/O when the request's context ends; bound once per connection
+}
+
+// limitReader fails reads once n bytes were read, so that an upstream cannot make the proxy
+// buffer an endless response head.
+type limitReader struct {
+	r io.Reader
+	n int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errHeaderTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+const maxHeaderBytes = 1 << 20
+
+var (
+	errHeaderTooLarge = errors.New("proxy: upstream response head exceeds 1 MiB")
+	errStale          = errors.New("proxy: idle upstream connection was closed by the peer")
+	errBodyClosed     = errors.New("proxy: response body closed before its end")
+	aLongTimeAgo      = time.Unix(1, 0)
+)
+
+func (c *h1Client) pool(addr string) *h1Pool {
+	if v, ok := c.pools.Load(addr); ok {
+		return v.(*h1Pool)
+	}
+	v, _ := c.pools.LoadOrStore(addr, &h1Pool{})
+	return v.(*h1Pool)
+}
+
+// roundTrip sends x's request to addr and reads the response head into x.res; the body is
+// x.h1body, read from the connection as the handler copies it.
+func (c *h1Client) roundTrip(x *exchange, addr string, deadline time.Time) error {
+	ctx := x.in.Context()
+	x.url.Host = addr
+	x.out.URL = &x.url
+	pool := c.pool(addr)
+	fresh := false
+	for {
+		cc, reused, err := c.get(ctx, pool, addr, deadline, fresh)
+		if err != nil {
+			return err
+		}
+		err = c.do(ctx, cc, x, reused, deadline)
+		if err == nil {
+			return nil
+		}
+		cc.nc.Close()
+		if err == errStale && ctx.Err() == nil && !fresh {
+			// The endpoint closed the idle connection as we reused it. Nothing was
+			// processed (no byte came back); try once more on a new connection.
+			fresh = true
+			continue
+		}
+		return err
+	}
+}
+
+// get returns an idle connection to addr, or dials one.
+func (c *h1Client) get(ctx context.Context, pool *h1Pool, addr string, deadline time.Time,
+	fresh bool) (*h1Conn, bool, error) {
+	now := time.Now()
+	if !fresh {
+		pool.mu.Lock()
+		pool.lastUsed = now
+		for n := len(pool.idle); n > 0; n = len(pool.idle) {
+			cc := pool.idle[n-1]
+			pool.idle[n-1] = nil
+			pool.idle = pool.idle[:n-1]
+			if now.Sub(cc.idleAt) < c.idleTimeout {
+				pool.mu.Unlock()
+				return cc, true, nil
+			}
+			cc.nc.Close()
+		}
+		pool.mu.Unlock()
+	}
+	dctx := ctx
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	nc, err := c.dial(dctx, "tcp", addr)
+	if err != nil {
+		return nil, false, err
+	}
+	cc := &h1Conn{nc: nc, pool: pool}
+	cc.lr.r = nc
+	cc.br = bufio.NewReaderSize(&cc.lr, 16<<10)
+	cc.bw = bufio.NewWriterSize(nc, 4<<10)
+	cc.tp.R = cc.br
+	cc.cancel = func() { nc.SetDeadline(aLongTimeAgo) }
+	return cc, false, nil
+}
+
+// put returns a connection whose response was read to its end to its pool.
+func (c *h1Client) put(cc *h1Conn) {
+	if cc.br.Buffered() > 0 {
+		// Bytes nobody asked for: the connection's framing cannot be trusted.
+		cc.nc.Close()
+		return
+	}
+	now := time.Now()
+	cc.idleAt = now
+	p := cc.pool
+	p.mu.Lock()
+	if len(p.idle) >= c.maxIdle {
+		p.mu.Unlock()
+		cc.nc.Close()
+		return
+	}
+	p.idle = append(p.idle, cc)
+	p.lastUsed = now
+	p.mu.Unlock()
+	c.maybeSweep(now)
+}
+
+// maybeSweep closes idle connections that expired and forgets endpoints unused for a while,
+// at most once per idle timeout. It runs on request goroutines: the client has none of its own.
+func (c *h1Client) maybeSweep(now time.Time) {
+	last := c.lastSweep.Load()
+	if now.UnixNano()-last < int64(c.idleTimeout) || !c.lastSweep.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	c.pools.Range(func(k, v any) bool {
+		p := v.(*h1Pool)
+		p.mu.Lock()
+		kept := p.idle[:0]
+		for _, cc := range p.idle {
+			if now.Sub(cc.idleAt) < c.idleTimeout {
+				kept = append(kept, cc)
+			} else {
+				cc.nc.Close()
+			}
+		}
+		clear(p.idle[len(kept):])
+		p.idle = kept
+		unused := len(kept) == 0 && now.Sub(p.lastUsed) > c.idleTimeout
+		p.mu.Unlock()
+		if unused {
+			c.pools.CompareAndDelete(k, v)
+		}
+		return true
+	})
+}
+
+// closeIdle closes every idle connection.
+func (c *h1Client) closeIdle() {
+	c.pools.Range(func(k, v any) bool {
+		p := v.(*h1Pool)
+		p.mu.Lock()
+		for _, cc := range p.idle {
+			cc.nc.Close()
+		}
+		clear(p.idle)
+		p.idle = p.idle[:0]
+		p.mu.Unlock()
+		return true
+	})
+}
+
+// do writes the request on cc and reads the response head.
+func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool, deadline time.Time) error {
+	if !deadline.IsZero() {
+		cc.nc.SetDeadline(deadline)
+	}
+	var stop func() bool
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, cc.cancel)
+	}
+	fail := func(err error) error {
+		if stop != nil {
+			stop()
+		}
+		return err
+	}
+	if err := writeRequest(cc.bw, &x.out, &x.url); err != nil {
+		if reused && isNetError(err) {
+			return fail(errStale)
+		}
+		return fail(err)
+	}
+	res := &x.res
+	var hdr textproto.MIMEHeader
+	for informational := 0; ; informational++ {
+		cc.lr.n = maxHeaderBytes
+		code, minor, reason, err := readStatusLine(cc.br)
+		if err != nil {
+			if reused && err == errNoResponse {
+				return fail(errStale)
+			}
+			return fail(err)
+		}
+		hdr, err = cc.tp.ReadMIMEHeader()
+		if err != nil {
+			return fail(fmt.Errorf("proxy: reading upstream response header: %w", err))
+		}
+		if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+			if informational >= 10 {
+				return fail(errors.New("proxy: upstream sent too many 1xx responses"))
+			}
+			write1xx(x.rw, code, http.Header(hdr))
+			continue
+		}
+		if code == http.StatusSwitchingProtocols {
+			return fail(errors.New("proxy: upstream switched protocols without being asked"))
+		}
+		res.StatusCode = code
+		res.Status = statusText(code, reason)
+		res.ProtoMinor = minor
+		break
+	}
+	cc.lr.n = math.MaxInt64
+	h := http.Header(hdr)
+	closeAfter := res.ProtoMinor == 0 || hasToken(h["Connection"], "close")
+	b := &x.h1body
+	*b = h1Body{c: c, cc: cc, stop: stop, res: res}
+	noBody := x.out.Method == http.MethodHead || code1xx(res.StatusCode) ||
+		res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified
+	te, cl := h["Transfer-Encoding"], h["Content-Length"]
+	switch {
+	case noBody:
+		b.mode = bodyNone
+		res.ContentLength = 0
+		if n, ok := parseContentLength(cl); ok && len(cl) > 0 {
+			res.ContentLength = n
+		}
+	case len(te) > 0:
+		if len(te) != 1 || !asciiEqualFold(trimOWS(te[0]), "chunked") {
+			return fail(fmt.Errorf("proxy: upstream sent unsupported Transfer-Encoding %q", te))
+		}
+		if len(cl) > 0 {
+			// Both framings: RFC 9112 §6.3 says chunked wins, and the connection
+			// cannot be trusted afterwards.
+			delete(h, "Content-Length")
+			closeAfter = true
+		}
+		b.mode = bodyChunked
+		res.ContentLength = -1
+	case len(cl) > 0:
+		n, ok := parseContentLength(cl)
+		if !ok {
+			return fail(fmt.Errorf("proxy: upstream sent invalid Content-Length %q", cl))
+		}
+		b.mode = bodyLength
+		b.n = n
+		res.ContentLength = n
+	default:
+		b.mode = bodyUntilClose
+		res.ContentLength = -1
+		closeAfter = true
+	}
+	b.close = closeAfter
+	if !deadline.IsZero() {
+		// The timeouts bound the wait for the head; a body streams for as long as it lasts.
+		cc.nc.SetDeadline(time.Time{})
+		if ctx.Err() != nil {
+			cc.nc.SetDeadline(aLongTimeAgo)
+		}
+	}
+	res.Proto = "HTTP/1.1"
+	if res.ProtoMinor == 0 {
+		res.Proto = "HTTP/1.0"
+	}
+	res.ProtoMajor = 1
+	res.Header = h
+	res.Body = b
+	res.Close = closeAfter
+	res.Request = &x.out
+	return nil
+}
+
+func code1xx(code int) bool { return code >= 100 && code < 200 }
+
+func isNetError(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+var errNoResponse = errors.New("proxy: upstream closed the connection without responding")
+
+// readStatusLine reads "HTTP/1.1 200 OK".
+func readStatusLine(br *bufio.Reader) (code, minor int, reason []byte, err error) {
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		if len(line) == 0 && (err == io.EOF || isNetError(err)) {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return 0, 0, nil, err
+			}
+			return 0, 0, nil, errNoResponse
+		}
+		if err == bufio.ErrBufferFull {
+			return 0, 0, nil, errors.New("proxy: upstream status line too long")
+		}
+		return 0, 0, nil, err
+	}
+	line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+	if len(line) < 12 || string(line[:7]) != "HTTP/1." || (line[7] != '0' && line[7] != '1') ||
+		line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
+		return 0, 0, nil, fmt.Errorf("proxy: malformed upstream status line %q", line)
+	}
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return 0, 0, nil, fmt.Errorf("proxy: malformed upstream status code %q", line)
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 100 {
+		return 0, 0, nil, fmt.Errorf("proxy: malformed upstream status code %q", line)
+	}
+	if len(line) > 13 {
+		reason = line[13:]
+	}
+	return code, int(line[7] - '0'), reason, nil
+}
+
+// statusTexts holds "200 OK" and the like, so that the usual status lines allocate nothing.
+var statusTexts = func() (t [600]string) {
+	for c := 100; c < len(t); c++ {
+		if s := http.StatusText(c); s != "" {
+			t[c] = strconv.Itoa(c) + " " + s
+		}
+	}
+	return t
+}()
+
+func statusText(code int, reason []byte) string {
+	if code < len(statusTexts) && statusTexts[code] != "" && string(reason) == http.StatusText(code) {
+		return statusTexts[code]
+	}
+	return strconv.Itoa(code) + " " + string(reason)
+}
+
+// parseContentLength parses one or more Content-Length lines, which must agree.
+func parseContentLength(lines []string) (int64, bool) {
+	n := int64(-1)
+	for _, l := range lines {
+		l = trimOWS(l)
+		if l == "" || len(l) > 18 {
+			return 0, false
+		}
+		var v int64
+		for i := 0; i < len(l); i++ {
+			if l[i] < '0' || l[i] > '9' {
+				return 0, false
+			}
+			v = v*10 + int64(l[i]-'0')
+		}
+		if n >= 0 && v != n {
+			return 0, false
+		}
+		n = v
+	}
+	return n, n >= 0
+}
+
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		ca, cb := a[i], b[i]
+		if 'A' <= ca && ca <= 'Z' {
+			ca += 'a' - 'A'
+		}
+		if 'A' <= cb && cb <= 'Z' {
+			cb += 'a' - 'A'
+		}
+		if ca != cb {
+			return false
+		}
+	}
+	return true
+}
+
+// writeRequest writes the head of a bodiless request. It validates what it writes, since
+// handlers before the proxy may have changed the request.
+func writeRequest(bw *bufio.Writer, req *http.Request, u *url.URL) error {
+	host := req.Host
+	if host == "" {
+		host = u.Host
+	}
+	if !validMethod(req.Method) {
+		return fmt.Errorf("proxy: invalid method %q", req.Method)
+	}
+	if !httpguts.ValidHostHeader(host) {
+		return fmt.Errorf("proxy: invalid Host %q", host)
+	}
+	bw.WriteString(req.Method)
+	bw.WriteByte(' ')
+	if u.Opaque != "" {
+		uri := u.RequestURI()
+		if !validTarget(uri) {
+			return fmt.Errorf("proxy: invalid request target %q", uri)
+		}
+		bw.WriteString(uri)
+	} else {
+		p := u.EscapedPath()
+		if p == "" || (p[0] != '/' && p != "*") {
+			bw.WriteByte('/')
+		}
+		bw.WriteString(p)
+		if u.ForceQuery || u.RawQuery != "" {
+			if !validTarget(u.RawQuery) {
+				return fmt.Errorf("proxy: invalid query %q", u.RawQuery)
+			}
+			bw.WriteByte('?')
+			bw.WriteString(u.RawQuery)
+		}
+	}
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(host)
+	bw.WriteString("\r\n")
+	for k, vv := range req.Header {
+		if k == "Host" {
+			continue
+		}
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Errorf("proxy: invalid header field name %q", k)
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("proxy: invalid value for header field %q", k)
+			}
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+	bw.WriteString("\r\n")
+	return bw.Flush()
+}
+
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		if !httpguts.IsTokenRune(rune(m[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// validTarget reports whether s can sit in a request line: no spaces, controls or DEL.
+func validTarget(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+const (
+	bodyNone = iota
+	bodyLength
+	bodyChunked
+	bodyUntilClose
+)
+
+// h1Body is a response body read straight from its connection. It lives in the exchange, not
+// the connection, so that a connection back in the pool is never reached through an old body.
+type h1Body struct {
+	c        *h1Client
+	cc       *h1Conn // nil once the body ended
+	stop     func() bool
+	res      *http.Response
+	mode     uint8
+	close    bool  // the connection cannot be reused after this response
+	n        int64 // bytes left: of the body (bodyLength) or of the chunk (bodyChunked)
+	needCRLF bool  // a chunk's data ended and its CRLF is still unread
+	err      error // sticky: io.EOF at the end
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	br := b.cc.br
+	switch b.mode {
+	case bodyNone:
+		b.finish(nil)
+		return 0, io.EOF
+	case bodyLength:
+		if b.n == 0 {
+			b.finish(nil)
+			return 0, io.EOF
+		}
+		if int64(len(p)) > b.n {
+			p = p[:b.n]
+		}
+		n, err := br.Read(p)
+		b.n -= int64(n)
+		if b.n == 0 {
+			b.finish(nil)
+			return n, io.EOF
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			b.finish(err)
+		}
+		return n, err
+	case bodyUntilClose:
+		n, err := br.Read(p)
+		if err == io.EOF {
+			b.finish(nil)
+		} else if err != nil {
+			b.finish(err)
+		}
+		return n, err
+	}
+	// bodyChunked
+	for b.n == 0 {
+		if err := b.nextChunk(); err != nil {
+			if err == io.EOF {
+				b.finish(nil)
+			} else {
+				b.finish(err)
+			}
+			return 0, err
+		}
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := br.Read(p)
+	b.n -= int64(n)
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		b.finish(err)
+		return n, err
+	}
+	b.needCRLF = b.n == 0
+	return n, nil
+}
+
+// nextChunk reads a chunk header, or at the last chunk the trailer section and returns io.EOF.
+func (b *h1Body) nextChunk() error {
+	br := b.cc.br
+	if b.needCRLF {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return unexpected(err)
+		}
+		if string(line) != "\r\n" && string(line) != "\n" {
+			return errors.New("proxy: malformed chunked encoding from upstream")
+		}
+		b.needCRLF = false
+	}
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		if err == bufio.ErrBufferFull {
+			return errors.New("proxy: upstream chunk header too long")
+		}
+		return unexpected(err)
+	}
+	line = bytes.TrimRight(line, "\r\n")
+	if i := bytes.IndexByte(line, ';'); i >= 0 {
+		line = line[:i] // chunk extensions carry nothing a proxy uses
+	}
+	line = bytes.TrimRight(line, " \t")
+	size, err := parseHex(line)
+	if err != nil {
+		return err
+	}
+	if size > 0 {
+		b.n = size
+		return nil
+	}
+	b.cc.lr.n = maxHeaderBytes
+	trailer, err := b.cc.tp.ReadMIMEHeader()
+	b.cc.lr.n = math.MaxInt64
+	if err != nil {
+		return fmt.Errorf("proxy: reading upstream trailers: %w", unexpected(err))
+	}
+	if len(trailer) > 0 {
+		b.res.Trailer = http.Header(trailer)
+	}
+	return io.EOF
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func parseHex(b []byte) (int64, error) {
+	if len(b) == 0 || len(b) > 15 {
+		return 0, fmt.Errorf("proxy: invalid chunk size %q from upstream", b)
+	}
+	var n int64
+	for _, c := range b {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, fmt.Errorf("proxy: invalid chunk size %q from upstream", b)
+		}
+		n = n<<4 | int64(c)
+	}
+	return n, nil
+}
+
+// finish ends the body: the connection goes back to its pool when the response ended cleanly
+// and nothing spoils it, and is closed otherwise.
+func (b *h1Body) finish(err error) {
+	cc := b.cc
+	if cc == nil {
+		return
+	}
+	b.cc = nil
+	if err == nil {
+		b.err = io.EOF
+	} else {
+		b.err = err
+	}
+	canceled := b.stop != nil && !b.stop()
+	if err != nil || b.close || canceled {
+		cc.nc.Close()
+		return
+	}
+	b.c.put(cc)
+}
+
+// Close abandons the rest of the body; the connection is closed unless the body had ended.
+func (b *h1Body) Close() error {
+	if b.cc != nil {
+		if b.mode == bodyNone || (b.mode == bodyLength && b.n == 0) {
+			b.finish(nil)
+		} else {
+			b.finish(errBodyClosed)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,266 @@
+package proxy
+
+import (
+	"net"
+	"net/http"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/sluiceproxy/sluice"
+)
+
+// Shared read-only field values. The proxy only ever replaces these slices, never writes into
+// them, and their capacity equals their length so an append copies.
+var (
+	teTrailers  = []string{"trailers"}
+	connUpgrade = []string{"Upgrade"}
+	protoHTTP   = []string{"http"}
+	protoHTTPS  = []string{"https"}
+)
+
+// isHopByHop reports whether the canonical field name k belongs to one connection only
+// (RFC 9110 §7.6.1) and must not be forwarded.
+func isHopByHop(k string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
+
+// namedIn reports whether the field name k is one of the comma-separated options of the
+// Connection field lines conn.
+func namedIn(conn []string, k string) bool {
+	for _, line := range conn {
+		for line != "" {
+			var tok string
+			tok, line, _ = strings.Cut(line, ",")
+			if strings.EqualFold(strings.TrimSpace(tok), k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// hasToken reports whether one of the comma-separated tokens of lines is tok, ignoring case
+// and parameters ("trailers;q=1" has "trailers").
+func hasToken(lines []string, tok string) bool {
+	for _, line := range lines {
+		for line != "" {
+			var t string
+			t, line, _ = strings.Cut(line, ",")
+			t, _, _ = strings.Cut(t, ";")
+			if strings.EqualFold(strings.TrimSpace(t), tok) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// removeHopByHop deletes from h every hop-by-hop field and every field its Connection field
+// names.
+func removeHopByHop(h http.Header) {
+	if conn := h["Connection"]; len(conn) > 0 {
+		for k := range h {
+			if namedIn(conn, k) {
+				delete(h, k)
+			}
+		}
+	}
+	for k := range h {
+		if isHopByHop(k) {
+			delete(h, k)
+		}
+	}
+}
+
+// upgradeType returns the protocol an HTTP/1.1 request asks to switch to (the Upgrade field,
+// when Connection names "upgrade"), or "".
+func upgradeType(h http.Header) string {
+	conn := h["Connection"]
+	if len(conn) == 0 || !hasToken(conn, "upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
+}
+
+// outHeader builds the header of the outgoing request: the client's fields without the
+// hop-by-hop ones, and with this hop's forwarding fields. Field values are shared with the
+// incoming header, never copied: nothing writes into them.
+func (x *exchange) outHeader() http.Header {
+	src := x.in.Header
+	h := make(http.Header, len(src)+4)
+	sanitize(h, src)
+	if x.upgrade != "" {
+		h["Connection"] = connUpgrade
+		h["Upgrade"] = src["Upgrade"]
+	}
+	x.setForwarded(h)
+	return h
+}
+
+// sanitize copies src's end-to-end fields into dst: it leaves out the hop-by-hop fields, the
+// fields the Connection field names, and the forwarding fields (set separately). TE survives
+// only as "trailers", which gRPC needs.
+func sanitize(dst, src http.Header) {
+	conn := src["Connection"]
+	for k, vv := range src {
+		switch k {
+		case "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded":
+			continue
+		}
+		if isHopByHop(k) || (len(conn) > 0 && namedIn(conn, k)) {
+			continue
+		}
+		dst[k] = vv
+	}
+	if te := src["Te"]; len(te) > 0 && hasToken(te, "trailers") {
+		dst["Te"] = teTrailers
+	}
+}
+
+// setForwarded sets X-Forwarded-For, -Host, -Proto and Forwarded for this hop. A trusted
+// peer's values are kept and this hop appended; an untrusted peer's are replaced.
+func (x *exchange) setForwarded(h http.Header) {
+	in := x.in
+	src := in.Header
+	peer := sluice.PeerAddr(in)
+	trusted := x.p.TrustedProxies.Contains(peer)
+	ip := ""
+	if peer.IsValid() {
+		ip = peerHost(in.RemoteAddr)
+		if ip == "" {
+			ip = peer.String()
+		}
+	}
+	proto := protoHTTP
+	if in.TLS != nil {
+		proto = protoHTTPS
+	}
+
+	if prior := src["X-Forwarded-For"]; trusted && len(prior) > 0 {
+		x.xff[0] = appendList(prior, ip)
+		h["X-Forwarded-For"] = x.xff[:1:1]
+	} else if ip != "" {
+		x.xff[0] = ip
+		h["X-Forwarded-For"] = x.xff[:1:1]
+	}
+	if prior := src["X-Forwarded-Host"]; trusted && len(prior) > 0 && validValues(prior) {
+		h["X-Forwarded-Host"] = prior
+	} else if in.Host != "" && httpguts.ValidHeaderFieldValue(in.Host) {
+		x.xfh[0] = in.Host
+		h["X-Forwarded-Host"] = x.xfh[:1:1]
+	}
+	if prior := src["X-Forwarded-Proto"]; trusted && len(prior) > 0 && validValues(prior) {
+		h["X-Forwarded-Proto"] = prior
+	} else {
+		h["X-Forwarded-Proto"] = proto
+	}
+	elem := forwardedElement(ip, in.Host, proto[0])
+	if prior := src["Forwarded"]; trusted && len(prior) > 0 {
+		x.fwd[0] = appendList(prior, elem)
+	} else {
+		x.fwd[0] = elem
+	}
+	h["Forwarded"] = x.fwd[:1:1]
+}
+
+// peerHost returns the host part of a RemoteAddr ("192.0.2.1:5000", "[2001:db8::1]:5000")
+// without allocating, or "" when it has none.
+func peerHost(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return ""
+	}
+	return host
+}
+
+func validValues(vv []string) bool {
+	for _, v := range vv {
+		if !httpguts.ValidHeaderFieldValue(v) {
+			return false
+		}
+	}
+	return true
+}
+
+// appendList joins the field lines of a comma-separated list and appends elem, as one line.
+// Lines that are not valid field values (they cannot come through net/http's server, but a
+// handler may have set them) and empty elements are dropped.
+func appendList(lines []string, elem string) string {
+	n := len(elem)
+	for _, l := range lines {
+		n += len(l) + 2
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, l := range lines {
+		l = strings.TrimSpace(l)
+		if l == "" || !httpguts.ValidHeaderFieldValue(l) {
+			continue
+		}
+		b.WriteString(l)
+		b.WriteString(", ")
+	}
+	if elem == "" {
+		s := b.String()
+		return strings.TrimSuffix(s, ", ")
+	}
+	b.WriteString(elem)
+	return b.String()
+}
+
+// forwardedElement builds this hop's RFC 7239 forwarded-element:
+// for=192.0.2.1;host=example.com;proto=https. An IPv6 node is bracketed and quoted; a host
+// that is not a token is quoted.
+func forwardedElement(ip, host, proto string) string {
+	var node string
+	switch {
+	case ip == "":
+		node = "unknown"
+	case strings.IndexByte(ip, ':') >= 0:
+		node = `"[` + ip + `]"`
+	default:
+		node = ip
+	}
+	if host == "" {
+		return "for=" + node + ";proto=" + proto
+	}
+	return "for=" + node + ";host=" + quoteIfNeeded(host) + ";proto=" + proto
+}
+
+// quoteIfNeeded returns s as an RFC 9110 token when it is one, else as a quoted-string.
+// Bytes a quoted-string cannot hold (controls other than tab) become '_'.
+func quoteIfNeeded(s string) string {
+	token := s != ""
+	for i := 0; i < len(s); i++ {
+		if !httpguts.IsTokenRune(rune(s[i])) {
+			token = false
+			break
+		}
+	}
+	if token {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < ' ' && c != '\t', c == 0x7f:
+			b.WriteByte('_')
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}

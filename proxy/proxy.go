@@ -1,0 +1,853 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluiceproxy/sluice"
+)
+
+// Protocol is the protocol a Proxy speaks to its upstreams.
+type Protocol uint8
+
+const (
+	// HTTP1 is HTTP/1.1 over cleartext TCP with keep-alive connection pooling. It is the zero
+	// value.
+	HTTP1 Protocol = iota
+	// HTTPS is TLS, with HTTP/2 when the upstream offers "h2" in ALPN and HTTP/1.1 otherwise.
+	HTTPS
+	// HTTP2 is HTTP/2 over TLS only (ALPN "h2"), as gRPC backends want.
+	HTTP2
+	// H2C is HTTP/2 over cleartext TCP with prior knowledge (RFC 9113 §3.3), the usual way to
+	// reach gRPC services inside a cluster.
+	H2C
+)
+
+// String returns the protocol's name: "http/1.1", "https", "h2" or "h2c".
+func (p Protocol) String() string {
+	switch p {
+	case HTTP1:
+		return "http/1.1"
+	case HTTPS:
+		return "https"
+	case HTTP2:
+		return "h2"
+	case H2C:
+		return "h2c"
+	}
+	return "unknown"
+}
+
+func (p Protocol) scheme() string {
+	if p == HTTPS || p == HTTP2 {
+		return "https"
+	}
+	return "http"
+}
+
+// Proxy is an http.Handler that forwards each request to an endpoint chosen by Picker.
+//
+// Only Picker is required; every other nil or zero field means the documented default. A Proxy
+// must not be copied or have its fields changed after its first request; it is safe for
+// concurrent use.
+type Proxy struct {
+	// Picker chooses the endpoint of every try. Required.
+	Picker sluice.Picker
+
+	// Observer, when not nil, is told the outcome of every try, in addition to the pick's Done.
+	// Passive health checking plugs in here.
+	Observer sluice.Observer
+
+	// Protocol is the protocol spoken to upstreams; the zero value is HTTP1. With a custom
+	// Transport it only selects the URL scheme ("https" for HTTPS and HTTP2).
+	Protocol Protocol
+
+	// Transport sends the requests. Nil means transports built from Protocol,
+	// TLSClientConfig, DialContext and MaxIdleConnsPerEndpoint: connection pools tuned for a
+	// proxy (no environment proxy, no transparent compression, large idle pools). For
+	// HTTP1, GET and HEAD requests without a body then take a leaner HTTP/1.1 client that
+	// writes and reads on the handler's goroutine.
+	Transport http.RoundTripper
+
+	// TLSClientConfig configures TLS to upstreams for HTTPS and HTTP2. Nil means a default
+	// config that verifies the upstream against the system roots and the endpoint's address.
+	// NextProtos is set by the proxy.
+	TLSClientConfig *tls.Config
+
+	// DialContext opens connections for the default transports. Nil means a net.Dialer with
+	// a 5s connect timeout and TCP keep-alives. Tests use it to map endpoint addresses to
+	// local servers.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// MaxIdleConnsPerEndpoint bounds the idle keep-alive connections the default transports
+	// keep to each endpoint. Zero means 256.
+	MaxIdleConnsPerEndpoint int
+
+	// TrustedProxies lists the peers whose X-Forwarded-* and Forwarded fields are believed and
+	// appended to. Nil trusts nobody: those fields are replaced with what this proxy saw.
+	TrustedProxies *sluice.TrustedProxies
+
+	// Retry configures retries and timeouts. The zero value is documented on Retry.
+	Retry Retry
+
+	// UpgradeIdleTimeout closes an upgraded (WebSocket) connection after this long without a
+	// byte in either direction. Zero means 10 minutes; negative means never.
+	UpgradeIdleTimeout time.Duration
+
+	// ModifyResponse, when not nil, may change the upstream's response before it is written.
+	// An error makes the proxy answer through ErrorHandler with 502 instead. It is not called
+	// for 1xx responses.
+	ModifyResponse func(*http.Response) error
+
+	// ErrorHandler writes the response when no upstream response can be forwarded. The error
+	// is an *Error, whose Status says what the default handler would send. Nil means the
+	// default: the status with its text, and Retry-After on 503. It is not called when the
+	// client has gone away.
+	ErrorHandler func(http.ResponseWriter, *http.Request, error)
+
+	// Logger, when not nil, receives one access-log line per request at level Info. Nil
+	// means no access log.
+	Logger *slog.Logger
+
+	// Metrics, when not nil, is told about every request once it is finished.
+	Metrics Metrics
+
+	once     sync.Once
+	cfg      retryConfig       // Retry with defaults applied
+	rt       http.RoundTripper // Transport or the default one
+	upRT     http.RoundTripper // for Upgrade requests: always HTTP/1.1
+	fast     *h1Client         // lean HTTP/1.1 path; nil unless default HTTP1 transports
+	idle     time.Duration     // UpgradeIdleTimeout with its default
+	scheme   string
+	inflight atomic.Int64 // requests being served, for the retry budget
+	retrying atomic.Int64 // retries in flight, for the retry budget
+	tunnels  tunnels      // upgraded connections, for Shutdown
+}
+
+// Metrics receives one record per finished request. It is how an embedder feeds its own
+// metrics library; sluice imports none.
+//
+// RequestDone is called from the request's goroutine after the response is written (for an
+// upgraded connection, after the tunnel closes). It must be safe for concurrent use and should
+// not block.
+type Metrics interface {
+	RequestDone(r *http.Request, s Stats)
+}
+
+// Stats describes one finished request, for access logs and metrics.
+type Stats struct {
+	// Route is the route name set with WithRoute, or "".
+	Route string
+	// Endpoint is the address of the last endpoint tried, or "" when none was picked.
+	Endpoint string
+	// Status is the status sent to the client; 499 when the client went away first.
+	Status int
+	// Failure is why the last try failed, or NoFailure.
+	Failure sluice.Failure
+	// Tries is the number of tries made, 0 when no endpoint was picked.
+	Tries int
+	// Bytes is the number of response body bytes written to the client (for an upgraded
+	// connection, bytes sent to the client through the tunnel).
+	Bytes int64
+	// Duration is the time from receiving the request to finishing the response.
+	Duration time.Duration
+	// Upgraded reports whether the connection switched protocols.
+	Upgraded bool
+}
+
+type routeKey struct{}
+
+// WithRoute returns a copy of ctx that carries the name of the route a request matched. The
+// proxy puts it in the access log and in Stats.Route. Routers call it before handing the
+// request to the Proxy.
+func WithRoute(ctx context.Context, name string) context.Context {
+	return context.WithValue(ctx, routeKey{}, name)
+}
+
+// RouteFromContext returns the route name stored by WithRoute, or "".
+func RouteFromContext(ctx context.Context) string {
+	s, _ := ctx.Value(routeKey{}).(string)
+	return s
+}
+
+// Error is what ErrorHandler receives when the proxy has no upstream response to forward.
+type Error struct {
+	// Status is the status the default error handler sends: 503 when no endpoint was
+	// available, 502 for connection failures, 504 for timeouts.
+	Status int
+	// Failure classifies the last try's failure; NoFailure when no try was made.
+	Failure sluice.Failure
+	// Endpoint is the address of the last endpoint tried, or "".
+	Endpoint string
+	// Tries is the number of tries made.
+	Tries int
+	// Err is the underlying error.
+	Err error
+}
+
+func (e *Error) Error() string {
+	if e.Endpoint == "" {
+		return "proxy: " + e.Err.Error()
+	}
+	return "proxy: " + e.Endpoint + ": " + e.Err.Error()
+}
+
+// Unwrap returns e.Err.
+func (e *Error) Unwrap() error { return e.Err }
+
+// DefaultErrorHandler is the handler used when Proxy.ErrorHandler is nil. It answers with the
+// Status of an *Error (502 for any other error) and its status text; a 503 for want of an
+// endpoint carries Retry-After: 1. It never reveals upstream addresses to the client.
+func DefaultErrorHandler(rw http.ResponseWriter, _ *http.Request, err error) {
+	status := http.StatusBadGateway
+	var pe *Error
+	if errors.As(err, &pe) && pe.Status != 0 {
+		status = pe.Status
+	}
+	if status == http.StatusServiceUnavailable && errors.Is(err, sluice.ErrNoEndpoint) {
+		rw.Header().Set("Retry-After", "1")
+	}
+	http.Error(rw, http.StatusText(status), status)
+}
+
+// errTryTimeout is the cancellation cause of a try that ran out of time.
+var errTryTimeout = errors.New("proxy: upstream timed out")
+
+// statusClientClosed is the status logged when the client went away (NGINX's 499). It is
+// never sent.
+const statusClientClosed = 499
+
+func (p *Proxy) setup() {
+	p.cfg = p.Retry.resolve()
+	p.scheme = p.Protocol.scheme()
+	p.idle = p.UpgradeIdleTimeout
+	if p.idle == 0 {
+		p.idle = 10 * time.Minute
+	}
+	if p.Transport != nil {
+		p.rt, p.upRT = p.Transport, p.Transport
+		return
+	}
+	t := newTransports(p)
+	p.rt, p.upRT, p.fast = t.main, t.upgrade, t.fast
+}
+
+// CloseIdleConnections closes the idle upstream connections of the proxy's transports.
+func (p *Proxy) CloseIdleConnections() {
+	p.once.Do(p.setup)
+	if p.fast != nil {
+		p.fast.closeIdle()
+	}
+	type closeIdler interface{ CloseIdleConnections() }
+	if c, ok := p.rt.(closeIdler); ok {
+		c.CloseIdleConnections()
+	}
+	if c, ok := p.upRT.(closeIdler); ok && p.upRT != p.rt {
+		c.CloseIdleConnections()
+	}
+}
+
+// exchange is the state of one request, allocated once per request.
+type exchange struct {
+	p       *Proxy
+	rw      http.ResponseWriter
+	in      *http.Request
+	out     http.Request // template for every try: header, host, body set; URL per try
+	url     url.URL
+	upgrade string // the Upgrade protocol requested, or ""
+	fastOK  bool   // the request may take the lean HTTP/1.1 client
+	body    *replayBody
+
+	start    time.Time
+	deadline time.Time // overall deadline, zero when none
+	tried    []string
+	triedBuf [3]string
+	retrying bool // holds one unit of the retry budget
+
+	// The forwarding fields, kept here so that building them allocates nothing more.
+	xff, xfh, xfp, fwd [1]string
+
+	traceCtx context.Context // in.Context() with trace, built on the first transport try
+	trace    httptrace.ClientTrace
+	mu       sync.Mutex // mu orders 1xx writes from the transport against the try's end
+	tryOpen  bool       // guarded by mu: 1xx responses may be written
+
+	res    http.Response // the response of the lean client
+	h1body h1Body
+
+	stats Stats
+	abort bool // the response was cut short: abort the client connection
+}
+
+// ServeHTTP forwards in to an upstream and copies the response to rw.
+func (p *Proxy) ServeHTTP(rw http.ResponseWriter, in *http.Request) {
+	p.once.Do(p.setup)
+	x := &exchange{p: p, rw: rw, in: in, start: time.Now()}
+	x.tried = x.triedBuf[:0]
+	p.inflight.Add(1)
+	x.serve()
+	p.inflight.Add(-1)
+	if x.retrying {
+		p.retrying.Add(-1)
+	}
+	x.finish()
+	if x.abort {
+		// The upstream broke off mid-body: the client must not take a truncated body for a
+		// whole one. This is how net/http aborts a response.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func (x *exchange) serve() {
+	p, in := x.p, x.in
+	if p.Picker == nil {
+		x.fail(&Error{Status: http.StatusInternalServerError, Err: errors.New("Proxy.Picker is nil")})
+		return
+	}
+	x.upgrade = upgradeType(in.Header)
+	x.prepare()
+	if p.cfg.timeout > 0 {
+		x.deadline = x.start.Add(p.cfg.timeout)
+	}
+	var last *Error
+	for try := 1; ; try++ {
+		pr, err := p.Picker.Pick(sluice.PickInfo{Request: in, Tried: x.tried})
+		if err != nil {
+			if last == nil {
+				last = &Error{Status: http.StatusServiceUnavailable, Err: err}
+			}
+			x.fail(last)
+			return
+		}
+		x.tried = append(x.tried, pr.Endpoint.Addr)
+		x.stats.Tries = try
+		x.stats.Endpoint = pr.Endpoint.Addr
+
+		res, o, err := x.roundTrip(pr.Endpoint.Addr)
+		if err != nil {
+			x.stats.Failure = o.Failure
+			x.report(pr, o)
+			if o.Failure == sluice.Canceled {
+				x.canceled(err)
+				return
+			}
+			last = &Error{Status: failureStatus(o.Failure), Failure: o.Failure,
+				Endpoint: pr.Endpoint.Addr, Tries: try, Err: err}
+			if x.retry(try, o) {
+				continue
+			}
+			x.fail(last)
+			return
+		}
+		if p.cfg.retryOn(res.StatusCode) && x.retry(try, o) {
+			discard(res)
+			x.report(pr, o)
+			last = &Error{Status: res.StatusCode, Endpoint: pr.Endpoint.Addr, Tries: try,
+				Err: errors.New("upstream answered " + res.Status)}
+			continue
+		}
+		x.respond(res, pr, o)
+		return
+	}
+}
+
+// prepare builds the outgoing request template: everything but the URL, which names the
+// endpoint of each try.
+func (x *exchange) prepare() {
+	in := x.in
+	x.out = *in
+	x.out.Header = x.outHeader()
+	x.out.RequestURI = ""
+	x.out.Close = false
+	x.out.URL = nil
+	if in.ContentLength == 0 || in.Body == nil || in.Body == http.NoBody {
+		x.out.Body, x.out.GetBody, x.out.ContentLength = nil, nil, 0
+		x.fastOK = x.p.fast != nil && x.upgrade == "" &&
+			(in.Method == http.MethodGet || in.Method == http.MethodHead)
+	} else {
+		x.body = newReplayBody(in.Body, x.p.cfg.bodyLimit)
+		x.out.GetBody = x.body.getBody
+	}
+	x.url = *in.URL
+	x.url.Scheme = x.p.scheme
+	x.url.User = nil
+}
+
+// roundTrip makes one try against addr. It returns the response (headers read, body
+// pending) or the try's failure.
+func (x *exchange) roundTrip(addr string) (*http.Response, sluice.Outcome, error) {
+	p := x.p
+	start := time.Now()
+	deadline := x.deadline
+	if p.cfg.perTry > 0 {
+		if d := start.Add(p.cfg.perTry); deadline.IsZero() || d.Before(deadline) {
+			deadline = d
+		}
+	}
+	if !deadline.IsZero() && !deadline.After(start) {
+		return nil, sluice.Outcome{Failure: sluice.Timeout}, errTryTimeout
+	}
+
+	var res *http.Response
+	var err error
+	if x.fastOK {
+		x.res = http.Response{}
+		err = p.fast.roundTrip(x, addr, deadline)
+		if err == nil {
+			res = &x.res
+		}
+	} else {
+		res, err = x.transportTrip(addr, deadline)
+	}
+	lat := time.Since(start)
+	if err != nil {
+		return nil, sluice.Outcome{Failure: x.classify(err), Latency: lat}, err
+	}
+	return res, sluice.Outcome{Status: res.StatusCode, Latency: lat}, nil
+}
+
+// transportTrip makes a try through an http.RoundTripper.
+func (x *exchange) transportTrip(addr string, deadline time.Time) (*http.Response, error) {
+	p := x.p
+	if x.traceCtx == nil {
+		x.trace.Got1xxResponse = x.got1xx
+		x.traceCtx = httptrace.WithClientTrace(x.in.Context(), &x.trace)
+	}
+	u := &x.url
+	if len(x.tried) > 1 {
+		// An earlier try's transport may still read its URL while it winds down.
+		u = new(url.URL)
+		*u = x.url
+	}
+	u.Host = addr
+	ctx := x.traceCtx
+	var stop func() bool
+	var cancel context.CancelCauseFunc
+	if !deadline.IsZero() {
+		ctx, cancel = context.WithCancelCause(ctx)
+		t := time.AfterFunc(time.Until(deadline), func() { cancel(errTryTimeout) })
+		stop = t.Stop
+	}
+	out := x.out.WithContext(ctx)
+	out.URL = u
+	if x.body != nil {
+		out.Body = x.body.next()
+	}
+	rt := p.rt
+	if x.upgrade != "" {
+		rt = p.upRT
+	}
+	x.mu.Lock()
+	x.tryOpen = true
+	x.mu.Unlock()
+	res, err := rt.RoundTrip(out)
+	x.mu.Lock()
+	x.tryOpen = false
+	x.mu.Unlock()
+	if stop != nil && !stop() && err == nil {
+		// The timer fired as the headers arrived: the body is being torn down. Count the
+		// try as timed out rather than forward a body that will break.
+		res.Body.Close()
+		res, err = nil, errTryTimeout
+	}
+	if err != nil {
+		if cancel != nil {
+			if context.Cause(ctx) == errTryTimeout {
+				err = errTryTimeout
+			}
+			cancel(nil)
+		}
+		return nil, err
+	}
+	if cancel != nil {
+		res.Body = &cancelBody{ReadCloser: res.Body, cancel: cancel}
+	}
+	return res, nil
+}
+
+// cancelBody releases a try's context when the response body is closed.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelCauseFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel(nil)
+	return err
+}
+
+// got1xx passes an informational response to the client while a try is open.
+func (x *exchange) got1xx(code int, header textproto.MIMEHeader) error {
+	if code == http.StatusSwitchingProtocols {
+		return nil
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if !x.tryOpen {
+		return errors.New("proxy: 1xx response after the try ended")
+	}
+	write1xx(x.rw, code, http.Header(header))
+	return nil
+}
+
+// write1xx sends an informational response. Its fields are set only for this response:
+// fields the handler chain set for the final response are left as they were.
+func write1xx(rw http.ResponseWriter, code int, header http.Header) {
+	h := rw.Header()
+	var saved map[string][]string
+	for k, vv := range header {
+		if isHopByHop(k) {
+			continue
+		}
+		if old, ok := h[k]; ok {
+			if saved == nil {
+				saved = make(map[string][]string)
+			}
+			saved[k] = old
+		}
+		h[k] = vv
+	}
+	rw.WriteHeader(code)
+	for k := range header {
+		if old, ok := saved[k]; ok {
+			h[k] = old
+		} else {
+			delete(h, k)
+		}
+	}
+}
+
+// classify says why a try failed.
+func (x *exchange) classify(err error) sluice.Failure {
+	switch {
+	case x.in.Context().Err() != nil:
+		return sluice.Canceled
+	case notSent(err):
+		return sluice.ConnectFailure
+	case errors.Is(err, errTryTimeout):
+		return sluice.Timeout
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return sluice.Timeout
+	}
+	return sluice.ConnectionFailure
+}
+
+// notSent reports whether err proves the request never left for the upstream: the
+// connection could not be opened.
+func notSent(err error) bool {
+	var de *dialError
+	if errors.As(err, &de) {
+		return true
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+func failureStatus(f sluice.Failure) int {
+	if f == sluice.Timeout {
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusBadGateway
+}
+
+// retry decides whether the failed try may be retried and, if so, waits out the backoff.
+func (x *exchange) retry(try int, o sluice.Outcome) bool {
+	p := x.p
+	cfg := &p.cfg
+	if try >= cfg.maxTries {
+		return false
+	}
+	if !x.deadline.IsZero() && !time.Now().Before(x.deadline) {
+		return false
+	}
+	if x.body != nil && !x.body.replayable() {
+		return false
+	}
+	switch o.Failure {
+	case sluice.ConnectFailure:
+		// Never reached the upstream: safe for any method.
+	case sluice.ConnectionFailure, sluice.Timeout:
+		if !idempotent(x.in) {
+			return false
+		}
+	case sluice.NoFailure:
+		if !idempotent(x.in) {
+			return false
+		}
+	default:
+		return false
+	}
+	if x.upgrade != "" && o.Failure != sluice.ConnectFailure {
+		return false
+	}
+	if !x.retrying {
+		if !p.takeRetry() {
+			return false
+		}
+		x.retrying = true
+	}
+	return x.backoff(try)
+}
+
+// takeRetry takes one unit of the retry budget: retries in flight stay below the budget's
+// fraction of requests in flight, or its minimum.
+func (p *Proxy) takeRetry() bool {
+	limit := int64(p.cfg.budgetRatio * float64(p.inflight.Load()))
+	if limit < p.cfg.budgetMin {
+		limit = p.cfg.budgetMin
+	}
+	if p.retrying.Add(1) > limit {
+		p.retrying.Add(-1)
+		return false
+	}
+	return true
+}
+
+// backoff sleeps before retry number try, or returns false when the request ends first.
+func (x *exchange) backoff(try int) bool {
+	d := x.p.cfg.backoff(try, randUint64())
+	if d <= 0 {
+		return true
+	}
+	if !x.deadline.IsZero() && time.Now().Add(d).After(x.deadline) {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-x.in.Context().Done():
+		return false
+	}
+}
+
+// idempotent reports whether r may be sent twice (RFC 9110 §9.2.2), or declares itself safe
+// to resend with an Idempotency-Key as net/http's Transport accepts.
+func idempotent(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	if _, ok := r.Header["Idempotency-Key"]; ok {
+		return true
+	}
+	_, ok := r.Header["X-Idempotency-Key"]
+	return ok
+}
+
+// report tells the balancer and the observer how a try went.
+func (x *exchange) report(pr sluice.PickResult, o sluice.Outcome) {
+	if pr.Done != nil {
+		pr.Done(o)
+	}
+	if x.p.Observer != nil {
+		x.p.Observer.Observe(pr.Endpoint, o)
+	}
+}
+
+// discard closes the body of a response that will not be forwarded.
+func discard(res *http.Response) {
+	// Reading a little lets a keep-alive connection be reused for small error bodies.
+	io.CopyN(io.Discard, res.Body, 4<<10)
+	res.Body.Close()
+}
+
+// fail answers the client through the error handler.
+func (x *exchange) fail(e *Error) {
+	x.stats.Status = e.Status
+	if e.Failure != sluice.NoFailure {
+		x.stats.Failure = e.Failure
+	}
+	h := x.p.ErrorHandler
+	if h == nil {
+		h = DefaultErrorHandler
+	}
+	h(x.rw, x.in, e)
+}
+
+// canceled records a client that went away. Nothing is written: nobody is listening.
+func (x *exchange) canceled(err error) {
+	x.stats.Status = statusClientClosed
+	x.stats.Failure = sluice.Canceled
+}
+
+// respond forwards the upstream's response, then reports the try.
+func (x *exchange) respond(res *http.Response, pr sluice.PickResult, o sluice.Outcome) {
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		x.switchProtocols(res, pr, o)
+		return
+	}
+	if x.p.ModifyResponse != nil {
+		if err := x.p.ModifyResponse(res); err != nil {
+			discard(res)
+			x.report(pr, o)
+			x.fail(&Error{Status: http.StatusBadGateway, Endpoint: pr.Endpoint.Addr,
+				Tries: x.stats.Tries, Err: err})
+			return
+		}
+	}
+	h := x.rw.Header()
+	removeHopByHop(res.Header)
+	for k, vv := range res.Header {
+		if old, ok := h[k]; ok {
+			h[k] = append(old[:len(old):len(old)], vv...)
+		} else {
+			h[k] = vv
+		}
+	}
+	if pr.Cookie != nil {
+		h.Add("Set-Cookie", pr.Cookie.String())
+	}
+	announced := len(res.Trailer)
+	if announced > 0 {
+		names := make([]string, 0, announced)
+		for k := range res.Trailer {
+			names = append(names, k)
+		}
+		h["Trailer"] = names
+	}
+	x.stats.Status = res.StatusCode
+	x.rw.WriteHeader(res.StatusCode)
+
+	flush := streaming(res)
+	var rerr, werr error
+	if flush {
+		x.flush()
+	}
+	x.stats.Bytes, rerr, werr = x.copyBody(res.Body, flush)
+	res.Body.Close()
+
+	switch {
+	case rerr != nil && x.in.Context().Err() != nil, werr != nil:
+		// The client left mid-body; the endpoint did nothing wrong.
+		x.stats.Failure = sluice.Canceled
+	case rerr != nil:
+		o = sluice.Outcome{Failure: sluice.ConnectionFailure, Latency: o.Latency}
+		x.stats.Failure = sluice.ConnectionFailure
+		x.abort = true
+	default:
+		for k, vv := range res.Trailer {
+			if _, ok := h[k]; ok || announced == 0 {
+				// An unannounced trailer, or one whose name a header already uses.
+				k = http.TrailerPrefix + k
+			}
+			h[k] = vv
+		}
+	}
+	x.report(pr, o)
+}
+
+// streaming reports whether res should reach the client chunk by chunk rather than through
+// the server's buffer: events, gRPC, and bodies of unknown length.
+func streaming(res *http.Response) bool {
+	if res.ContentLength < 0 {
+		return true
+	}
+	ct := res.Header.Get("Content-Type")
+	return hasPrefixFold(ct, "text/event-stream") || hasPrefixFold(ct, "application/grpc")
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	if len(s) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (x *exchange) flush() {
+	if f, ok := x.rw.(http.Flusher); ok {
+		f.Flush()
+		return
+	}
+	_ = http.NewResponseController(x.rw).Flush()
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyBody copies the upstream body to the client through a pooled buffer. It returns the
+// bytes written and the read or write error that stopped it (io.EOF is not an error).
+func (x *exchange) copyBody(body io.Reader, flush bool) (n int64, rerr, werr error) {
+	bp := bufPool.Get().(*[]byte)
+	buf := *bp
+	for {
+		nr, err := body.Read(buf)
+		if nr > 0 {
+			nw, err := x.rw.Write(buf[:nr])
+			n += int64(nw)
+			if err != nil {
+				werr = err
+				break
+			}
+			if flush {
+				x.flush()
+			}
+		}
+		if err != nil {
+			if err != io.EOF {
+				rerr = err
+			}
+			break
+		}
+	}
+	bufPool.Put(bp)
+	return n, rerr, werr
+}
+
+// finish writes the access log line and the metrics record.
+func (x *exchange) finish() {
+	p := x.p
+	if p.Logger == nil && p.Metrics == nil {
+		return
+	}
+	x.stats.Duration = time.Since(x.start)
+	x.stats.Route = RouteFromContext(x.in.Context())
+	if p.Metrics != nil {
+		p.Metrics.RequestDone(x.in, x.stats)
+	}
+	if p.Logger != nil {
+		s := &x.stats
+		attrs := []slog.Attr{
+			slog.String("method", x.in.Method),
+			slog.String("host", x.in.Host),
+			slog.String("path", x.in.URL.Path),
+			slog.String("route", s.Route),
+			slog.String("endpoint", s.Endpoint),
+			slog.Int("status", s.Status),
+			slog.Int64("bytes", s.Bytes),
+			slog.Duration("duration", s.Duration),
+			slog.Int("tries", s.Tries),
+			slog.String("client", sluice.ClientIP(x.in, p.TrustedProxies).String()),
+		}
+		if s.Failure != sluice.NoFailure {
+			attrs = append(attrs, slog.String("failure", s.Failure.String()))
+		}
+		if s.Upgraded {
+			attrs = append(attrs, slog.Bool("upgraded", true))
+		}
+		p.Logger.LogAttrs(x.in.Context(), slog.LevelInfo, "proxy", attrs...)
+	}
+}

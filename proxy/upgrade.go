@@ -1,0 +1,237 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluiceproxy/sluice"
+)
+
+// switchProtocols turns a 101 response into a tunnel between the client and the upstream.
+func (x *exchange) switchProtocols(res *http.Response, pr sluice.PickResult, o sluice.Outcome) {
+	back, ok := res.Body.(io.ReadWriteCloser)
+	if !ok {
+		res.Body.Close()
+		x.report(pr, sluice.Outcome{Failure: sluice.ConnectionFailure, Latency: o.Latency})
+		x.fail(&Error{Status: http.StatusBadGateway, Endpoint: pr.Endpoint.Addr, Tries: x.stats.Tries,
+			Err: errors.New("transport returned a 101 response without a writable body")})
+		return
+	}
+	if got := upgradeType(res.Header); !strings.EqualFold(got, x.upgrade) {
+		back.Close()
+		x.report(pr, sluice.Outcome{Failure: sluice.ConnectionFailure, Latency: o.Latency})
+		x.fail(&Error{Status: http.StatusBadGateway, Endpoint: pr.Endpoint.Addr, Tries: x.stats.Tries,
+			Err: errors.New("upstream switched to " + got + ", not the requested " + x.upgrade)})
+		return
+	}
+	conn, brw, err := http.NewResponseController(x.rw).Hijack()
+	if err != nil {
+		back.Close()
+		x.report(pr, o)
+		x.fail(&Error{Status: http.StatusBadGateway, Endpoint: pr.Endpoint.Addr, Tries: x.stats.Tries,
+			Err: errors.New("cannot switch protocols on this connection: " + err.Error())})
+		return
+	}
+	x.stats.Status = http.StatusSwitchingProtocols
+	x.stats.Upgraded = true
+
+	// The 101 head: the upstream's fields (Connection and Upgrade included, they are the
+	// point), after any the handler chain set.
+	h := x.rw.Header()
+	for k, vv := range res.Header {
+		h[k] = vv
+	}
+	res.Header = h
+	res.Body = nil
+	if err := res.Write(brw); err == nil {
+		err = brw.Flush()
+	}
+	if err != nil {
+		conn.Close()
+		back.Close()
+		x.stats.Failure = sluice.Canceled
+		x.report(pr, o)
+		return
+	}
+	x.stats.Bytes = x.p.tunnels.run(conn, brw.Reader, back, x.p.idle)
+	x.report(pr, o)
+}
+
+// tunnels tracks the upgraded connections of a Proxy, so that Shutdown can wait for them.
+type tunnels struct {
+	mu     sync.Mutex // mu guards the fields below
+	active map[*tunnel]struct{}
+	idle   chan struct{} // closed when active becomes empty; nil while nobody waits
+}
+
+type tunnel struct {
+	client net.Conn
+	back   io.Closer
+	once   sync.Once
+}
+
+func (t *tunnel) close() {
+	t.once.Do(func() {
+		t.client.Close()
+		t.back.Close()
+	})
+}
+
+// run copies between the hijacked client connection (read through clientR, which may hold
+// bytes the server buffered) and the upstream until either side ends, then closes both. A
+// tunnel with no traffic for idle is closed. It returns the bytes sent to the client.
+func (ts *tunnels) run(client net.Conn, clientR io.Reader, back io.ReadWriteCloser, idle time.Duration) int64 {
+	t := &tunnel{client: client, back: back}
+	ts.mu.Lock()
+	if ts.active == nil {
+		ts.active = make(map[*tunnel]struct{})
+	}
+	ts.active[t] = struct{}{}
+	ts.mu.Unlock()
+	defer ts.remove(t)
+
+	var last atomic.Int64 // unix nanoseconds of the last byte in either direction
+	last.Store(time.Now().UnixNano())
+	if idle > 0 {
+		var timer atomic.Pointer[time.Timer]
+		var check func()
+		check = func() {
+			quiet := time.Duration(time.Now().UnixNano() - last.Load())
+			if quiet >= idle {
+				t.close()
+				return
+			}
+			timer.Load().Reset(idle - quiet)
+		}
+		var ready sync.Mutex // orders the Store before the first check
+		ready.Lock()
+		timer.Store(time.AfterFunc(idle, func() { ready.Lock(); ready.Unlock(); check() }))
+		ready.Unlock()
+		defer func() { timer.Load().Stop() }()
+	}
+
+	up := make(chan struct{})
+	go func() {
+		pump(back, clientR, &last)
+		t.close()
+		close(up)
+	}()
+	n := pump(client, back, &last)
+	t.close()
+	<-up
+	return n
+}
+
+// pump copies src to dst until either fails, noting the time of every chunk.
+func pump(dst io.Writer, src io.Reader, last *atomic.Int64) int64 {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var n int64
+	for {
+		nr, err := src.Read(buf)
+		if nr > 0 {
+			last.Store(time.Now().UnixNano())
+			nw, werr := dst.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				return n
+			}
+		}
+		if err != nil {
+			return n
+		}
+	}
+}
+
+func (ts *tunnels) remove(t *tunnel) {
+	ts.mu.Lock()
+	delete(ts.active, t)
+	if len(ts.active) == 0 && ts.idle != nil {
+		close(ts.idle)
+		ts.idle = nil
+	}
+	ts.mu.Unlock()
+}
+
+// Upgraded returns the number of upgraded (WebSocket and other) connections open through p.
+func (p *Proxy) Upgraded() int {
+	p.tunnels.mu.Lock()
+	defer p.tunnels.mu.Unlock()
+	return len(p.tunnels.active)
+}
+
+// Shutdown waits until every upgraded connection through p has ended by itself, or closes the
+// ones left when ctx ends and returns ctx.Err(). It then closes idle upstream connections.
+// Upgrades that arrive while it waits are tracked too: stop the listener first (see Drain).
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	defer p.CloseIdleConnections()
+	for {
+		ts := &p.tunnels
+		ts.mu.Lock()
+		if len(ts.active) == 0 {
+			ts.mu.Unlock()
+			return nil
+		}
+		if ts.idle == nil {
+			ts.idle = make(chan struct{})
+		}
+		idle := ts.idle
+		ts.mu.Unlock()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			ts.mu.Lock()
+			left := make([]*tunnel, 0, len(ts.active))
+			for t := range ts.active {
+				left = append(left, t)
+			}
+			ts.mu.Unlock()
+			for _, t := range left {
+				t.close()
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+// Drain shuts srv down gracefully: it stops accepting connections, lets in-flight requests
+// finish (http.Server.Shutdown) and waits for the upgraded connections of proxies to end. When
+// ctx ends first, whatever is left is closed and ctx.Err() is returned.
+//
+// A typical main:
+//
+//	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+//	defer stop()
+//	go srv.ListenAndServe()
+//	<-ctx.Done()
+//	drainCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+//	defer cancel()
+//	proxy.Drain(drainCtx, srv, p)
+func Drain(ctx context.Context, srv *http.Server, proxies ...*Proxy) error {
+	err := srv.Shutdown(ctx)
+	if err != nil {
+		srv.Close()
+	}
+	for _, p := range proxies {
+		if perr := p.Shutdown(ctx); perr != nil && err == nil {
+			err = perr
+		}
+	}
+	return err
+}
+
+// ServerProtocols returns the protocols a server in front of a Proxy should accept: HTTP/1.1,
+// HTTP/2 over TLS (negotiated with ALPN when the server has certificates) and HTTP/2 over
+// cleartext with prior knowledge (h2c, RFC 9113 §3.3), which gRPC clients inside a cluster
+// use. The deprecated "Upgrade: h2c" dance is not supported. Set it as http.Server.Protocols.
+func ServerProtocols() *http.Protocols {
+	return protocols(true, true, true)
+}
