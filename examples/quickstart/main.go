@@ -1,0 +1,132 @@
+// Command quickstart runs a sluice reverse proxy in front of three demo backends, round robin.
+// No cluster and no flags are needed:
+//
+//	go run ./examples/quickstart
+//	curl http://127.0.0.1:8080/hello
+//
+// Each demo backend answers with its name, so repeated requests show the rotation. The proxy
+// speaks HTTP/1.1 and h2c (curl --http2-prior-knowledge), logs one line per request, and on
+// SIGINT or SIGTERM drains in-flight requests before it exits.
+//
+// Flags:
+//
+//	-listen host:port          where the proxy listens (default 127.0.0.1:8080)
+//	-backends host:port,...    forward to these servers instead of the demo backends
+//	-access-log=false          no access log (for benchmarks)
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/balancer"
+	"github.com/sluiceproxy/sluice/proxy"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "quickstart:", err)
+		os.Exit(1)
+	}
+}
+
+// run serves the proxy until ctx ends, then drains it. It writes the proxy's URL, a curl line
+// and the access log to stdout.
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("quickstart", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	listen := fs.String("listen", "127.0.0.1:8080", "`host:port` the proxy listens on")
+	backends := fs.String("backends", "", "comma-separated `host:port` list of backends (default: three demo backends)")
+	accessLog := fs.Bool("access-log", true, "log one line per request")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+
+	var endpoints []sluice.Endpoint
+	if *backends == "" {
+		for _, name := range []string{"demo-1", "demo-2", "demo-3"} {
+			addr, stopDemo, err := startDemoBackend(name)
+			if err != nil {
+				return err
+			}
+			defer stopDemo()
+			endpoints = append(endpoints, sluice.Endpoint{Addr: addr})
+		}
+	} else {
+		for _, addr := range strings.Split(*backends, ",") {
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				return fmt.Errorf("-backends: %q is not host:port: %w", addr, err)
+			}
+			endpoints = append(endpoints, sluice.Endpoint{Addr: addr})
+		}
+	}
+
+	bal, err := balancer.New(balancer.RoundRobin{}, balancer.Options{})
+	if err != nil {
+		return err
+	}
+	bal.Update(endpoints)
+	p := &proxy.Proxy{Picker: bal}
+	if *accessLog {
+		p.Logger = slog.New(slog.NewTextHandler(stdout, nil))
+	}
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("-listen: %w", err)
+	}
+	srv := &http.Server{Handler: p, Protocols: proxy.ServerProtocols(), ReadHeaderTimeout: 10 * time.Second}
+	url := "http://" + ln.Addr().String()
+	fmt.Fprintf(stdout, "sluice is proxying %s to %d backends, round robin\n", url, len(endpoints))
+	fmt.Fprintf(stdout, "try: curl %s/hello\n", url)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	drainCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := proxy.Drain(drainCtx, srv, p); err != nil {
+		return fmt.Errorf("draining: %w", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// startDemoBackend starts a backend on a free local port that answers every request with a
+// small JSON document naming itself. It returns the backend's address and a func that stops it.
+func startDemoBackend(name string) (addr string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("starting demo backend %s: %w", name, err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]string{
+			"backend": name, "method": r.Method, "path": r.URL.Path,
+			"forwarded": r.Header.Get("Forwarded"),
+		})
+	})}
+	go srv.Serve(ln)
+	return ln.Addr().String(), func() { srv.Close() }, nil
+}

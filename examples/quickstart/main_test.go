@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// quickstart is one run of the command, on a free port.
+type quickstart struct {
+	url  string
+	done chan error // run's result
+
+	mu  sync.Mutex // mu guards out
+	out []string   // lines written to stdout
+}
+
+// start runs the command with args (plus -listen on a free port) until the test ends.
+func start(t *testing.T, ctx context.Context, args ...string) *quickstart {
+	t.Helper()
+	pr, pw := io.Pipe()
+	q := &quickstart{done: make(chan error, 1)}
+	go func() {
+		q.done <- run(ctx, append([]string{"-listen", "127.0.0.1:0"}, args...), pw)
+		pw.Close()
+	}()
+	urls := make(chan string, 1)
+	go func() {
+		s := bufio.NewScanner(pr)
+		for s.Scan() {
+			line := s.Text()
+			q.mu.Lock()
+			q.out = append(q.out, line)
+			q.mu.Unlock()
+			if u := regexp.MustCompile(`^sluice is proxying (http://\S+)`).FindStringSubmatch(line); u != nil {
+				urls <- u[1]
+			}
+		}
+	}()
+	select {
+	case q.url = <-urls:
+	case err := <-q.done:
+		t.Fatalf("run ended before serving: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("run printed no URL within 10s")
+	}
+	return q
+}
+
+func (q *quickstart) output() string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return strings.Join(q.out, "\n")
+}
+
+func get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
+	t.Helper()
+	res, err := c.Get(url)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	return res, string(b)
+}
+
+func TestDemoBackendsRoundRobin(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	q := start(t, ctx)
+
+	seen := map[string]int{}
+	for range 6 {
+		res, body := get(t, http.DefaultClient, q.url+"/hello")
+		require.Equal(t, http.StatusOK, res.StatusCode, body)
+		var doc map[string]string
+		require.NoError(t, json.Unmarshal([]byte(body), &doc), "a demo backend answers with JSON")
+		assert.Equal(t, "/hello", doc["path"])
+		assert.Contains(t, doc["forwarded"], "for=127.0.0.1", "the proxy sets Forwarded")
+		seen[doc["backend"]]++
+	}
+	assert.Equal(t, map[string]int{"demo-1": 2, "demo-2": 2, "demo-3": 2}, seen,
+		"round robin sends two of six requests to each demo backend")
+
+	// h2c with prior knowledge, as gRPC clients in a cluster speak it.
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	h2c := &http.Client{Transport: &http.Transport{Protocols: &protos}}
+	res, body := get(t, h2c, q.url+"/h2c")
+	assert.Equal(t, 2, res.ProtoMajor, "the proxy must accept h2c")
+	assert.Contains(t, body, `"path":"/h2c"`)
+
+	assert.Contains(t, q.output(), "curl "+q.url+"/hello", "the curl line is printed")
+	assert.Regexp(t, `msg=proxy method=GET .*path=/hello .*status=200`, q.output(), "one access-log line per request")
+
+	cancel()
+	require.NoError(t, <-q.done, "run drains and returns nil on cancel")
+}
+
+func TestRealBackendsAndDrain(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(arrived)
+			<-release
+		}
+		io.WriteString(w, "real backend\n")
+	}))
+	defer slow.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	q := start(t, ctx, "-backends", strings.TrimPrefix(slow.URL, "http://"), "-access-log=false")
+
+	_, body := get(t, http.DefaultClient, q.url+"/")
+	assert.Equal(t, "real backend\n", body, "-backends replaces the demo backends")
+
+	type result struct {
+		body string
+		err  error
+	}
+	inflight := make(chan result, 1)
+	go func() {
+		res, err := http.Get(q.url + "/slow")
+		if err != nil {
+			inflight <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		inflight <- result{string(b), err}
+	}()
+	<-arrived
+	cancel() // SIGTERM while a request is in flight
+	hostport := strings.TrimPrefix(q.url, "http://")
+	require.Eventually(t, func() bool {
+		c, err := net.DialTimeout("tcp", hostport, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	}, 10*time.Second, 5*time.Millisecond, "a draining proxy stops accepting connections")
+	select {
+	case err := <-q.done:
+		t.Fatalf("run returned (%v) before the in-flight request finished", err)
+	default:
+	}
+	close(release)
+	r := <-inflight
+	require.NoError(t, r.err, "the in-flight request completes during the drain")
+	assert.Equal(t, "real backend\n", r.body)
+	require.NoError(t, <-q.done)
+	assert.NotContains(t, q.output(), "msg=proxy", "-access-log=false logs nothing")
+}
+
+func TestBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-backends", "localhost"}, "-backends"},
+		{[]string{"-backends", "127.0.0.1:1,"}, "-backends"},
+		{[]string{"-listen", "no-port"}, "-listen"},
+		{[]string{"-nosuchflag"}, "nosuchflag"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			err := run(context.Background(), tc.args, io.Discard)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want, "the error names the bad flag")
+		})
+	}
+}
