@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"path"
 	"strings"
 	"sync/atomic"
+
+	"github.com/sluiceproxy/sluice/proxy"
 )
 
 // CleanPath returns p with "//", "." and ".." elements resolved as
@@ -215,7 +216,8 @@ func (e *entry) pick(r *http.Request) http.Handler {
 	if len(e.backends) == 1 {
 		return e.backends[0].Handler
 	}
-	n := rand.IntN(e.total)
+	total := uint64(e.total)
+	n := int((e.next.Add(1) - 1) % total * e.stride % total)
 	for i, c := range e.cum {
 		if n < c {
 			return e.backends[i].Handler
@@ -232,10 +234,10 @@ type RouterOptions struct {
 	// MirrorWorkers is how many goroutines Run starts to send mirrored
 	// requests. Zero means 4.
 	MirrorWorkers int
-	// OnMatch, if set, is called with the matched route's name and returns
-	// the context to serve with (for example proxy.WithRoute for access
-	// logs). It is called on the request path and should not allocate
-	// needlessly.
+	// OnMatch, if set, is called with the matched route's name and the
+	// request's context, which already carries the name (proxy.WithRoute),
+	// and returns the context to serve with: a place to add tracing or
+	// metrics labels. It runs on every matched request and should be cheap.
 	OnMatch func(ctx context.Context, name string) context.Context
 }
 
@@ -307,7 +309,9 @@ func (d discard) Write(p []byte) (int, error) { return len(p), nil }
 func (d discard) WriteHeader(int)             {}
 
 // ServeHTTP normalises the path, matches a route and serves the request with
-// one of its backends. A changed path is forwarded in its clean form.
+// one of its backends. A changed path is forwarded in its clean form. The
+// request reaches the backend tagged with proxy.WithRoute, so a *proxy.Proxy
+// logs and reports the route's name (Stats.Route).
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := rt.table.Load()
 	p, changed := CleanPath(r.URL.Path)
@@ -325,9 +329,11 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.notFound.ServeHTTP(w, r)
 		return
 	}
+	ctx := proxy.WithRoute(r.Context(), e.r.Name)
 	if rt.opts.OnMatch != nil {
-		r = r.WithContext(rt.opts.OnMatch(r.Context(), e.r.Name))
+		ctx = rt.opts.OnMatch(ctx, e.r.Name)
 	}
+	r = r.WithContext(ctx)
 	if e.r.Mirror != nil {
 		r = rt.mirror(t, e.r.Mirror, r)
 	}

@@ -41,9 +41,16 @@
 //
 // # Traffic splitting
 //
-// A route has one or more weighted [Backend]s. A request is sent to a backend
-// chosen at random in proportion to the weights (a weight of 0 takes no
-// traffic, which makes a blue/green flip a change of two weights). [Pin]s send
+// A route has one or more weighted [Backend]s. The weights are turned into a
+// schedule when the table is built: the route counts its requests, and request
+// n goes to the backend owning slot (n·stride) mod total of the cumulative
+// weights, where total is the sum of the weights and stride is coprime with it
+// (near total/φ, so the slots of a small backend are spread out rather than
+// consecutive). Over every run of total consecutive requests each backend gets
+// exactly its weight — a 5% canary gets 5 of every 100 — whatever the
+// concurrency, and tests need no seed or tolerance for chance. Choosing costs
+// one atomic add. A weight of 0 takes no traffic, which makes a blue/green
+// flip a change of two weights; a new table starts a new schedule. [Pin]s send
 // requests carrying a given header or cookie value to a named backend, for
 // A/B tests and for letting testers reach a canary. A route's Mirror receives
 // a copy of each request (body up to Options.MirrorMaxBody) from workers
@@ -59,7 +66,12 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 )
+
+// maxTotalWeight bounds the sum of a route's weights, so the schedule's
+// arithmetic cannot overflow.
+const maxTotalWeight = 1<<31 - 1
 
 // PathType is how a route's Path is compared with the request path.
 type PathType int
@@ -164,7 +176,9 @@ type entry struct {
 	backends []Backend
 	cum      []int // cumulative weights
 	total    int
+	stride   uint64 // coprime with total; see pick
 	pins     []pinCond
+	next     atomic.Uint64 // requests scheduled so far
 }
 
 type headerCond struct {
@@ -384,8 +398,8 @@ func build(rt *Route, order int) (*entry, error) {
 		if b.Handler == nil {
 			return nil, fmt.Errorf("Backends[%d].Handler is nil", i)
 		}
-		if b.Weight < 0 {
-			return nil, fmt.Errorf("Backends[%d].Weight must be ≥ 0, got %d", i, b.Weight)
+		if b.Weight < 0 || b.Weight > maxTotalWeight-e.total {
+			return nil, fmt.Errorf("Backends[%d].Weight must be ≥ 0 and the total ≤ %d, got %d", i, maxTotalWeight, b.Weight)
 		}
 		if len(e.backends) == 1 && b.Weight == 0 {
 			e.backends[i].Weight = 1
@@ -396,6 +410,7 @@ func build(rt *Route, order int) (*entry, error) {
 	if e.total <= 0 {
 		return nil, errors.New("Backends: total weight must be > 0")
 	}
+	e.stride = stride(uint64(e.total))
 	for i, p := range r.Pins {
 		if (p.Header == "") == (p.Cookie == "") {
 			return nil, fmt.Errorf("Pins[%d]: exactly one of Header and Cookie must be set", i)
@@ -407,6 +422,27 @@ func build(rt *Route, order int) (*entry, error) {
 		e.pins = append(e.pins, pinCond{textproto.CanonicalMIMEHeaderKey(p.Header), p.Cookie, p.Value, idx})
 	}
 	return e, nil
+}
+
+// stride returns the number coprime with total nearest above total/φ (φ the
+// golden ratio), so that stepping through the slots 0..total-1 by it visits
+// each once per period and spreads neighbouring slots far apart.
+func stride(total uint64) uint64 {
+	s := total * 618034 / 1000000
+	for s < total && gcd(s, total) != 1 {
+		s++
+	}
+	if s == 0 || s >= total {
+		return 1
+	}
+	return s
+}
+
+func gcd(a, b uint64) uint64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
 
 func condRegex(t MatchType, v string) (*regexp.Regexp, error) {

@@ -137,7 +137,8 @@ func TestValidation(t *testing.T) {
 		{[]Route{{Name: "a", Path: "(", PathType: PathRegex, Backends: ok}}, `routes[0] "a": Path: error parsing regexp`},
 		{[]Route{{Name: "a"}}, `Backends must not be empty`},
 		{[]Route{{Name: "a", Backends: []Backend{{Name: "b"}}}}, `Backends[0].Handler is nil`},
-		{[]Route{{Name: "a", Backends: []Backend{{Handler: named("x"), Weight: -1}}}}, `Backends[0].Weight must be ≥ 0, got -1`},
+		{[]Route{{Name: "a", Backends: []Backend{{Handler: named("x"), Weight: -1}}}}, `Backends[0].Weight must be ≥ 0 and the total ≤ 2147483647, got -1`},
+		{[]Route{{Name: "a", Backends: []Backend{{Handler: named("x"), Weight: 1 << 30}, {Handler: named("y"), Weight: 1 << 30}}}}, `Backends[1].Weight must be ≥ 0 and the total ≤ 2147483647`},
 		{[]Route{{Name: "a", Backends: []Backend{{Handler: named("x")}, {Handler: named("y")}}}}, `total weight must be > 0`},
 		{[]Route{{Name: "a", Hosts: []string{"a.test:80"}, Backends: ok}}, `Hosts[0]: host "a.test:80"`},
 		{[]Route{{Name: "a", Hosts: []string{"*.*.test"}, Backends: ok}}, `Hosts[0]`},
@@ -175,7 +176,41 @@ func TestWeights(t *testing.T) {
 	}
 	share := float64(canary.Load()) / n
 	assert.InDelta(t, 0.05, share, 0.01, "canary share over %d requests", n)
+	assert.Equal(t, int64(n/20), canary.Load(), "the schedule gives the canary exactly 5 of every 100")
 	assert.Equal(t, int64(n), stable.Load()+canary.Load())
+
+	t.Run("spread within a period", func(t *testing.T) {
+		var picks []string
+		rec := func(name string) http.Handler {
+			return http.HandlerFunc(func(http.ResponseWriter, *http.Request) { picks = append(picks, name) })
+		}
+		tab, err := New([]Route{{Name: "app", Backends: []Backend{
+			{Name: "a", Handler: rec("a"), Weight: 3},
+			{Name: "b", Handler: rec("b"), Weight: 1},
+			{Name: "c", Handler: rec("c"), Weight: 4},
+		}}}, Options{})
+		require.NoError(t, err)
+		rt := NewRouter(tab, RouterOptions{})
+		for range 16 {
+			rt.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+		}
+		for i := 0; i < 16; i += 8 {
+			count := map[string]int{}
+			for _, p := range picks[i : i+8] {
+				count[p]++
+			}
+			assert.Equal(t, map[string]int{"a": 3, "b": 1, "c": 4}, count, "every period of 8 requests follows the weights: %v", picks)
+		}
+		runs := 1
+		for i := 1; i < len(picks); i++ {
+			if picks[i] == picks[i-1] {
+				runs++
+				assert.Less(t, runs, 4, "a backend's slots are spread, not consecutive: %v", picks)
+			} else {
+				runs = 1
+			}
+		}
+	})
 
 	t.Run("blue/green 0/100", func(t *testing.T) {
 		tab, err := New([]Route{{Name: "app", Backends: []Backend{
