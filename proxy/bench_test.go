@@ -1,0 +1,192 @@
+package proxy_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/balancer"
+	"github.com/sluiceproxy/sluice/proxy"
+)
+
+// BenchmarkProxy compares a sluice Proxy with net/http/httputil.ReverseProxy, each set up
+// the way a user would set it up, in front of the same httptest backend in the same run:
+// 1 KiB responses, keep-alive upstream connections, requests in parallel. The backend runs in
+// the same process and costs both the same; scripts/bench-process.sh measures whole
+// processes instead.
+//
+//	go test -run=NONE -bench=BenchmarkProxy -benchtime=1s -count=3 ./proxy
+func BenchmarkProxy(b *testing.B) {
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 64) // 1 KiB
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil {
+			io.Copy(io.Discard, r.Body)
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write(payload)
+	}))
+	backend.EnableHTTP2 = true
+	backend.Config.Protocols = proxy.ServerProtocols() // HTTP/1.1 and h2c
+	backend.Start()
+	defer backend.Close()
+	backendURL, _ := url.Parse(backend.URL)
+
+	for _, upstream := range []struct {
+		name  string
+		proto proxy.Protocol
+	}{{"h1", proxy.HTTP1}, {"h2c", proxy.H2C}} {
+		proxies := []struct {
+			name string
+			h    http.Handler
+		}{
+			{"sluice", newSluice(b, backendURL.Host, upstream.proto)},
+			{"httputil", newReverseProxy(backendURL, upstream.proto)},
+		}
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			for _, px := range proxies {
+				name := strings.Join([]string{method + "-1KiB", upstream.name, px.name}, "/")
+				b.Run(name, func(b *testing.B) {
+					benchServe(b, px.h, method, payload)
+				})
+			}
+		}
+		for _, px := range proxies {
+			if c, ok := px.h.(interface{ CloseIdleConnections() }); ok {
+				c.CloseIdleConnections()
+			}
+		}
+	}
+}
+
+func newSluice(b *testing.B, addr string, proto proxy.Protocol) *proxy.Proxy {
+	bal, err := balancer.New(balancer.RoundRobin{}, balancer.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	bal.Update([]sluice.Endpoint{{Addr: addr}})
+	return &proxy.Proxy{Picker: bal, Protocol: proto}
+}
+
+// reverseProxy is httputil.ReverseProxy as its documentation recommends setting it up, with
+// a transport as large as sluice's default so that neither proxy waits on connections.
+type reverseProxy struct {
+	httputil.ReverseProxy
+	t *http.Transport
+}
+
+func (rp *reverseProxy) CloseIdleConnections() { rp.t.CloseIdleConnections() }
+
+func newReverseProxy(target *url.URL, proto proxy.Protocol) *reverseProxy {
+	t := &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}
+	if proto == proxy.H2C {
+		t.Protocols = new(http.Protocols)
+		t.Protocols.SetUnencryptedHTTP2(true)
+	}
+	rp := &reverseProxy{t: t}
+	rp.Rewrite = func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		r.SetXForwarded()
+	}
+	rp.Transport = t
+	return rp
+}
+
+// benchServe calls h.ServeHTTP from b.RunParallel's goroutines, each with its own request
+// and response writer reused across iterations, so that what is measured is the proxy and
+// its upstream exchange, not an HTTP client and a front server. Besides ns/op it reports
+// cpu-ns/op, the process's CPU time per request, which is steadier than wall time on a shared
+// machine.
+func benchServe(b *testing.B, h http.Handler, method string, payload []byte) {
+	serve := func(rw *discardWriter, req *http.Request, body *bytes.Reader) error {
+		if method == http.MethodPost {
+			body.Reset(payload)
+			req.Body = io.NopCloser(body)
+		}
+		rw.reset()
+		h.ServeHTTP(rw, req)
+		if rw.status != http.StatusOK || rw.n != int64(len(payload)) {
+			return fmt.Errorf("got status %d with %d bytes, want 200 with %d", rw.status, rw.n, len(payload))
+		}
+		return nil
+	}
+	newRequest := func() *http.Request {
+		req := httptest.NewRequest(method, "http://shop.example/bench?q=1", nil)
+		req.RemoteAddr = "192.0.2.1:51000"
+		req.Header.Set("User-Agent", "bench/1.0")
+		req.Header.Set("Accept", "*/*")
+		if method == http.MethodPost {
+			req.ContentLength = int64(len(payload))
+			req.Header.Set("Content-Type", "application/octet-stream")
+		}
+		return req
+	}
+	if err := serve(newDiscardWriter(), newRequest(), new(bytes.Reader)); err != nil { // warm the pools
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(payload)))
+	cpu0 := processCPU()
+	b.SetParallelism(16) // 32 requests in flight on two cores, as with wrk -c32
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		rw, req, body := newDiscardWriter(), newRequest(), new(bytes.Reader)
+		for pb.Next() {
+			if err := serve(rw, req, body); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+}
+
+// processCPU returns the CPU time the process has used, user and system, in nanoseconds.
+func processCPU() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// discardWriter is an http.ResponseWriter that keeps the status and counts the body, reused
+// from request to request.
+type discardWriter struct {
+	h      http.Header
+	status int
+	n      int64
+}
+
+func newDiscardWriter() *discardWriter { return &discardWriter{h: make(http.Header)} }
+
+func (w *discardWriter) reset() {
+	clear(w.h)
+	w.status, w.n = 0, 0
+}
+
+func (w *discardWriter) Header() http.Header { return w.h }
+
+func (w *discardWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+}
+
+func (w *discardWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	w.n += int64(len(p))
+	return len(p), nil
+}
+
+func (w *discardWriter) Flush() {}
