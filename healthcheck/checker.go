@@ -49,6 +49,9 @@ type target struct {
 	// window packs the tries (high 32 bits) and server errors (low 32 bits) since Run last
 	// looked, for the success-rate and failure-percentage detectors.
 	window atomic.Uint64
+	// The rest of the cache line, so that two endpoints' counters, written from different
+	// cores at once, never share one.
+	_ [64 - 24]byte
 }
 
 const lo32 = 1<<32 - 1
@@ -142,13 +145,14 @@ func (c *Checker) Observe(ep sluice.Endpoint, o sluice.Outcome) {
 		v = t.consec.Add(1<<32 | 1)
 	} else {
 		// A server error that is not a gateway failure (a 500) counts as a 5xx and ends a run
-		// of gateway failures.
-		for {
-			old := t.consec.Load()
-			v = (old>>32 + 1) << 32
-			if t.consec.CompareAndSwap(old, v) {
+		// of gateway failures: one add, and a compare-and-swap only when there was a run.
+		v = t.consec.Add(1 << 32)
+		for v&lo32 != 0 {
+			if t.consec.CompareAndSwap(v, v&^lo32) {
+				v &^= lo32
 				break
 			}
+			v = t.consec.Load()
 		}
 	}
 	if (c.consec5xx > 0 && v>>32 >= c.consec5xx) || (c.consecGateway > 0 && v&lo32 >= c.consecGateway) {
