@@ -244,7 +244,9 @@ func TestGETSurvivesRefusingEndpoint(t *testing.T) {
 			assert.Equal(t, sluice.Outcome{Status: 200}, sluice.Outcome{Status: d.Outcome.Status, Failure: d.Outcome.Failure})
 		}
 	}
-	assert.Equal(t, 20, refused, "one try in three lands on the refusing endpoint")
+	// The picker's counter advances once per try, so the first try of every second request
+	// lands on the refusing endpoint and its retry on the next one.
+	assert.Equal(t, 30, refused, "every second request first tries the refusing endpoint")
 	assert.EqualValues(t, len(pk.dones()), observed.Load(), "Observer sees every try Done sees")
 	assert.EqualValues(t, pk.picks.Load(), len(pk.dones()), "Done is called exactly once per pick")
 }
@@ -343,12 +345,20 @@ func TestRetryOnStatus(t *testing.T) {
 func TestTimeouts(t *testing.T) {
 	c := newCluster()
 	var tries atomic.Int64
+	release := make(chan struct{})
 	stuck := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tries.Add(1)
-		<-r.Context().Done() // answers only when the proxy gives up
+		// net/http notices a closed connection only once the request body was read.
+		io.Copy(io.Discard, r.Body)
+		select { // answers only when the proxy gives up, or the test ends
+		case <-r.Context().Done():
+		case <-release:
+		}
 	})
 	c.backend(t, "10.0.0.1:80", stuck)
 	c.backend(t, "10.0.0.2:80", stuck)
+	// Cleanups run last-registered first: release the handlers before the servers close.
+	t.Cleanup(func() { close(release) })
 	t.Run("per try", func(t *testing.T) {
 		tries.Store(0)
 		pk := newPicker("10.0.0.1:80", "10.0.0.2:80")
@@ -406,6 +416,8 @@ func TestClientGone(t *testing.T) {
 			arrived := make(chan struct{})
 			upstreamCanceled := make(chan struct{})
 			c.backend(t, "10.0.0.1:80", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				// net/http notices a closed connection only once the request body was read.
+				io.Copy(io.Discard, r.Body)
 				close(arrived)
 				<-r.Context().Done()
 				close(upstreamCanceled)
@@ -589,11 +601,13 @@ func TestTruncatedUpstreamBodyAborts(t *testing.T) {
 	}))
 	pk := newPicker("10.0.0.1:80")
 	srv := front(t, &proxy.Proxy{Picker: pk, DialContext: c.dial})
+	// The server may not have flushed the head before the abort: then Get itself fails.
 	res, err := srv.Client().Get(srv.URL)
-	require.NoError(t, err)
-	_, err = io.ReadAll(res.Body)
-	res.Body.Close()
-	assert.Error(t, err, "the client must see the body break, not a short success")
+	if err == nil {
+		_, err = io.ReadAll(res.Body)
+		res.Body.Close()
+	}
+	assert.Error(t, err, "the client must see the response break, not a short success")
 	d := pk.dones()
 	require.Len(t, d, 1)
 	assert.Equal(t, sluice.ConnectionFailure, d[0].Outcome.Failure)
