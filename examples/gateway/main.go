@@ -1,6 +1,11 @@
 // Command gateway routes two hosts and a 5% canary to demo backends started
 // in-process, and prints curl lines to try it. No cluster is needed.
 //
+// Each pool is a balancer over its pods with a *proxy.Proxy in front, which
+// is what a route's backend is in a real gateway; only the source of the
+// endpoints differs (here the addresses of local test servers, in a cluster
+// discovery/kubernetes feeding Balancer.Update).
+//
 //	go run ./examples/gateway -addr 127.0.0.1:8080
 package main
 
@@ -12,41 +17,75 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"time"
 
+	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/balancer"
+	"github.com/sluiceproxy/sluice/proxy"
 	"github.com/sluiceproxy/sluice/proxy/route"
 )
 
-// backend starts a demo upstream answering with its name, and returns it
-// with a reverse proxy to it. (A real gateway uses a *proxy.Proxy over a
-// balancer here.)
-func backend(name string) (*httptest.Server, http.Handler) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "%s %s %s\n", name, r.Host, r.URL.Path)
-	}))
-	u, _ := url.Parse(srv.URL)
-	return srv, httputil.NewSingleHostReverseProxy(u)
+// gateway is the router with what it needs to stop.
+type gateway struct {
+	router  *route.Router
+	proxies []*proxy.Proxy
+	pods    []*httptest.Server
 }
 
-// newGateway builds the route table over freshly started demo backends. The
-// returned func stops them.
-func newGateway() (*route.Router, func(), error) {
-	var stops []func()
-	mk := func(name string) http.Handler {
-		s, h := backend(name)
-		stops = append(stops, s.Close)
-		return h
+// close stops the demo pods and the proxies' idle connections.
+func (g *gateway) close() {
+	for _, p := range g.proxies {
+		p.CloseIdleConnections()
 	}
-	stop := func() {
-		for _, s := range stops {
-			s()
-		}
+	for _, s := range g.pods {
+		s.Close()
 	}
-	shopV1, shopV2, api := mk("shop-v1"), mk("shop-v2"), mk("api")
+}
+
+// pool starts n demo pods answering with the pool's name and their index,
+// and returns a proxy balancing over them.
+func (g *gateway) pool(name string, n int, logger *slog.Logger) (*proxy.Proxy, error) {
+	var eps []sluice.Endpoint
+	for i := range n {
+		pod := fmt.Sprintf("%s-%d", name, i)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s %s %s\n", pod, r.Host, r.URL.Path)
+		}))
+		g.pods = append(g.pods, srv)
+		eps = append(eps, sluice.Endpoint{Addr: strings.TrimPrefix(srv.URL, "http://")})
+	}
+	bal, err := balancer.New(balancer.PeakEWMA{}, balancer.Options{})
+	if err != nil {
+		return nil, err
+	}
+	bal.Update(eps)
+	p := &proxy.Proxy{Picker: bal, Logger: logger}
+	g.proxies = append(g.proxies, p)
+	return p, nil
+}
+
+// newGateway builds the route table over freshly started demo pods. A nil
+// logger means no access log.
+func newGateway(logger *slog.Logger) (*gateway, error) {
+	g := &gateway{}
+	shopV1, err := g.pool("shop-v1", 2, logger)
+	if err != nil {
+		g.close()
+		return nil, err
+	}
+	shopV2, err := g.pool("shop-v2", 1, logger)
+	if err != nil {
+		g.close()
+		return nil, err
+	}
+	api, err := g.pool("api", 2, logger)
+	if err != nil {
+		g.close()
+		return nil, err
+	}
 	table, err := route.New([]route.Route{
 		{Name: "shop", Hosts: []string{"shop.localhost"}, Backends: []route.Backend{
 			{Name: "v1", Handler: shopV1, Weight: 95},
@@ -55,21 +94,22 @@ func newGateway() (*route.Router, func(), error) {
 		{Name: "api", Hosts: []string{"api.localhost"}, Path: "/v1", Backends: []route.Backend{{Handler: api}}},
 	}, route.Options{})
 	if err != nil {
-		stop()
-		return nil, nil, err
+		g.close()
+		return nil, err
 	}
-	return route.NewRouter(table, route.RouterOptions{}), stop, nil
+	g.router = route.NewRouter(table, route.RouterOptions{})
+	return g, nil
 }
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "listen address")
 	flag.Parse()
-	router, stop, err := newGateway()
+	g, err := newGateway(slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {
 		slog.Error("gateway", "err", err)
 		os.Exit(1)
 	}
-	defer stop()
+	defer g.close()
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		slog.Error("listen", "err", err)
@@ -80,15 +120,18 @@ func main() {
 	fmt.Printf("curl -H 'Host: shop.localhost' -H 'X-Canary: always' http://%s/\n", a)
 	fmt.Printf("curl -H 'Host: api.localhost' http://%s/v1/orders\n", a)
 	fmt.Printf("curl -H 'Host: api.localhost' http://%s/v1/../admin   # 404: cleaned before matching\n", a)
-	srv := &http.Server{Handler: router, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: g.router, ReadHeaderTimeout: 5 * time.Second, Protocols: proxy.ServerProtocols()}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
-	go router.Run(ctx)
+	go g.router.Run(ctx)
 	go func() {
-		<-ctx.Done()
-		srv.Shutdown(context.Background())
+		if err := srv.Serve(ln); err != http.ErrServerClosed {
+			slog.Error("serve", "err", err)
+			cancel()
+		}
 	}()
-	if err := srv.Serve(ln); err != http.ErrServerClosed {
-		slog.Error("serve", "err", err)
-	}
+	<-ctx.Done()
+	drainCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stop()
+	proxy.Drain(drainCtx, srv, g.proxies...)
 }

@@ -1,21 +1,43 @@
 package main
 
 import (
+	"bytes"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
+// syncBuffer is a log sink safe for the proxies' concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer // mu protects buf
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 func TestGateway(t *testing.T) {
-	router, stop, err := newGateway()
+	logs := &syncBuffer{}
+	g, err := newGateway(slog.New(slog.NewTextHandler(logs, nil)))
 	require.NoError(t, err)
-	defer stop()
-	srv := httptest.NewServer(router)
+	defer g.close()
+	srv := httptest.NewServer(g.router)
 	defer srv.Close()
 	get := func(host, path string, hdr ...string) (int, string) {
 		req, _ := http.NewRequest("GET", srv.URL+path, nil)
@@ -30,17 +52,22 @@ func TestGateway(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	_, body := get("shop.localhost", "/", "X-Canary", "always")
-	assert.True(t, strings.HasPrefix(body, "shop-v2 "), "pinned canary, got %q", body)
+	assert.True(t, strings.HasPrefix(body, "shop-v2-0 "), "pinned canary, got %q", body)
 	_, body = get("api.localhost", "/v1/orders")
-	assert.Equal(t, "api api.localhost /v1/orders\n", body)
+	assert.Regexp(t, `^api-[01] api\.localhost /v1/orders\n$`, body)
 	code, _ := get("api.localhost", "/v1/../admin")
 	assert.Equal(t, http.StatusNotFound, code, "a traversal must not escape /v1")
-	v2 := 0
+
+	pods := map[string]int{}
 	for range 400 {
 		_, body = get("shop.localhost", "/")
-		if strings.HasPrefix(body, "shop-v2 ") {
-			v2++
-		}
+		pod, _, _ := strings.Cut(body, " ")
+		pods[pod]++
 	}
-	assert.InDelta(t, 20, v2, 18, "about 5%% of 400 requests go to the canary")
+	assert.Equal(t, 20, pods["shop-v2-0"], "5%% of 400 requests go to the canary")
+	assert.Equal(t, 380, pods["shop-v1-0"]+pods["shop-v1-1"], "the rest go to the stable pool")
+	assert.Positive(t, pods["shop-v1-0"], "the stable pool's balancer uses both pods: %v", pods)
+	assert.Positive(t, pods["shop-v1-1"], "the stable pool's balancer uses both pods: %v", pods)
+	assert.Contains(t, logs.String(), "route=shop", "access logs carry the route")
+	assert.Contains(t, logs.String(), "route=api")
 }
