@@ -30,3 +30,36 @@ func Example() {
 	// 308 https://a.test/shop/cart
 	// 200 /cart
 }
+
+func ExampleRewrite() {
+	rw, err := middleware.NewRewrite(`^/api/v(?P<version>[0-9]+)/(.*)$`, "/orders-v${version}/${2}")
+	if err != nil {
+		panic(err)
+	}
+	for _, p := range []string{"/api/v2/orders", "/api/v2/../../etc", "/static/app.js"} {
+		out, matched := rw.Path(p)
+		fmt.Println(p, "->", out, matched)
+	}
+	_, err = middleware.NewRewrite(`^/(a)$`, "/$2")
+	fmt.Println(err)
+	// Output:
+	// /api/v2/orders -> /orders-v2/orders true
+	// /api/v2/../../etc -> /api/v2/../../etc false
+	// /static/app.js -> /static/app.js false
+	// middleware: Rewrite Replacement "/$2": $2, but Pattern has 1 groups
+}
+
+func ExampleRedirect() {
+	rd, err := middleware.NewRedirect(middleware.RedirectOptions{Host: "www.example.com", Permanent: true})
+	if err != nil {
+		panic(err)
+	}
+	for _, method := range []string{"GET", "POST"} {
+		w := httptest.NewRecorder()
+		rd.ServeHTTP(w, httptest.NewRequest(method, "http://example.com/cart?id=1", nil))
+		fmt.Println(method, w.Code, w.Header().Get("Location"))
+	}
+	// Output:
+	// GET 301 http://www.example.com/cart?id=1
+	// POST 308 http://www.example.com/cart?id=1
+}

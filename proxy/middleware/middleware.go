@@ -1,6 +1,17 @@
 // Package middleware holds small gateway middlewares, each a
 // func(http.Handler) http.Handler or a (*X).Handler(next) method, configured
-// by a struct whose zero value does nothing surprising.
+// by a struct whose zero value does nothing surprising. Types with state or
+// configuration worth checking are built by a NewXxx that validates once and
+// names the offending field in its error.
+//
+//   - transformation: [Headers], [StripPrefix], [Rewrite] (regular
+//     expressions), [Host];
+//   - redirects: [Redirect] (scheme, host, path; the status follows the
+//     method) and [RedirectHTTPS];
+//   - access control: [IPFilter] (CIDRs over the trusted-proxy-aware client
+//     IP), [BasicAuth] (htpasswd bcrypt), [ForwardAuth] (ask an auth
+//     service), [CORS] preflights;
+//   - limits: [Limits] (431/413) and [ServerTimeouts] against slow clients.
 //
 // Put them in front of a route's backend or of the whole router:
 //

@@ -12,9 +12,11 @@ import (
 // Rewrite replaces the request path using a regular expression, as
 // regexp.Regexp.ReplaceAllString does: every match of Pattern in the path is
 // replaced by Replacement, in which $1, ${1} and ${name} stand for the
-// submatches. The result is cleaned (no "//", "." or ".." elements; a leading
-// "/" added), so a rewrite cannot be used to climb out of a prefix; the query
-// is kept. Requests whose path does not match pass unchanged.
+// submatches. The path is cleaned (no "//", "." or ".." elements; a leading
+// "/" added) before it is matched, so a "/static/../../etc" cannot smuggle a
+// ".." into a submatch and climb out of the replacement's prefix, and the
+// result is cleaned too. Only the path changes; the query is kept. Requests
+// whose cleaned path does not match pass unchanged.
 type Rewrite struct {
 	re   *regexp.Regexp
 	repl string
@@ -117,15 +119,21 @@ func groupNumber(ref string) (int, bool) {
 
 // Path returns the rewritten, cleaned form of p and whether p matched.
 func (rw *Rewrite) Path(p string) (string, bool) {
-	if !rw.re.MatchString(p) {
+	in := cleanPath(p)
+	if !rw.re.MatchString(in) {
 		return p, false
 	}
-	out := rw.re.ReplaceAllString(p, rw.repl)
-	clean := path.Clean("/" + out)
-	if strings.HasSuffix(out, "/") && clean != "/" {
-		clean += "/"
+	return cleanPath(rw.re.ReplaceAllString(in, rw.repl)), true
+}
+
+// cleanPath resolves "//", "." and ".." as path.Clean does, adds a leading
+// "/" and keeps a trailing one.
+func cleanPath(p string) string {
+	c := path.Clean("/" + p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
 	}
-	return clean, true
+	return c
 }
 
 // Handler rewrites the path of matching requests before passing them to

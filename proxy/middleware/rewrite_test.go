@@ -20,19 +20,22 @@ func TestRewrite(t *testing.T) {
 		{`^/old/`, "/new/", "/other/old/", "/other/old/"},
 		{`^/(\w+)/(\w+)$`, "/$2/$1", "/a/b", "/b/a"},
 		{`^/(\w+)/(\w+)$`, "/${1}x/$$", "/a/b", "/ax/$"},
-		{`^/static/(.*)$`, "/files/$1", "/static/../../etc/passwd", "/etc/passwd"},
+		{`^/static/(.*)$`, "/files/$1", "/static/../../etc/passwd", "/static/../../etc/passwd"},
+		{`^/static/(.*)$`, "/files/$1", "/static/a/../../static/b", "/files/b"},
+		{`^/static/(.*)$`, "/files/$1", "/static//a/./b", "/files/a/b"},
 		{`^/api(/.*)?$`, "$1", "/api", "/"},
 		{`^/api(/.*)?$`, "$1", "/api//x/./y/", "/x/y/"},
+		{`^/api(/.*)?$`, "/v2$1", "/api/%2e%2e/admin", "/api/../admin"},
 	} {
 		rw, err := NewRewrite(c.pattern, c.repl)
 		require.NoError(t, err, c.pattern)
 		var got string
 		h := rw.Handler(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got = r.URL.Path }))
-		r := httptest.NewRequest("GET", "/", nil)
-		r.URL.Path = c.path
+		r := httptest.NewRequest("GET", c.path, nil)
+		before := r.URL.Path
 		h.ServeHTTP(httptest.NewRecorder(), r)
 		assert.Equal(t, c.want, got, "%s -> %s on %s", c.pattern, c.repl, c.path)
-		assert.Equal(t, c.path, r.URL.Path, "the caller's request is not modified")
+		assert.Equal(t, before, r.URL.Path, "the caller's request is not modified")
 	}
 }
 
