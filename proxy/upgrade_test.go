@@ -1,0 +1,241 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluiceproxy/sluice/proxy"
+)
+
+// wsBackend is a minimal WebSocket-like upstream: it switches protocols on the hijacked
+// connection and echoes every line until the client ends the tunnel or sends "bye", after
+// which it closes the connection itself. ended is closed when the upstream saw its side end.
+type wsBackend struct {
+	ended  chan struct{}
+	header chan http.Header // the upgrade request's header
+}
+
+func newWSBackend() *wsBackend {
+	return &wsBackend{ended: make(chan struct{}), header: make(chan http.Header, 1)}
+}
+
+func (b *wsBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b.header <- r.Header.Clone()
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		http.Error(w, "upgrade required", http.StatusUpgradeRequired)
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer close(b.ended)
+	defer conn.Close()
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	brw.Flush()
+	for {
+		line, err := brw.ReadString('\n')
+		if err != nil || line == "bye\n" {
+			return
+		}
+		brw.WriteString(line)
+		brw.Flush()
+	}
+}
+
+// wsDial opens an upgraded connection to the proxy at addr.
+func wsDial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	req, _ := http.NewRequest("GET", "http://"+addr+"/chat", nil)
+	req.Header.Set("Connection", "Upgrade, X-Conn-Only")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("X-Conn-Only", "hop-by-hop")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	require.NoError(t, req.Write(conn))
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, req)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusSwitchingProtocols, res.StatusCode)
+	require.Equal(t, "websocket", res.Header.Get("Upgrade"))
+	return conn, br
+}
+
+// waitClosed fails the test unless ch is closed within 10 seconds.
+func waitClosed(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal(what)
+	}
+}
+
+// readEOF fails the test unless conn's peer closes it within 10 seconds.
+func readEOF(t *testing.T, conn net.Conn, br *bufio.Reader, what string) {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := br.ReadByte()
+	require.Error(t, err, what)
+	var ne net.Error
+	assert.False(t, errors.As(err, &ne) && ne.Timeout(), "%s: got %v", what, err)
+}
+
+func TestWebSocketTunnel(t *testing.T) {
+	setup := func(t *testing.T, idle time.Duration) (*wsBackend, *proxy.Proxy, *metrics, string) {
+		c := newCluster()
+		ws := newWSBackend()
+		c.backend(t, "10.0.0.1:80", ws)
+		var m metrics
+		p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial, UpgradeIdleTimeout: idle,
+			Metrics: &m}
+		srv := front(t, p)
+		return ws, p, &m, srv.Listener.Addr().String()
+	}
+	echoes := func(t *testing.T, conn net.Conn, br *bufio.Reader) {
+		t.Helper()
+		for _, msg := range []string{"hello\n", strings.Repeat("z", 100<<10) + "\n"} {
+			_, err := io.WriteString(conn, msg)
+			require.NoError(t, err)
+			got, err := readLine(br, 10*time.Second)
+			require.NoError(t, err)
+			assert.Equal(t, msg, got)
+		}
+	}
+
+	t.Run("client closes", func(t *testing.T) {
+		ws, p, m, addr := setup(t, 0)
+		conn, br := wsDial(t, addr)
+		h := <-ws.header
+		assert.Equal(t, "Upgrade", h.Get("Connection"), "the upstream is asked to upgrade")
+		assert.Empty(t, h.Get("X-Conn-Only"), "fields the client's Connection names are still dropped")
+		echoes(t, conn, br)
+		assert.Equal(t, 1, p.Upgraded())
+		conn.Close()
+		waitClosed(t, ws.ended, "the upstream side must end when the client closes")
+		require.Eventually(t, func() bool { return p.Upgraded() == 0 }, 10*time.Second, time.Millisecond)
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		require.Len(t, m.stats, 1)
+		assert.True(t, m.stats[0].Upgraded)
+		assert.Equal(t, 101, m.stats[0].Status)
+		assert.Positive(t, m.stats[0].Bytes)
+	})
+	t.Run("upstream closes", func(t *testing.T) {
+		ws, _, _, addr := setup(t, 0)
+		conn, br := wsDial(t, addr)
+		echoes(t, conn, br)
+		io.WriteString(conn, "bye\n")
+		waitClosed(t, ws.ended, "the upstream ends")
+		readEOF(t, conn, br, "the client side must be closed when the upstream ends")
+	})
+	t.Run("idle timeout", func(t *testing.T) {
+		ws, _, _, addr := setup(t, 50*time.Millisecond)
+		conn, br := wsDial(t, addr)
+		io.WriteString(conn, "ping\n")
+		got, err := readLine(br, 10*time.Second)
+		require.NoError(t, err)
+		assert.Equal(t, "ping\n", got)
+		readEOF(t, conn, br, "an idle tunnel must be closed")
+		waitClosed(t, ws.ended, "both sides of an idle tunnel are closed")
+	})
+}
+
+// Drain lets in-flight requests and upgraded connections finish, and closes what is left at
+// the deadline.
+func TestDrain(t *testing.T) {
+	start := func(t *testing.T) (*wsBackend, chan struct{}, chan struct{}, *proxy.Proxy, *httptest.Server) {
+		c := newCluster()
+		ws := newWSBackend()
+		c.backend(t, "10.0.0.1:80", ws)
+		slow := make(chan struct{})
+		arrived := make(chan struct{})
+		c.backend(t, "10.0.0.2:80", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(arrived)
+			<-slow
+			io.WriteString(w, "finished")
+		}))
+		p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial}
+		slowP := &proxy.Proxy{Picker: newPicker("10.0.0.2:80"), DialContext: c.dial}
+		mux := http.NewServeMux()
+		mux.Handle("/chat", p)
+		mux.Handle("/slow", slowP)
+		srv := httptest.NewServer(mux)
+		t.Cleanup(srv.Close)
+		t.Cleanup(slowP.CloseIdleConnections)
+		return ws, slow, arrived, p, srv
+	}
+
+	t.Run("waits for requests and tunnels", func(t *testing.T) {
+		ws, slow, arrived, p, srv := start(t)
+		conn, br := wsDial(t, srv.Listener.Addr().String())
+		inflight := make(chan string, 1)
+		go func() {
+			res, err := http.Get(srv.URL + "/slow")
+			if err != nil {
+				inflight <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			inflight <- string(b)
+		}()
+		waitClosed(t, arrived, "the slow request reaches its upstream")
+
+		drained := make(chan error, 1)
+		go func() { drained <- proxy.Drain(context.Background(), srv.Config, p) }()
+
+		// The tunnel still works while draining.
+		io.WriteString(conn, "still here\n")
+		got, err := readLine(br, 10*time.Second)
+		require.NoError(t, err)
+		assert.Equal(t, "still here\n", got)
+
+		close(slow)
+		select {
+		case body := <-inflight:
+			assert.Equal(t, "finished", body, "an in-flight request finishes during the drain")
+		case <-time.After(10 * time.Second):
+			t.Fatal("in-flight request did not finish")
+		}
+		select {
+		case err := <-drained:
+			t.Fatalf("Drain returned (%v) while a tunnel was open", err)
+		default:
+		}
+		conn.Close()
+		waitClosed(t, ws.ended, "tunnel ends")
+		select {
+		case err := <-drained:
+			assert.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("Drain did not return once everything ended")
+		}
+	})
+
+	t.Run("closes what is left at the deadline", func(t *testing.T) {
+		ws, slow, _, p, srv := start(t)
+		defer close(slow)
+		conn, br := wsDial(t, srv.Listener.Addr().String())
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		err := proxy.Drain(ctx, srv.Config, p)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		readEOF(t, conn, br, "a tunnel left at the deadline is closed")
+		waitClosed(t, ws.ended, "and so is its upstream side")
+		assert.Equal(t, 0, p.Upgraded())
+	})
+}
