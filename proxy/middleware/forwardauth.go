@@ -140,8 +140,10 @@ func (a *ForwardAuth) Handler(next http.Handler) http.Handler {
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-			// Drain a little so the connection can be reused.
+			// Drain a little and close now, so the connection goes back to
+			// the pool instead of waiting for the upstream's response.
 			io.CopyN(io.Discard, resp.Body, 4<<10)
+			resp.Body.Close()
 			r = r.Clone(r.Context())
 			for _, k := range a.respHdr {
 				r.Header.Del(k)
