@@ -63,8 +63,8 @@ func TestDecisionDoesNotAllocate(t *testing.T) {
 // sharded LRU lookup and the token bucket. "keys=1" is every goroutine hitting one key, the
 // worst case for lock contention; the baseline is a bare rate.Limiter.AllowN on one shared
 // bucket. Like x/time/rate's own BenchmarkAllowN, the time is taken once outside the loop:
-// the decision takes it as an argument, and the handler's one time.Now per request costs
-// what it costs on the machine (about 70 ns on the 2-core VM this was tuned on).
+// the decision takes it as an argument. BenchmarkHandler measures the whole request,
+// clock read included.
 func BenchmarkDecision(b *testing.B) {
 	b.Run("baseline=rate.Limiter.AllowN", func(b *testing.B) {
 		lim := rate.NewLimiter(1e12, 1<<30)
@@ -104,19 +104,40 @@ func BenchmarkDecision(b *testing.B) {
 	}
 }
 
-// BenchmarkHandler measures the whole middleware, headers included, around a no-op handler.
+// BenchmarkHandler measures the whole middleware around a no-op handler, with each goroutine
+// a client of its own: the clock read, the client IP, the decision and the RateLimit-Policy
+// and RateLimit header fields. The baseline is a handler that asks one shared rate.Limiter
+// with Allow, which reads the clock too, and writes no headers.
 func BenchmarkHandler(b *testing.B) {
-	l := benchLimiter(b)
-	h := l.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		r := ipRequest(1)
-		w := httptest.NewRecorder()
-		for pb.Next() {
-			clear(w.Header())
-			h.ServeHTTP(w, r)
+	noop := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	lim := rate.NewLimiter(1e12, 1<<30)
+	baseline := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !lim.Allow() {
+			http.Error(w, "too many requests", http.StatusTooManyRequests)
+			return
 		}
+		noop.ServeHTTP(w, r)
 	})
+	for _, bc := range []struct {
+		name string
+		h    http.Handler
+	}{
+		{"baseline=rate.Limiter.Allow", baseline},
+		{"ratelimit.Limiter", benchLimiter(b).Handler(noop)},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			var next atomic.Int64
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				r := ipRequest(int(next.Add(1)))
+				w := httptest.NewRecorder()
+				for pb.Next() {
+					clear(w.Header())
+					bc.h.ServeHTTP(w, r)
+				}
+			})
+		})
+	}
 }
 
 func FuzzCookieValue(f *testing.F) {
@@ -164,6 +185,76 @@ func FuzzKeyFromHeader(f *testing.F) {
 			p, _ := k.Addr.Prefix(map[bool]int{true: 24, false: 48}[k.Addr.Is4()])
 			if p.Addr() != k.Addr {
 				t.Fatalf("client-IP key %v for %q is not masked", k.Addr, remote)
+			}
+		}
+	})
+}
+
+// FuzzBucketMatchesRateLimiter holds MemoryStore's token arithmetic to x/time/rate's: for
+// any rate and burst and any sequence of takes at advancing times (with and without a
+// MaxDelay, some given back at once as when another limit refuses), the store and a
+// rate.Limiter admit the same requests, ask for the same waits and hold the same tokens. Both
+// count tokens in floating point and rate.Limiter takes a refused token and puts it back, so
+// answers may differ by rounding: a disagreement counts only when it is not at the boundary.
+func FuzzBucketMatchesRateLimiter(f *testing.F) {
+	f.Add(uint32(1000), uint8(3), []byte{0, 0, 0, 0, 32, 32, 16, 200, 0, 0, 0, 0})
+	f.Add(uint32(100), uint8(1), []byte{1, 1, 1, 1, 5, 9, 13, 64, 2, 2, 2, 3})
+	f.Add(uint32(333), uint8(7), []byte{3, 7, 11, 15, 19, 23, 27, 31, 35, 39, 0, 0, 1, 1, 2, 2})
+	f.Add(uint32(9_999_999), uint8(49), []byte{255, 254, 253, 252, 0, 1, 2, 3})
+	f.Add(uint32(1), uint8(0), []byte{0, 1, 2, 3, 252, 253, 254, 255})
+	f.Fuzz(func(t *testing.T, milli uint32, burst uint8, steps []byte) {
+		r := rate.Limit(float64(1+milli%10_000_000) / 1000) // 0.001 to 10,000 a second
+		b := 1 + int(burst%50)
+		s, err := NewMemoryStore(r, b, 1)
+		require.NoError(t, err)
+		lim := rate.NewLimiter(r, b)
+		perToken := time.Duration(float64(time.Second) / float64(r))
+		const tolerance = time.Microsecond
+		key := Key{Str: "k"}
+		now := time.Unix(1_700_000_000, 0)
+		for i, step := range steps {
+			now = now.Add(time.Duration(step>>2) * perToken / 16) // up to about 4 tokens
+			var maxDelay time.Duration
+			if step&1 != 0 {
+				maxDelay = 2 * perToken
+			}
+			got := s.Take(key, now, maxDelay)
+			res := lim.ReserveN(now, 1)
+			wait := res.DelayFrom(now)
+			wantOK := wait <= maxDelay
+			if !wantOK {
+				res.CancelAt(now)
+			}
+			if got.OK != wantOK {
+				edge := got.Delay
+				if !got.OK {
+					edge = got.RetryAfter
+				}
+				if (edge-maxDelay).Abs() > tolerance || (wait-maxDelay).Abs() > tolerance {
+					t.Fatalf("step %d (%v after start): store OK=%v (delay %v, retry %v), rate.Limiter OK=%v (wait %v), MaxDelay %v",
+						i, now.Sub(time.Unix(1_700_000_000, 0)), got.OK, got.Delay, got.RetryAfter, wantOK, wait, maxDelay)
+				}
+				return // rounding put them on opposite sides of the boundary; they now differ by a token
+			}
+			if got.OK && (got.Delay-wait).Abs() > tolerance {
+				t.Fatalf("step %d: store delay %v, rate.Limiter %v", i, got.Delay, wait)
+			}
+			if !got.OK && (got.RetryAfter-wait).Abs() > tolerance {
+				t.Fatalf("step %d: store retry after %v, rate.Limiter %v", i, got.RetryAfter, wait)
+			}
+			if left := lim.TokensAt(now); got.OK && got.Remaining != max(0, int(left)) && left-float64(int(left)) > 1e-6 {
+				t.Fatalf("step %d: store reports %d left, rate.Limiter holds %v", i, got.Remaining, left)
+			}
+			if got.OK && step&2 != 0 {
+				s.Cancel(key, got, now)
+				res.CancelAt(now)
+			}
+			sh := &s.shards[s.hash(key)&s.mask]
+			bk, ok := sh.lru.Peek(key)
+			require.True(t, ok, "the one key has a bucket")
+			tokens, want := s.tokensAt(bk, now.UnixNano()), lim.TokensAt(now)
+			if d := tokens - want; d > 1e-6 || d < -1e-6 {
+				t.Fatalf("step %d: store holds %v tokens, rate.Limiter %v", i, tokens, want)
 			}
 		}
 	})

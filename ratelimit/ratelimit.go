@@ -287,24 +287,26 @@ func (l *Limiter) Handler(next http.Handler) http.Handler {
 	})
 }
 
-// rateLimitField formats the RateLimit field: one member per limit that applied.
+// rateLimitField formats the RateLimit field: one member per limit that applied. It builds
+// the value in a buffer on the stack, so that the string is the only allocation.
 func (l *Limiter) rateLimitField(d *decision) string {
-	var b strings.Builder
+	var buf [128]byte
+	b := buf[:0]
 	for i := range l.limits {
 		s := d.slot(i)
 		if !s.consulted {
 			continue
 		}
-		if b.Len() > 0 {
-			b.WriteString(", ")
+		if len(b) > 0 {
+			b = append(b, ", "...)
 		}
-		b.WriteString(l.limits[i].name)
-		b.WriteString(";r=")
-		b.WriteString(strconv.Itoa(s.d.Remaining))
-		b.WriteString(";t=")
-		b.WriteString(strconv.FormatInt(ceilSeconds(s.d.Reset), 10))
+		b = append(b, l.limits[i].name...)
+		b = append(b, ";r="...)
+		b = strconv.AppendInt(b, int64(s.d.Remaining), 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, ceilSeconds(s.d.Reset), 10)
 	}
-	return b.String()
+	return string(b)
 }
 
 // ceilSeconds rounds d up to whole seconds, as the delay-seconds of Retry-After and the

@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"encoding/binary"
 	"fmt"
 	"hash/maphash"
 	"math"
@@ -42,7 +43,11 @@ type Decision struct {
 	// Reset is how long until the bucket is full again.
 	Reset time.Duration
 
-	res rate.Reservation // the local store's reservation, for Cancel
+	// The local store's grant, for Cancel: the bucket and shard the token came from, and
+	// when it is due (Unix nanoseconds), after which it has been used and cannot go back.
+	b   *bucket
+	sh  *memShard
+	due int64
 }
 
 // numShards is the most LRU shards a MemoryStore splits its keys over. Sixteen independent
@@ -53,30 +58,40 @@ const numShards = 16
 // that is full again before a new key is sent to the overflow bucket.
 const evictProbes = 4
 
-// MemoryStore is the in-process [Store]: golang.org/x/time/rate buckets in sharded LRU lists
-// with a cap on the number of keys. See the package documentation for how it stays within its
-// cap without letting any key past its limit.
+// MemoryStore is the in-process [Store]: token buckets in sharded LRU lists with a cap on the
+// number of keys. See the package documentation for how it stays within its cap without
+// letting any key past its limit.
+//
+// A bucket counts tokens the way golang.org/x/time/rate.Limiter does (a float refilled by the
+// elapsed time times the rate, capped at the burst), and a test holds the two to the same
+// answers. It does not embed a rate.Limiter because the shard's lock, needed anyway for the
+// LRU lookup, already serialises the bucket: a rate.Limiter would lock twice more per
+// decision, once to reserve the token and once to read the tokens left for the RateLimit
+// header, and those three locks were most of the cost of a decision. A bucket is also a third
+// of a rate.Limiter's size, which matters at a hundred thousand keys.
 type MemoryStore struct {
 	limit  rate.Limit
 	burst  int
 	seed   maphash.Seed
+	k0, k1 uint64 // secret keys of the address hash, drawn from seed
 	mask   uint64
 	shards []memShard
 }
 
 type memShard struct {
-	mu       sync.Mutex // mu protects lru and the promoted times of its buckets
+	mu       sync.Mutex // mu protects lru, the buckets in it and overflow
 	lru      *simplelru.LRU[Key, *bucket]
 	cap      int
 	overflow *bucket
 	_        [64]byte // keep shards on separate cache lines
 }
 
-// A bucket is one key's token bucket.
+// A bucket is one key's token bucket. Its shard's mu protects it.
 type bucket struct {
-	rate.Limiter
+	last   int64   // when tokens was counted, in Unix nanoseconds
+	tokens float64 // tokens in the bucket at last; negative while requests wait for theirs
 	// promoted is when the bucket last moved to the front of its LRU list, in Unix
-	// nanoseconds; shard.mu protects it.
+	// nanoseconds.
 	promoted int64
 }
 
@@ -89,7 +104,8 @@ const promoteEvery = int64(time.Second)
 var _ Store = (*MemoryStore)(nil)
 
 // NewMemoryStore returns a MemoryStore for buckets of the given rate and burst holding at
-// most maxKeys buckets (plus one overflow bucket per shard).
+// most maxKeys buckets (plus one overflow bucket per shard). A rate of rate.Inf admits every
+// request and keeps no buckets.
 func NewMemoryStore(r rate.Limit, burst, maxKeys int) (*MemoryStore, error) {
 	if math.IsNaN(float64(r)) || r <= 0 {
 		return nil, fmt.Errorf("ratelimit: Rate must be > 0, got %v", float64(r))
@@ -106,6 +122,11 @@ func NewMemoryStore(r rate.Limit, burst, maxKeys int) (*MemoryStore, error) {
 	}
 	s := &MemoryStore{limit: r, burst: burst, seed: maphash.MakeSeed(), mask: uint64(n - 1),
 		shards: make([]memShard, n)}
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	s.k0 = h.Sum64()
+	h.WriteByte(1)
+	s.k1 = h.Sum64()
 	for i := range s.shards {
 		c := maxKeys / n
 		if i < maxKeys%n {
@@ -115,7 +136,7 @@ func NewMemoryStore(r rate.Limit, burst, maxKeys int) (*MemoryStore, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ratelimit: %w", err)
 		}
-		s.shards[i] = memShard{lru: lru, cap: c, overflow: newBucket(r, burst)}
+		s.shards[i] = memShard{lru: lru, cap: c, overflow: &bucket{tokens: float64(burst)}}
 	}
 	return s, nil
 }
@@ -134,50 +155,70 @@ func (s *MemoryStore) Len() int {
 
 // Take implements [Store].
 func (s *MemoryStore) Take(key Key, now time.Time, maxDelay time.Duration) Decision {
-	b := s.bucket(key, now)
-	r := b.ReserveN(now, 1)
-	delay := r.DelayFrom(now)
-	if !r.OK() || delay > maxDelay {
-		r.CancelAt(now)
-		return Decision{RetryAfter: delay, Reset: s.reset(b.TokensAt(now))}
+	if s.limit == rate.Inf {
+		return Decision{OK: true, Remaining: s.burst}
 	}
-	tokens := b.TokensAt(now)
-	return Decision{OK: true, Delay: delay, Remaining: max(0, int(tokens)), Reset: s.reset(tokens), res: *r}
-}
-
-// Cancel implements [Store].
-func (s *MemoryStore) Cancel(_ Key, d Decision, now time.Time) {
-	if d.OK {
-		d.res.CancelAt(now)
-	}
-}
-
-// reset returns how long a bucket holding tokens takes to fill.
-func (s *MemoryStore) reset(tokens float64) time.Duration {
-	missing := float64(s.burst) - tokens
-	if missing <= 0 {
-		return 0
-	}
-	return time.Duration(missing / float64(s.limit) * float64(time.Second))
-}
-
-func newBucket(r rate.Limit, burst int) *bucket {
-	return &bucket{Limiter: *rate.NewLimiter(r, burst)}
-}
-
-// bucket returns key's bucket, making one if there is room.
-func (s *MemoryStore) bucket(key Key, now time.Time) *bucket {
+	t := now.UnixNano()
 	sh := &s.shards[s.hash(key)&s.mask]
 	sh.mu.Lock()
+	b := s.bucket(sh, key, t)
+	tokens := s.tokensAt(b, t)
+	left := tokens - 1
+	var wait time.Duration
+	if left < 0 {
+		wait = s.durationOf(-left)
+	}
+	if wait > maxDelay {
+		sh.mu.Unlock()
+		return Decision{RetryAfter: wait, Reset: s.durationOf(float64(s.burst) - tokens)}
+	}
+	b.last, b.tokens = max(b.last, t), left
+	sh.mu.Unlock()
+	return Decision{OK: true, Delay: wait, Remaining: max(0, int(left)),
+		Reset: s.durationOf(float64(s.burst) - left), b: b, sh: sh, due: t + int64(wait)}
+}
+
+// Cancel implements [Store]. A token is given back only before it is due: a request that has
+// already gone has used it.
+func (s *MemoryStore) Cancel(_ Key, d Decision, now time.Time) {
+	t := now.UnixNano()
+	if !d.OK || d.b == nil || t > d.due {
+		return
+	}
+	d.sh.mu.Lock()
+	d.b.tokens = min(s.tokensAt(d.b, t)+1, float64(s.burst))
+	d.b.last = max(d.b.last, t)
+	d.sh.mu.Unlock()
+}
+
+// tokensAt returns the tokens in b at t (Unix nanoseconds): what it held, plus the rate times
+// the time since, up to the burst. A clock that went backwards refills nothing. The shard's mu
+// must be held.
+func (s *MemoryStore) tokensAt(b *bucket, t int64) float64 {
+	if t <= b.last {
+		return b.tokens
+	}
+	return min(b.tokens+time.Duration(t-b.last).Seconds()*float64(s.limit), float64(s.burst))
+}
+
+// durationOf returns how long the bucket takes to refill n tokens.
+func (s *MemoryStore) durationOf(n float64) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	return time.Duration(n / float64(s.limit) * float64(time.Second))
+}
+
+// bucket returns key's bucket, making one if there is room. sh.mu must be held.
+func (s *MemoryStore) bucket(sh *memShard, key Key, t int64) *bucket {
 	b, ok := sh.lru.Peek(key)
 	switch {
 	case !ok:
-		b = s.admit(sh, key, now)
-	case now.UnixNano()-b.promoted > promoteEvery:
+		b = s.admit(sh, key, t)
+	case t-b.promoted > promoteEvery:
 		sh.lru.Get(key)
-		b.promoted = now.UnixNano()
+		b.promoted = t
 	}
-	sh.mu.Unlock()
 	return b
 }
 
@@ -185,31 +226,43 @@ func (s *MemoryStore) bucket(key Key, now time.Time) *bucket {
 // recently used buckets that has refilled; buckets still draining get a second chance at the
 // front of the list, and if none of the probed buckets is full the key is counted in the
 // shard's overflow bucket. sh.mu must be held.
-func (s *MemoryStore) admit(sh *memShard, key Key, now time.Time) *bucket {
+func (s *MemoryStore) admit(sh *memShard, key Key, t int64) *bucket {
 	for i := 0; sh.lru.Len() >= sh.cap && i < evictProbes; i++ {
 		k, old, _ := sh.lru.GetOldest()
-		if old.TokensAt(now) >= float64(s.burst) {
+		if s.tokensAt(old, t) >= float64(s.burst) {
 			sh.lru.RemoveOldest()
 		} else {
 			sh.lru.Get(k) // second chance: move to the front
-			old.promoted = now.UnixNano()
+			old.promoted = t
 		}
 	}
 	if sh.lru.Len() >= sh.cap {
 		return sh.overflow
 	}
 	key.Str = strings.Clone(key.Str) // do not pin the request's header memory
-	b := newBucket(s.limit, s.burst)
-	b.promoted = now.UnixNano()
+	b := &bucket{last: t, tokens: float64(s.burst), promoted: t}
 	sh.lru.Add(key, b)
 	return b
 }
 
-// hash spreads keys over shards without allocating.
+// hash spreads keys over shards without allocating. Addresses, the common key, are mixed
+// with secret keys by two rounds of the splitmix64 finalizer, a third of the cost of maphash
+// on 16 bytes; the keys keep clients from choosing addresses that crowd one shard.
 func (s *MemoryStore) hash(k Key) uint64 {
 	if k.Str != "" {
 		return maphash.String(s.seed, k.Str)
 	}
 	a := k.Addr.As16()
-	return maphash.Bytes(s.seed, a[:])
+	hi, lo := binary.LittleEndian.Uint64(a[:8]), binary.LittleEndian.Uint64(a[8:])
+	return mix(mix(lo^s.k0) ^ hi ^ s.k1)
+}
+
+// mix is the splitmix64 finalizer: every input bit flips each output bit with probability
+// about one half.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
 }
