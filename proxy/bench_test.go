@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,19 +20,22 @@ import (
 
 // BenchmarkProxy compares a sluice Proxy with net/http/httputil.ReverseProxy, each set up
 // the way a user would set it up, in front of the same httptest backend in the same run:
-// 1 KiB responses, keep-alive upstream connections, requests in parallel. The backend runs in
-// the same process and costs both the same; scripts/bench-process.sh measures whole
-// processes instead.
+// keep-alive upstream connections, 32 requests in flight, responses of 10 B, 1 KiB and
+// 10 KiB, a 1 KiB POST, and h2c upstreams. The backend runs in the same process and costs
+// both the same; scripts/bench-process.sh measures whole processes instead.
 //
 //	go test -run=NONE -bench=BenchmarkProxy -benchtime=1s -count=3 ./proxy
 func BenchmarkProxy(b *testing.B) {
-	payload := bytes.Repeat([]byte("0123456789abcdef"), 64) // 1 KiB
+	payloads := map[string][]byte{}
+	for _, n := range []int{10, 1 << 10, 10 << 10} {
+		payloads["/"+strconv.Itoa(n)] = bytes.Repeat([]byte("x"), n)
+	}
 	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil {
 			io.Copy(io.Discard, r.Body)
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Write(payload)
+		w.Write(payloads[r.URL.Path])
 	}))
 	backend.EnableHTTP2 = true
 	backend.Config.Protocols = proxy.ServerProtocols() // HTTP/1.1 and h2c
@@ -40,9 +44,13 @@ func BenchmarkProxy(b *testing.B) {
 	backendURL, _ := url.Parse(backend.URL)
 
 	for _, upstream := range []struct {
-		name  string
-		proto proxy.Protocol
-	}{{"h1", proxy.HTTP1}, {"h2c", proxy.H2C}} {
+		name   string
+		proto  proxy.Protocol
+		bodies []string // the cases: "GET /size" or "POST /size"
+	}{
+		{"h1", proxy.HTTP1, []string{"GET /10", "GET /1024", "GET /10240", "POST /1024"}},
+		{"h2c", proxy.H2C, []string{"GET /1024", "POST /1024"}},
+	} {
 		proxies := []struct {
 			name string
 			h    http.Handler
@@ -50,11 +58,12 @@ func BenchmarkProxy(b *testing.B) {
 			{"sluice", newSluice(b, backendURL.Host, upstream.proto)},
 			{"httputil", newReverseProxy(backendURL, upstream.proto)},
 		}
-		for _, method := range []string{http.MethodGet, http.MethodPost} {
+		for _, c := range upstream.bodies {
+			method, path, _ := strings.Cut(c, " ")
 			for _, px := range proxies {
-				name := strings.Join([]string{method + "-1KiB", upstream.name, px.name}, "/")
+				name := fmt.Sprintf("%s-%s/%s/%s", method, sizeName(path), upstream.name, px.name)
 				b.Run(name, func(b *testing.B) {
-					benchServe(b, px.h, method, payload)
+					benchServe(b, px.h, method, path, len(payloads[path]))
 				})
 			}
 		}
@@ -64,6 +73,15 @@ func BenchmarkProxy(b *testing.B) {
 			}
 		}
 	}
+}
+
+// sizeName turns "/1024" into "1KiB".
+func sizeName(path string) string {
+	n, _ := strconv.Atoi(path[1:])
+	if n >= 1<<10 && n%(1<<10) == 0 {
+		return strconv.Itoa(n>>10) + "KiB"
+	}
+	return strconv.Itoa(n) + "B"
 }
 
 func newSluice(b *testing.B, addr string, proto proxy.Protocol) *proxy.Proxy {
@@ -104,7 +122,8 @@ func newReverseProxy(target *url.URL, proto proxy.Protocol) *reverseProxy {
 // its upstream exchange, not an HTTP client and a front server. Besides ns/op it reports
 // cpu-ns/op, the process's CPU time per request, which is steadier than wall time on a shared
 // machine.
-func benchServe(b *testing.B, h http.Handler, method string, payload []byte) {
+func benchServe(b *testing.B, h http.Handler, method, path string, size int) {
+	payload := bytes.Repeat([]byte("y"), size) // a POST sends as much as it gets back
 	serve := func(rw *discardWriter, req *http.Request, body *bytes.Reader) error {
 		if method == http.MethodPost {
 			body.Reset(payload)
@@ -118,7 +137,7 @@ func benchServe(b *testing.B, h http.Handler, method string, payload []byte) {
 		return nil
 	}
 	newRequest := func() *http.Request {
-		req := httptest.NewRequest(method, "http://shop.example/bench?q=1", nil)
+		req := httptest.NewRequest(method, "http://shop.example"+path+"?q=1", nil)
 		req.RemoteAddr = "192.0.2.1:51000"
 		req.Header.Set("User-Agent", "bench/1.0")
 		req.Header.Set("Accept", "*/*")
