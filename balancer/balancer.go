@@ -53,9 +53,9 @@ type Options struct {
 	// hashes on the client IP ([ClientIPKey]). Nil trusts nobody: the TCP peer is the client.
 	TrustedProxies *sluice.TrustedProxies
 
-	// Now returns the current time. Nil means time.Now. Simulations and tests pass a virtual
-	// clock; it is called on Update, by PeakEWMA on every Done, and by Pick during slow-start
-	// windows.
+	// Now returns the current time. Nil means the runtime's monotonic clock. Simulations and
+	// tests pass a virtual clock; it is called on Update, by PeakEWMA on every Done that
+	// reports a latency, and by Pick only during slow-start windows.
 	Now func() time.Time
 
 	// Seed, when not zero, makes the balancer's random choices reproducible: a single goroutine
@@ -72,7 +72,8 @@ type Options struct {
 type Balancer struct {
 	policy Policy
 	opts   Options
-	now    func() time.Time
+	now    func() time.Time // nil: use time.Since(epoch), which reads only the monotonic clock
+	epoch  time.Time
 	rng    rng
 
 	// Per-policy behaviour chosen once in New so that the hot path only tests booleans.
@@ -123,8 +124,10 @@ func New(policy Policy, opts Options) (*Balancer, error) {
 		opts.PanicThreshold = 0.5
 	}
 	b := &Balancer{policy: policy, opts: opts, now: opts.Now, states: make(map[string]*endpointState)}
-	if b.now == nil {
-		b.now = time.Now
+	if b.now != nil {
+		b.epoch = b.now()
+	} else {
+		b.epoch = time.Now()
 	}
 	if opts.Seed != 0 {
 		b.rng.seeded = true
@@ -132,6 +135,17 @@ func New(policy Policy, opts Options) (*Balancer, error) {
 	}
 	policy.configure(b)
 	return b, nil
+}
+
+// nanotime returns the nanoseconds since the Balancer was made, plus one so that zero can mean
+// "never". With the default clock it is time.Since on a monotonic reading, which costs one
+// monotonic clock read where time.Now costs two (wall and monotonic): it runs on PeakEWMA's
+// every Done.
+func (b *Balancer) nanotime() int64 {
+	if b.now == nil {
+		return int64(time.Since(b.epoch)) + 1
+	}
+	return int64(b.now().Sub(b.epoch)) + 1
 }
 
 // endpointState is what the balancer remembers about one address across Updates. It lives
@@ -143,7 +157,7 @@ type endpointState struct {
 	_        [64]byte
 	inflight atomic.Int64
 	ewma     atomic.Uint64 // float64 bits: peak-EWMA latency estimate in nanoseconds; 0 = unmeasured
-	stamp    atomic.Int64  // UnixNano of the last EWMA observation
+	stamp    atomic.Int64  // Balancer.nanotime of the last EWMA observation
 	_        [40]byte
 
 	b    *Balancer
@@ -152,7 +166,7 @@ type endpointState struct {
 	// Guarded by Balancer.mu.
 	gen   uint64
 	state sluice.State
-	start int64 // UnixNano when the endpoint (re)joined; 0 = never ramps
+	start int64 // Balancer.nanotime when the endpoint (re)joined; 0 = never ramps
 
 	// Sticky: the endpoint's token and cookie, made on first use and never changed.
 	token  uint64
@@ -178,7 +192,7 @@ func (st *endpointState) finish(o sluice.Outcome) {
 		// until health checking ejects the endpoint.
 		rtt = max(rtt, 2*math.Float64frombits(st.ewma.Load()))
 	}
-	st.observe(b.now().UnixNano(), rtt, b.decayNanos)
+	st.observe(b.nanotime(), rtt, b.decayNanos)
 }
 
 // observe folds one latency sample into the peak-EWMA estimate: a sample above the estimate
@@ -232,7 +246,7 @@ type snapshot struct {
 
 	sticky *stickyTable
 
-	rampEnd  int64       // UnixNano when the last ramping endpoint reaches full share; 0 = none
+	rampEnd  int64       // nanotime when the last ramping endpoint reaches full share; 0 = none
 	rampDone atomic.Bool // set once a pick sees the clock past rampEnd
 }
 
@@ -282,9 +296,14 @@ const maxAttempts = 8
 // slow start, and finally scans for any untried endpoint.
 func (s *snapshot) choose(info sluice.PickInfo) int {
 	ramping := s.rampEnd != 0 && !s.rampDone.Load()
+	if !ramping && len(info.Tried) == 0 {
+		if i := s.pk.pick(s, info); i >= 0 {
+			return i // the common case: a first try outside any slow-start window
+		}
+	}
 	var now int64
 	if ramping {
-		now = s.b.now().UnixNano()
+		now = s.b.nanotime()
 		if now >= s.rampEnd {
 			s.rampDone.Store(true)
 			ramping = false
@@ -387,7 +406,7 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 
-	now := b.now().UnixNano()
+	now := b.nanotime()
 	b.gen++
 	gen := b.gen
 	first := !b.updated

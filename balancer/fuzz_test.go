@@ -3,8 +3,11 @@ package balancer
 import (
 	"math"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/sluiceproxy/sluice"
 )
 
 // FuzzCookieValue checks the zero-allocation Cookie header scanner against net/http's parser:
@@ -70,6 +73,55 @@ func FuzzDecodeToken(f *testing.F) {
 		}
 		if enc := encodeToken(tok); enc != s {
 			t.Fatalf("decodeToken(%q) = %x, which encodes as %q", s, tok, enc)
+		}
+	})
+}
+
+// FuzzPeerIPv4 checks the hand-written RemoteAddr parser against sluice.PeerAddr: whenever it
+// accepts an address, PeerAddr must find the same one, and it must accept every canonical
+// "a.b.c.d:port".
+func FuzzPeerIPv4(f *testing.F) {
+	f.Add("192.0.2.1:8080")
+	f.Add("10.0.0.1:0")
+	f.Add("1.2.3.4")
+	f.Add("01.2.3.4:80")
+	f.Add("256.1.1.1:80")
+	f.Add("1.2.3.4:99999")
+	f.Add("1.2.3.4:8a")
+	f.Add("[::ffff:1.2.3.4]:80")
+	f.Add("1.2.3.4.5:80")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, remote string) {
+		a, ok := peerIPv4(remote)
+		want := sluice.PeerAddr(&http.Request{RemoteAddr: remote})
+		if ok && a != want {
+			t.Fatalf("peerIPv4(%q) = %v; sluice.PeerAddr says %v", remote, a, want)
+		}
+		if ap, err := netip.ParseAddrPort(remote); err == nil && ap.Addr().Is4() && ap.String() == remote && !ok {
+			t.Fatalf("peerIPv4(%q) rejected a canonical IPv4 address and port", remote)
+		}
+	})
+}
+
+// FuzzHashString checks that the word-at-a-time hash reads every byte: changing any one byte
+// of a key changes its hash (a collision of two specific keys is possible but has probability
+// 2⁻⁶⁴ per pair).
+func FuzzHashString(f *testing.F) {
+	f.Add("alice", 0)
+	f.Add("/items/12345678/reviews", 17)
+	f.Add("0123456789abcdef", 15)
+	f.Fuzz(func(t *testing.T, s string, i int) {
+		if s == "" {
+			return
+		}
+		i = int(uint(i) % uint(len(s)))
+		b := []byte(s)
+		b[i] ^= 1
+		if hashString(s) == hashString(string(b)) {
+			t.Fatalf("hashString(%q) = hashString(%q)", s, b)
+		}
+		if hashString(s) == hashString(s+"\x00") {
+			t.Fatalf("hashString ignores a trailing zero byte of %q", s)
 		}
 	})
 }

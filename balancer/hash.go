@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"time"
 
@@ -88,23 +90,91 @@ func (k HashKey) hash(r *http.Request, trusted *sluice.TrustedProxies) (uint64, 
 			return hashString(r.URL.Path), true
 		}
 	default:
+		// Most requests come straight from a client or through an untrusted hop, with an IPv4
+		// RemoteAddr: parse that by hand (netip's general parser costs several times more) and
+		// walk the forwarding headers only when the peer is a trusted proxy.
+		if a, ok := peerIPv4(r.RemoteAddr); ok && !trusted.Contains(a) {
+			return hashAddr(a), true
+		}
 		if a := sluice.ClientIP(r, trusted); a.IsValid() {
-			b := a.As16()
-			return mix64(binary.LittleEndian.Uint64(b[:8]) ^ mix64(binary.LittleEndian.Uint64(b[8:]))), true
+			return hashAddr(a), true
 		}
 	}
 	return 0, false
 }
 
-// hashString is FNV-1a followed by a 64-bit finaliser. It is fixed (not seeded per process)
-// on purpose: every replica of a proxy must map a key to the same endpoint.
-func hashString(s string) uint64 {
-	h := uint64(14695981039346656037)
+// hashAddr hashes an IP address by its 16-byte form, so an IPv4 address hashes the same
+// however it was found.
+func hashAddr(a netip.Addr) uint64 {
+	b := a.As16()
+	return mix64(binary.LittleEndian.Uint64(b[:8]) ^ mix64(binary.LittleEndian.Uint64(b[8:])))
+}
+
+// peerIPv4 parses a RemoteAddr of the form "a.b.c.d:port", the usual one, and reports false
+// for anything else (IPv6, no port, a malformed address), which the caller leaves to
+// sluice.ClientIP. When it reports true, the address is the one sluice.PeerAddr returns.
+func peerIPv4(s string) (netip.Addr, bool) {
+	var ip [4]byte
+	for k := range ip {
+		n, v := 0, 0
+		for n < len(s) && n < 4 && s[n] >= '0' && s[n] <= '9' {
+			v = v*10 + int(s[n]-'0')
+			n++
+		}
+		// netip rejects empty octets, leading zeros and values above 255.
+		if n == 0 || n > 3 || v > 255 || n > 1 && s[0] == '0' {
+			return netip.Addr{}, false
+		}
+		ip[k] = byte(v)
+		s = s[n:]
+		sep := byte('.')
+		if k == 3 {
+			sep = ':'
+		}
+		if len(s) == 0 || s[0] != sep {
+			return netip.Addr{}, false
+		}
+		s = s[1:]
+	}
+	if len(s) == 0 || len(s) > 5 {
+		return netip.Addr{}, false
+	}
 	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= 1099511628211
+		if s[i] < '0' || s[i] > '9' {
+			return netip.Addr{}, false
+		}
+	}
+	return netip.AddrFrom4(ip), true
+}
+
+// hashString hashes s eight bytes at a time, each word folded in with a multiply and a
+// shift, then finishes with mix64. It is fixed (not seeded per process, which rules out
+// hash/maphash) on purpose: every replica of a proxy must map a key to the same endpoint.
+// Keys are short (user IDs, session cookies, paths), so a word-at-a-time loop beats a
+// byte-at-a-time one such as FNV several times over on anything longer than a few bytes.
+func hashString(s string) uint64 {
+	h := uint64(len(s)) * 0x9e3779b97f4a7c15
+	for len(s) >= 8 {
+		h = (h ^ load64(s)) * 0xbf58476d1ce4e5b9
+		h ^= h >> 29
+		s = s[8:]
+	}
+	if len(s) > 0 {
+		var w uint64
+		for i := len(s) - 1; i >= 0; i-- {
+			w = w<<8 | uint64(s[i])
+		}
+		h = (h ^ w) * 0x94d049bb133111eb
 	}
 	return mix64(h)
+}
+
+// load64 reads the first eight bytes of s as a little-endian word; the compiler turns it
+// into one load.
+func load64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
 // cookieValue returns the value of the first cookie called name in the Cookie header lines,
@@ -289,16 +359,20 @@ func (mp *maglevPicker) pick(s *snapshot, info sluice.PickInfo) int {
 		return s.random()
 	}
 	m := uint64(len(mp.table))
-	start := h % m
+	// The high word of h·m is uniform over [0, m) like h % m, without a division.
+	slot, _ := bits.Mul64(h, m)
 	if mp.eps == 0 && len(info.Tried) == 0 {
-		return int(mp.table[start])
+		return int(mp.table[slot])
 	}
 	// Walk the table from the key's slot: the first endpoint that is neither tried nor full
 	// takes the key. The walk visits endpoints in an order fixed by the key, so a key that
 	// spills over always spills to the same place.
 	limit := -1.0 // loaded on first need: an idle endpoint is never over its bound
-	for k := range m {
-		i := int(mp.table[(start+k)%m])
+	for range m {
+		i := int(mp.table[slot])
+		if slot++; slot == m {
+			slot = 0
+		}
 		if len(info.Tried) > 0 && tried(info.Tried, s.pool[i].ep.Addr) {
 			continue
 		}
