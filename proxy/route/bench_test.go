@@ -39,7 +39,7 @@ func matchRequest(n int) *http.Request {
 }
 
 func TestMatchAllocs(t *testing.T) {
-	for _, n := range []int{10, 10000} {
+	for _, n := range []int{10, 1000, 10000} {
 		tab := bigTable(t, n)
 		r := matchRequest(n)
 		allocs := testing.AllocsPerRun(1000, func() {
@@ -50,12 +50,21 @@ func TestMatchAllocs(t *testing.T) {
 		})
 		assert.Zero(t, allocs, "match at %d routes must not allocate", n)
 	}
+	tab, err := New([]Route{{Name: "split", Backends: []Backend{
+		{Name: "stable", Handler: named("stable"), Weight: 95},
+		{Name: "canary", Handler: named("canary"), Weight: 5},
+	}}}, Options{})
+	require.NoError(t, err)
+	r := httptest.NewRequest("GET", "/", nil)
+	e := tab.match(r, "/")
+	require.NotNil(t, e)
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { e.pick(r) }), "choosing a weighted backend must not allocate")
 }
 
 func BenchmarkMatch(b *testing.B) {
 	for _, n := range []int{10, 1000, 10000} {
+		tab := bigTable(b, n) // built once, outside the measured function
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			tab := bigTable(b, n)
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				r := matchRequest(n)
@@ -68,6 +77,23 @@ func BenchmarkMatch(b *testing.B) {
 			})
 		})
 	}
+	// Choosing among weighted backends: one atomic add on the route's
+	// counter, contended by every goroutine serving the route.
+	b.Run("pick-95/5", func(b *testing.B) {
+		tab, err := New([]Route{{Name: "split", Backends: []Backend{
+			{Name: "stable", Handler: named("stable"), Weight: 95},
+			{Name: "canary", Handler: named("canary"), Weight: 5},
+		}}}, Options{})
+		require.NoError(b, err)
+		e := tab.match(matchRequest(10), "/")
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			r := matchRequest(10)
+			for pb.Next() {
+				e.pick(r)
+			}
+		})
+	})
 	// Baseline: the standard library's ServeMux pattern match on one route.
 	b.Run("ServeMux-baseline", func(b *testing.B) {
 		mux := http.NewServeMux()

@@ -286,6 +286,7 @@ func TestSwapUnderLoad(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	assert.Zero(t, failed.Load(), "requests lost while swapping tables (of %d)", sent.Load())
+	t.Logf("%d requests over 8 clients during %d+ table swaps, %d failed", sent.Load(), 200, failed.Load())
 	_, body := serve(t, rt, "GET", "/", map[string]string{"Host": "app.test"})
 	assert.Equal(t, "vlast", body, "the next request sees the new table")
 }
