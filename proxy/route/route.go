@@ -3,7 +3,10 @@
 // A [Table] is an immutable, validated set of [Route]s built once by [New]. A
 // [Router] is the http.Handler that serves through the current table; [Router.Store]
 // swaps in a new table atomically: the next request sees it, requests already
-// running finish on the old one, and none is dropped.
+// running finish on the old one, and none is dropped. A backend is any
+// http.Handler, normally a *proxy.Proxy over one pool's balancer; the router
+// hands it the request tagged with proxy.WithRoute, so the proxy's access log
+// and Stats name the route.
 //
 // # Matching
 //
