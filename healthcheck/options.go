@@ -69,8 +69,9 @@ type Options struct {
 	// ejections wait for it. Nil logs each change through Logger.
 	OnChange func(Event)
 
-	// Logger receives the default change log and probe errors worth knowing about. Nil means
-	// slog.Default().
+	// Logger receives the change log when OnChange is nil, one line per Event (a failing
+	// probe's error is on its ProbeFailed line). Nil means slog.Default(), as it is when New
+	// is called.
 	Logger *slog.Logger
 }
 

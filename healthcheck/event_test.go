@@ -1,0 +1,93 @@
+package healthcheck_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluiceproxy/sluice/healthcheck"
+)
+
+// syncBuffer is a bytes.Buffer that Run's goroutine may write while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer // mu protects buf
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines returns the JSON log records written so far.
+func (b *syncBuffer) lines(t *testing.T) []map[string]any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &m), l)
+		out = append(out, m)
+	}
+	return out
+}
+
+// Without OnChange every change is logged through log/slog, to Options.Logger or, when that
+// is nil, to slog.Default(): a warning when an endpoint leaves service, with the reason and
+// the ejection's length, and an info line when it comes back.
+func TestEventsLoggedThroughSlog(t *testing.T) {
+	for _, useDefault := range []bool{false, true} {
+		name := "Options.Logger"
+		if useDefault {
+			name = "slog.Default"
+		}
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var out syncBuffer
+				logger := slog.New(slog.NewJSONHandler(&out, nil))
+				opts := healthcheck.Options{Outlier: &healthcheck.Outlier{BaseEjectionTime: 30 * time.Second}}
+				if useDefault {
+					old := slog.Default()
+					slog.SetDefault(logger)
+					defer slog.SetDefault(old)
+				} else {
+					opts.Logger = logger
+				}
+				hc, err := healthcheck.New(opts)
+				require.NoError(t, err)
+				rec := newRecorder()
+				stop := run(t, hc, rec)
+				defer stop()
+				hc.Update(endpoints("10.0.0.1:80", "10.0.0.2:80"))
+				observe(hc, "10.0.0.1:80", repeat(err503, 5)...)
+				synctest.Wait()
+				time.Sleep(30 * time.Second)
+				synctest.Wait()
+
+				lines := out.lines(t)
+				require.Len(t, lines, 2, "one line per change")
+				assert.Equal(t, "WARN", lines[0]["level"])
+				assert.Equal(t, "10.0.0.1:80", lines[0]["addr"])
+				assert.Equal(t, "unhealthy", lines[0]["state"])
+				assert.Equal(t, healthcheck.ConsecutiveGatewayFailure.String(), lines[0]["reason"])
+				assert.EqualValues(t, 1, lines[0]["ejections"])
+				assert.EqualValues(t, 30*time.Second, lines[0]["ejection_time"])
+				assert.Equal(t, "INFO", lines[1]["level"])
+				assert.Equal(t, "ready", lines[1]["state"])
+				assert.Equal(t, healthcheck.EjectionEnded.String(), lines[1]["reason"])
+			})
+		})
+	}
+}
