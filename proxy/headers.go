@@ -133,8 +133,10 @@ func (x *exchange) setForwarded(h http.Header) {
 	ip := ""
 	if peer.IsValid() {
 		ip = peerHost(in.RemoteAddr)
-		if ip == "" {
-			ip = peer.String()
+		if ip == "" || strings.IndexByte(ip, '%') >= 0 {
+			// A zone is local to this host, and a RemoteAddr set by a handler (PROXY
+			// protocol) could hide CR or LF in it: forward the bare address.
+			ip = peer.WithZone("").String()
 		}
 	}
 	proto := protoHTTP
