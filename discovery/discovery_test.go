@@ -176,3 +176,34 @@ func TestDNSValidation(t *testing.T) {
 }
 
 var quiet = slog.New(slog.DiscardHandler)
+
+// TestDNSDropsRecordsThatCannotBeDialled feeds answers a broken or hostile DNS server could
+// send through a custom Resolver: only records that make a dialable host:port survive.
+func TestDNSDropsRecordsThatCannotBeDialled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := &fakeResolver{}
+		r.set([]net.IPAddr{
+			{IP: net.IP{1, 2, 3}},                          // neither 4 nor 16 bytes
+			{IP: net.ParseIP("192.0.2.1"), Zone: "eth0"},   // a zone on IPv4 means nothing
+			{IP: net.ParseIP("fe80::1"), Zone: "eth0]:80"}, // a zone that would end the address
+			{IP: net.ParseIP("fe80::2"), Zone: "eth0"},
+			{IP: net.ParseIP("::ffff:192.0.2.2")}, // IPv4 in IPv6 form is IPv4
+		}, nil, nil)
+		sets, stop := watch(t, discovery.DNS{Name: "x", Port: 80, Resolver: r})
+		assert.Equal(t, [][]sluice.Endpoint{{{Addr: "192.0.2.1:80"}, {Addr: "192.0.2.2:80"}, {Addr: "[fe80::2%eth0]:80"}}},
+			sets(), "bad addresses and zones are dropped, good ones kept")
+		stop()
+
+		r.set(nil, []*net.SRV{
+			{Target: "[::1]", Port: 80},        // not a host name
+			{Target: "a b.example.", Port: 80}, // not a host name
+			{Target: "-x.example.", Port: 80},  // label starts with a hyphen
+			{Target: "ok.example.", Port: 0},   // port 0 cannot be dialled
+			{Target: "good.example.", Port: 443, Priority: 5},
+		}, nil)
+		sets, stop = watch(t, discovery.DNS{Name: "x", Service: "https", Resolver: r})
+		assert.Equal(t, [][]sluice.Endpoint{{{Addr: "good.example:443", Weight: 1}}}, sets(),
+			"undiallable targets are dropped before the lowest priority is chosen")
+		stop()
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -172,16 +173,20 @@ func (d DNS) lookup(ctx context.Context) ([]sluice.Endpoint, error) {
 		if err != nil {
 			return nil, err
 		}
-		port := strconv.Itoa(d.Port)
 		for _, a := range addrs {
-			if a.IP == nil || a.IP.IsUnspecified() {
-				continue
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if !ok || ip.IsUnspecified() {
+				continue // not 4 or 16 bytes: nothing to dial
 			}
-			host := a.IP.String()
-			if a.Zone != "" {
-				host += "%" + a.Zone
+			ip = ip.Unmap()
+			if a.Zone != "" && ip.Is6() {
+				if !validZone(a.Zone) {
+					continue
+				}
+				ip = ip.WithZone(a.Zone)
 			}
-			eps = append(eps, sluice.Endpoint{Addr: net.JoinHostPort(host, port), Zone: d.Zone})
+			addr := netip.AddrPortFrom(ip, uint16(d.Port)).String()
+			eps = append(eps, sluice.Endpoint{Addr: addr, Zone: d.Zone})
 		}
 	} else {
 		proto := d.Proto
@@ -200,18 +205,21 @@ func (d DNS) lookup(ctx context.Context) ([]sluice.Endpoint, error) {
 	return Normalize(eps), nil
 }
 
-// srvEndpoints turns the lowest-priority SRV records into endpoints. A target of "." means
-// the service is decidedly not available (RFC 2782) and yields nothing.
+// srvEndpoints turns the lowest-priority SRV records into endpoints. Records that cannot be
+// dialled are left out before the lowest priority is chosen: a target of "." (the service is
+// decidedly not available, RFC 2782), port 0, and targets that are not host names, which
+// only a broken or hostile DNS server sends (Go's resolver drops them itself; another
+// Resolver may not).
 func srvEndpoints(srvs []*net.SRV, zone string) []sluice.Endpoint {
 	lowest := -1
 	for _, s := range srvs {
-		if s != nil && usableTarget(s.Target) && (lowest < 0 || int(s.Priority) < lowest) {
+		if usable(s) && (lowest < 0 || int(s.Priority) < lowest) {
 			lowest = int(s.Priority)
 		}
 	}
 	var eps []sluice.Endpoint
 	for _, s := range srvs {
-		if s == nil || !usableTarget(s.Target) || int(s.Priority) != lowest || s.Port == 0 {
+		if !usable(s) || int(s.Priority) != lowest {
 			continue
 		}
 		w := uint32(s.Weight)
@@ -228,4 +236,42 @@ func srvEndpoints(srvs []*net.SRV, zone string) []sluice.Endpoint {
 	return eps
 }
 
-func usableTarget(t string) bool { return t != "" && t != "." }
+func usable(s *net.SRV) bool {
+	return s != nil && s.Port != 0 && validHost(strings.TrimSuffix(s.Target, "."))
+}
+
+// validHost reports whether h is a host name a dialer can use: dot-separated labels of 1 to
+// 63 letters, digits, hyphens and underscores (SRV owner names use them), no label starting
+// or ending with a hyphen, 253 bytes in all.
+func validHost(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// validZone reports whether z can be an IPv6 zone (an interface name or index) in an
+// address: letters, digits and ".-_", nothing that would end the address early.
+func validZone(z string) bool {
+	if len(z) > 64 {
+		return false
+	}
+	for i := 0; i < len(z); i++ {
+		c := z[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
