@@ -200,7 +200,10 @@ func TestManyEndpointsSpreadAndBounded(t *testing.T) {
 			assert.InDelta(t, 100, b, 40, "first probes in second %d", i)
 		}
 		assert.LessOrEqual(t, probe.peakInFlight(), maxProbes, "probes in flight are bounded by MaxProbes")
-		assert.LessOrEqual(t, peakG-base, maxProbes+1, "one goroutine per probe in flight, plus Run")
+		// runtime.NumGoroutine counts the whole process, and the runtime's finalizer
+		// goroutine counts while it runs finalizers (of connections earlier tests left to the
+		// GC): one more than the Checker's own.
+		assert.LessOrEqual(t, peakG-base, maxProbes+2, "one goroutine per probe in flight, plus Run")
 	})
 }
 

@@ -20,6 +20,10 @@ type Checker struct {
 
 	// Thresholds of the consecutive-failure detectors, 0 when off, read by Observe.
 	consec5xx, consecGateway uint64
+	// windowed says a success-rate or failure-percentage detector reads the window counts.
+	// Without one, a successful try is recorded with loads alone, and no core writes a
+	// counter that another is reading.
+	windowed bool
 
 	// targets is what Observe reads: an immutable map rebuilt by Update, whose values are
 	// shared with the map it replaces so that counters survive the rebuild.
@@ -71,6 +75,7 @@ func New(opts Options) (*Checker, error) {
 	if cfg.passive {
 		c.consec5xx = uint64(max(cfg.outlier.Consecutive5xx, 0))
 		c.consecGateway = uint64(max(cfg.outlier.ConsecutiveGatewayFailure, 0))
+		c.windowed = cfg.sr.MinimumHosts > 0 || cfg.fp.MinimumHosts > 0
 	}
 	empty := map[string]*target{}
 	c.targets.Store(&empty)
@@ -133,13 +138,17 @@ func (c *Checker) Observe(ep sluice.Endpoint, o sluice.Outcome) {
 		return
 	}
 	if !o.ServerError() {
-		t.window.Add(1 << 32)
+		if c.windowed {
+			t.window.Add(1 << 32)
+		}
 		if t.consec.Load() != 0 {
 			t.consec.Store(0)
 		}
 		return
 	}
-	t.window.Add(1<<32 | 1)
+	if c.windowed {
+		t.window.Add(1<<32 | 1)
+	}
 	var v uint64
 	if o.GatewayFailure() {
 		v = t.consec.Add(1<<32 | 1)

@@ -319,7 +319,7 @@ func TestThousandEndpointsRealProbes(t *testing.T) {
 	const (
 		n         = 1000
 		maxProbes = 8
-		interval  = 2 * time.Second
+		interval  = 4 * time.Second
 	)
 	var (
 		mu       sync.Mutex
@@ -399,10 +399,13 @@ wait:
 	mu.Unlock()
 	t.Logf("first probes per quarter of the interval: %v; peak probes in flight %d; peak goroutines %d above the %d before Run",
 		quarters, peak.Load(), peakG-base, base)
-	for i, q := range quarters {
-		// Spread evenly, 250 a quarter; in a burst, all would come in the first.
-		assert.InDelta(t, n/4, q, n/8, "first probes in quarter %d of the interval", i)
-	}
+	// Spread evenly, the first probes come 250 a quarter (a second). In a burst they would
+	// come as fast as the machine can probe — hundreds a second even under -race — so most
+	// in the first quarter. A slow machine can only push probes later, never earlier, so
+	// only the early quarters have upper bounds.
+	assert.GreaterOrEqual(t, quarters[0], n/10, "probing starts at once")
+	assert.LessOrEqual(t, quarters[0], n*2/5, "not in a burst at the start")
+	assert.LessOrEqual(t, quarters[0]+quarters[1], n*13/20, "not in a burst in the first half")
 	assert.LessOrEqual(t, peak.Load(), int64(maxProbes), "probes in flight, as the server counts them")
 	// Each probe in flight is a goroutine of the Checker's, the client connection's two and
 	// the server's one; closed connections take a moment to be reaped.

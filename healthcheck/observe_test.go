@@ -24,11 +24,15 @@ var outcomeMix = []sluice.Outcome{
 
 var successOnly = []sluice.Outcome{ok200}
 
-func newObserving(tb testing.TB, n int) (*healthcheck.Checker, []sluice.Endpoint) {
-	hc, err := healthcheck.New(healthcheck.Options{Outlier: &healthcheck.Outlier{
-		SuccessRate:       &healthcheck.SuccessRate{},
-		FailurePercentage: &healthcheck.FailurePercentage{},
-	}})
+// newObserving returns a Checker with outlier detection on, over n endpoints: only the
+// consecutive-failure detectors (the defaults), or with windowed set every detector.
+func newObserving(tb testing.TB, n int, windowed bool) (*healthcheck.Checker, []sluice.Endpoint) {
+	o := &healthcheck.Outlier{}
+	if windowed {
+		o.SuccessRate = &healthcheck.SuccessRate{}
+		o.FailurePercentage = &healthcheck.FailurePercentage{}
+	}
+	hc, err := healthcheck.New(healthcheck.Options{Outlier: o})
 	require.NoError(tb, err)
 	eps := make([]sluice.Endpoint, n)
 	for i := range eps {
@@ -40,26 +44,33 @@ func newObserving(tb testing.TB, n int) (*healthcheck.Checker, []sluice.Endpoint
 
 // Observe runs on every try the proxy makes: it must not allocate.
 func TestObserveDoesNotAllocate(t *testing.T) {
-	hc, eps := newObserving(t, 1000)
-	i := 0
-	allocs := testing.AllocsPerRun(10_000, func() {
-		hc.Observe(eps[i%len(eps)], outcomeMix[i%len(outcomeMix)])
-		i++
-	})
-	assert.Zero(t, allocs, "allocations per Observe")
+	for _, windowed := range []bool{false, true} {
+		hc, eps := newObserving(t, 1000, windowed)
+		i := 0
+		allocs := testing.AllocsPerRun(10_000, func() {
+			hc.Observe(eps[i%len(eps)], outcomeMix[i%len(outcomeMix)])
+			i++
+		})
+		assert.Zero(t, allocs, "allocations per Observe (windowed detectors %v)", windowed)
 
-	unknown := sluice.Endpoint{Addr: "192.0.2.1:80"}
-	assert.Zero(t, testing.AllocsPerRun(1000, func() { hc.Observe(unknown, err503) }),
-		"allocations per Observe of an endpoint not in the set")
+		unknown := sluice.Endpoint{Addr: "192.0.2.1:80"}
+		assert.Zero(t, testing.AllocsPerRun(1000, func() { hc.Observe(unknown, err503) }),
+			"allocations per Observe of an endpoint not in the set")
+	}
 }
 
 // BenchmarkObserve measures recording one try's outcome, from parallel goroutines spread
-// over 10, 1,000 and 10,000 endpoints, with every detector on. Two baselines run alongside:
-// map is a lock-free map lookup and one atomic add, the floor of any per-endpoint recorder;
+// over 10, 1,000 and 10,000 endpoints. Two baselines run alongside: map is a lock-free map
+// lookup and one atomic add, the floor of any per-endpoint recorder that counts every try;
 // rwmutex is the same map behind a sync.RWMutex, as a locked recorder would read it.
+//
+// consecutive has the default detectors (consecutive 5xx and gateway failures), under which
+// a success only reads; all adds the success-rate and failure-percentage detectors, which
+// count every try in the window.
 func BenchmarkObserve(b *testing.B) {
 	for _, n := range []int{10, 1000, 10_000} {
-		hc, eps := newObserving(b, n)
+		consecutive, eps := newObserving(b, n, false)
+		all, _ := newObserving(b, n, true)
 		counters := make(map[string]*atomic.Uint64, n)
 		for _, ep := range eps {
 			counters[ep.Addr] = new(atomic.Uint64)
@@ -83,26 +94,31 @@ func BenchmarkObserve(b *testing.B) {
 				}
 			})
 		})
-		for _, mix := range []struct {
+		for _, tc := range []struct {
 			name     string
+			hc       *healthcheck.Checker
 			outcomes []sluice.Outcome
-		}{{"success", successOnly}, {"mixed", outcomeMix}} {
-			b.Run(fmt.Sprintf("Observe-%s/%d", mix.name, n), func(b *testing.B) {
+		}{
+			{"consecutive-success", consecutive, successOnly},
+			{"consecutive-mixed", consecutive, outcomeMix},
+			{"all-mixed", all, outcomeMix},
+		} {
+			b.Run(fmt.Sprintf("Observe-%s/%d", tc.name, n), func(b *testing.B) {
 				b.ReportAllocs()
 				b.RunParallel(func(pb *testing.PB) {
 					for i := rand.IntN(n); pb.Next(); i++ {
-						hc.Observe(eps[i%n], mix.outcomes[i%len(mix.outcomes)])
+						tc.hc.Observe(eps[i%n], tc.outcomes[i%len(tc.outcomes)])
 					}
 				})
 			})
 		}
 		// Every goroutine records against one endpoint: the worst case for contention on its
 		// counters, as when one hot endpoint takes most of the traffic.
-		b.Run(fmt.Sprintf("Observe-mixed-one-endpoint/%d", n), func(b *testing.B) {
+		b.Run(fmt.Sprintf("Observe-all-mixed-one-endpoint/%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for i := 0; pb.Next(); i++ {
-					hc.Observe(eps[0], outcomeMix[i%len(outcomeMix)])
+					all.Observe(eps[0], outcomeMix[i%len(outcomeMix)])
 				}
 			})
 		})
