@@ -13,20 +13,29 @@
 //
 // For each try the proxy asks the Picker for an endpoint (passing the endpoints already tried,
 // so a retry lands elsewhere), rewrites the request for it and sends it with the upstream
-// protocol of the Proxy: HTTP/1.1, HTTP/2 over TLS, or h2c with prior knowledge. Every try
-// reports one [sluice.Outcome] to the pick's Done and to the Observer; that feedback is how
-// load-aware balancers and outlier detection learn.
+// [Protocol] of the Proxy: HTTP/1.1, HTTPS (h2 when the upstream offers it), HTTP/2 over TLS,
+// or h2c with prior knowledge. A Proxy speaks one protocol; pools that differ (a gRPC service
+// behind h2c next to an HTTP/1.1 one) get one Proxy each, which is how proxy/route wires its
+// backends. Every try reports one [sluice.Outcome] to the pick's Done and to the Observer;
+// that feedback is how load-aware balancers and outlier detection learn.
+//
+// Clients may speak HTTP/1.1, HTTP/2 over TLS (ALPN) or h2c with prior knowledge: that is up
+// to the http.Server in front, which accepts all three with Protocols set to
+// [ServerProtocols].
 //
 // Forwarding follows RFC 9110 and RFC 9112 the way NGINX and Envoy do:
 //
-//   - Hop-by-hop fields (Connection and every field it names, Keep-Alive, Proxy-*, TE except
-//     "trailers", Trailer, Transfer-Encoding, Upgrade) are removed in both directions.
+//   - Hop-by-hop fields (Connection and every field it names, Keep-Alive, Proxy-Connection,
+//     Proxy-Authenticate, Proxy-Authorization, TE except "trailers", Trailer,
+//     Transfer-Encoding, Upgrade) are removed in both directions.
 //   - X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto and the RFC 7239 Forwarded field are
 //     set. Values a client sent are kept (and appended to) only when the TCP peer is in
 //     TrustedProxies; otherwise they are replaced, so a client cannot forge its address.
 //   - 1xx responses (100 Continue, 103 Early Hints) are passed through as they arrive.
 //   - Responses of unknown length, text/event-stream and gRPC are flushed chunk by chunk;
-//     others are copied through a pooled buffer. Bodies are never held whole.
+//     others are copied through a pooled buffer. Request bodies stream to the upstream as they
+//     arrive; only their first Retry.BodyLimit bytes are kept, for a retry. No body is ever
+//     held whole.
 //   - Trailers travel end to end, so gRPC works over h2 and h2c.
 //   - Upgrade requests (WebSocket and others) become a bidirectional tunnel with an idle
 //     timeout; when either side ends, both are closed.
@@ -34,14 +43,26 @@
 // # Errors and retries
 //
 // A failure the client can see maps to one status: no endpoint is 503 with Retry-After, a
-// connection failure is 502, an upstream timeout is 504. A client that goes away cancels the
-// upstream request and is logged with status 499; it never counts against the endpoint.
+// connection failure is 502, an upstream timeout (Retry.PerTryTimeout, Retry.Timeout) is 504.
+// ErrorHandler may render its own page; it receives an [*Error] saying which. A client that
+// goes away cancels the upstream request, is logged with status 499 and is reported as
+// [sluice.Canceled], which never counts against the endpoint.
 //
 // A failed try is retried on another endpoint only when that is safe: always when the request
-// provably never reached the upstream (the dial failed), and otherwise only for idempotent
-// methods whose body, if any, could be replayed from a bounded buffer. A POST is never sent
-// twice. A retry budget in the manner of Envoy's retry_budget keeps retries to a fraction of
-// the requests in flight, so a failing backend does not turn into a retry storm.
+// provably never reached the upstream (the dial or TLS handshake failed), and otherwise only
+// for idempotent methods, after a broken connection, a per-try timeout or a status in
+// Retry.RetryOn. Either way the body, if any, must be replayable from the bounded buffer. A
+// POST that may have reached an upstream is never sent again, unless it carries an
+// Idempotency-Key. Tries are spaced by
+// exponential backoff with full jitter, and a retry budget in the manner of Envoy's
+// retry_budget keeps retries to a fraction of the requests in flight, so a failing backend
+// does not turn into a retry storm.
+//
+// # Observing
+//
+// Logger receives one structured access-log line per request (route, endpoint, status,
+// bytes, duration, tries, client IP, failure); Metrics receives the same [Stats] for an
+// embedder's metrics library.
 //
 // # Shutting down
 //
