@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -32,6 +33,8 @@ func (c *cluster) tlsBackend(t testing.TB, ep string, h http.Handler, h2 bool) *
 	t.Helper()
 	srv := httptest.NewUnstartedServer(h)
 	srv.EnableHTTP2 = h2
+	// Tests make handshakes fail on purpose; their log lines are noise.
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	c.add(ep, srv.Listener.Addr().String())

@@ -289,3 +289,41 @@ func do(t testing.TB, c *http.Client, req *http.Request) (*http.Response, string
 	require.NoError(t, err)
 	return res, string(b)
 }
+
+// Trailers of a chunked HTTP/1.1 upstream response reach HTTP/1.1 and HTTP/2 clients, through
+// the lean client (GET) and net/http's Transport (POST), announced or not.
+func TestTrailersHTTP1Upstream(t *testing.T) {
+	c := newCluster()
+	c.backend(t, "10.0.0.1:80", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("announce") {
+			w.Header().Set("Trailer", "X-Checksum")
+			io.WriteString(w, "body")
+			w.Header().Set("X-Checksum", "abc")
+			return
+		}
+		io.WriteString(w, "body")
+		w.(http.Flusher).Flush()
+		w.Header().Set(http.TrailerPrefix+"X-Checksum", "abc")
+	}))
+	p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial}
+	t.Cleanup(p.CloseIdleConnections)
+	h1 := front(t, p)
+	h2, h2client := frontend(t, p, true)
+	for _, client := range []struct {
+		name string
+		url  string
+		c    *http.Client
+	}{{"http1", h1.URL, h1.Client()}, {"h2", h2.URL, h2client}} {
+		for _, method := range []string{"GET", "POST"} {
+			for _, q := range []string{"", "?announce"} {
+				t.Run(client.name+"/"+method+q, func(t *testing.T) {
+					req, _ := http.NewRequest(method, client.url+"/"+q, nil)
+					res, body := do(t, client.c, req)
+					assert.Equal(t, "body", body)
+					assert.Equal(t, "abc", res.Trailer.Get("X-Checksum"), "the trailer must reach the client")
+					assert.Empty(t, res.Header.Get("X-Checksum"))
+				})
+			}
+		}
+	}
+}

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -154,6 +155,33 @@ func TestWebSocketTunnel(t *testing.T) {
 	})
 }
 
+// Upgrades always travel over HTTP/1.1, whatever protocol the Proxy speaks to its upstreams:
+// HTTP/2 has no Upgrade.
+func TestWebSocketOverEveryProtocol(t *testing.T) {
+	for _, proto := range []proxy.Protocol{proxy.HTTP1, proxy.HTTPS, proxy.HTTP2, proxy.H2C} {
+		t.Run(proto.String(), func(t *testing.T) {
+			c := newCluster()
+			ws := newWSBackend()
+			var tc *tls.Config
+			if proto == proxy.HTTPS || proto == proxy.HTTP2 {
+				tc = c.tlsBackend(t, "10.0.0.1:80", ws, true)
+			} else {
+				c.backend(t, "10.0.0.1:80", ws)
+			}
+			p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial, Protocol: proto,
+				TLSClientConfig: tc}
+			srv := front(t, p)
+			conn, br := wsDial(t, srv.Listener.Addr().String())
+			io.WriteString(conn, "over "+proto.String()+"\n")
+			got, err := readLine(br, 10*time.Second)
+			require.NoError(t, err)
+			assert.Equal(t, "over "+proto.String()+"\n", got)
+			conn.Close()
+			waitClosed(t, ws.ended, "the upstream side ends with the client")
+		})
+	}
+}
+
 // Drain lets in-flight requests and upgraded connections finish, and closes what is left at
 // the deadline.
 func TestDrain(t *testing.T) {
@@ -236,6 +264,7 @@ func TestDrain(t *testing.T) {
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 		readEOF(t, conn, br, "a tunnel left at the deadline is closed")
 		waitClosed(t, ws.ended, "and so is its upstream side")
-		assert.Equal(t, 0, p.Upgraded())
+		require.Eventually(t, func() bool { return p.Upgraded() == 0 }, 10*time.Second, time.Millisecond,
+			"the closed tunnel is forgotten")
 	})
 }
