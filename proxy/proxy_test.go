@@ -395,7 +395,12 @@ func TestTimeouts(t *testing.T) {
 			w.Header().Set("Content-Type", "text/event-stream")
 			w.WriteHeader(200)
 			w.(http.Flusher).Flush()
-			time.Sleep(150 * time.Millisecond) // a slow stream, longer than both timeouts
+			// A slow stream: the next event comes after both timeouts have passed.
+			select {
+			case <-time.After(150 * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			}
 			io.WriteString(w, "data: late\n\n")
 		}))
 		p := &proxy.Proxy{Picker: newPicker("10.0.0.3:80"), DialContext: c.dial,
