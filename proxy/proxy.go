@@ -196,6 +196,8 @@ type Error struct {
 	Err error
 }
 
+// Error returns "proxy: ", the endpoint when one was tried, and the cause. It is for logs:
+// the default error handler never shows it to clients.
 func (e *Error) Error() string {
 	if e.Endpoint == "" {
 		return "proxy: " + e.Err.Error()
