@@ -327,3 +327,58 @@ func TestTrailersHTTP1Upstream(t *testing.T) {
 		}
 	}
 }
+
+// A client that leaves in the middle of an endless stream cancels the upstream request; the
+// access record says the client went away, and the endpoint is not blamed.
+func TestClientGoneMidStream(t *testing.T) {
+	for _, method := range []string{"GET", "POST"} {
+		t.Run(method, func(t *testing.T) {
+			c := newCluster()
+			upstreamDone := make(chan struct{})
+			c.backend(t, "10.0.0.1:80", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				defer close(upstreamDone)
+				io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "text/event-stream")
+				for {
+					if _, err := io.WriteString(w, "data: tick\n\n"); err != nil {
+						return
+					}
+					w.(http.Flusher).Flush()
+					select {
+					case <-r.Context().Done():
+						return
+					case <-time.After(time.Millisecond):
+					}
+				}
+			}))
+			pk := newPicker("10.0.0.1:80")
+			var m metrics
+			served := make(chan struct{})
+			p := &proxy.Proxy{Picker: pk, DialContext: c.dial, Metrics: &m}
+			srv := front(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				defer close(served)
+				p.ServeHTTP(w, r)
+			}))
+			var body io.Reader
+			if method == "POST" {
+				body = bytes.NewReader([]byte("x"))
+			}
+			req, _ := http.NewRequest(method, srv.URL, body)
+			res, err := srv.Client().Do(req)
+			require.NoError(t, err)
+			line, err := readLine(bufio.NewReader(res.Body), 10*time.Second)
+			require.NoError(t, err)
+			assert.Equal(t, "data: tick\n", line)
+			res.Body.Close() // the client leaves
+			waitClosed(t, upstreamDone, "the upstream stream must be canceled when the client leaves")
+			waitClosed(t, served, "the proxy must stop serving")
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			require.Len(t, m.stats, 1)
+			assert.Equal(t, sluice.Canceled, m.stats[0].Failure)
+			d := pk.dones()
+			require.Len(t, d, 1)
+			assert.False(t, d[0].Outcome.ServerError(), "the endpoint did nothing wrong: %+v", d[0].Outcome)
+		})
+	}
+}
