@@ -79,13 +79,18 @@ func removeHopByHop(h http.Header) {
 }
 
 // upgradeType returns the protocol an HTTP/1.1 request asks to switch to (the Upgrade field,
-// when Connection names "upgrade"), or "".
+// when Connection names "upgrade"), or "". An upgrade to h2c is ignored, as RFC 9113 §3.1
+// allows: the request is served over HTTP/1.1, and clients wanting h2c use prior knowledge.
 func upgradeType(h http.Header) string {
 	conn := h["Connection"]
 	if len(conn) == 0 || !hasToken(conn, "upgrade") {
 		return ""
 	}
-	return h.Get("Upgrade")
+	up := h.Get("Upgrade")
+	if hasToken([]string{up}, "h2c") {
+		return ""
+	}
+	return up
 }
 
 // outHeader builds the header of the outgoing request: the client's fields without the

@@ -268,3 +268,21 @@ func TestDrain(t *testing.T) {
 			"the closed tunnel is forgotten")
 	})
 }
+
+// The deprecated "Upgrade: h2c" is ignored: the request is answered over HTTP/1.1 and the
+// upstream sees no upgrade.
+func TestH2CUpgradeIgnored(t *testing.T) {
+	c := newCluster()
+	c.backend(t, "10.0.0.1:80", echo("a"))
+	srv := front(t, &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial})
+	req, _ := http.NewRequest("GET", srv.URL+"/x", nil)
+	req.Header.Set("Connection", "Upgrade, HTTP2-Settings")
+	req.Header.Set("Upgrade", "h2c")
+	req.Header.Set("Http2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")
+	res, body := do(t, srv.Client(), req)
+	assert.Equal(t, http.StatusOK, res.StatusCode)
+	assert.Equal(t, 1, res.ProtoMajor)
+	assert.True(t, strings.HasPrefix(body, "a GET /x "), body)
+	assert.NotContains(t, body, "Upgrade", "the upstream must not be asked to upgrade")
+	assert.NotContains(t, body, "Connection")
+}
