@@ -87,7 +87,7 @@ func upgradeType(h http.Header) string {
 		return ""
 	}
 	up := h.Get("Upgrade")
-	if hasToken([]string{up}, "h2c") {
+	if asciiEqualFold(trimOWS(up), "h2c") {
 		return ""
 	}
 	return up
