@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -95,7 +96,18 @@ type call struct {
 	start  time.Time
 	status int
 	body   string
+	why    string // the proxy's explanation of a failure
 	err    error
+}
+
+// explainError is the proxy's default error handler, plus a header that says what failed, so
+// that the test can report why a request failed.
+func explainError(w http.ResponseWriter, r *http.Request, err error) {
+	var pe *proxy.Error
+	if errors.As(err, &pe) {
+		w.Header().Set("X-Failure", fmt.Sprintf("%v after %d tries, the last to %s: %v", pe.Failure, pe.Tries, pe.Endpoint, pe.Err))
+	}
+	proxy.DefaultErrorHandler(w, r, err)
 }
 
 // Three backends behind proxy, balancer and healthcheck, wired as an embedder does; one is
@@ -167,7 +179,7 @@ func TestBackendKilledUnderLoad(t *testing.T) {
 	}()
 	hc.Update(eps) // a discovery source's Watch, in a real program
 
-	p := &proxy.Proxy{Picker: bal, Observer: hc}
+	p := &proxy.Proxy{Picker: bal, Observer: hc, ErrorHandler: explainError}
 	front := httptest.NewServer(p)
 	defer front.Close()
 	defer p.CloseIdleConnections()
@@ -207,7 +219,7 @@ func TestBackendKilledUnderLoad(t *testing.T) {
 		} else {
 			b, _ := io.ReadAll(res.Body)
 			res.Body.Close()
-			c.status, c.body = res.StatusCode, string(b)
+			c.status, c.body, c.why = res.StatusCode, string(b), res.Header.Get("X-Failure")
 		}
 		callsMu.Lock()
 		calls = append(calls, c)
@@ -295,12 +307,13 @@ load:
 		case ok:
 		case c.start.Before(*ej):
 			failedBefore++
-			t.Logf("before the ejection: %s failed: status %d, err %v", c.method, c.status, c.err)
+			t.Logf("before the ejection: %s %s failed: status %d (%s), err %v; the backends saw it %d times",
+				c.method, c.id, c.status, c.why, c.err, posts.count(c.id))
 		default:
 			failedAfter++
 			assert.Failf(t, "a request failed after the ejection",
-				"%s %s started %v after the ejection: status %d, err %v",
-				c.method, c.id, c.start.Sub(*ej), c.status, c.err)
+				"%s %s started %v after the ejection: status %d (%s), err %v",
+				c.method, c.id, c.start.Sub(*ej), c.status, c.why, c.err)
 		}
 	}
 	t.Logf("%d GETs, %d POSTs; %d failed before the ejection, %d after; %d POSTs cut by the kill",
