@@ -24,8 +24,14 @@ type Options struct {
 	// SlowStart is the window over which a new or recovered endpoint ramps up to its full share
 	// of traffic, as Envoy's slow_start_config does. Zero disables slow start. Endpoints in the
 	// first Update are not ramped: a proxy that just started has no warm endpoints to protect.
-	// Slow start applies to RoundRobin, Random, LeastRequest and PeakEWMA (and to a Sticky
-	// fallback); it never moves a key or session that Maglev or Sticky already pins.
+	//
+	// RoundRobin, Random, LeastRequest and PeakEWMA ramp by turning away a share of the picks
+	// that land on a ramping endpoint. Maglev ramps only with bounded loads (Epsilon > 0), by
+	// shrinking the endpoint's load bound to its share of the ramp, so that its surplus keys
+	// spill to their next endpoint; pure Maglev does not ramp, because holding an endpoint
+	// back would move its keys away and back again. Sticky ramps through its Fallback, which
+	// places every new session; a session already pinned stays where it is, and a new
+	// endpoint has none pinned to it.
 	SlowStart time.Duration
 
 	// SlowStartAggression shapes the ramp: an endpoint that has been up for the fraction t of the
@@ -36,13 +42,29 @@ type Options struct {
 	// endpoint gets. Zero means 0.1, as in Envoy.
 	SlowStartMinWeight float64
 
-	// Zone is the topology zone this proxy runs in. When set, picks are confined to the
-	// endpoints meant for this zone while they are healthy enough to carry it: the endpoints
-	// whose ForZones hint lists Zone when every endpoint carries hints (as kube-proxy does with
-	// EndpointSlice hints), else the endpoints whose Zone is Zone. The balancer spills over to
-	// every zone when the local set is empty, holds no Ready endpoint, or has fewer Ready
-	// endpoints than PanicThreshold of its members. Empty disables zone preference.
+	// Zone is the topology zone this proxy runs in. When set, picks prefer the endpoints
+	// meant for this zone: those whose ForZones hint lists Zone when every endpoint carries
+	// hints (as kube-proxy does with EndpointSlice hints), else those whose Zone is Zone.
+	// A try spills over to every zone when
+	//   - the local zone is degraded: it has no Ready endpoint, or fewer Ready endpoints
+	//     than PanicThreshold of its members (then every try spills);
+	//   - the local zone is busy: see ZoneSpillFactor;
+	//   - it is a retry and every local endpoint was already tried.
+	// A sticky session pinned to an endpoint in another zone stays there. Empty disables
+	// zone preference.
 	Zone string
+
+	// ZoneSpillFactor says how much busier than the other zones the local zone may get before
+	// tries spill over. A try leaves the local zone when the local endpoint chosen for it has
+	// more than ZoneSpillFactor × (n + 1) requests in flight, n being the in-flight count of an
+	// endpoint drawn at random from the other zones (both per unit of weight); it then goes
+	// where the policy sends it among every zone. So an idle or lightly loaded zone keeps its
+	// traffic local, and a zone with too few endpoints for the proxies in it sheds the excess
+	// instead of queueing it. Envoy reaches the same end by comparing the sizes of the proxy
+	// and upstream fleets per zone, which a library does not know; in-flight counts measure
+	// the capacity that matters directly. Zero means 2. A negative value turns load-based
+	// spill-over off, leaving only the health rule above.
+	ZoneSpillFactor float64
 
 	// PanicThreshold is the fraction of Ready endpoints below which the balancer stops trusting
 	// health and spreads load over Ready and Unhealthy endpoints alike, as Envoy's
@@ -111,6 +133,8 @@ func New(policy Policy, opts Options) (*Balancer, error) {
 		return nil, fmt.Errorf("balancer: Options.SlowStartAggression must be ≥ 0, got %v", opts.SlowStartAggression)
 	case opts.SlowStartMinWeight < 0 || opts.SlowStartMinWeight > 1 || math.IsNaN(opts.SlowStartMinWeight):
 		return nil, fmt.Errorf("balancer: Options.SlowStartMinWeight must be in [0, 1], got %v", opts.SlowStartMinWeight)
+	case math.IsNaN(opts.ZoneSpillFactor) || math.IsInf(opts.ZoneSpillFactor, 0):
+		return nil, fmt.Errorf("balancer: Options.ZoneSpillFactor must be a finite number, got %v", opts.ZoneSpillFactor)
 	case opts.PanicThreshold > 1 || math.IsNaN(opts.PanicThreshold):
 		return nil, fmt.Errorf("balancer: Options.PanicThreshold must be ≤ 1, got %v", opts.PanicThreshold)
 	}
@@ -119,6 +143,9 @@ func New(policy Policy, opts Options) (*Balancer, error) {
 	}
 	if opts.SlowStartMinWeight == 0 {
 		opts.SlowStartMinWeight = 0.1
+	}
+	if opts.ZoneSpillFactor == 0 {
+		opts.ZoneSpillFactor = 2
 	}
 	if opts.PanicThreshold == 0 {
 		opts.PanicThreshold = 0.5
@@ -246,6 +273,12 @@ type snapshot struct {
 
 	sticky *stickyTable
 
+	// Zone preference: when spill is not nil, pool holds the local zone's endpoints and spill
+	// is a full snapshot over every zone, which a try uses when leave says so. remote indexes
+	// spill.pool's endpoints outside the local zone.
+	spill  *snapshot
+	remote []int32
+
 	rampEnd  int64       // nanotime when the last ramping endpoint reaches full share; 0 = none
 	rampDone atomic.Bool // set once a pick sees the clock past rampEnd
 }
@@ -255,6 +288,9 @@ type picker interface {
 	// pick returns an index into s.pool, or -1 when it has nothing to offer. It may honour
 	// info.Tried itself; the caller re-asks (and finally scans) when the answer was tried.
 	pick(s *snapshot, info sluice.PickInfo) int
+	// bounded reports whether the picker applies slow start itself, by capping a ramping
+	// endpoint's load, rather than leaving choose to turn away a share of its picks.
+	bounded() bool
 }
 
 // Pick chooses an endpoint for one try. It implements sluice.Picker.
@@ -267,25 +303,66 @@ func (b *Balancer) Pick(info sluice.PickInfo) (sluice.PickResult, error) {
 	if s == nil || len(s.pool) == 0 {
 		return sluice.PickResult{}, errNoEndpoint
 	}
-	i := -1
-	var cookie *http.Cookie
-	if s.sticky != nil {
-		if j := s.sticky.lookup(info.Request); j >= 0 && !tried(info.Tried, s.pool[j].ep.Addr) {
-			i = j
+	// A sticky cookie is honoured wherever its endpoint is: in another zone too, since the
+	// session may have spilled over there.
+	if top := s.top(); top.sticky != nil {
+		if j := top.sticky.lookup(info.Request); j >= 0 && !tried(info.Tried, top.pool[j].ep.Addr) {
+			return b.result(&top.pool[j], nil), nil
 		}
 	}
-	if i < 0 {
+	i := s.choose(info)
+	if s.spill != nil && s.leave(i, info) {
+		s = s.spill
 		i = s.choose(info)
-		if s.sticky != nil {
-			cookie = s.pool[i].cookie
-		}
 	}
 	e := &s.pool[i]
+	var cookie *http.Cookie
+	if s.sticky != nil {
+		cookie = e.cookie
+	}
+	return b.result(e, cookie), nil
+}
+
+// result counts a pick of e in flight and makes its PickResult.
+func (b *Balancer) result(e *entry, cookie *http.Cookie) sluice.PickResult {
 	e.st.inflight.Add(1)
 	if b.trackTotal {
 		b.total.Add(1)
 	}
-	return sluice.PickResult{Endpoint: e.ep, Done: e.st.done, Cookie: cookie}, nil
+	return sluice.PickResult{Endpoint: e.ep, Done: e.st.done, Cookie: cookie}
+}
+
+// top returns the snapshot that holds every pickable endpoint: s, or its spill-over set when
+// s is confined to the local zone.
+func (s *snapshot) top() *snapshot {
+	if s.spill != nil {
+		return s.spill
+	}
+	return s
+}
+
+// leave reports whether a try for which the local zone offered pool[i] should spill over to
+// every zone instead: because pool[i] was already tried (so was every local endpoint, or
+// choose would not have offered it), or because it is busier, per unit of weight, than
+// ZoneSpillFactor × (n + 1) where n is the in-flight count of an endpoint drawn at random from
+// the other zones. Comparing with one random remote endpoint, as the power of two choices
+// does, needs no global counter: Pick still touches only the counters of the endpoints it
+// looks at.
+func (s *snapshot) leave(i int, info sluice.PickInfo) bool {
+	e := &s.pool[i]
+	if len(info.Tried) > 0 && tried(info.Tried, e.ep.Addr) {
+		return true
+	}
+	f := s.b.opts.ZoneSpillFactor
+	if f <= 0 {
+		return false
+	}
+	l := e.st.inflight.Load()
+	if l == 0 {
+		return false // an idle local endpoint always has room
+	}
+	r := &s.spill.pool[s.remote[s.b.rng.intn(len(s.remote))]]
+	return float64(l)*float64(r.weight) > f*float64(r.st.inflight.Load()+1)*float64(e.weight)
 }
 
 // maxAttempts bounds how often choose re-asks the policy before it scans for an untried
@@ -319,7 +396,7 @@ func (s *snapshot) choose(info sluice.PickInfo) int {
 		if len(info.Tried) > 0 && tried(info.Tried, s.pool[i].ep.Addr) {
 			continue
 		}
-		if ramping && !s.admit(i, now) {
+		if ramping && !s.pk.bounded() && !s.admit(i, now) {
 			continue
 		}
 		return i
@@ -343,23 +420,31 @@ func (s *snapshot) choose(info sluice.PickInfo) int {
 	return off
 }
 
-// admit reports whether a pick of pool[i] survives slow start: an endpoint that joined the
-// fraction t of the window ago keeps the share max(minWeight, t^(1/aggression)).
+// admit reports whether a pick of pool[i] survives slow start: a random draw against the
+// endpoint's current share.
 func (s *snapshot) admit(i int, now int64) bool {
 	start := s.pool[i].start
 	if start == 0 {
 		return true
 	}
+	f := s.rampShare(start, now)
+	return f >= 1 || s.b.rng.float() < f
+}
+
+// rampShare returns the fraction of its full share that an endpoint which (re)joined at start
+// gets at now: max(SlowStartMinWeight, t^(1/SlowStartAggression)) for the fraction t of the
+// window that has passed, and 1 after the window.
+func (s *snapshot) rampShare(start, now int64) float64 {
 	o := &s.b.opts
 	t := float64(now-start) / float64(o.SlowStart)
 	if t >= 1 {
-		return true
+		return 1
 	}
 	f := o.SlowStartMinWeight
 	if t > 0 {
 		f = max(f, math.Pow(t, 1/o.SlowStartAggression))
 	}
-	return s.b.rng.float() < f
+	return f
 }
 
 // tried reports whether addr is in list. Tried lists are a handful long; a linear scan beats
@@ -438,7 +523,20 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 		}
 	}
 
-	pool := b.usable(all)
+	pool := b.healthy(all)
+	local, remote := b.local(all, pool)
+	if local == nil {
+		b.snap.Store(b.compile(pool, now))
+		return
+	}
+	s := b.compile(local, now)
+	s.spill = b.compile(pool, now)
+	s.remote = remote
+	b.snap.Store(s)
+}
+
+// compile builds the snapshot of one pool: slow-start clocks, weights, the policy's tables.
+func (b *Balancer) compile(pool []entry, now int64) *snapshot {
 	s := &snapshot{b: b, pool: pool}
 	if b.opts.SlowStart > 0 && b.policy.ramps() {
 		for i := range pool {
@@ -468,15 +566,17 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 		s.alias = newAlias(pool)
 	}
 	s.pk = b.policy.build(s)
-	b.snap.Store(s)
+	return s
 }
 
-// usable narrows a set to what Pick may choose from: health first (with panic mode and the
-// Terminating fallback), then zone preference.
-func (b *Balancer) usable(all []entry) []entry {
-	pool := b.healthy(all)
+// local applies zone preference to the healthy pool. It returns the Ready endpoints meant for
+// Options.Zone, and the indexes in pool of the endpoints that are not, or a nil slice when
+// picks should not be confined to the zone: zone preference is off, the zone has no
+// endpoints, every endpoint is in it, or it is too degraded to carry its traffic (no Ready
+// endpoint, or fewer Ready than PanicThreshold of its members).
+func (b *Balancer) local(all, pool []entry) ([]entry, []int32) {
 	if b.opts.Zone == "" || len(pool) == 0 {
-		return pool
+		return nil, nil
 	}
 	hinted := true
 	for _, e := range all {
@@ -485,31 +585,38 @@ func (b *Balancer) usable(all []entry) []entry {
 			break
 		}
 	}
-	var local []entry
+	isLocal := func(ep sluice.Endpoint) bool {
+		if hinted {
+			return listHas(ep.ForZones, b.opts.Zone)
+		}
+		return ep.Zone == b.opts.Zone
+	}
+	members, ready := 0, 0
 	for _, e := range all {
-		if hinted && listHas(e.ep.ForZones, b.opts.Zone) || !hinted && e.ep.Zone == b.opts.Zone {
+		if isLocal(e.ep) {
+			members++
+			if e.ep.State == sluice.Ready {
+				ready++
+			}
+		}
+	}
+	if ready == 0 || float64(ready) < b.opts.PanicThreshold*float64(members) {
+		return nil, nil // the local zone is too degraded to carry its traffic: spill over
+	}
+	var local []entry
+	var remote []int32
+	for i, e := range pool {
+		switch {
+		case !isLocal(e.ep):
+			remote = append(remote, int32(i))
+		case e.ep.State == sluice.Ready:
 			local = append(local, e)
 		}
 	}
-	if len(local) == 0 {
-		return pool
+	if len(remote) == 0 {
+		return nil, nil // nowhere else to go: the pool is the zone
 	}
-	ready := 0
-	for _, e := range local {
-		if e.ep.State == sluice.Ready {
-			ready++
-		}
-	}
-	if ready == 0 || float64(ready) < b.opts.PanicThreshold*float64(len(local)) {
-		return pool // the local zone is too degraded to carry its traffic: spill over
-	}
-	out := local[:0]
-	for _, e := range local {
-		if e.ep.State == sluice.Ready {
-			out = append(out, e)
-		}
-	}
-	return out
+	return local, remote
 }
 
 // healthy applies Endpoint.State: Ready endpoints normally; Ready and Unhealthy ones when

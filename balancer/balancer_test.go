@@ -117,6 +117,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"negative slow start", balancer.RoundRobin{}, balancer.Options{SlowStart: -time.Second}, "Options.SlowStart"},
 		{"min weight above 1", balancer.RoundRobin{}, balancer.Options{SlowStartMinWeight: 2}, "Options.SlowStartMinWeight"},
 		{"panic above 1", balancer.RoundRobin{}, balancer.Options{PanicThreshold: 1.5}, "Options.PanicThreshold"},
+		{"NaN spill factor", balancer.RoundRobin{}, balancer.Options{ZoneSpillFactor: math.NaN()}, "Options.ZoneSpillFactor"},
 		{"negative bias", balancer.LeastRequest{ActiveRequestBias: -1}, balancer.Options{}, "LeastRequest.ActiveRequestBias"},
 		{"negative decay", balancer.PeakEWMA{Decay: -1}, balancer.Options{}, "PeakEWMA.Decay"},
 		{"negative epsilon", balancer.Maglev{Epsilon: -0.1}, balancer.Options{}, "Maglev.Epsilon"},
@@ -401,6 +402,41 @@ func TestSlowStart(t *testing.T) {
 	})
 }
 
+// TestSlowStartMaglev checks that with bounded loads a new endpoint's bound follows the ramp:
+// its keys beyond that spill to their next endpoint until the window is over.
+func TestSlowStartMaglev(t *testing.T) {
+	clock := newClock()
+	opts := balancer.Options{Now: clock.Now, SlowStart: 10 * time.Second}
+	b := newBalancer(t, balancer.Maglev{Key: balancer.HeaderKey("X-User"), Epsilon: 0.25}, opts, endpoints(4))
+	newEp := sluice.Endpoint{Addr: "10.1.1.1:8080"}
+	b.Update(append(endpoints(4), newEp))
+
+	const held = 1000
+	// load holds one request in flight per key and returns how many went to the new endpoint.
+	load := func() int {
+		var res []sluice.PickResult
+		n := 0
+		for i := range held {
+			r, err := b.Pick(sluice.PickInfo{Request: userRequest("user-" + strconv.Itoa(i))})
+			require.NoError(t, err)
+			if r.Endpoint.Addr == newEp.Addr {
+				n++
+			}
+			res = append(res, r)
+		}
+		for _, r := range res {
+			r.Done(sluice.Outcome{Status: 200})
+		}
+		return n
+	}
+	// Its full bound is ⌈1.25 × 1000/5⌉ = 250; at the start of the window, a tenth of it.
+	assert.LessOrEqual(t, load(), 26, "a new endpoint should start at a tenth of its bound")
+	clock.Advance(5 * time.Second)
+	assert.LessOrEqual(t, load(), 126, "halfway through the window it should hold at most half its bound")
+	clock.Advance(6 * time.Second)
+	assert.Greater(t, load(), 150, "after the window it should take about its 200 keys")
+}
+
 func TestZonePreference(t *testing.T) {
 	eps := endpoints(6)
 	for i := range eps {
@@ -432,6 +468,65 @@ func TestZonePreference(t *testing.T) {
 		d[4].State = sluice.Unhealthy
 		b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{Zone: "b"}, d)
 		assert.Len(t, picks(b), 4, "every healthy endpoint in other zones")
+	})
+	t.Run("spill over when the local zone is busy", func(t *testing.T) {
+		// Zone b has two of six endpoints. Hold 120 requests in flight: once a local endpoint
+		// has more than 2 × (n+1) in flight, n being a remote endpoint's count, tries go to
+		// every zone. The steady state is local ≈ 2 × remote + 2 per endpoint: about 31 on
+		// each local endpoint and 14 on each remote one.
+		for _, tc := range []struct {
+			name   string
+			factor float64
+			min    float64 // bounds on the local share of the 120
+			max    float64
+		}{
+			{"default factor", 0, 0.40, 0.70},
+			{"factor 5", 5, 0.65, 0.90},
+			{"load-based spill off", -1, 1, 1},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				b := newBalancer(t, balancer.LeastRequest{}, balancer.Options{Zone: "b", ZoneSpillFactor: tc.factor, Seed: 5}, eps)
+				load := map[string]int{}
+				var held []sluice.PickResult
+				for range 120 {
+					res, err := b.Pick(sluice.PickInfo{})
+					require.NoError(t, err)
+					load[res.Endpoint.Zone]++
+					held = append(held, res)
+				}
+				share := float64(load["b"]) / 120
+				assert.GreaterOrEqual(t, share, tc.min, "local share of held requests: %v", load)
+				assert.LessOrEqual(t, share, tc.max, "local share of held requests: %v", load)
+				if tc.factor >= 0 {
+					assert.Greater(t, float64(load["b"])/2, float64(load["a"]+load["c"])/4,
+						"local endpoints should still carry more than remote ones: %v", load)
+				}
+				for _, r := range held {
+					r.Done(sluice.Outcome{Status: 200, Latency: time.Millisecond})
+				}
+				assert.Equal(t, map[string]bool{eps[1].Addr: true, eps[4].Addr: true}, picks(b),
+					"once the load is gone, tries should stay in zone b again")
+			})
+		}
+	})
+	t.Run("retry leaves the zone when every local endpoint was tried", func(t *testing.T) {
+		b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{Zone: "b"}, eps)
+		for range 50 {
+			got := pick(t, b, sluice.PickInfo{Tried: []string{eps[1].Addr, eps[4].Addr}})
+			assert.NotContains(t, []string{eps[1].Addr, eps[4].Addr}, got, "a retry should go to another zone")
+		}
+	})
+	t.Run("sticky session kept in another zone", func(t *testing.T) {
+		b := newBalancer(t, balancer.Sticky{}, balancer.Options{Zone: "b"}, eps)
+		res, err := b.Pick(sluice.PickInfo{Tried: []string{eps[1].Addr, eps[4].Addr}})
+		require.NoError(t, err)
+		res.Done(sluice.Outcome{Status: 200})
+		require.NotEqual(t, "b", res.Endpoint.Zone, "the first try was made to spill over")
+		require.NotNil(t, res.Cookie)
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.AddCookie(res.Cookie)
+		assert.Equal(t, res.Endpoint.Addr, pick(t, b, sluice.PickInfo{Request: r}),
+			"a session pinned to another zone should stay there")
 	})
 	t.Run("unknown zone uses all", func(t *testing.T) {
 		b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{Zone: "z"}, eps)

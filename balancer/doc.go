@@ -64,7 +64,19 @@
 //
 // With Options.SlowStart, an endpoint that joins (or comes back from Unhealthy or
 // Terminating) starts at a tenth of its share and ramps up over the window, as Envoy's
-// slow_start_config does, so a cold JVM or an empty cache is not flooded. With Options.Zone,
-// picks stay in the proxy's zone (following EndpointSlice hints when every endpoint has them)
-// while that zone has enough Ready endpoints, and spill over to all zones when it does not.
+// slow_start_config does, so a cold JVM or an empty cache is not flooded. The load-aware and
+// load-blind policies turn away part of the picks that land on it; bounded-load Maglev shrinks
+// its load bound instead, so its surplus keys spill to their usual next endpoint; pure Maglev
+// and pinned Sticky sessions do not ramp, because holding an endpoint back would break the
+// affinity they exist for (new Sticky sessions ramp through the fallback policy).
+//
+// With Options.Zone, picks stay in the proxy's zone (following EndpointSlice hints when every
+// endpoint has them, as trafficDistribution: PreferClose asks) while the zone has capacity.
+// Capacity is judged per try, from in-flight counts, with no global counter: a try leaves the
+// zone when the local endpoint the policy chose has more than Options.ZoneSpillFactor
+// (default 2) × (n + 1) requests in flight, n being the count of a random endpoint in another
+// zone. An idle zone keeps all its traffic; a zone with too few endpoints for the proxies in
+// it carries about twice the load per endpoint of the others and sheds the rest. A zone with
+// fewer Ready endpoints than PanicThreshold of its members spills over entirely, and a retry
+// whose local endpoints were all tried goes elsewhere.
 package balancer

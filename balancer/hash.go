@@ -281,7 +281,12 @@ func (p Maglev) validate() error {
 	return nil
 }
 func (p Maglev) configure(b *Balancer) { b.trackTotal = p.Epsilon > 0 }
-func (Maglev) ramps() bool             { return false }
+
+// ramps reports whether slow start applies: only with bounded loads. Pure consistent hashing
+// has no way to hold an endpoint back without moving its keys elsewhere and back again, which
+// is the disruption consistent hashing exists to avoid; with bounded loads, keys already move
+// when an endpoint is full, so a ramping endpoint simply has a smaller bound.
+func (p Maglev) ramps() bool { return p.Epsilon > 0 }
 
 func (p Maglev) build(s *snapshot) picker {
 	n := len(s.pool)
@@ -346,6 +351,8 @@ func (p Maglev) build(s *snapshot) picker {
 	return mp
 }
 
+func (mp *maglevPicker) bounded() bool { return mp.eps > 0 }
+
 type maglevPicker struct {
 	key   HashKey
 	eps   float64
@@ -368,6 +375,8 @@ func (mp *maglevPicker) pick(s *snapshot, info sluice.PickInfo) int {
 	// takes the key. The walk visits endpoints in an order fixed by the key, so a key that
 	// spills over always spills to the same place.
 	limit := -1.0 // loaded on first need: an idle endpoint is never over its bound
+	ramping := s.rampEnd != 0 && !s.rampDone.Load()
+	var now int64
 	for range m {
 		i := int(mp.table[slot])
 		if slot++; slot == m {
@@ -381,7 +390,16 @@ func (mp *maglevPicker) pick(s *snapshot, info sluice.PickInfo) int {
 				if limit < 0 {
 					limit = (1 + mp.eps) * float64(s.b.total.Load()+1)
 				}
-				if float64(l) >= math.Ceil(limit*mp.share[i]) {
+				bound := limit * mp.share[i]
+				if start := s.pool[i].start; ramping && start != 0 {
+					// Slow start: a ramping endpoint's bound shrinks to its share of the ramp,
+					// so its keys beyond that spill to their next endpoint until it warms up.
+					if now == 0 {
+						now = s.b.nanotime()
+					}
+					bound *= s.rampShare(start, now)
+				}
+				if float64(l) >= math.Ceil(bound) {
 					continue
 				}
 			}

@@ -52,6 +52,8 @@ type rrPicker struct {
 	sched []int32 // weighted: indexes into pool in smooth order; nil when weights are equal
 }
 
+func (*rrPicker) bounded() bool { return false }
+
 func (rr *rrPicker) pick(s *snapshot, _ sluice.PickInfo) int {
 	k := rr.next.Add(1) - 1
 	if rr.sched == nil {
@@ -145,6 +147,8 @@ func (Random) build(*snapshot) picker { return randomPicker{} }
 
 type randomPicker struct{}
 
+func (randomPicker) bounded() bool { return false }
+
 func (randomPicker) pick(s *snapshot, _ sluice.PickInfo) int { return s.random() }
 
 // LeastRequest draws two endpoints at random (in proportion to weight) and sends the try to
@@ -175,6 +179,8 @@ func (p LeastRequest) build(*snapshot) picker {
 }
 
 type lrPicker struct{ bias float64 }
+
+func (lrPicker) bounded() bool { return false }
 
 func (p lrPicker) pick(s *snapshot, _ sluice.PickInfo) int {
 	i, j := s.randomPair()
@@ -236,6 +242,8 @@ type ewmaPicker struct{}
 // unmeasuredPenalty is the cost of an endpoint with no latency sample yet and requests in
 // flight: high enough that a new endpoint gets one request at a time until it answers.
 const unmeasuredPenalty = float64(time.Hour)
+
+func (ewmaPicker) bounded() bool { return false }
 
 func (ewmaPicker) pick(s *snapshot, _ sluice.PickInfo) int {
 	i, j := s.randomPair()
