@@ -255,13 +255,29 @@ func TestDrain(t *testing.T) {
 	})
 
 	t.Run("closes what is left at the deadline", func(t *testing.T) {
-		ws, slow, _, p, srv := start(t)
+		ws, slow, arrived, p, srv := start(t)
 		defer close(slow)
 		conn, br := wsDial(t, srv.Listener.Addr().String())
+		inflight := make(chan error, 1)
+		go func() {
+			res, err := http.Get(srv.URL + "/slow")
+			if err == nil {
+				_, err = io.ReadAll(res.Body)
+				res.Body.Close()
+			}
+			inflight <- err
+		}()
+		waitClosed(t, arrived, "the slow request reaches its upstream")
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		err := proxy.Drain(ctx, srv.Config, p)
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		select {
+		case err := <-inflight:
+			assert.Error(t, err, "a request still in flight at the deadline is cut off")
+		case <-time.After(10 * time.Second):
+			t.Fatal("the in-flight request was not closed at the deadline")
+		}
 		readEOF(t, conn, br, "a tunnel left at the deadline is closed")
 		waitClosed(t, ws.ended, "and so is its upstream side")
 		require.Eventually(t, func() bool { return p.Upgraded() == 0 }, 10*time.Second, time.Millisecond,
