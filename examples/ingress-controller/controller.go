@@ -1,0 +1,639 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	networkinglisters "k8s.io/client-go/listers/networking/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/sluiceproxy/sluice/balancer"
+	sluicecache "github.com/sluiceproxy/sluice/cache"
+	k8sdiscovery "github.com/sluiceproxy/sluice/discovery/kubernetes"
+	"github.com/sluiceproxy/sluice/healthcheck"
+	"github.com/sluiceproxy/sluice/proxy"
+	"github.com/sluiceproxy/sluice/proxy/middleware"
+	"github.com/sluiceproxy/sluice/proxy/route"
+	"github.com/sluiceproxy/sluice/ratelimit"
+	sluicetls "github.com/sluiceproxy/sluice/tls"
+	tlsk8s "github.com/sluiceproxy/sluice/tls/kubernetes"
+)
+
+// controllerName is the spec.controller of the IngressClasses this controller serves.
+const controllerName = "sluiceproxy.io/ingress-controller"
+
+// controller turns the Ingresses of its class into a route table and keeps it current.
+//
+// Informer handlers only kick the rebuild loop; Run rebuilds the whole table from the
+// listers a few milliseconds after a change and swaps it into the router, so a burst of
+// changes costs one rebuild and a request never sees half of one. Backend pools — a
+// balancer, a health checker and an EndpointSlice source per Service port and policy — are
+// kept across rebuilds, so in-flight counts, latency estimates and ejections survive.
+type controller struct {
+	cfg     *config
+	client  kubernetes.Interface
+	factory informers.SharedInformerFactory
+	logger  *slog.Logger
+
+	ingresses networkinglisters.IngressLister
+	classes   networkinglisters.IngressClassLister
+	services  corelisters.ServiceLister
+	synced    []cache.InformerSynced
+	endpoints *k8sdiscovery.Watcher
+
+	router  *route.Router
+	certs   *sluicetls.Store
+	cache   *sluicecache.Cache
+	metrics *metrics
+
+	kick  chan struct{} // capacity 1: "something changed, rebuild"
+	ready atomic.Bool   // the first full sync is served
+
+	// The fields below belong to the goroutine running Run, except where noted.
+	runCtx   context.Context
+	wg       sync.WaitGroup
+	pools    map[poolKey]*pool
+	limiters map[limiterKey]*ratelimit.Limiter
+	lastGood map[string]*ingressConfig // by namespace/name
+	lastErr  map[string]string         // by namespace/name: the error last reported
+
+	// mu protects proxies (read by Drain after Run) and secrets (read by secret goroutines).
+	mu      sync.Mutex
+	proxies map[proxyKey]*proxy.Proxy
+	secrets map[string]context.CancelFunc // by namespace/name of a TLS Secret
+}
+
+// ingressConfig is one accepted Ingress with its parsed annotations.
+type ingressConfig struct {
+	ing  *networkingv1.Ingress
+	opts options
+}
+
+func (ic *ingressConfig) key() string { return ic.ing.Namespace + "/" + ic.ing.Name }
+
+// poolKey names a backend pool: one Service port balanced with one policy.
+type poolKey struct{ namespace, service, port, policy string }
+
+// pool is the endpoint set of one Service port, health-checked and balanced.
+type pool struct {
+	bal    *balancer.Balancer
+	hc     *healthcheck.Checker
+	cancel context.CancelFunc
+}
+
+// proxyKey names a forwarder: a pool reached with one protocol and one retry setting.
+type proxyKey struct {
+	pool                poolKey
+	protocol            proxy.Protocol
+	maxTries            int
+	timeout, tryTimeout time.Duration
+}
+
+type limiterKey struct {
+	ingress string
+	rps     float64
+	burst   int
+}
+
+// newController registers its informers with a new factory on client; Run starts it.
+func newController(cfg *config, client kubernetes.Interface, m *metrics) (*controller, error) {
+	var fopts []informers.SharedInformerOption
+	if cfg.Namespace != "" {
+		fopts = append(fopts, informers.WithNamespace(cfg.Namespace))
+	}
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, fopts...)
+	eps, err := k8sdiscovery.New(factory, k8sdiscovery.Options{Coalesce: cfg.Coalesce, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	c4e, err := sluicecache.New(sluicecache.Options{Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	empty, _ := route.New(nil, route.Options{})
+	c := &controller{
+		cfg: cfg, client: client, factory: factory, logger: cfg.Logger,
+		ingresses: factory.Networking().V1().Ingresses().Lister(),
+		classes:   factory.Networking().V1().IngressClasses().Lister(),
+		services:  factory.Core().V1().Services().Lister(),
+		endpoints: eps,
+		router:    route.NewRouter(empty, route.RouterOptions{OnMatch: proxy.WithRoute}),
+		certs:     &sluicetls.Store{},
+		cache:     c4e,
+		metrics:   m,
+		kick:      make(chan struct{}, 1),
+		pools:     make(map[poolKey]*pool),
+		limiters:  make(map[limiterKey]*ratelimit.Limiter),
+		lastGood:  make(map[string]*ingressConfig),
+		lastErr:   make(map[string]string),
+		proxies:   make(map[proxyKey]*proxy.Proxy),
+		secrets:   make(map[string]context.CancelFunc),
+	}
+	kick := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.changed() },
+		UpdateFunc: func(any, any) { c.changed() },
+		DeleteFunc: func(any) { c.changed() },
+	}
+	for _, inf := range []cache.SharedIndexInformer{
+		factory.Networking().V1().Ingresses().Informer(),
+		factory.Networking().V1().IngressClasses().Informer(),
+		factory.Core().V1().Services().Informer(),
+	} {
+		if _, err := inf.AddEventHandler(kick); err != nil {
+			return nil, err
+		}
+		c.synced = append(c.synced, inf.HasSynced)
+	}
+	// Secrets are read by tls/kubernetes; registering the informer here lets the first sync
+	// cover them too.
+	c.synced = append(c.synced, factory.Core().V1().Secrets().Informer().HasSynced)
+	return c, nil
+}
+
+// changed asks Run for a rebuild without blocking.
+func (c *controller) changed() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run starts the informers, builds the first table once every informer has synced, and
+// rebuilds it after each change until ctx ends. It returns ctx.Err() once the goroutines of
+// the pools and Secret sources it started have returned.
+func (c *controller) Run(ctx context.Context) error {
+	c.runCtx = ctx
+	defer c.wg.Wait()
+	c.factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		return ctx.Err()
+	}
+	if err := c.endpoints.WaitForSync(ctx); err != nil {
+		return err
+	}
+	c.rebuild(ctx)
+	c.ready.Store(true)
+	c.logger.Info("first sync done", "ingresses", c.metrics.ingresses.Load(), "routes", c.metrics.routes.Load())
+
+	var due <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.kick:
+			// Wait a little for the rest of a burst, but never longer than Debounce after
+			// the first change, so that a stream of events cannot starve the rebuild.
+			if due == nil {
+				due = time.After(c.cfg.Debounce)
+			}
+		case <-due:
+			due = nil
+			c.rebuild(ctx)
+		}
+	}
+}
+
+// Ready reports whether the first full sync has been served.
+func (c *controller) Ready() bool { return c.ready.Load() }
+
+// Proxies returns every forwarder in use, for Drain.
+func (c *controller) Proxies() []*proxy.Proxy {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ps := make([]*proxy.Proxy, 0, len(c.proxies))
+	for _, p := range c.proxies {
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+// ours reports whether ing belongs to this controller: its spec.ingressClassName (or, for
+// old Ingresses, its kubernetes.io/ingress.class annotation) names our class, or it names
+// none and our IngressClass is the cluster default.
+func (c *controller) ours(ing *networkingv1.Ingress) bool {
+	if name := ing.Spec.IngressClassName; name != nil {
+		return *name == c.cfg.Class && c.classIsOurs(*name)
+	}
+	if legacy, ok := ing.Annotations["kubernetes.io/ingress.class"]; ok {
+		return legacy == c.cfg.Class
+	}
+	ic, err := c.classes.Get(c.cfg.Class)
+	return err == nil && ic.Spec.Controller == controllerName &&
+		ic.Annotations[networkingv1.AnnotationIsDefaultIngressClass] == "true"
+}
+
+func (c *controller) classIsOurs(name string) bool {
+	ic, err := c.classes.Get(name)
+	return err == nil && ic.Spec.Controller == controllerName
+}
+
+// rebuild builds the route table from the listers and swaps it in, then prunes what the new
+// table no longer uses and writes statuses.
+func (c *controller) rebuild(ctx context.Context) {
+	all, err := c.ingresses.List(labels.Everything())
+	if err != nil {
+		c.logger.Error("list ingresses", "err", err)
+		return
+	}
+	var mains, canaries []*ingressConfig
+	seen := make(map[string]bool, len(all))
+	invalid := 0
+	for _, ing := range all {
+		if !c.ours(ing) {
+			continue
+		}
+		key := ing.Namespace + "/" + ing.Name
+		seen[key] = true
+		ic := &ingressConfig{ing: ing}
+		if ic.opts, err = parseAnnotations(ing.Annotations); err == nil {
+			err = validateIngress(ing)
+		}
+		if err != nil {
+			invalid++
+			c.reportInvalid(ctx, ing, err)
+			if ic = c.lastGood[key]; ic == nil {
+				continue
+			}
+		} else {
+			c.lastGood[key] = ic
+			if c.lastErr[key] != "" {
+				c.logger.Info("ingress is valid again", "ingress", key)
+				delete(c.lastErr, key)
+			}
+		}
+		if ic.opts.canary {
+			canaries = append(canaries, ic)
+		} else {
+			mains = append(mains, ic)
+		}
+	}
+	for key := range c.lastGood {
+		if !seen[key] {
+			delete(c.lastGood, key)
+			delete(c.lastErr, key)
+		}
+	}
+	// The oldest Ingress wins a host and path that two claim, as in ingress-nginx.
+	byAge := func(a, b *ingressConfig) int {
+		if t := a.ing.CreationTimestamp.Compare(b.ing.CreationTimestamp.Time); t != 0 {
+			return t
+		}
+		return strings.Compare(a.key(), b.key())
+	}
+	slices.SortFunc(mains, byAge)
+	slices.SortFunc(canaries, byAge)
+
+	u := usage{pools: map[poolKey]bool{}, proxies: map[proxyKey]bool{}, limiters: map[limiterKey]bool{}}
+	var routes []route.Route
+	owners := make(map[string]*ingressConfig) // by route key
+	index := make(map[string]int)             // by route key
+	for _, ic := range mains {
+		eachPath(ic.ing, func(host string, pt route.PathType, p string, b networkingv1.IngressBackend) {
+			k := routeKey(host, pt, p)
+			if _, taken := index[k]; taken {
+				return
+			}
+			index[k], owners[k] = len(routes), ic
+			routes = append(routes, route.Route{
+				Name: routeName(ic, host, pt, p), Hosts: hosts(host), Path: p, PathType: pt,
+				Backends: []route.Backend{{Name: "main", Handler: c.wrap(ic, c.backend(ic, b, &u), &u), Weight: 100}},
+			})
+		})
+	}
+	for _, ic := range canaries {
+		eachPath(ic.ing, func(host string, pt route.PathType, p string, b networkingv1.IngressBackend) {
+			k := routeKey(host, pt, p)
+			i, ok := index[k]
+			if !ok || len(routes[i].Backends) > 1 {
+				c.logger.Warn("canary ingress matches no main ingress, or the route has a canary already",
+					"ingress", ic.key(), "host", host, "path", p)
+				return
+			}
+			r := &routes[i]
+			w := ic.opts.canaryWeight
+			r.Backends[0].Weight = 100 - w
+			r.Backends = append(r.Backends, route.Backend{Name: "canary", Handler: c.wrap(owners[k], c.backend(ic, b, &u), &u), Weight: w})
+			r.Pins = canaryPins(ic.opts)
+		})
+	}
+
+	t, err := route.New(routes, route.Options{})
+	if err != nil {
+		// Each Ingress was validated alone, so this is a conflict between them: keep serving
+		// the previous table rather than a partial one.
+		c.logger.Error("route table rejected; keeping the previous one", "err", err)
+		c.metrics.rebuildErrors.Add(1)
+		return
+	}
+	c.router.Store(t)
+	c.metrics.rebuilds.Add(1)
+	c.metrics.ingresses.Store(int64(len(mains) + len(canaries)))
+	c.metrics.invalid.Store(int64(invalid))
+	c.metrics.routes.Store(int64(len(routes)))
+	c.prune(u)
+	c.syncSecrets(append(mains, canaries...))
+	c.writeStatus(ctx, append(mains, canaries...))
+}
+
+// usage collects what one rebuild's table uses, so that the rest can be let go.
+type usage struct {
+	pools    map[poolKey]bool
+	proxies  map[proxyKey]bool
+	limiters map[limiterKey]bool
+}
+
+// eachPath calls fn for every host, path and backend of ing, the default backend first
+// (as the catch-all route of no host).
+func eachPath(ing *networkingv1.Ingress, fn func(host string, pt route.PathType, path string, b networkingv1.IngressBackend)) {
+	if b := ing.Spec.DefaultBackend; b != nil {
+		fn("", route.PathPrefix, "/", *b)
+	}
+	for _, rule := range ing.Spec.Rules {
+		if rule.HTTP == nil {
+			continue
+		}
+		for _, p := range rule.HTTP.Paths {
+			pt := route.PathPrefix // Prefix, and ImplementationSpecific read as Prefix
+			if p.PathType != nil && *p.PathType == networkingv1.PathTypeExact {
+				pt = route.PathExact
+			}
+			path := p.Path
+			if path == "" {
+				path = "/"
+			}
+			fn(rule.Host, pt, path, p.Backend)
+		}
+	}
+}
+
+func routeKey(host string, pt route.PathType, path string) string {
+	return fmt.Sprintf("%s\x00%d\x00%s", strings.ToLower(host), pt, path)
+}
+
+func routeName(ic *ingressConfig, host string, pt route.PathType, path string) string {
+	if host == "" {
+		host = "*"
+	}
+	kind := "prefix"
+	if pt == route.PathExact {
+		kind = "exact"
+	}
+	return fmt.Sprintf("%s:%s%s(%s)", ic.key(), host, path, kind)
+}
+
+func hosts(host string) []string {
+	if host == "" {
+		return nil
+	}
+	return []string{host}
+}
+
+// canaryPins are ingress-nginx's canary-by-header and canary-by-cookie: a header (or cookie)
+// value "always" sends a request to the canary and "never" keeps it on the main backend; with
+// canary-by-header-value, only that exact header value selects the canary.
+func canaryPins(o options) []route.Pin {
+	var pins []route.Pin
+	if o.canaryHeader != "" {
+		if o.canaryHeaderValue != "" {
+			pins = append(pins, route.Pin{Header: o.canaryHeader, Value: o.canaryHeaderValue, Backend: "canary"})
+		} else {
+			pins = append(pins,
+				route.Pin{Header: o.canaryHeader, Value: "always", Backend: "canary"},
+				route.Pin{Header: o.canaryHeader, Value: "never", Backend: "main"})
+		}
+	}
+	if o.canaryCookie != "" {
+		pins = append(pins,
+			route.Pin{Cookie: o.canaryCookie, Value: "always", Backend: "canary"},
+			route.Pin{Cookie: o.canaryCookie, Value: "never", Backend: "main"})
+	}
+	return pins
+}
+
+// validateIngress checks what the route table would refuse, and what this controller does
+// not support, for one Ingress alone. The error names the field.
+func validateIngress(ing *networkingv1.Ingress) error {
+	var errs []error
+	var routes []route.Route
+	i := 0
+	eachPath(ing, func(host string, pt route.PathType, p string, b networkingv1.IngressBackend) {
+		i++
+		if b.Service == nil {
+			errs = append(errs, fmt.Errorf("backend of host %q path %q: only Service backends are supported", host, p))
+			return
+		}
+		routes = append(routes, route.Route{Name: fmt.Sprint(i), Hosts: hosts(host), Path: p, PathType: pt,
+			Backends: []route.Backend{{Handler: http.NotFoundHandler()}}})
+	})
+	if _, err := route.New(routes, route.Options{}); err != nil {
+		errs = append(errs, err)
+	}
+	for j, t := range ing.Spec.TLS {
+		if t.SecretName == "" {
+			errs = append(errs, fmt.Errorf("spec.tls[%d].secretName is empty", j))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// backend returns the forwarder for one Ingress backend, creating its pool and proxy if this
+// is their first use. A Service or port that does not exist yet answers 503 until it does.
+func (c *controller) backend(ic *ingressConfig, b networkingv1.IngressBackend, u *usage) http.Handler {
+	ns, name := ic.ing.Namespace, b.Service.Name
+	svc, err := c.services.Services(ns).Get(name)
+	if err != nil {
+		if !apierrors.IsNotFound(err) {
+			c.logger.Error("get service", "service", ns+"/"+name, "err", err)
+		}
+		return unavailable
+	}
+	port, found := "", false
+	for _, sp := range svc.Spec.Ports {
+		if (b.Service.Port.Name != "" && sp.Name == b.Service.Port.Name) ||
+			(b.Service.Port.Name == "" && sp.Port == b.Service.Port.Number) {
+			port, found = sp.Name, true // EndpointSlice ports carry the Service port's name
+			break
+		}
+	}
+	if !found {
+		c.logger.Warn("service has no such port", "ingress", ic.key(), "service", ns+"/"+name,
+			"port", b.Service.Port.Name+fmt.Sprint(b.Service.Port.Number))
+		return unavailable
+	}
+	pk := poolKey{ns, name, port, ic.opts.policyName}
+	if _, ok := c.pools[pk]; !ok {
+		p, err := c.newPool(pk, ic.opts.policy)
+		if err != nil {
+			c.logger.Error("new pool", "ingress", ic.key(), "err", err)
+			return unavailable
+		}
+		c.pools[pk] = p
+	}
+	u.pools[pk] = true
+	xk := proxyKey{pk, ic.opts.protocol, ic.opts.maxTries, ic.opts.timeout, ic.opts.tryTimeout}
+	u.proxies[xk] = true
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.proxies[xk]; ok {
+		return p
+	}
+	pl := c.pools[pk]
+	p := &proxy.Proxy{
+		Picker: pl.bal, Observer: pl.hc, Protocol: xk.protocol,
+		Retry:       proxy.Retry{MaxTries: xk.maxTries, Timeout: xk.timeout, PerTryTimeout: xk.tryTimeout},
+		DialContext: c.cfg.Dial, Metrics: c.metrics,
+	}
+	if xk.protocol == proxy.HTTPS {
+		// Pods rarely have certificates naming their IP, so, like ingress-nginx's default
+		// (proxy_ssl_verify off), HTTPS to backends encrypts without verifying.
+		p.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	if c.cfg.AccessLog {
+		p.Logger = c.logger
+	}
+	c.proxies[xk] = p
+	return p
+}
+
+// unavailable answers for backends whose Service or port does not exist.
+var unavailable = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, "503 service unavailable: the route's backend service does not exist", http.StatusServiceUnavailable)
+})
+
+// newPool starts the EndpointSlice source, health checker and balancer of one pool. It
+// primes the balancer from the informer's cache so that a route is never stored before its
+// endpoints are known.
+func (c *controller) newPool(k poolKey, policy balancer.Policy) (*pool, error) {
+	bal, err := balancer.New(policy, balancer.Options{})
+	if err != nil {
+		return nil, err
+	}
+	hopts := healthcheck.Options{Outlier: &healthcheck.Outlier{}, Logger: c.logger}
+	if c.cfg.HealthPath != "" {
+		hopts.Probe = &healthcheck.HTTP{Path: c.cfg.HealthPath}
+	}
+	hc, err := healthcheck.New(hopts)
+	if err != nil {
+		return nil, err
+	}
+	src := c.endpoints.Source(k.namespace, k.service, k.port)
+	eps := src.Endpoints()
+	hc.Update(eps)
+	bal.Update(eps)
+	ctx, cancel := context.WithCancel(c.runCtx)
+	c.wg.Go(func() { _ = src.Watch(ctx, hc.Update) })
+	c.wg.Go(func() { _ = hc.Run(ctx, bal.Update) })
+	return &pool{bal: bal, hc: hc, cancel: cancel}, nil
+}
+
+// wrap puts the route-level middlewares of the Ingress that owns a route in front of one of
+// its backends: HTTPS redirect, then rate limit, then cache.
+func (c *controller) wrap(owner *ingressConfig, h http.Handler, u *usage) http.Handler {
+	o := owner.opts
+	if o.cache {
+		h = c.cache.Handler(h)
+	}
+	if o.rateRPS > 0 {
+		lk := limiterKey{owner.key(), o.rateRPS, o.rateBurst}
+		l, ok := c.limiters[lk]
+		if !ok {
+			var err error
+			l, err = ratelimit.New(ratelimit.Options{Limits: []ratelimit.Limit{{
+				Name: "ingress", Rate: rate.Limit(o.rateRPS), Burst: o.rateBurst}}})
+			if err != nil { // parseAnnotations keeps the values in range
+				c.logger.Error("rate limit", "ingress", owner.key(), "err", err)
+				return h
+			}
+			c.limiters[lk] = l
+		}
+		u.limiters[lk] = true
+		h = l.Handler(h)
+	}
+	if o.sslRedirect {
+		h = middleware.RedirectHTTPS(h)
+	}
+	return h
+}
+
+// prune stops the pools and forgets the proxies and limiters the current table does not use.
+func (c *controller) prune(u usage) {
+	for k, p := range c.pools {
+		if !u.pools[k] {
+			p.cancel()
+			delete(c.pools, k)
+		}
+	}
+	for k := range c.limiters {
+		if !u.limiters[k] {
+			delete(c.limiters, k)
+		}
+	}
+	c.mu.Lock()
+	for k, p := range c.proxies {
+		if !u.proxies[k] {
+			delete(c.proxies, k)
+			// Requests on the previous table may still use it; only idle connections go.
+			p.CloseIdleConnections()
+		}
+	}
+	c.mu.Unlock()
+	c.metrics.pools.Store(int64(len(c.pools)))
+}
+
+// syncSecrets runs one tls/kubernetes source per TLS Secret the Ingresses name, so that only
+// referenced certificates are served, and stops the sources of Secrets no longer named.
+func (c *controller) syncSecrets(ics []*ingressConfig) {
+	want := make(map[string]bool)
+	for _, ic := range ics {
+		for _, t := range ic.ing.Spec.TLS {
+			want[ic.ing.Namespace+"/"+t.SecretName] = true
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for key, cancel := range c.secrets {
+		if !want[key] {
+			cancel()
+			delete(c.secrets, key)
+		}
+	}
+	for key := range want {
+		if _, ok := c.secrets[key]; ok {
+			continue
+		}
+		ns, name, _ := strings.Cut(key, "/")
+		s, err := tlsk8s.New(nil, c.certs, tlsk8s.Options{
+			Namespace: ns, Names: []string{name}, Factory: c.factory, Logger: c.logger})
+		if err != nil {
+			c.logger.Error("tls secret", "secret", key, "err", err)
+			continue
+		}
+		ctx, cancel := context.WithCancel(c.runCtx)
+		c.secrets[key] = cancel
+		c.wg.Go(func() {
+			_ = s.Run(ctx)
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if _, again := c.secrets[key]; !again {
+				c.certs.Delete(key)
+			}
+		})
+	}
+}

@@ -1,0 +1,392 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/sluiceproxy/sluice/internal/kubetest"
+	"github.com/sluiceproxy/sluice/internal/testcert"
+)
+
+// These tests use client-go's fake clientset, which lets them run without binaries; the
+// integration test (integration_test.go) runs the same manifests against a real API server.
+
+const shopIngress = `
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: shop
+  namespace: default
+spec:
+  ingressClassName: sluice
+  defaultBackend:
+    service: {name: web, port: {number: 80}}
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}
+      - {path: /api, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}
+      - {path: /exact, pathType: Exact, backend: {service: {name: api, port: {number: 80}}}}
+      - {path: /legacy, pathType: ImplementationSpecific, backend: {service: {name: api, port: {number: 80}}}}
+  - host: "*.example.com"
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}
+`
+
+func TestRouting(t *testing.T) {
+	client := fake.NewClientset()
+	pods := &kubetest.AddrMap{}
+	backend(t, pods, "web", "10.244.1.1:8080")
+	backend(t, pods, "api", "10.244.2.1:8080")
+	apply(t, client, ingressClass+"---"+service("default", "web", 8080, "10.244.1.1")+"\n---"+
+		service("default", "api", 8080, "10.244.2.1")+"\n---"+shopIngress)
+	r := startRig(t, client, pods, nil)
+	c := &http.Client{Timeout: 5 * time.Second}
+
+	for _, tc := range []struct{ host, path, want string }{
+		{"shop.example.com", "/", "web"},
+		{"shop.example.com", "/cart", "web"},
+		{"shop.example.com", "/api", "api"},
+		{"shop.example.com", "/api/orders", "api"},
+		{"shop.example.com", "/apix", "web"}, // Prefix matches by path element
+		{"shop.example.com", "/exact", "api"},
+		{"shop.example.com", "/exact/more", "web"}, // Exact is exact
+		{"shop.example.com", "/legacy/x", "api"},   // ImplementationSpecific reads as Prefix
+		{"SHOP.example.com:80", "/api", "api"},     // hosts ignore case and port
+		{"blog.example.com", "/", "api"},           // wildcard covers one label
+		{"a.b.example.com", "/", "web"},            // ... not two: default backend
+		{"other.test", "/anything", "web"},         // default backend
+	} {
+		code, body, err := r.get(c, tc.host, tc.path)
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusOK, code, "%s%s", tc.host, tc.path)
+		assert.Equal(t, tc.want, body, "%s%s should go to %s", tc.host, tc.path, tc.want)
+	}
+
+	t.Run("other classes are not served", func(t *testing.T) {
+		apply(t, client, `
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: theirs, namespace: default}
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: theirs.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: legacy
+  namespace: default
+  annotations: {kubernetes.io/ingress.class: sluice}
+spec:
+  rules:
+  - host: legacy.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}
+`)
+		r.waitBody(t, "legacy.test", "/", "api") // the legacy annotation is honoured...
+		code, body, err := r.get(c, "theirs.test", "/")
+		require.NoError(t, err)
+		assert.Equal(t, "web", body, "another class's host must fall to our default backend, got %d", code)
+	})
+
+	t.Run("a missing Service answers 503 until it exists", func(t *testing.T) {
+		apply(t, client, `
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: later, namespace: default}
+spec:
+  ingressClassName: sluice
+  rules:
+  - host: later.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: later, port: {number: 80}}}}
+`)
+		require.Eventually(t, func() bool {
+			code, _, err := r.get(c, "later.test", "/")
+			return err == nil && code == http.StatusServiceUnavailable
+		}, 10*time.Second, 2*time.Millisecond, "a route to a missing Service should answer 503")
+		backend(t, pods, "later", "10.244.3.1:8080")
+		apply(t, client, service("default", "later", 8080, "10.244.3.1"))
+		r.waitBody(t, "later.test", "/", "later")
+	})
+
+	t.Run("metrics count requests by route", func(t *testing.T) {
+		resp, err := http.Get("http://" + r.admin + "/metrics")
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Contains(t, string(b), `sluice_route_requests_total{route="default/shop:shop.example.com/api(prefix)",class="2xx"}`)
+		assert.Regexp(t, `sluice_requests_total\{class="2xx"\} [1-9]`, string(b))
+		assert.Regexp(t, `sluice_pools [1-9]`, string(b))
+	})
+}
+
+func TestInvalidIngressKeepsLastGoodConfig(t *testing.T) {
+	client := fake.NewClientset()
+	pods := &kubetest.AddrMap{}
+	backend(t, pods, "web", "10.244.1.1:8080")
+	backend(t, pods, "api", "10.244.2.1:8080")
+	apply(t, client, ingressClass+"---"+service("default", "web", 8080, "10.244.1.1")+"\n---"+
+		service("default", "api", 8080, "10.244.2.1"))
+	r := startRig(t, client, pods, nil)
+	ing := func(path, svc, timeout string) string {
+		return fmt.Sprintf(`
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: good
+  namespace: default
+  annotations: {sluiceproxy.io/timeout: %q}
+spec:
+  ingressClassName: sluice
+  rules:
+  - host: good.test
+    http:
+      paths:
+      - {path: %s, pathType: Prefix, backend: {service: {name: %s, port: {number: 80}}}}
+`, timeout, path, svc)
+	}
+	apply(t, client, ing("/a", "web", "5s"))
+	r.waitBody(t, "good.test", "/a", "web")
+
+	// A bad timeout: the path move in the same version must not take effect.
+	apply(t, client, ing("/b", "api", "forever"))
+	var msg string
+	require.Eventually(t, func() bool {
+		evs, err := client.CoreV1().Events("default").List(context.Background(), metav1.ListOptions{})
+		if err != nil || len(evs.Items) == 0 {
+			return false
+		}
+		msg = evs.Items[0].Message
+		return evs.Items[0].InvolvedObject.Name == "good" && evs.Items[0].Type == "Warning"
+	}, 10*time.Second, 2*time.Millisecond, "a Warning event should be recorded on the Ingress")
+	assert.Contains(t, msg, "sluiceproxy.io/timeout", "the event should name the annotation")
+	assert.Contains(t, msg, "last valid configuration", "the event should say the old config stays")
+
+	// Another Ingress changes meanwhile and is served: the bad one blocks nobody.
+	apply(t, client, strings.ReplaceAll(strings.ReplaceAll(ing("/", "api", "1s"), "name: good", "name: other"), "good.test", "other.test"))
+	r.waitBody(t, "other.test", "/", "api")
+	c := &http.Client{Timeout: 5 * time.Second}
+	code, body, err := r.get(c, "good.test", "/a")
+	require.NoError(t, err)
+	assert.Equal(t, "web", body, "the bad Ingress keeps its last good route (status %d)", code)
+	code, _, err = r.get(c, "good.test", "/b")
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusNotFound, code, "the bad version's path must not be served")
+
+	// Fixed: the new version takes over.
+	apply(t, client, ing("/b", "api", "2s"))
+	r.waitBody(t, "good.test", "/b", "api")
+}
+
+func TestCanary(t *testing.T) {
+	client := fake.NewClientset()
+	pods := &kubetest.AddrMap{}
+	backend(t, pods, "stable", "10.244.1.1:8080")
+	backend(t, pods, "canary", "10.244.2.1:8080")
+	apply(t, client, ingressClass+"---"+service("default", "stable", 8080, "10.244.1.1")+"\n---"+
+		service("default", "canary", 8080, "10.244.2.1")+`
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: app, namespace: default}
+spec:
+  ingressClassName: sluice
+  rules:
+  - host: app.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: stable, port: {number: 80}}}}
+`)
+	r := startRig(t, client, pods, nil)
+	r.waitBody(t, "app.test", "/", "stable")
+	canary := func(weight string) string {
+		return fmt.Sprintf(`
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: app-canary
+  namespace: default
+  annotations:
+    sluiceproxy.io/canary: "true"
+    sluiceproxy.io/canary-by-header: X-Canary
+    sluiceproxy.io/canary-weight: %q
+spec:
+  ingressClassName: sluice
+  rules:
+  - host: app.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: canary, port: {number: 80}}}}
+`, weight)
+	}
+	apply(t, client, canary("0"))
+	r.waitBody(t, "app.test", "/", "canary", "X-Canary", "always")
+	c := &http.Client{Timeout: 5 * time.Second}
+	for range 20 {
+		_, body, err := r.get(c, "app.test", "/")
+		require.NoError(t, err)
+		require.Equal(t, "stable", body, "weight 0 sends only header-pinned requests to the canary")
+	}
+	apply(t, client, canary("100"))
+	r.waitBody(t, "app.test", "/", "canary")
+	_, body, err := r.get(c, "app.test", "/", "X-Canary", "never")
+	require.NoError(t, err)
+	assert.Equal(t, "stable", body, "X-Canary: never pins the main backend whatever the weight")
+}
+
+func TestTLSAndStatus(t *testing.T) {
+	client := fake.NewClientset()
+	pods := &kubetest.AddrMap{}
+	backend(t, pods, "web", "10.244.1.1:8080")
+	ca := testcert.NewCA(t)
+	apply(t, client, ingressClass+"---"+service("default", "web", 8080, "10.244.1.1")+"\n---"+
+		tlsSecret("default", "shop-tls", ca.Server(t, "shop.example.com"))+`
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: shop
+  namespace: default
+  annotations: {sluiceproxy.io/ssl-redirect: "true"}
+spec:
+  ingressClassName: sluice
+  tls:
+  - hosts: [shop.example.com]
+    secretName: shop-tls
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+`)
+	r := startRig(t, client, pods, func(c *config) { c.PublishAddress = "203.0.113.7,lb.example.com" })
+
+	var mu sync.Mutex
+	var serial string
+	hc := httpsClient(r.https, func(cs *tls.ConnectionState) {
+		mu.Lock()
+		defer mu.Unlock()
+		serial = cs.PeerCertificates[0].SerialNumber.String()
+	})
+	want := func(cert *testcert.Cert) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			resp, err := hc.Get("https://shop.example.com/")
+			if err != nil {
+				return false
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			mu.Lock()
+			defer mu.Unlock()
+			return string(b) == "web" && serial == cert.Leaf.SerialNumber.String()
+		}, 10*time.Second, 2*time.Millisecond, "https://shop.example.com/ should be served with the Secret's certificate")
+	}
+	first := ca.Server(t, "shop.example.com")
+	apply(t, client, tlsSecret("default", "shop-tls", first))
+	want(first)
+	rotated := ca.Server(t, "shop.example.com")
+	apply(t, client, tlsSecret("default", "shop-tls", rotated))
+	want(rotated)
+
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	code, _, err := r.get(noFollow, "shop.example.com", "/x")
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusMovedPermanently, code, "ssl-redirect sends plain HTTP to HTTPS")
+
+	require.Eventually(t, func() bool {
+		ing, err := client.NetworkingV1().Ingresses("default").Get(context.Background(), "shop", metav1.GetOptions{})
+		return err == nil && len(ing.Status.LoadBalancer.Ingress) == 2 &&
+			ing.Status.LoadBalancer.Ingress[0].IP == "203.0.113.7" &&
+			ing.Status.LoadBalancer.Ingress[1].Hostname == "lb.example.com"
+	}, 10*time.Second, 2*time.Millisecond, "status.loadBalancer should list the published addresses")
+}
+
+// tlsSecret is a kubernetes.io/tls Secret holding cert.
+func tlsSecret(ns, name string, cert *testcert.Cert) string {
+	return fmt.Sprintf(`
+apiVersion: v1
+kind: Secret
+type: kubernetes.io/tls
+metadata: {name: %s, namespace: %s}
+data:
+  tls.crt: %s
+  tls.key: %s
+`, name, ns, base64.StdEncoding.EncodeToString(cert.CertPEM), base64.StdEncoding.EncodeToString(cert.KeyPEM))
+}
+
+func TestDrainFinishesInFlightRequests(t *testing.T) {
+	client := fake.NewClientset()
+	pods := &kubetest.AddrMap{}
+	started, release := make(chan struct{}), make(chan struct{})
+	slow := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+		fmt.Fprint(w, "finished")
+	}))
+	pods.Set("10.244.1.1:8080", slow)
+	apply(t, client, ingressClass+"---"+service("default", "slow", 8080, "10.244.1.1")+`
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: slow, namespace: default}
+spec:
+  ingressClassName: sluice
+  defaultBackend: {service: {name: slow, port: {number: 80}}}
+`)
+	r := startRig(t, client, pods, nil)
+	type result struct {
+		body string
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		_, body, err := r.get(&http.Client{}, "any.test", "/")
+		got <- result{body, err}
+	}()
+	<-started
+	r.cancel() // what SIGTERM does in main
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + r.admin + "/readyz")
+		if err != nil {
+			return true // the admin listener may already be gone
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	}, 5*time.Second, 2*time.Millisecond, "/readyz should fail while draining")
+	close(release)
+	res := <-got
+	require.NoError(t, res.err, "the in-flight request should finish during the drain")
+	assert.Equal(t, "finished", res.body)
+}
+
+// newServer starts h on loopback for the test and returns its address.
+func newServer(t *testing.T, h http.Handler) string {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
+}

@@ -1,0 +1,207 @@
+// Command ingress-controller is a Kubernetes Ingress controller built from sluice's packages.
+//
+// It serves the networking.k8s.io/v1 Ingresses whose IngressClass names the controller
+// sluiceproxy.io/ingress-controller: hosts (wildcards included), Exact and Prefix paths,
+// default backends, TLS by SNI from spec.tls Secrets, and the per-Ingress options of the
+// sluiceproxy.io/ annotations (see README.md). Endpoints come from EndpointSlices, are health
+// checked with passive outlier detection, and are balanced per Service port.
+//
+//	go run ./examples/ingress-controller -kubeconfig ~/.kube/config -http :8080 -https :8443
+//
+// The admin listener serves /healthz, /readyz (ready after the first full sync, not ready
+// while draining) and /metrics. SIGTERM drains: listeners close, in-flight requests and
+// upgraded connections finish, up to -drain.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/sluiceproxy/sluice/proxy"
+	sluicetls "github.com/sluiceproxy/sluice/tls"
+)
+
+// config is everything run needs. Flags fill the exported-looking fields; tests also set
+// Client, Dial and Listening.
+type config struct {
+	Kubeconfig     string
+	Class          string
+	Namespace      string
+	HTTPAddr       string
+	HTTPSAddr      string
+	AdminAddr      string
+	PublishService string
+	PublishAddress string
+	HealthPath     string
+	AccessLog      bool
+	Drain          time.Duration
+	Debounce       time.Duration
+	Coalesce       time.Duration
+
+	// Client, when not nil, is used instead of one built from Kubeconfig.
+	Client kubernetes.Interface
+	// Dial, when not nil, opens the connections to backends (tests map pod IPs with it).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Listening, when not nil, is told the bound addresses once the listeners are open.
+	Listening func(httpAddr, httpsAddr, adminAddr string)
+	// Logger receives the controller's logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func main() {
+	var cfg config
+	flag.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "path to a kubeconfig; empty means the in-cluster config")
+	flag.StringVar(&cfg.Class, "class", "sluice", "IngressClass name to serve (its spec.controller must be "+controllerName+")")
+	flag.StringVar(&cfg.Namespace, "namespace", "", "watch only this namespace; empty means all")
+	flag.StringVar(&cfg.HTTPAddr, "http", ":8080", "HTTP listen address")
+	flag.StringVar(&cfg.HTTPSAddr, "https", ":8443", "HTTPS listen address; empty disables HTTPS")
+	flag.StringVar(&cfg.AdminAddr, "admin", ":9090", "listen address of /healthz, /readyz and /metrics")
+	flag.StringVar(&cfg.PublishService, "publish-service", "", "namespace/name of the Service whose address is written to Ingress status")
+	flag.StringVar(&cfg.PublishAddress, "publish-address", "", "comma-separated IPs or host names written to Ingress status (wins over -publish-service)")
+	flag.StringVar(&cfg.HealthPath, "health-path", "", "path of an active HTTP health check on every endpoint; empty means passive checks only")
+	flag.BoolVar(&cfg.AccessLog, "access-log", false, "log one line per request")
+	flag.DurationVar(&cfg.Drain, "drain", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	flag.DurationVar(&cfg.Debounce, "debounce", 5*time.Millisecond, "how long a rebuild waits for more changes after the first")
+	flag.DurationVar(&cfg.Coalesce, "coalesce", 50*time.Millisecond, "shortest time between two endpoint updates of one Service")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := run(ctx, &cfg); err != nil {
+		slog.Error("ingress-controller", "err", err)
+		os.Exit(1)
+	}
+}
+
+// run serves until ctx ends, then drains. It returns nil after a clean drain.
+func run(ctx context.Context, cfg *config) error {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Class == "" {
+		return errors.New("-class must not be empty")
+	}
+	client := cfg.Client
+	if client == nil {
+		rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+		if err != nil {
+			return fmt.Errorf("kubeconfig: %w", err)
+		}
+		if client, err = kubernetes.NewForConfig(rc); err != nil {
+			return err
+		}
+	}
+	m := &metrics{}
+	c, err := newController(cfg, client, m)
+	if err != nil {
+		return err
+	}
+	defer c.cache.Close()
+
+	var lns []net.Listener
+	listen := func(addr string) (net.Listener, error) {
+		if addr == "" {
+			return nil, nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err == nil {
+			lns = append(lns, ln)
+		}
+		return ln, err
+	}
+	httpLn, err1 := listen(cfg.HTTPAddr)
+	httpsLn, err2 := listen(cfg.HTTPSAddr)
+	adminLn, err3 := listen(cfg.AdminAddr)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return err
+	}
+
+	var draining atomic.Bool
+	admin := http.NewServeMux()
+	admin.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	admin.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !c.Ready() || draining.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	admin.Handle("GET /metrics", m)
+	adminSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Handler: c.router, Protocols: proxy.ServerProtocols(), ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	var httpsSrv *http.Server
+	if httpsLn != nil {
+		tc, err := sluicetls.ServerConfig(c.certs, sluicetls.ServerOptions{})
+		if err != nil {
+			return err
+		}
+		httpsSrv = &http.Server{Handler: c.router, TLSConfig: tc, Protocols: proxy.ServerProtocols(), ReadHeaderTimeout: 30 * time.Second, ErrorLog: httpSrv.ErrorLog}
+	}
+
+	ctrlCtx, stopCtrl := context.WithCancel(context.Background())
+	defer stopCtrl()
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 4)
+	serve := func(f func() error) {
+		wg.Go(func() {
+			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- err
+			}
+		})
+	}
+	wg.Go(func() { _ = c.Run(ctrlCtx) })
+	serve(func() error { return httpSrv.Serve(httpLn) })
+	if httpsSrv != nil {
+		serve(func() error { return httpsSrv.ServeTLS(httpsLn, "", "") })
+	}
+	serve(func() error { return adminSrv.Serve(adminLn) })
+	if cfg.Listening != nil {
+		addr := func(ln net.Listener) string {
+			if ln == nil {
+				return ""
+			}
+			return ln.Addr().String()
+		}
+		cfg.Listening(addr(httpLn), addr(httpsLn), addr(adminLn))
+	}
+	cfg.Logger.Info("serving", "http", cfg.HTTPAddr, "https", cfg.HTTPSAddr, "admin", cfg.AdminAddr, "class", cfg.Class)
+
+	var failed error
+	select {
+	case <-ctx.Done():
+	case failed = <-serveErr:
+	}
+	// Drain: say not ready, stop accepting, let requests and upgraded connections finish.
+	draining.Store(true)
+	cfg.Logger.Info("draining", "timeout", cfg.Drain)
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.Drain)
+	defer cancel()
+	var dwg sync.WaitGroup
+	var drainErr error
+	if httpsSrv != nil {
+		dwg.Go(func() { _ = httpsSrv.Shutdown(dctx) })
+	}
+	drainErr = proxy.Drain(dctx, httpSrv, c.Proxies()...)
+	dwg.Wait()
+	stopCtrl()
+	_ = adminSrv.Shutdown(dctx)
+	wg.Wait()
+	return errors.Join(failed, drainErr)
+}
