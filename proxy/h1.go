@@ -294,14 +294,18 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 			res.ContentLength = n
 		}
 	case len(te) > 0:
+		if res.ProtoMinor == 0 {
+			// RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+			return fail(errors.New("proxy: HTTP/1.0 upstream sent Transfer-Encoding"))
+		}
 		if len(te) != 1 || !asciiEqualFold(trimOWS(te[0]), "chunked") {
 			return fail(fmt.Errorf("proxy: upstream sent unsupported Transfer-Encoding %q", te))
 		}
 		if len(cl) > 0 {
-			// Both framings: RFC 9112 §6.3 says chunked wins, and the connection
-			// cannot be trusted afterwards.
-			delete(h, "Content-Length")
-			closeAfter = true
+			// Both framings: RFC 9112 §6.3 lets chunked win but says the message ought
+			// to be handled as an error, as it smells of response splitting. Like NGINX,
+			// refuse it.
+			return fail(errors.New("proxy: upstream sent both Transfer-Encoding and Content-Length"))
 		}
 		b.mode = bodyChunked
 		res.ContentLength = -1
@@ -628,7 +632,7 @@ func (b *h1Body) nextChunk() error {
 		if err != nil {
 			return unexpected(err)
 		}
-		if string(line) != "\r\n" && string(line) != "\n" {
+		if string(line) != "\r\n" {
 			return errors.New("proxy: malformed chunked encoding from upstream")
 		}
 		b.needCRLF = false
@@ -640,7 +644,12 @@ func (b *h1Body) nextChunk() error {
 		}
 		return unexpected(err)
 	}
-	line = bytes.TrimRight(line, "\r\n")
+	// A bare LF would let the proxy and the client disagree on where chunks end (request
+	// smuggling's trick); like net/http, accept CRLF only.
+	if len(line) < 2 || line[len(line)-2] != '\r' {
+		return errors.New("proxy: chunk header from upstream does not end in CRLF")
+	}
+	line = line[:len(line)-2]
 	if i := bytes.IndexByte(line, ';'); i >= 0 {
 		line = line[:i] // chunk extensions carry nothing a proxy uses
 	}
@@ -652,6 +661,15 @@ func (b *h1Body) nextChunk() error {
 	if size > 0 {
 		b.n = size
 		return nil
+	}
+	// The last chunk. Most bodies end with an empty trailer section: a bare CRLF.
+	end, err := br.Peek(2)
+	if err != nil {
+		return fmt.Errorf("proxy: reading upstream trailers: %w", unexpected(err))
+	}
+	if string(end) == "\r\n" {
+		br.Discard(2)
+		return io.EOF
 	}
 	b.cc.lr.n = maxHeaderBytes
 	trailer, err := b.cc.tp.ReadMIMEHeader()
