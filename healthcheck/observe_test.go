@@ -64,6 +64,9 @@ func TestObserveDoesNotAllocate(t *testing.T) {
 // lookup and one atomic add, the floor of any per-endpoint recorder that counts every try;
 // rwmutex is the same map behind a sync.RWMutex, as a locked recorder would read it.
 //
+// Each also reports cpu-ns/op, the process's CPU time per Observe summed over goroutines:
+// what one call costs, steadier than ns/op on a machine shared with other work.
+//
 // consecutive has the default detectors (consecutive 5xx and gateway failures), under which
 // a success only reads; all adds the success-rate and failure-percentage detectors, which
 // count every try in the window.
@@ -77,6 +80,7 @@ func BenchmarkObserve(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("baseline-map/%d", n), func(b *testing.B) {
 			b.ReportAllocs()
+			defer reportCPU(b)()
 			b.RunParallel(func(pb *testing.PB) {
 				for i := rand.IntN(n); pb.Next(); i++ {
 					counters[eps[i%n].Addr].Add(1)
@@ -86,6 +90,7 @@ func BenchmarkObserve(b *testing.B) {
 		b.Run(fmt.Sprintf("baseline-rwmutex/%d", n), func(b *testing.B) {
 			var mu sync.RWMutex
 			b.ReportAllocs()
+			defer reportCPU(b)()
 			b.RunParallel(func(pb *testing.PB) {
 				for i := rand.IntN(n); pb.Next(); i++ {
 					mu.RLock()
@@ -105,6 +110,7 @@ func BenchmarkObserve(b *testing.B) {
 		} {
 			b.Run(fmt.Sprintf("Observe-%s/%d", tc.name, n), func(b *testing.B) {
 				b.ReportAllocs()
+				defer reportCPU(b)()
 				b.RunParallel(func(pb *testing.PB) {
 					for i := rand.IntN(n); pb.Next(); i++ {
 						tc.hc.Observe(eps[i%n], tc.outcomes[i%len(tc.outcomes)])
@@ -116,11 +122,22 @@ func BenchmarkObserve(b *testing.B) {
 		// counters, as when one hot endpoint takes most of the traffic.
 		b.Run(fmt.Sprintf("Observe-all-mixed-one-endpoint/%d", n), func(b *testing.B) {
 			b.ReportAllocs()
+			defer reportCPU(b)()
 			b.RunParallel(func(pb *testing.PB) {
 				for i := 0; pb.Next(); i++ {
 					all.Observe(eps[0], outcomeMix[i%len(outcomeMix)])
 				}
 			})
 		})
+	}
+}
+
+// reportCPU starts measuring CPU time; the function it returns reports it as cpu-ns/op.
+func reportCPU(b *testing.B) func() {
+	start := cpuTime()
+	return func() {
+		if used := cpuTime() - start; used > 0 && b.N > 0 {
+			b.ReportMetric(float64(used)/float64(b.N), "cpu-ns/op")
+		}
 	}
 }
