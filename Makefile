@@ -10,7 +10,7 @@ APISERVER := $(TOOLS)/kube-apiserver-$(KUBE_VERSION)
 export SLUICE_KUBE_APISERVER := $(APISERVER)
 export SLUICE_ETCD := $(shell command -v etcd 2>/dev/null || echo /usr/bin/etcd)
 
-.PHONY: test vet unit tools etcd bench fuzz
+.PHONY: test vet unit tools etcd bench bench-process fuzz
 
 ## test: gofmt, vet, then every unit and integration test under the race detector.
 test: vet tools
@@ -32,7 +32,8 @@ tools: etcd $(APISERVER)
 etcd:
 	@command -v etcd >/dev/null 2>&1 || { \
 	  echo "installing etcd-server from Debian"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server) >/dev/null || \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  ($$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq etcd-server) >/dev/null || \
 	  { echo "could not install etcd-server: run 'apt-get install etcd-server' as root"; exit 1; }; }
 
 # The version is in the file name, so a cached binary is reused until KUBE_VERSION changes.
@@ -44,6 +45,10 @@ $(APISERVER):
 ## bench: every benchmark, with allocations.
 bench:
 	$(GO) test -run=NONE -bench=. -benchmem ./...
+
+## bench-process: whole-process CPU per request, sluice vs httputil.ReverseProxy, under wrk.
+bench-process:
+	./scripts/bench-process.sh
 
 ## fuzz: a short run of every fuzz target (FUZZTIME each).
 FUZZTIME ?= 10s

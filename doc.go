@@ -29,13 +29,28 @@
 // [Outcome] back, which is how load-aware policies and outlier detection learn. Middlewares
 // (cache, rate limiting, access control) wrap the proxy as ordinary handlers:
 //
-//	src := discovery.Static{Endpoints: eps}
-//	bal := balancer.New(balancer.PeakEWMA{}, balancer.Options{})
-//	hc := healthcheck.New(healthcheck.Options{})
-//	go src.Watch(ctx, hc.Update)  // sources push whole sets
-//	go hc.Run(ctx, bal.Update)    // health marks them; the balancer rebuilds its snapshot
-//	p := &proxy.Proxy{Picker: bal, Observer: hc}
-//	http.ListenAndServe(":8080", limiter.Handler(c.Handler(p)))
+//	bal, err := balancer.New(balancer.PeakEWMA{}, balancer.Options{})
+//	if err != nil {
+//		return err // errors name the field that is wrong
+//	}
+//	hc, err := healthcheck.New(healthcheck.Options{Probe: &healthcheck.HTTP{Path: "/healthz"}})
+//	if err != nil {
+//		return err
+//	}
+//	src := discovery.Static{Endpoints: eps} // or discovery.DNS, or discovery/kubernetes
+//	go src.Watch(ctx, hc.Update)            // sources push whole sets
+//	go hc.Run(ctx, bal.Update)              // health marks them; the balancer rebuilds its snapshot
+//	p := &proxy.Proxy{Picker: bal, Observer: hc} // every try's outcome feeds outlier detection
+//	srv := &http.Server{
+//		Addr:      ":8080",
+//		Handler:   limiter.Handler(c.Handler(p)), // ratelimit and cache wrap the proxy
+//		Protocols: proxy.ServerProtocols(),       // HTTP/1.1, and h2c with prior knowledge
+//	}
+//	go srv.ListenAndServe()
+//	<-ctx.Done()
+//	proxy.Drain(shutdownCtx, srv, p) // stop accepting, finish requests and WebSockets
+//
+// examples/quickstart is this wiring as a program, with a static source and round robin.
 //
 // # The dependency rule
 //
@@ -46,7 +61,7 @@
 //	balancer                sluice
 //	discovery               sluice
 //	discovery/kubernetes    sluice, discovery, client-go
-//	healthcheck             sluice (never balancer or proxy)
+//	healthcheck             sluice, golang.org/x/net (never balancer or proxy)
 //	proxy, proxy/...        sluice, golang.org/x/net (never balancer: it takes any Picker)
 //	cache, ratelimit        sluice and their third-party libraries (never proxy)
 //	tls, tls/kubernetes     sluice, tls, client-go
