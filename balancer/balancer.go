@@ -109,8 +109,9 @@ type Balancer struct {
 
 	snap atomic.Pointer[snapshot]
 
-	mu      sync.Mutex // mu serialises Update; it protects states, gen and updated.
+	mu      sync.Mutex // mu serialises Update; it protects states, members, gen and updated.
 	states  map[string]*endpointState
+	members []*endpointState // the states of the last set, in states too
 	gen     uint64
 	updated bool
 }
@@ -189,6 +190,8 @@ type endpointState struct {
 
 	b    *Balancer
 	done func(sluice.Outcome) // st.finish, bound once so that Pick allocates no closure
+
+	addr string
 
 	// Guarded by Balancer.mu.
 	gen   uint64
@@ -502,7 +505,7 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 		st := b.states[ep.Addr]
 		switch {
 		case st == nil:
-			st = &endpointState{b: b, state: ep.State}
+			st = &endpointState{b: b, addr: ep.Addr, state: ep.State}
 			st.done = st.finish
 			if !first && ep.State == sluice.Ready {
 				st.start = now
@@ -517,10 +520,16 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 		st.state = ep.State
 		all = append(all, entry{ep: ep, st: st, weight: ep.EffectiveWeight(), start: st.start})
 	}
-	for addr, st := range b.states {
+	// Forget the endpoints that left. Walking the previous set is cheaper than ranging over
+	// the map.
+	for _, st := range b.members {
 		if st.gen != gen {
-			delete(b.states, addr)
+			delete(b.states, st.addr)
 		}
+	}
+	b.members = b.members[:0]
+	for i := range all {
+		b.members = append(b.members, all[i].st)
 	}
 
 	pool := b.healthy(all)

@@ -39,6 +39,10 @@ func benchRequests() []*http.Request {
 //   - baseline/atomic: an atomic counter over a slice plus a second atomic add, the floor any
 //     lock-free picker that counts in-flight requests pays; baseline/clock: one time.Now.
 //
+// Each also reports cpu-ns/op: the process's CPU time per operation, summed over goroutines,
+// which is the per-call cost and much less sensitive than ns/op to other work on the machine.
+// (ns/op of a parallel benchmark is wall time divided by the calls of all goroutines.)
+//
 // Before timing, every balancer is warmed with picks that report latencies, so that PeakEWMA
 // compares measured estimates rather than its cheaper unmeasured case.
 func BenchmarkPick(b *testing.B) {
@@ -49,6 +53,7 @@ func BenchmarkPick(b *testing.B) {
 			var next, inflight atomic.Uint64
 			var sink atomic.Int64
 			b.ReportAllocs()
+			defer reportCPU(b)()
 			b.RunParallel(func(pb *testing.PB) {
 				var s int
 				for pb.Next() {
@@ -61,6 +66,7 @@ func BenchmarkPick(b *testing.B) {
 		b.Run(fmt.Sprintf("baseline/clock/%d", n), func(b *testing.B) {
 			var sink atomic.Int64
 			b.ReportAllocs()
+			defer reportCPU(b)()
 			b.RunParallel(func(pb *testing.PB) {
 				var t int64
 				for pb.Next() {
@@ -85,6 +91,7 @@ func BenchmarkPick(b *testing.B) {
 					var worker atomic.Uint32
 					b.ReportAllocs()
 					b.ResetTimer()
+					defer reportCPU(b)()
 					b.RunParallel(func(pb *testing.PB) {
 						k := int(worker.Add(1)) * 97
 						for pb.Next() {
@@ -126,6 +133,7 @@ func BenchmarkUpdate(b *testing.B) {
 				bal := newBalancer(b, tc.p, opts, one)
 				b.ReportAllocs()
 				b.ResetTimer()
+				defer reportCPU(b)()
 				for i := 0; b.Loop(); i++ {
 					if i%2 == 0 {
 						bal.Update(two)
@@ -134,6 +142,16 @@ func BenchmarkUpdate(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// reportCPU starts measuring CPU time; the function it returns reports it as cpu-ns/op.
+func reportCPU(b *testing.B) func() {
+	start := cpuTime()
+	return func() {
+		if used := cpuTime() - start; used > 0 && b.N > 0 {
+			b.ReportMetric(float64(used)/float64(b.N), "cpu-ns/op")
 		}
 	}
 }

@@ -53,12 +53,13 @@
 //	round-robin        10.4ms/54.0ms/78.2ms        11.0ms/813s/848s            15063.2  20.0%
 //	random             13.6ms/66.5ms/91.3ms        13.0ms/808s/843s            12140.7  19.8%
 //	least-request P2C  8.5ms/48.2ms/70.6ms         9.3ms/184.7ms/427.7ms       3.8      3.0%
-//	peak-EWMA P2C      8.6ms/48.6ms/71.7ms         9.8ms/55.5ms/195.9ms        1.1      0.7%
-//	maglev ε=0.25      9.2ms/49.8ms/72.8ms         10.2ms/199.6ms/434.0ms      4.0      3.2%
+//	peak-EWMA P2C      8.6ms/48.7ms/72.0ms         9.6ms/56.0ms/192.4ms        1.2      0.7%
+//	maglev ε=0.25      9.1ms/49.4ms/71.6ms         10.1ms/203.7ms/431.4ms      4.1      3.1%
 //
-// Round robin and random give the slow pod 20% of the traffic, eight times what it can serve,
-// so its queue — and the p99 — grow for as long as the run lasts. Peak-EWMA sends it under 1%
-// and keeps p99 within 1.15× of the healthy case.
+// Round robin and random give the slow pod 20% of the traffic, six and a half times what it
+// can serve (its 40 requests a second against 262 sent), so its queue — and the p99 — grow
+// for as long as the run lasts. Peak-EWMA sends it under 1% and keeps p99 within 1.15× of the
+// healthy case. Regenerate with: go run ./examples/lbsim
 //
 // # Slow start and zones
 //

@@ -103,9 +103,13 @@ func (k HashKey) hash(r *http.Request, trusted *sluice.TrustedProxies) (uint64, 
 	return 0, false
 }
 
-// hashAddr hashes an IP address by its 16-byte form, so an IPv4 address hashes the same
-// however it was found.
+// hashAddr hashes an IP address. Both ways of finding the client (peerIPv4 and sluice.ClientIP)
+// return IPv4 addresses unmapped, so one IPv4 client hashes the same either way.
 func hashAddr(a netip.Addr) uint64 {
+	if a.Is4() {
+		b := a.As4()
+		return mix64(uint64(binary.BigEndian.Uint32(b[:])) | 1<<32)
+	}
 	b := a.As16()
 	return mix64(binary.LittleEndian.Uint64(b[:8]) ^ mix64(binary.LittleEndian.Uint64(b[8:])))
 }
@@ -310,38 +314,42 @@ func (p Maglev) build(s *snapshot) picker {
 	}
 	// pos[i] is endpoint i's current place in its permutation offset + j·skip (mod m),
 	// advanced by addition rather than recomputed with two divisions per probe.
-	pos := make([]uint64, n)
-	skip := make([]uint64, n)
-	count := make([]uint64, n)
+	// Each endpoint walks its own permutation of the slots, offset + j·skip (mod m), advanced
+	// by addition rather than recomputed with two divisions per probe. The walkers sit in one
+	// small array, not in the pool's wide entries, so the fill loop stays in cache.
+	type walker struct{ pos, skip, count, weight uint64 }
+	ws := make([]walker, n)
 	um := uint64(m)
 	for i, e := range s.pool {
 		h := hashString(e.ep.Addr)
-		pos[i] = h % um
-		skip[i] = mix64(h^0x5bd1e995)%(um-1) + 1
+		ws[i] = walker{pos: h % um, skip: mix64(h^0x5bd1e995)%(um-1) + 1, weight: uint64(e.weight)}
 	}
-	for i := range mp.table {
-		mp.table[i] = -1
-	}
+	// Most of the build is probing for a free slot, and the probes grow long as the table
+	// fills: test a bitmap (m/8 bytes, which stays in L1) rather than the table itself.
+	table := mp.table
+	taken := make([]uint64, (m+63)/64)
 	filled := 0
 	for iter := uint64(1); filled < m; iter++ {
-		for i := range n {
+		for i := range ws {
+			w := &ws[i]
 			// Weighted Maglev: endpoint i takes a turn in this round only while its share of
 			// slots so far is behind its share of weight.
-			if count[i]*maxW > uint64(s.pool[i].weight)*iter {
+			if s.weighted && w.count*maxW > w.weight*iter {
 				continue
 			}
-			c := pos[i]
-			for mp.table[c] >= 0 {
-				if c += skip[i]; c >= um {
+			c := w.pos
+			for taken[c/64]&(1<<(c%64)) != 0 {
+				if c += w.skip; c >= um {
 					c -= um
 				}
 			}
-			mp.table[c] = int32(i)
-			if c += skip[i]; c >= um {
+			taken[c/64] |= 1 << (c % 64)
+			table[c] = int32(i)
+			if c += w.skip; c >= um {
 				c -= um
 			}
-			pos[i] = c
-			count[i]++
+			w.pos = c
+			w.count++
 			filled++
 			if filled == m {
 				break
