@@ -70,3 +70,53 @@ func Example() {
 	// healthy: ready (probe passed)
 	// failing: unhealthy (probe failed): healthcheck: unexpected status 503
 }
+
+// Passive outlier detection: the proxy reports every try's outcome to Observe (the Checker is
+// a sluice.Observer, set as proxy.Proxy.Observer), and an endpoint that fails five times in a
+// row is ejected for BaseEjectionTime.
+func ExampleChecker_Observe() {
+	events := make(chan healthcheck.Event, 1)
+	hc, err := healthcheck.New(healthcheck.Options{
+		Outlier:  &healthcheck.Outlier{Consecutive5xx: 5, BaseEjectionTime: time.Minute},
+		OnChange: func(e healthcheck.Event) { events <- e },
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	pushed := make(chan []sluice.Endpoint, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- hc.Run(ctx, func(eps []sluice.Endpoint) {
+			select {
+			case <-pushed: // keep only the latest set
+			default:
+			}
+			pushed <- eps
+		})
+	}()
+	pod := sluice.Endpoint{Addr: "10.0.0.7:8080"}
+	hc.Update([]sluice.Endpoint{pod, {Addr: "10.0.0.8:8080"}})
+
+	var o sluice.Observer = hc
+	for range 5 {
+		o.Observe(pod, sluice.Outcome{Status: http.StatusInternalServerError, Latency: 3 * time.Millisecond})
+	}
+	e := <-events
+	fmt.Printf("%s: %v after %v, ejection %d for %v\n", e.Endpoint.Addr, e.State, e.Reason, e.Ejections, e.EjectionTime)
+	for set := range pushed { // what the balancer's Update would get
+		if set[0].State == sluice.Unhealthy {
+			for _, ep := range set {
+				fmt.Println("pushed:", ep.Addr, ep.State)
+			}
+			break
+		}
+	}
+	cancel()
+	<-done
+	// Output:
+	// 10.0.0.7:8080: unhealthy after consecutive 5xx, ejection 1 for 1m0s
+	// pushed: 10.0.0.7:8080 unhealthy
+	// pushed: 10.0.0.8:8080 ready
+}
