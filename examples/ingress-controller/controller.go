@@ -187,7 +187,14 @@ func (c *controller) Run(ctx context.Context) error {
 	if err := c.endpoints.WaitForSync(ctx); err != nil {
 		return err
 	}
-	c.rebuild(ctx)
+	for _, s := range c.rebuild(ctx) {
+		// Ready means every certificate of the first table is served too.
+		select {
+		case <-s.Synced():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	c.ready.Store(true)
 	c.logger.Info("first sync done", "ingresses", c.metrics.ingresses.Load(), "routes", c.metrics.routes.Load())
 
@@ -244,12 +251,12 @@ func (c *controller) classIsOurs(name string) bool {
 }
 
 // rebuild builds the route table from the listers and swaps it in, then prunes what the new
-// table no longer uses and writes statuses.
-func (c *controller) rebuild(ctx context.Context) {
+// table no longer uses and writes statuses. It returns the Secret sources it started.
+func (c *controller) rebuild(ctx context.Context) []*tlsk8s.Secrets {
 	all, err := c.ingresses.List(labels.Everything())
 	if err != nil {
 		c.logger.Error("list ingresses", "err", err)
-		return
+		return nil
 	}
 	var mains, canaries []*ingressConfig
 	seen := make(map[string]bool, len(all))
@@ -339,7 +346,7 @@ func (c *controller) rebuild(ctx context.Context) {
 		// the previous table rather than a partial one.
 		c.logger.Error("route table rejected; keeping the previous one", "err", err)
 		c.metrics.rebuildErrors.Add(1)
-		return
+		return nil
 	}
 	c.router.Store(t)
 	c.metrics.rebuilds.Add(1)
@@ -347,8 +354,9 @@ func (c *controller) rebuild(ctx context.Context) {
 	c.metrics.invalid.Store(int64(invalid))
 	c.metrics.routes.Store(int64(len(routes)))
 	c.prune(u)
-	c.syncSecrets(append(mains, canaries...))
+	started := c.syncSecrets(append(mains, canaries...))
 	c.writeStatus(ctx, append(mains, canaries...))
+	return started
 }
 
 // usage collects what one rebuild's table uses, so that the rest can be let go.
@@ -599,7 +607,7 @@ func (c *controller) prune(u usage) {
 
 // syncSecrets runs one tls/kubernetes source per TLS Secret the Ingresses name, so that only
 // referenced certificates are served, and stops the sources of Secrets no longer named.
-func (c *controller) syncSecrets(ics []*ingressConfig) {
+func (c *controller) syncSecrets(ics []*ingressConfig) (started []*tlsk8s.Secrets) {
 	want := make(map[string]bool)
 	for _, ic := range ics {
 		for _, t := range ic.ing.Spec.TLS {
@@ -627,6 +635,7 @@ func (c *controller) syncSecrets(ics []*ingressConfig) {
 		}
 		ctx, cancel := context.WithCancel(c.runCtx)
 		c.secrets[key] = cancel
+		started = append(started, s)
 		c.wg.Go(func() {
 			_ = s.Run(ctx)
 			c.mu.Lock()
@@ -636,4 +645,5 @@ func (c *controller) syncSecrets(ics []*ingressConfig) {
 			}
 		})
 	}
+	return started
 }
