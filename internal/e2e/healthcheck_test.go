@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -28,7 +29,9 @@ import (
 // its body; posts counts, over all backends, how many times each id arrived.
 type backend struct {
 	name     string
-	srv      *httptest.Server
+	address  string
+	handler  http.Handler
+	srv      *httptest.Server // replaced by revive; only the load loop touches it after start
 	requests atomic.Int64
 	postsIn  atomic.Int64 // POSTs being handled
 }
@@ -52,7 +55,7 @@ func (l *postLedger) count(id string) int {
 
 func newBackend(t *testing.T, name string, posts *postLedger) *backend {
 	b := &backend{name: name}
-	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	b.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" {
 			return
 		}
@@ -75,7 +78,9 @@ func newBackend(t *testing.T, name string, posts *postLedger) *backend {
 			return
 		}
 		io.WriteString(w, name)
-	}))
+	})
+	b.srv = httptest.NewServer(b.handler)
+	b.address = b.srv.Listener.Addr().String()
 	t.Cleanup(b.srv.Close)
 	return b
 }
@@ -87,7 +92,18 @@ func (b *backend) kill() {
 	b.srv.CloseClientConnections()
 }
 
-func (b *backend) addr() string { return b.srv.Listener.Addr().String() }
+// revive starts b again on its old address, as a restarted pod that keeps its IP would.
+func (b *backend) revive(t *testing.T) {
+	l, err := net.Listen("tcp", b.address)
+	require.NoError(t, err)
+	b.srv = httptest.NewUnstartedServer(b.handler)
+	b.srv.Listener.Close()
+	b.srv.Listener = l
+	b.srv.Start()
+	t.Cleanup(b.srv.Close)
+}
+
+func (b *backend) addr() string { return b.address }
 
 // call is one client request and what became of it.
 type call struct {
@@ -111,14 +127,17 @@ func explainError(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // Three backends behind proxy, balancer and healthcheck, wired as an embedder does; one is
-// killed under a few hundred requests a second. Outlier detection, fed by the proxy's
-// Observer, ejects it within a few failed tries; the balancer stops picking it; from then on
-// every request succeeds, and no POST ever reaches a backend twice.
+// killed under a few hundred requests a second, and later restarted. Outlier detection, fed
+// by the proxy's Observer, ejects it within a few failed tries; the balancer stops picking
+// it; its ejection time runs out while it is still dead, but the failing probes keep it out
+// until it is back. From the ejection on every request succeeds, and no POST ever reaches a
+// backend twice.
 func TestBackendKilledUnderLoad(t *testing.T) {
 	const (
 		rate     = 300 // requests a second
-		duration = 5 * time.Second
+		duration = 6 * time.Second
 		killAt   = 1500 * time.Millisecond
+		downFor  = 2 * time.Second
 		maxGWF   = 3 // Outlier.ConsecutiveGatewayFailure
 	)
 	posts := &postLedger{seen: map[string]int{}}
@@ -141,7 +160,7 @@ func TestBackendKilledUnderLoad(t *testing.T) {
 		UnhealthyThreshold: 2,
 		Outlier: &healthcheck.Outlier{
 			ConsecutiveGatewayFailure: maxGWF,
-			BaseEjectionTime:          time.Minute, // longer than the test
+			BaseEjectionTime:          500 * time.Millisecond, // over long before the victim is back
 		},
 		OnChange: func(e healthcheck.Event) {
 			evMu.Lock()
@@ -154,8 +173,9 @@ func TestBackendKilledUnderLoad(t *testing.T) {
 
 	// The wiring: the source pushes sets into the checker, the checker pushes marked sets to
 	// the balancer, the proxy picks from the balancer and reports every try to the checker.
-	// The update function also notes when the balancer first learnt that the victim is out.
-	var ejectedAt atomic.Pointer[time.Time]
+	// The update function also notes when the balancer first learnt that the victim is out,
+	// and when it learnt that it is back.
+	var ejectedAt, returnedAt atomic.Pointer[time.Time]
 	var lastSet atomic.Pointer[[]sluice.Endpoint]
 	firstPush := make(chan struct{})
 	toBalancer := func(set []sluice.Endpoint) {
@@ -164,9 +184,15 @@ func TestBackendKilledUnderLoad(t *testing.T) {
 			close(firstPush)
 		}
 		for _, ep := range set {
-			if ep.Addr == victim.addr() && ep.State == sluice.Unhealthy && ejectedAt.Load() == nil {
-				now := time.Now()
+			if ep.Addr != victim.addr() {
+				continue
+			}
+			now := time.Now()
+			switch {
+			case ep.State == sluice.Unhealthy && ejectedAt.Load() == nil:
 				ejectedAt.Store(&now)
+			case ep.State == sluice.Ready && ejectedAt.Load() != nil && returnedAt.Load() == nil:
+				returnedAt.Store(&now)
 			}
 		}
 	}
@@ -230,7 +256,8 @@ func TestBackendKilledUnderLoad(t *testing.T) {
 	tick := time.NewTicker(time.Second / rate)
 	kill := time.NewTimer(killAt)
 	end := time.NewTimer(duration)
-	var killedAt time.Time
+	var killedAt, revivedAt time.Time
+	var revivedRequests int64
 	killing := false
 	n := 0
 load:
@@ -242,6 +269,11 @@ load:
 			if killing && killedAt.IsZero() && victim.postsIn.Load() > 0 {
 				victim.kill()
 				killedAt = time.Now()
+			}
+			if !killedAt.IsZero() && revivedAt.IsZero() && now.Sub(killedAt) >= downFor {
+				revivedRequests = victim.requests.Load()
+				victim.revive(t)
+				revivedAt = time.Now()
 			}
 			// Catch up on ticks the runtime dropped, to keep to the rate.
 			for due := int(now.Sub(start) * rate / time.Second); n < due; n++ {
@@ -260,12 +292,20 @@ load:
 	elapsed := time.Since(start)
 
 	require.False(t, killedAt.IsZero())
+	require.False(t, revivedAt.IsZero())
 	ej := ejectedAt.Load()
 	require.NotNil(t, ej, "the killed backend is marked Unhealthy for the balancer")
-	t.Logf("%d requests in %v (%.0f/s); victim killed at %v, out of the balancer %v later",
+	back := returnedAt.Load()
+	require.NotNil(t, back, "the revived backend is marked Ready again")
+	t.Logf("%d requests in %v (%.0f/s); victim killed at %v, out of the balancer %v later; "+
+		"revived %v after the kill, back in the balancer %v later",
 		len(calls), elapsed.Round(time.Millisecond), float64(len(calls))/elapsed.Seconds(),
-		killedAt.Sub(start).Round(time.Millisecond), ej.Sub(killedAt).Round(time.Millisecond))
+		killedAt.Sub(start).Round(time.Millisecond), ej.Sub(killedAt).Round(time.Millisecond),
+		revivedAt.Sub(killedAt).Round(time.Millisecond), back.Sub(revivedAt).Round(time.Millisecond))
 	assert.Less(t, ej.Sub(killedAt), time.Second, "ejected soon after it died")
+	assert.True(t, back.After(revivedAt), "not back before it was revived, though its ejection time ran out long before")
+	assert.Less(t, back.Sub(revivedAt), 2*time.Second, "back soon after it was revived")
+	assert.Greater(t, victim.requests.Load(), revivedRequests, "the revived backend takes traffic again")
 	assert.GreaterOrEqual(t, float64(len(calls))/elapsed.Seconds(), 150.0, "a few hundred requests a second")
 
 	evMu.Lock()
@@ -280,12 +320,9 @@ load:
 	assert.Equal(t, healthcheck.ConsecutiveGatewayFailure, victimEvents[0].Reason,
 		"outlier detection, fed by the proxy's Observer, is first to notice")
 	assert.True(t, containsReason(victimEvents, healthcheck.ProbeFailed), "the active probes notice too")
+	assert.True(t, containsReason(victimEvents, healthcheck.EjectionEnded), "the ejection ends once a probe passes")
 	for _, ep := range *lastSet.Load() {
-		want := sluice.Ready
-		if ep.Addr == victim.addr() {
-			want = sluice.Unhealthy
-		}
-		assert.Equal(t, want, ep.State, "%s in the last set", ep.Addr)
+		assert.Equal(t, sluice.Ready, ep.State, "%s in the last set", ep.Addr)
 	}
 
 	var gets, postsSent, postsCut, failedBefore, failedAfter int
