@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -191,6 +192,12 @@ func applyObject(ctx context.Context, c kubernetes.Interface, obj runtime.Object
 		return upsert(ctx, c.DiscoveryV1().EndpointSlices(o.Namespace), o, func(cur *discoveryv1.EndpointSlice) { o.ResourceVersion = cur.ResourceVersion })
 	case *networkingv1.Ingress:
 		return upsert(ctx, c.NetworkingV1().Ingresses(o.Namespace), o, func(cur *networkingv1.Ingress) { o.ResourceVersion = cur.ResourceVersion; o.Status = cur.Status })
+	case *corev1.ServiceAccount:
+		return upsert(ctx, c.CoreV1().ServiceAccounts(o.Namespace), o, func(cur *corev1.ServiceAccount) { o.ResourceVersion = cur.ResourceVersion })
+	case *rbacv1.ClusterRole:
+		return upsert(ctx, c.RbacV1().ClusterRoles(), o, func(cur *rbacv1.ClusterRole) { o.ResourceVersion = cur.ResourceVersion })
+	case *rbacv1.ClusterRoleBinding:
+		return upsert(ctx, c.RbacV1().ClusterRoleBindings(), o, func(cur *rbacv1.ClusterRoleBinding) { o.ResourceVersion = cur.ResourceVersion })
 	case *networkingv1.IngressClass:
 		return upsert(ctx, c.NetworkingV1().IngressClasses(), o, func(cur *networkingv1.IngressClass) { o.ResourceVersion = cur.ResourceVersion })
 	}

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +19,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/sluiceproxy/sluice/internal/kubetest"
 	"github.com/sluiceproxy/sluice/internal/testcert"
@@ -85,7 +89,19 @@ func TestIntegrationIngressController(t *testing.T) {
 	ca := testcert.NewCA(t)
 	firstCert := ca.Server(t, "shop.test")
 	apply(t, client, shopManifest("api-v1", firstCert))
-	r := startRig(t, client, pods, func(c *config) { c.PublishAddress = "203.0.113.7" })
+
+	// The controller runs as the ServiceAccount of deploy/, so the test also proves that its
+	// least-privilege RBAC is enough.
+	for _, f := range []string{"deploy/namespace.yaml", "deploy/rbac.yaml"} {
+		b, err := os.ReadFile(f)
+		require.NoError(t, err)
+		apply(t, client, string(b))
+	}
+	rc := rest.CopyConfig(cluster.Config)
+	rc.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:sluice-system:sluice-ingress"}
+	saClient, err := kubernetes.NewForConfig(rc)
+	require.NoError(t, err)
+	r := startRig(t, saClient, pods, func(c *config) { c.PublishAddress = "203.0.113.7" })
 	r.waitBody(t, "shop.test", "/api/x", "api-v1")
 
 	// The concurrent loop: plain and TLS requests on URLs that stay valid through every
@@ -220,6 +236,28 @@ spec:
 		r.waitBody(t, "shop.test", "/api/x", canary, "X-Canary", "always")
 		waitAny(t, r, "shop.test", "/api/x", canary) // by weight, without the header
 		waitAny(t, r, "shop.test", "/api/x", svc)
+	})
+
+	t.Run("a bad annotation is an Event and leaves the rest alone", func(t *testing.T) {
+		apply(t, client, `
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: broken
+  namespace: shop
+  annotations: {sluiceproxy.io/retries: "9"}
+spec:
+  ingressClassName: sluice
+  rules:
+  - host: broken.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+`)
+		require.Eventually(t, func() bool {
+			evs, err := client.CoreV1().Events("shop").List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=broken"})
+			return err == nil && len(evs.Items) > 0 && strings.Contains(evs.Items[0].Message, "sluiceproxy.io/retries")
+		}, 20*time.Second, 5*time.Millisecond, "a Warning Event naming the annotation should be recorded")
 	})
 
 	t.Run("status", func(t *testing.T) {
