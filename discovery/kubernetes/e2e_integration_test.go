@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,13 +21,12 @@ import (
 	"github.com/sluiceproxy/sluice/balancer"
 	k8sdiscovery "github.com/sluiceproxy/sluice/discovery/kubernetes"
 	"github.com/sluiceproxy/sluice/internal/kubetest"
+	"github.com/sluiceproxy/sluice/proxy"
 )
 
-// TestIntegrationEndToEnd wires EndpointSlices → discovery → balancer → a forwarding
-// handler → httptest backends, and scales the Service up and down under live traffic: every
-// request must succeed and traffic must move to the new set. The proxy package did not exist
-// when this test was written, so the forwarder is httputil.ReverseProxy asking the balancer
-// for an endpoint per request.
+// TestIntegrationEndToEnd wires EndpointSlices → discovery → balancer → proxy.Proxy →
+// httptest backends, and scales the Service up and down under live traffic: every request
+// must succeed and traffic must move to the new set.
 func TestIntegrationEndToEnd(t *testing.T) {
 	cluster := kubetest.Start(t)
 	const ns = "e2e"
@@ -38,12 +36,14 @@ func TestIntegrationEndToEnd(t *testing.T) {
 
 	var dial kubetest.AddrMap
 	hits := make([]atomic.Int64, 4)
+	backends := make([]*httptest.Server, len(hits))
 	for i := range hits {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			hits[i].Add(1)
 			fmt.Fprintf(w, "backend %d", i)
 		}))
 		defer srv.Close()
+		backends[i] = srv
 		dial.Set(fmt.Sprintf("10.244.7.%d:8080", i+1), srv.Listener.Addr().String())
 	}
 
@@ -58,24 +58,9 @@ func TestIntegrationEndToEnd(t *testing.T) {
 		rec.update(eps)
 	})
 
-	forward := &httputil.ReverseProxy{
-		Rewrite: func(r *httputil.ProxyRequest) {
-			res := r.In.Context().Value(pickKey{}).(sluice.PickResult)
-			r.Out.URL.Scheme, r.Out.URL.Host = "http", res.Endpoint.Addr
-		},
-		Transport: &http.Transport{DialContext: dial.DialContext},
-	}
-	front := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		res, err := bal.Pick(sluice.PickInfo{Request: r})
-		if err != nil {
-			http.Error(rw, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		if res.Done != nil {
-			defer res.Done(sluice.Outcome{Status: http.StatusOK})
-		}
-		forward.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), pickKey{}, res)))
-	}))
+	p := &proxy.Proxy{Picker: bal, DialContext: dial.DialContext}
+	defer p.CloseIdleConnections()
+	front := httptest.NewServer(p)
 	defer front.Close()
 
 	api := cluster.Client.DiscoveryV1().EndpointSlices(ns)
@@ -154,10 +139,14 @@ func TestIntegrationEndToEnd(t *testing.T) {
 	assert.Equal(t, mark[0], end[0], "backend 0 must get no traffic after its slice is deleted")
 	assert.Equal(t, mark[1], end[1], "backend 1 must get no traffic after its slice is deleted")
 
+	// The removed pods go away; the proxy never sends them anything again, and the load
+	// goes on without a failure.
+	backends[0].Close()
+	backends[1].Close()
+	waitTraffic("traffic after the removed backends stopped", end, 2, 3)
+
 	stopLoad()
 	wg.Wait()
 	assert.Zero(t, failures.Load(), "no request may fail while the Service scales")
 	t.Logf("%d requests, %d failed; hits per backend %v", total.Load(), failures.Load(), counts())
 }
-
-type pickKey struct{}

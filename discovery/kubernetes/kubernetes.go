@@ -10,7 +10,8 @@
 //     reported once (a ready copy wins over a terminating one);
 //   - the port is resolved in each slice separately, by name or number, because slices of one
 //     Service may carry different target ports during a rollout;
-//   - IPv4, IPv6 and FQDN slices are all used; the first address of each endpoint is dialled;
+//   - IPv4, IPv6 and FQDN slices are all used; the first address of each endpoint is dialled,
+//     written canonically, and an address that does not fit its slice's type is skipped;
 //   - an endpoint whose ready condition is true or unset is [sluice.Ready]; one that is not
 //     ready but serving and terminating is [sluice.Terminating], which balancers use only while
 //     no ready endpoint exists, so connections drain during a rollout; any other is dropped;
@@ -33,6 +34,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,6 +43,7 @@ import (
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -342,6 +345,10 @@ func Merge(eslices []*discoveryv1.EndpointSlice, port string) []sluice.Endpoint 
 			if len(e.Addresses) == 0 {
 				continue
 			}
+			host, ok := endpointHost(es.AddressType, e.Addresses[0])
+			if !ok {
+				continue
+			}
 			c := e.Conditions
 			ready := c.Ready == nil || *c.Ready
 			serving := c.Serving == nil || *c.Serving
@@ -355,7 +362,7 @@ func Merge(eslices []*discoveryv1.EndpointSlice, port string) []sluice.Endpoint 
 			default:
 				continue
 			}
-			ep := sluice.Endpoint{Addr: net.JoinHostPort(e.Addresses[0], ps), State: state}
+			ep := sluice.Endpoint{Addr: net.JoinHostPort(host, ps), State: state}
 			if e.Zone != nil {
 				ep.Zone = *e.Zone
 			}
@@ -382,14 +389,33 @@ func Merge(eslices []*discoveryv1.EndpointSlice, port string) []sluice.Endpoint 
 	return slices.CompactFunc(eps, func(a, b sluice.Endpoint) bool { return a.Addr == b.Addr })
 }
 
+// endpointHost returns the host to dial for an endpoint's address in a slice of type typ:
+// an IP address of the slice's family in canonical form, so that one endpoint written two
+// ways is still one endpoint, or a DNS name for FQDN slices. The API server validates
+// addresses, but Merge also serves embedders' own caches, so an address it would reject, or
+// an unknown address type, yields nothing rather than an Addr no dialer can use.
+func endpointHost(typ discoveryv1.AddressType, addr string) (string, bool) {
+	switch typ {
+	case discoveryv1.AddressTypeIPv4, discoveryv1.AddressTypeIPv6:
+		a, err := netip.ParseAddr(addr)
+		if err != nil || a.Zone() != "" || a.IsUnspecified() || a.Is4() != (typ == discoveryv1.AddressTypeIPv4) {
+			return "", false
+		}
+		return a.String(), true
+	case discoveryv1.AddressTypeFQDN:
+		return addr, len(validation.IsDNS1123Subdomain(addr)) == 0
+	}
+	return "", false
+}
+
 // slicePort finds the port number for want in es: by name, by number, or the unnamed/only
-// port when want is empty. Only TCP ports (or ports without a protocol) match.
+// port when want is empty. Only TCP ports (or ports without a protocol) in 1..65535 match.
 func slicePort(es *discoveryv1.EndpointSlice, want string) (int32, bool) {
-	num, numErr := strconv.Atoi(want)
+	num, numErr := strconv.ParseUint(want, 10, 16)
 	tcp := 0
 	var only int32
 	for _, p := range es.Ports {
-		if p.Protocol != nil && *p.Protocol != "TCP" || p.Port == nil {
+		if p.Protocol != nil && *p.Protocol != "TCP" || p.Port == nil || *p.Port < 1 || *p.Port > 65535 {
 			continue
 		}
 		tcp++
@@ -403,7 +429,7 @@ func slicePort(es *discoveryv1.EndpointSlice, want string) (int32, bool) {
 			return *p.Port, true
 		case want != "" && name == want:
 			return *p.Port, true
-		case numErr == nil && int(*p.Port) == num:
+		case numErr == nil && uint64(*p.Port) == num:
 			return *p.Port, true
 		}
 	}

@@ -141,10 +141,16 @@ func (r *recorder) update(eps []sluice.Endpoint) {
 	r.ch <- eps
 }
 
-// waitFor returns when a pushed set satisfies ok, failing t after timeout.
+// waitFor returns when a pushed set satisfies ok, failing t after 20 seconds.
 func (r *recorder) waitFor(t *testing.T, what string, ok func([]sluice.Endpoint) bool) []sluice.Endpoint {
 	t.Helper()
-	timeout := time.After(20 * time.Second)
+	return r.waitWithin(t, 20*time.Second, what, ok)
+}
+
+// waitWithin returns when a pushed set satisfies ok, failing t after d.
+func (r *recorder) waitWithin(t *testing.T, d time.Duration, what string, ok func([]sluice.Endpoint) bool) []sluice.Endpoint {
+	t.Helper()
+	timeout := time.After(d)
 	for {
 		select {
 		case eps := <-r.ch:
