@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -423,4 +424,113 @@ func TestDeployManifests(t *testing.T) {
 	for _, k := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "IngressClass", "Deployment", "Service"} {
 		assert.True(t, kinds[k], "deploy/ should have a %s", k)
 	}
+}
+
+// TestAnnotationsTakeEffect checks each option on live traffic: rate limit, cache, timeout,
+// consistent hashing, and namespace scoping with a default IngressClass.
+func TestAnnotationsTakeEffect(t *testing.T) {
+	client := fake.NewClientset()
+	pods := &kubetest.AddrMap{}
+	var hits atomic.Int64
+	pods.Set("10.244.1.1:8080", newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if r.URL.Path == "/slow" {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+			return
+		}
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		fmt.Fprint(w, "pod-1")
+	})))
+	backend(t, pods, "pod-2", "10.244.1.2:8080")
+	backend(t, pods, "pod-3", "10.244.1.3:8080")
+	ing := func(ns, name, host, svc string, ann map[string]string) string {
+		var a strings.Builder
+		for k, v := range ann {
+			fmt.Fprintf(&a, "    sluiceproxy.io/%s: %q\n", k, v)
+		}
+		if a.Len() == 0 {
+			a.WriteString("    {}\n")
+		}
+		return fmt.Sprintf(`
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: %s
+  namespace: %s
+  annotations:
+%s
+spec:
+  rules:
+  - host: %s
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: %s, port: {number: 80}}}}
+`, name, ns, a.String(), host, svc)
+	}
+	apply(t, client, `
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: sluice
+  annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
+spec:
+  controller: sluiceproxy.io/ingress-controller
+---`+service("team", "app", 8080, "10.244.1.1", "10.244.1.2", "10.244.1.3")+"\n---"+
+		service("team", "slow", 8080, "10.244.1.1")+"\n---"+
+		ing("team", "limited", "limited.test", "app", map[string]string{"rate-limit-rps": "0.01", "rate-limit-burst": "2"})+"---"+
+		ing("team", "cached", "cached.test", "app", map[string]string{"cache": "true", "load-balance": "maglev", "hash-key": "header:X-User"})+"---"+
+		ing("team", "hurried", "hurried.test", "slow", map[string]string{"timeout": "100ms", "retries": "0"})+"---"+
+		service("elsewhere", "app", 8080, "10.244.1.2")+"\n---"+
+		ing("elsewhere", "outside", "outside.test", "app", nil))
+	r := startRig(t, client, pods, func(c *config) { c.Namespace = "team" })
+	c := &http.Client{Timeout: 5 * time.Second}
+
+	t.Run("rate limit", func(t *testing.T) {
+		var codes []int
+		for range 3 {
+			code, _, err := r.get(c, "limited.test", "/")
+			require.NoError(t, err)
+			codes = append(codes, code)
+		}
+		assert.Equal(t, []int{200, 200, 429}, codes, "a burst of 2 admits two requests, then 429")
+	})
+
+	t.Run("consistent hashing and cache", func(t *testing.T) {
+		// Find a user that maglev sends to pod-1, whose responses are cacheable.
+		var user string
+		for i := 0; i < 100 && user == ""; i++ {
+			u := fmt.Sprint("user-", i)
+			_, body, err := r.get(c, "cached.test", "/"+u, "X-User", u)
+			require.NoError(t, err)
+			if body == "pod-1" {
+				user = u
+			}
+		}
+		require.NotEmpty(t, user, "some user should hash to pod-1")
+		before := hits.Load()
+		for range 5 {
+			_, body, err := r.get(c, "cached.test", "/"+user, "X-User", user)
+			require.NoError(t, err)
+			assert.Equal(t, "pod-1", body, "the same key always reaches the same pod")
+		}
+		assert.Zero(t, hits.Load()-before, "repeats of a fresh cacheable response are served by the cache")
+	})
+
+	t.Run("timeout", func(t *testing.T) {
+		start := time.Now()
+		code, _, err := r.get(c, "hurried.test", "/slow")
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusGatewayTimeout, code, "the timeout annotation bounds the wait for headers")
+		assert.Less(t, time.Since(start), 3*time.Second, "the answer should come at the timeout, not the pod's 5s")
+	})
+
+	t.Run("namespace scope", func(t *testing.T) {
+		// limited.test names no class and was served above: the default IngressClass is ours.
+		code, _, err := r.get(c, "outside.test", "/")
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusNotFound, code, "an Ingress outside -namespace must not be served")
+	})
 }
