@@ -260,7 +260,11 @@ func (c *controller) rebuild(ctx context.Context) []*tlsk8s.Secrets {
 	}
 	var mains, canaries []*ingressConfig
 	seen := make(map[string]bool, len(all))
-	invalid := 0
+	type refusal struct {
+		ing *networkingv1.Ingress
+		err error
+	}
+	var refused []refusal // reported after the swap, so that API calls never delay it
 	for _, ing := range all {
 		if !c.ours(ing) {
 			continue
@@ -272,8 +276,7 @@ func (c *controller) rebuild(ctx context.Context) []*tlsk8s.Secrets {
 			err = validateIngress(ing)
 		}
 		if err != nil {
-			invalid++
-			c.reportInvalid(ctx, ing, err)
+			refused = append(refused, refusal{ing, err})
 			if ic = c.lastGood[key]; ic == nil {
 				continue
 			}
@@ -351,10 +354,13 @@ func (c *controller) rebuild(ctx context.Context) []*tlsk8s.Secrets {
 	c.router.Store(t)
 	c.metrics.rebuilds.Add(1)
 	c.metrics.ingresses.Store(int64(len(mains) + len(canaries)))
-	c.metrics.invalid.Store(int64(invalid))
+	c.metrics.invalid.Store(int64(len(refused)))
 	c.metrics.routes.Store(int64(len(routes)))
 	c.prune(u)
 	started := c.syncSecrets(append(mains, canaries...))
+	for _, r := range refused {
+		c.reportInvalid(ctx, r.ing, r.err)
+	}
 	c.writeStatus(ctx, append(mains, canaries...))
 	return started
 }

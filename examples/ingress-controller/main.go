@@ -95,6 +95,9 @@ func run(ctx context.Context, cfg *config) error {
 	if cfg.Class == "" {
 		return errors.New("-class must not be empty")
 	}
+	if cfg.HTTPAddr == "" && cfg.HTTPSAddr == "" {
+		return errors.New("-http and -https are both empty: nothing to serve")
+	}
 	client := cfg.Client
 	if client == nil {
 		rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
@@ -167,11 +170,15 @@ func run(ctx context.Context, cfg *config) error {
 		})
 	}
 	wg.Go(func() { _ = c.Run(ctrlCtx) })
-	serve(func() error { return httpSrv.Serve(httpLn) })
+	if httpLn != nil {
+		serve(func() error { return httpSrv.Serve(httpLn) })
+	}
 	if httpsSrv != nil {
 		serve(func() error { return httpsSrv.ServeTLS(httpsLn, "", "") })
 	}
-	serve(func() error { return adminSrv.Serve(adminLn) })
+	if adminLn != nil {
+		serve(func() error { return adminSrv.Serve(adminLn) })
+	}
 	if cfg.Listening != nil {
 		addr := func(ln net.Listener) string {
 			if ln == nil {
