@@ -534,3 +534,73 @@ spec:
 		assert.Equal(t, http.StatusNotFound, code, "an Ingress outside -namespace must not be served")
 	})
 }
+
+// TestOutlierDetection checks that passive health checking is on by default: a pod that
+// answers every request with 502 is ejected, and retries hide it from clients meanwhile.
+func TestOutlierDetection(t *testing.T) {
+	client := fake.NewClientset()
+	pods := &kubetest.AddrMap{}
+	var badHits atomic.Int64
+	pods.Set("10.244.1.1:8080", newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		badHits.Add(1)
+		w.WriteHeader(http.StatusBadGateway)
+	})))
+	backend(t, pods, "good", "10.244.1.2:8080")
+	apply(t, client, ingressClass+"---"+service("default", "app", 8080, "10.244.1.1", "10.244.1.2")+`
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: app, namespace: default}
+spec:
+  ingressClassName: sluice
+  defaultBackend: {service: {name: app, port: {number: 80}}}
+`)
+	r := startRig(t, client, pods, nil)
+	c := &http.Client{Timeout: 5 * time.Second}
+	// Round robin would send every other first try to the bad pod; once it is ejected a run
+	// of 20 requests reaches it not once.
+	require.Eventually(t, func() bool {
+		before := badHits.Load()
+		for range 20 {
+			code, body, err := r.get(c, "app.test", "/")
+			if err != nil || code != http.StatusOK || body != "good" {
+				t.Errorf("GET = %d %q %v, want 200 from the good pod (retries hide the bad one)", code, body, err)
+				return true
+			}
+		}
+		return badHits.Load() == before
+	}, 10*time.Second, 10*time.Millisecond, "the pod that answers 502 should be ejected")
+}
+
+// TestPublishService checks that the Service named by -publish-service supplies the address
+// written to Ingress status.
+func TestPublishService(t *testing.T) {
+	client := fake.NewClientset()
+	pods := &kubetest.AddrMap{}
+	backend(t, pods, "web", "10.244.1.1:8080")
+	apply(t, client, ingressClass+"---"+service("default", "web", 8080, "10.244.1.1")+`
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sluice-ingress, namespace: sluice-system}
+spec:
+  type: LoadBalancer
+  ports: [{name: http, port: 80}]
+status:
+  loadBalancer:
+    ingress: [{hostname: lb-123.elb.example.com}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: default}
+spec:
+  ingressClassName: sluice
+  defaultBackend: {service: {name: web, port: {number: 80}}}
+`)
+	startRig(t, client, pods, func(c *config) { c.PublishService = "sluice-system/sluice-ingress" })
+	require.Eventually(t, func() bool {
+		ing, err := client.NetworkingV1().Ingresses("default").Get(context.Background(), "web", metav1.GetOptions{})
+		return err == nil && len(ing.Status.LoadBalancer.Ingress) == 1 &&
+			ing.Status.LoadBalancer.Ingress[0].Hostname == "lb-123.elb.example.com"
+	}, 10*time.Second, 2*time.Millisecond, "status should carry the publish Service's load-balancer host name")
+}
