@@ -26,6 +26,7 @@ import (
 
 	"github.com/sluiceproxy/sluice/internal/kubetest"
 	"github.com/sluiceproxy/sluice/internal/testcert"
+	"github.com/sluiceproxy/sluice/proxy"
 )
 
 // These tests use client-go's fake clientset, which lets them run without binaries; the
@@ -446,6 +447,13 @@ func TestAnnotationsTakeEffect(t *testing.T) {
 	})))
 	backend(t, pods, "pod-2", "10.244.1.2:8080")
 	backend(t, pods, "pod-3", "10.244.1.3:8080")
+	h2c := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, r.Proto)
+	}))
+	h2c.Config.Protocols = proxy.ServerProtocols() // HTTP/1.1 and h2c
+	h2c.Start()
+	t.Cleanup(h2c.Close)
+	pods.Set("10.244.1.9:8080", h2c.Listener.Addr().String())
 	ing := func(ns, name, host, svc string, ann map[string]string) string {
 		var a strings.Builder
 		for k, v := range ann {
@@ -483,6 +491,8 @@ spec:
 		ing("team", "limited", "limited.test", "app", map[string]string{"rate-limit-rps": "0.01", "rate-limit-burst": "2"})+"---"+
 		ing("team", "cached", "cached.test", "app", map[string]string{"cache": "true", "load-balance": "maglev", "hash-key": "header:X-User"})+"---"+
 		ing("team", "hurried", "hurried.test", "slow", map[string]string{"timeout": "100ms", "retries": "0"})+"---"+
+		service("team", "grpc", 8080, "10.244.1.9")+"\n---"+
+		ing("team", "h2c", "h2c.test", "grpc", map[string]string{"backend-protocol": "GRPC"})+"---"+
 		service("elsewhere", "app", 8080, "10.244.1.2")+"\n---"+
 		ing("elsewhere", "outside", "outside.test", "app", nil))
 	r := startRig(t, client, pods, func(c *config) { c.Namespace = "team" })
@@ -525,6 +535,12 @@ spec:
 		require.NoError(t, err)
 		assert.Equal(t, http.StatusGatewayTimeout, code, "the timeout annotation bounds the wait for headers")
 		assert.Less(t, time.Since(start), 3*time.Second, "the answer should come at the timeout, not the pod's 5s")
+	})
+
+	t.Run("backend protocol", func(t *testing.T) {
+		_, body, err := r.get(c, "h2c.test", "/")
+		require.NoError(t, err)
+		assert.Equal(t, "HTTP/2.0", body, "GRPC backends are reached over h2c")
 	})
 
 	t.Run("namespace scope", func(t *testing.T) {
