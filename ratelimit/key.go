@@ -118,9 +118,11 @@ func (k *keyer) key(r *http.Request) (Key, bool) {
 // groupIP masks a to the configured prefix length, so that a client cannot escape its limit
 // by hopping between the addresses of its own IPv6 /64.
 func (k *keyer) groupIP(a netip.Addr) netip.Addr {
-	a = a.WithZone("")
 	bits := k.v6
 	if a.Is4() {
+		if k.v4 == 32 {
+			return a // the default: nothing to mask, and IPv4 has no zone
+		}
 		bits = k.v4
 	}
 	if p, err := a.Prefix(bits); err == nil {

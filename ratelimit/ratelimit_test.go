@@ -490,3 +490,31 @@ func TestManyLimits(t *testing.T) {
 	assert.Equal(t, `"a";r=6;t=3000, "b";r=5;t=3000, "c";r=4;t=3000, "d";r=3;t=3000, "e";r=0;t=3000`,
 		w.Header().Get("RateLimit"), "refusals took nothing from a-d and f was not consulted")
 }
+
+// TestKeysKeepTheirOwnBuckets checks that the in-memory store never lets two different keys
+// share a bucket: addresses of either family, an address and the same text as a string key,
+// and string keys that differ only in the address they carry.
+func TestKeysKeepTheirOwnBuckets(t *testing.T) {
+	s, err := ratelimit.NewMemoryStore(1e-9, 1, 1000)
+	require.NoError(t, err)
+	now := newClock().Now()
+	keys := []ratelimit.Key{
+		{Addr: netip.MustParseAddr("10.0.0.1")},
+		{Addr: netip.MustParseAddr("10.0.0.2")},
+		{Addr: netip.MustParseAddr("2001:db8::1")},
+		{Addr: netip.MustParseAddr("2001:db8::2")},
+		{Str: "10.0.0.1"},
+		{Str: "a"},
+		{Str: "b"},
+		{Str: "a", Addr: netip.MustParseAddr("10.0.0.1")},
+		{Str: longKey('a')},
+		{},
+	}
+	for _, k := range keys {
+		assert.True(t, s.Take(k, now, 0).OK, "key %+v has its own full bucket", k)
+	}
+	for _, k := range keys {
+		assert.False(t, s.Take(k, now, 0).OK, "key %+v used its one token", k)
+	}
+	assert.Equal(t, len(keys), s.Len())
+}

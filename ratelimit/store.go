@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math"
-	"strings"
 	"sync"
 	"time"
 
@@ -43,11 +42,12 @@ type Decision struct {
 	// Reset is how long until the bucket is full again.
 	Reset time.Duration
 
-	// The local store's grant, for Cancel: the bucket and shard the token came from, and
-	// when it is due (Unix nanoseconds), after which it has been used and cannot go back.
-	b   *bucket
-	sh  *memShard
-	due int64
+	// The local store's grant, for Cancel: the bucket the token came from, when it is due
+	// (Unix nanoseconds; after that it has been used and cannot go back), and the shard
+	// whose lock guards the bucket.
+	b     *bucket
+	due   int64
+	shard uint32
 }
 
 // numShards is the most LRU shards a MemoryStore splits its keys over. Sixteen independent
@@ -73,14 +73,14 @@ type MemoryStore struct {
 	limit  rate.Limit
 	burst  int
 	seed   maphash.Seed
-	k0, k1 uint64 // secret keys of the address hash, drawn from seed
+	k0     uint64 // the secret key of the shard hash, drawn from seed
 	mask   uint64
 	shards []memShard
 }
 
 type memShard struct {
 	mu       sync.Mutex // mu protects lru, the buckets in it and overflow
-	lru      *simplelru.LRU[Key, *bucket]
+	lru      *simplelru.LRU[foldedKey, *bucket]
 	cap      int
 	overflow *bucket
 	_        [64]byte // keep shards on separate cache lines
@@ -122,17 +122,13 @@ func NewMemoryStore(r rate.Limit, burst, maxKeys int) (*MemoryStore, error) {
 	}
 	s := &MemoryStore{limit: r, burst: burst, seed: maphash.MakeSeed(), mask: uint64(n - 1),
 		shards: make([]memShard, n)}
-	var h maphash.Hash
-	h.SetSeed(s.seed)
-	s.k0 = h.Sum64()
-	h.WriteByte(1)
-	s.k1 = h.Sum64()
+	s.k0 = maphash.String(s.seed, "shard")
 	for i := range s.shards {
 		c := maxKeys / n
 		if i < maxKeys%n {
 			c++
 		}
-		lru, err := simplelru.NewLRU[Key, *bucket](c, nil)
+		lru, err := simplelru.NewLRU[foldedKey, *bucket](c, nil)
 		if err != nil {
 			return nil, fmt.Errorf("ratelimit: %w", err)
 		}
@@ -159,9 +155,11 @@ func (s *MemoryStore) Take(key Key, now time.Time, maxDelay time.Duration) Decis
 		return Decision{OK: true, Remaining: s.burst}
 	}
 	t := now.UnixNano()
-	sh := &s.shards[s.hash(key)&s.mask]
+	k := s.fold(key)
+	i := s.shard(k)
+	sh := &s.shards[i]
 	sh.mu.Lock()
-	b := s.bucket(sh, key, t)
+	b := s.bucket(sh, k, t)
 	tokens := s.tokensAt(b, t)
 	left := tokens - 1
 	var wait time.Duration
@@ -175,7 +173,7 @@ func (s *MemoryStore) Take(key Key, now time.Time, maxDelay time.Duration) Decis
 	b.last, b.tokens = max(b.last, t), left
 	sh.mu.Unlock()
 	return Decision{OK: true, Delay: wait, Remaining: max(0, int(left)),
-		Reset: s.durationOf(float64(s.burst) - left), b: b, sh: sh, due: t + int64(wait)}
+		Reset: s.durationOf(float64(s.burst) - left), b: b, shard: i, due: t + int64(wait)}
 }
 
 // Cancel implements [Store]. A token is given back only before it is due: a request that has
@@ -185,10 +183,11 @@ func (s *MemoryStore) Cancel(_ Key, d Decision, now time.Time) {
 	if !d.OK || d.b == nil || t > d.due {
 		return
 	}
-	d.sh.mu.Lock()
+	sh := &s.shards[d.shard]
+	sh.mu.Lock()
 	d.b.tokens = min(s.tokensAt(d.b, t)+1, float64(s.burst))
 	d.b.last = max(d.b.last, t)
-	d.sh.mu.Unlock()
+	sh.mu.Unlock()
 }
 
 // tokensAt returns the tokens in b at t (Unix nanoseconds): what it held, plus the rate times
@@ -210,7 +209,7 @@ func (s *MemoryStore) durationOf(n float64) time.Duration {
 }
 
 // bucket returns key's bucket, making one if there is room. sh.mu must be held.
-func (s *MemoryStore) bucket(sh *memShard, key Key, t int64) *bucket {
+func (s *MemoryStore) bucket(sh *memShard, key foldedKey, t int64) *bucket {
 	b, ok := sh.lru.Peek(key)
 	switch {
 	case !ok:
@@ -226,7 +225,7 @@ func (s *MemoryStore) bucket(sh *memShard, key Key, t int64) *bucket {
 // recently used buckets that has refilled; buckets still draining get a second chance at the
 // front of the list, and if none of the probed buckets is full the key is counted in the
 // shard's overflow bucket. sh.mu must be held.
-func (s *MemoryStore) admit(sh *memShard, key Key, t int64) *bucket {
+func (s *MemoryStore) admit(sh *memShard, key foldedKey, t int64) *bucket {
 	for i := 0; sh.lru.Len() >= sh.cap && i < evictProbes; i++ {
 		k, old, _ := sh.lru.GetOldest()
 		if s.tokensAt(old, t) >= float64(s.burst) {
@@ -239,22 +238,44 @@ func (s *MemoryStore) admit(sh *memShard, key Key, t int64) *bucket {
 	if sh.lru.Len() >= sh.cap {
 		return sh.overflow
 	}
-	key.Str = strings.Clone(key.Str) // do not pin the request's header memory
 	b := &bucket{last: t, tokens: float64(s.burst), promoted: t}
 	sh.lru.Add(key, b)
 	return b
 }
 
-// hash spreads keys over shards without allocating. Addresses, the common key, are mixed
-// with secret keys by two rounds of the splitmix64 finalizer, a third of the cost of maphash
-// on 16 bytes; the keys keep clients from choosing addresses that crowd one shard.
-func (s *MemoryStore) hash(k Key) uint64 {
-	if k.Str != "" {
-		return maphash.String(s.seed, k.Str)
-	}
+// A foldedKey is a Key folded to 16 bytes, the LRU's index: hashing and comparing two
+// words is cheaper than a netip.Addr and a string, and a bucket's memory does not depend on
+// the length of a header a client sent. An address key is the address's 16 bytes (IPv4 in
+// its IPv6-mapped form; zones dropped, as the keyer never makes zoned keys; the zero Addr
+// folds like ::, which is never a client). A string key is a 128-bit hash keyed with the
+// store's secret seed, which makes two keys sharing a bucket by accident, or by a client's
+// design, as unlikely as guessing the seed.
+type foldedKey [2]uint64
+
+func (s *MemoryStore) fold(k Key) foldedKey {
 	a := k.Addr.As16()
-	hi, lo := binary.LittleEndian.Uint64(a[:8]), binary.LittleEndian.Uint64(a[8:])
-	return mix(mix(lo^s.k0) ^ hi ^ s.k1)
+	if k.Str == "" {
+		return foldedKey{binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])}
+	}
+	return s.foldString(k.Str, &a)
+}
+
+// foldString hashes a string key and its address. It is apart from fold so that address
+// keys do not pay for zeroing a maphash.Hash.
+func (s *MemoryStore) foldString(str string, a *[16]byte) foldedKey {
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	h.WriteString(str)
+	first := h.Sum64()
+	h.Write(a[:])
+	return foldedKey{first, h.Sum64()}
+}
+
+// shard returns the index of k's shard: one round of the splitmix64 finalizer over both
+// words and a secret key, a third of the cost of maphash on 16 bytes; the key keeps clients
+// from choosing addresses that crowd one shard.
+func (s *MemoryStore) shard(k foldedKey) uint32 {
+	return uint32(mix(k[0]*0x9e3779b97f4a7c15^k[1]^s.k0) & s.mask)
 }
 
 // mix is the splitmix64 finalizer: every input bit flips each output bit with probability
