@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/time/rate"
+
+	"github.com/sluiceproxy/sluice"
 )
 
 // benchLimiter returns a Limiter whose limits admit everything the benchmarks send, so that
@@ -258,4 +260,38 @@ func FuzzBucketMatchesRateLimiter(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzPeerIPv4 holds the IPv4 fast path of client-IP keys to sluice.PeerAddr: whatever it
+// accepts, it must return the address PeerAddr finds.
+func FuzzPeerIPv4(f *testing.F) {
+	for _, s := range []string{"192.0.2.1:4242", "0.0.0.0:0", "255.255.255.255:65535", "1.2.3.4:65536",
+		"01.2.3.4:1", "1.2.3:4", "1.2.3.4.5:6", "1.2.3.4:", "1.2.3.4:080", "1.2.3.4:123456", "[1.2.3.4]:5",
+		"1.2.3.4:5]", "::ffff:1.2.3.4:5", "256.1.1.1:1", "1..2.3:4", "1.2.3.4", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, remote string) {
+		got, ok := peerIPv4(remote)
+		if !ok {
+			return
+		}
+		if want := sluice.PeerAddr(&http.Request{RemoteAddr: remote}); got != want {
+			t.Fatalf("peerIPv4(%q) = %v; sluice.PeerAddr finds %v", remote, got, want)
+		}
+		if _, err := netip.ParseAddrPort(remote); err != nil {
+			t.Fatalf("peerIPv4 accepts %q, which netip.ParseAddrPort refuses: %v", remote, err)
+		}
+	})
+}
+
+func TestPeerIPv4TakesCommonAddresses(t *testing.T) {
+	for _, s := range []string{"192.0.2.1:4242", "10.0.0.255:1", "0.0.0.0:0", "255.255.255.255:65535"} {
+		a, ok := peerIPv4(s)
+		assert.True(t, ok, "%q should take the fast path", s)
+		assert.Equal(t, netip.MustParseAddrPort(s).Addr(), a)
+	}
+	for _, s := range []string{"[2001:db8::1]:80", "1.2.3.4", "01.2.3.4:1", "1.2.3.4:65536", "1.2.3.4.5:6"} {
+		_, ok := peerIPv4(s)
+		assert.False(t, ok, "%q must go the general way", s)
+	}
 }

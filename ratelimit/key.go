@@ -85,6 +85,9 @@ type keyer struct {
 func (k *keyer) key(r *http.Request) (Key, bool) {
 	switch k.by.kind {
 	case byClientIP:
+		if a, ok := peerIPv4(r.RemoteAddr); ok && !k.trusted.Contains(a) {
+			return Key{Addr: k.groupIP(a)}, true // what sluice.ClientIP returns, sooner
+		}
 		return Key{Addr: k.groupIP(sluice.ClientIP(r, k.trusted))}, true
 	case byHeader:
 		vs := r.Header[k.by.name]
@@ -113,6 +116,57 @@ func (k *keyer) key(r *http.Request) (Key, bool) {
 		}
 		return strKey(s), true
 	}
+}
+
+// peerIPv4 parses the commonest RemoteAddr, a dotted IPv4 address and a port ("192.0.2.1:
+// 4242"), in a quarter of the time netip.ParseAddrPort takes, which was a quarter of a
+// decision. It accepts only what ParseAddrPort accepts (four decimal fields of 0..255 without
+// leading zeros, and a port of up to five digits below 65536) and so returns the address
+// sluice.PeerAddr would; anything else reports false and takes the general path.
+// FuzzPeerIPv4 holds it to sluice.PeerAddr.
+func peerIPv4(s string) (netip.Addr, bool) {
+	var ip [4]byte
+	field, val, digits := 0, 0, 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case '0' <= c && c <= '9':
+			if digits > 0 && val == 0 {
+				return netip.Addr{}, false // a leading zero
+			}
+			val = val*10 + int(c-'0')
+			digits++
+			if val > 255 {
+				return netip.Addr{}, false
+			}
+		case c == '.' || c == ':':
+			if digits == 0 || field == 4 || (c == ':') != (field == 3) {
+				return netip.Addr{}, false
+			}
+			ip[field] = byte(val)
+			field, val, digits = field+1, 0, 0
+			if c == ':' {
+				return netip.AddrFrom4(ip), validPort(s[i+1:])
+			}
+		default:
+			return netip.Addr{}, false
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// validPort reports whether p is one to five decimal digits of a number below 65536.
+func validPort(p string) bool {
+	if p == "" || len(p) > 5 {
+		return false
+	}
+	n := 0
+	for i := 0; i < len(p); i++ {
+		if p[i] < '0' || p[i] > '9' {
+			return false
+		}
+		n = n*10 + int(p[i]-'0')
+	}
+	return n <= 65535
 }
 
 // groupIP masks a to the configured prefix length, so that a client cannot escape its limit

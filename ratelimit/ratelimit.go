@@ -315,5 +315,9 @@ func ceilSeconds(d time.Duration) int64 {
 	if d <= 0 {
 		return 0
 	}
-	return int64((d + time.Second - 1) / time.Second)
+	s := int64(d / time.Second)
+	if d%time.Second != 0 {
+		s++ // adding a second less a nanosecond first would overflow near the longest Duration
+	}
+	return s
 }

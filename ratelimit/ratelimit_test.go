@@ -3,6 +3,7 @@ package ratelimit_test
 import (
 	"context"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -517,4 +518,33 @@ func TestKeysKeepTheirOwnBuckets(t *testing.T) {
 		assert.False(t, s.Take(k, now, 0).OK, "key %+v used its one token", k)
 	}
 	assert.Equal(t, len(keys), s.Len())
+}
+
+// TestGlacialRateDoesNotOverflow checks that a wait longer than a Duration can hold is
+// reported as the longest Duration, not as a negative one.
+func TestGlacialRateDoesNotOverflow(t *testing.T) {
+	s, err := ratelimit.NewMemoryStore(1e-12, 5, 10)
+	require.NoError(t, err)
+	now := newClock().Now()
+	k := ratelimit.Key{Str: "k"}
+	for range 5 {
+		require.True(t, s.Take(k, now, 0).OK)
+	}
+	d := s.Take(k, now, 0)
+	assert.False(t, d.OK)
+	assert.Equal(t, time.Duration(math.MaxInt64), d.RetryAfter, "a wait of 31,700 years does not fit")
+	assert.Equal(t, time.Duration(math.MaxInt64), d.Reset)
+}
+
+func TestGlacialRateHeaders(t *testing.T) {
+	l, err := ratelimit.New(ratelimit.Options{
+		Limits: []ratelimit.Limit{{Rate: 1e-12, Burst: 1}},
+		Now:    newClock().Now,
+	})
+	require.NoError(t, err)
+	h := l.Handler(ok)
+	require.Equal(t, 200, call(h, "192.0.2.1:1", "/").Code)
+	w := call(h, "192.0.2.1:1", "/")
+	assert.Equal(t, 429, w.Code)
+	assert.Equal(t, "9223372037", w.Header().Get("Retry-After"), "the longest Duration, rounded up, never negative")
 }

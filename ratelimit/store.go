@@ -70,12 +70,13 @@ const evictProbes = 4
 // header, and those three locks were most of the cost of a decision. A bucket is also a third
 // of a rate.Limiter's size, which matters at a hundred thousand keys.
 type MemoryStore struct {
-	limit  rate.Limit
-	burst  int
-	seed   maphash.Seed
-	k0     uint64 // the secret key of the shard hash, drawn from seed
-	mask   uint64
-	shards []memShard
+	limit    rate.Limit
+	burst    int
+	perToken float64 // nanoseconds to refill one token: a multiplication is cheaper than a division
+	seed     maphash.Seed
+	k0       uint64 // the secret key of the shard hash, drawn from seed
+	mask     uint64
+	shards   []memShard
 }
 
 type memShard struct {
@@ -120,7 +121,7 @@ func NewMemoryStore(r rate.Limit, burst, maxKeys int) (*MemoryStore, error) {
 	for n > 1 && maxKeys/n < 64 {
 		n /= 2
 	}
-	s := &MemoryStore{limit: r, burst: burst, seed: maphash.MakeSeed(), mask: uint64(n - 1),
+	s := &MemoryStore{limit: r, burst: burst, perToken: float64(time.Second) / float64(r), seed: maphash.MakeSeed(), mask: uint64(n - 1),
 		shards: make([]memShard, n)}
 	s.k0 = maphash.String(s.seed, "shard")
 	for i := range s.shards {
@@ -205,7 +206,10 @@ func (s *MemoryStore) durationOf(n float64) time.Duration {
 	if n <= 0 {
 		return 0
 	}
-	return time.Duration(n / float64(s.limit) * float64(time.Second))
+	if d := n * s.perToken; d < math.MaxInt64 {
+		return time.Duration(d)
+	}
+	return math.MaxInt64 // a rate so slow that the wait does not fit in a Duration
 }
 
 // bucket returns key's bucket, making one if there is room. sh.mu must be held.
