@@ -317,7 +317,11 @@ func (x *exchange) serve() {
 		x.fail(&Error{Status: http.StatusInternalServerError, Err: errors.New("Proxy.Picker is nil")})
 		return
 	}
-	x.upgrade = upgradeType(in.Header)
+	if in.ProtoAtLeast(1, 1) {
+		// An HTTP/1.0 request's Upgrade is ignored (RFC 9110 §7.8): its client must not be
+		// sent a 101, nor any 1xx (§15.2). Upgrade is hop-by-hop, so the upstream sees none.
+		x.upgrade = upgradeType(in.Header)
+	}
 	x.prepare()
 	if p.cfg.timeout > 0 {
 		x.deadline = x.start.Add(p.cfg.timeout)
@@ -500,13 +504,19 @@ func (x *exchange) got1xx(code int, header textproto.MIMEHeader) error {
 	if !x.tryOpen {
 		return errors.New("proxy: 1xx response after the try ended")
 	}
-	write1xx(x.rw, code, http.Header(header))
+	x.write1xx(code, http.Header(header))
 	return nil
 }
 
-// write1xx sends an informational response. Its fields are set only for this response:
-// fields the handler chain set for the final response are left as they were.
-func write1xx(rw http.ResponseWriter, code int, header http.Header) {
+// write1xx sends an informational response to the client, unless the client speaks
+// HTTP/1.0, which has no 1xx responses: RFC 9110 §15.2 forbids sending it one, so it gets the
+// final response only. The fields are set only for this response: fields the handler chain set
+// for the final response are left as they were.
+func (x *exchange) write1xx(code int, header http.Header) {
+	if !x.in.ProtoAtLeast(1, 1) {
+		return
+	}
+	rw := x.rw
 	h := rw.Header()
 	var saved map[string][]string
 	for k, vv := range header {
@@ -612,11 +622,17 @@ func (p *Proxy) takeRetry() bool {
 	if limit < p.cfg.budgetMin {
 		limit = p.cfg.budgetMin
 	}
-	if p.retrying.Add(1) > limit {
-		p.retrying.Add(-1)
-		return false
+	// Compare-and-swap rather than add-then-undo: a refused taker's passing increment would
+	// make a concurrent taker that fits the budget see it full.
+	for {
+		n := p.retrying.Load()
+		if n >= limit {
+			return false
+		}
+		if p.retrying.CompareAndSwap(n, n+1) {
+			return true
+		}
 	}
-	return true
 }
 
 // backoff sleeps before retry number try, or returns false when the request ends first.

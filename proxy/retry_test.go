@@ -33,9 +33,13 @@ func TestRetryBudget(t *testing.T) {
 	releaseB := make(chan struct{})
 	var once sync.Once
 	release := func() { once.Do(func() { close(releaseB) }) }
-	t.Cleanup(release)
+	// Deferred, not a Cleanup: a failing test must release B before the servers' Close,
+	// which waits for the held requests.
+	defer release()
+	retried := make(chan struct{}, n) // one token per retry that reached B
 	c.backend(t, "10.0.0.2:80", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hitsB.Add(1)
+		retried <- struct{}{}
 		<-releaseB // hold the retry, and with it the budget, until the others have answered
 		io.WriteString(w, "ok")
 	}))
@@ -63,13 +67,22 @@ func TestRetryBudget(t *testing.T) {
 			statuses <- res.StatusCode
 		}()
 	}
+	// Wait for both the n-1 answers and the retry's arrival at B: nothing orders one before
+	// the other. A request decides on its retry before it answers, so once n-1 requests have
+	// answered 503 and one retry has arrived, every retry there will be has reached B.
 	count := map[int]int{}
-	for range n - 1 {
+	answered, arrived := 0, false
+	timeout := time.After(10 * time.Second)
+	for answered < n-1 || !arrived {
 		select {
 		case s := <-statuses:
 			count[s]++
-		case <-time.After(10 * time.Second):
-			t.Fatalf("requests outside the budget must fail at once; got %v", count)
+			answered++
+		case <-retried:
+			arrived = true
+		case <-timeout:
+			t.Fatalf("requests outside the budget must fail at once and one retry reach B; "+
+				"got statuses %v, retry arrived %t", count, arrived)
 		}
 	}
 	assert.Equal(t, map[int]int{503: n - 1}, count, "all but the budget's one retry forward the 503")

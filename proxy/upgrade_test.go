@@ -96,15 +96,22 @@ func readEOF(t *testing.T, conn net.Conn, br *bufio.Reader, what string) {
 }
 
 func TestWebSocketTunnel(t *testing.T) {
-	setup := func(t *testing.T, idle time.Duration) (*wsBackend, *proxy.Proxy, *metrics, string) {
+	// setup returns the upstream, the proxy, its metrics, the front address, and a channel
+	// closed when the proxy has finished serving the upgrade request.
+	setup := func(t *testing.T, idle time.Duration) (*wsBackend, *proxy.Proxy, *metrics, string, chan struct{}) {
 		c := newCluster()
 		ws := newWSBackend()
 		c.backend(t, "10.0.0.1:80", ws)
 		var m metrics
 		p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial, UpgradeIdleTimeout: idle,
 			Metrics: &m}
-		srv := front(t, p)
-		return ws, p, &m, srv.Listener.Addr().String()
+		t.Cleanup(p.CloseIdleConnections)
+		served := make(chan struct{})
+		srv := front(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer close(served)
+			p.ServeHTTP(w, r)
+		}))
+		return ws, p, &m, srv.Listener.Addr().String(), served
 	}
 	echoes := func(t *testing.T, conn net.Conn, br *bufio.Reader) {
 		t.Helper()
@@ -118,7 +125,7 @@ func TestWebSocketTunnel(t *testing.T) {
 	}
 
 	t.Run("client closes", func(t *testing.T) {
-		ws, p, m, addr := setup(t, 0)
+		ws, p, m, addr, served := setup(t, 0)
 		conn, br := wsDial(t, addr)
 		h := <-ws.header
 		assert.Equal(t, "Upgrade", h.Get("Connection"), "the upstream is asked to upgrade")
@@ -127,7 +134,10 @@ func TestWebSocketTunnel(t *testing.T) {
 		assert.Equal(t, 1, p.Upgraded())
 		conn.Close()
 		waitClosed(t, ws.ended, "the upstream side must end when the client closes")
-		require.Eventually(t, func() bool { return p.Upgraded() == 0 }, 10*time.Second, time.Millisecond)
+		// The tunnel is forgotten before ServeHTTP returns, and the metrics record is written
+		// just before it returns: wait for that, not for Upgraded to drop, which comes first.
+		waitClosed(t, served, "the proxy must finish serving when the tunnel ends")
+		assert.Equal(t, 0, p.Upgraded(), "the closed tunnel is forgotten")
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		require.Len(t, m.stats, 1)
@@ -136,7 +146,7 @@ func TestWebSocketTunnel(t *testing.T) {
 		assert.Positive(t, m.stats[0].Bytes)
 	})
 	t.Run("upstream closes", func(t *testing.T) {
-		ws, _, _, addr := setup(t, 0)
+		ws, _, _, addr, _ := setup(t, 0)
 		conn, br := wsDial(t, addr)
 		echoes(t, conn, br)
 		io.WriteString(conn, "bye\n")
@@ -144,7 +154,7 @@ func TestWebSocketTunnel(t *testing.T) {
 		readEOF(t, conn, br, "the client side must be closed when the upstream ends")
 	})
 	t.Run("idle timeout", func(t *testing.T) {
-		ws, _, _, addr := setup(t, 50*time.Millisecond)
+		ws, _, _, addr, _ := setup(t, 50*time.Millisecond)
 		conn, br := wsDial(t, addr)
 		io.WriteString(conn, "ping\n")
 		got, err := readLine(br, 10*time.Second)
@@ -153,6 +163,29 @@ func TestWebSocketTunnel(t *testing.T) {
 		readEOF(t, conn, br, "an idle tunnel must be closed")
 		waitClosed(t, ws.ended, "both sides of an idle tunnel are closed")
 	})
+}
+
+// An HTTP/1.0 client's Upgrade is ignored (RFC 9110 §7.8): it must not be sent a 101. The
+// upstream is not asked to switch and answers the plain request.
+func TestUpgradeIgnoredForHTTP10(t *testing.T) {
+	c := newCluster()
+	ws := newWSBackend()
+	c.backend(t, "10.0.0.1:80", ws)
+	srv := front(t, &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial})
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	require.NoError(t, err)
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.WriteString(conn, "GET /chat HTTP/1.0\r\nHost: app.example\r\n"+
+		"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	require.NoError(t, err)
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, http.StatusUpgradeRequired, res.StatusCode, "the upstream answers the plain request")
+	h := <-ws.header
+	assert.Empty(t, h.Get("Upgrade"), "the upstream must not be asked to upgrade")
+	assert.Empty(t, h.Get("Connection"))
 }
 
 // Upgrades always travel over HTTP/1.1, whatever protocol the Proxy speaks to its upstreams:
