@@ -31,14 +31,16 @@
 //   - X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto and the RFC 7239 Forwarded field are
 //     set. Values a client sent are kept (and appended to) only when the TCP peer is in
 //     TrustedProxies; otherwise they are replaced, so a client cannot forge its address.
-//   - 1xx responses (100 Continue, 103 Early Hints) are passed through as they arrive.
+//   - 1xx responses (100 Continue, 103 Early Hints) are passed through as they arrive, except
+//     to HTTP/1.0 clients, which must not be sent any (RFC 9110 §15.2).
 //   - Responses of unknown length, text/event-stream and gRPC are flushed chunk by chunk;
 //     others are copied through a pooled buffer. Request bodies stream to the upstream as they
 //     arrive; only their first Retry.BodyLimit bytes are kept, for a retry. No body is ever
 //     held whole.
 //   - Trailers travel end to end, so gRPC works over h2 and h2c.
 //   - Upgrade requests (WebSocket and others) become a bidirectional tunnel with an idle
-//     timeout; when either side ends, both are closed.
+//     timeout; when either side ends, both are closed. The Upgrade of an HTTP/1.0 request is
+//     ignored (RFC 9110 §7.8).
 //
 // # Errors and retries
 //

@@ -267,7 +267,7 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 			if informational >= 10 {
 				return fail(errors.New("proxy: upstream sent too many 1xx responses"))
 			}
-			write1xx(x.rw, code, http.Header(hdr))
+			x.write1xx(code, http.Header(hdr))
 			continue
 		}
 		if code == http.StatusSwitchingProtocols {

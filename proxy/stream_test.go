@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -221,15 +222,18 @@ func TestExpectContinue(t *testing.T) {
 	assert.Equal(t, `got hello expect="100-continue"`, string(body), "header %v", hdr)
 }
 
+// earlyHints is an upstream that sends 103 Early Hints with a Link field, then "page".
+var earlyHints = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	w.Header().Set("Link", "</app.css>; rel=preload")
+	w.WriteHeader(http.StatusEarlyHints)
+	w.Header().Del("Link")
+	io.WriteString(w, "page")
+})
+
 // 103 Early Hints pass through to the client, over every client and upstream protocol, and
 // their fields do not leak into the final response.
 func TestEarlyHints(t *testing.T) {
-	hints := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Link", "</app.css>; rel=preload")
-		w.WriteHeader(http.StatusEarlyHints)
-		w.Header().Del("Link")
-		io.WriteString(w, "page")
-	})
 	tests := []struct {
 		method   string
 		frontTLS bool
@@ -244,9 +248,9 @@ func TestEarlyHints(t *testing.T) {
 		t.Run(fmt.Sprintf("%s/tls=%t/%s", tt.method, tt.frontTLS, tt.upstream), func(t *testing.T) {
 			c := newCluster()
 			if tt.upstream == proxy.H2C {
-				c.h2cBackend(t, "10.0.0.1:80", hints)
+				c.h2cBackend(t, "10.0.0.1:80", earlyHints)
 			} else {
-				c.backend(t, "10.0.0.1:80", hints)
+				c.backend(t, "10.0.0.1:80", earlyHints)
 			}
 			p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial, Protocol: tt.upstream}
 			t.Cleanup(p.CloseIdleConnections)
@@ -277,6 +281,63 @@ func TestEarlyHints(t *testing.T) {
 			defer mu.Unlock()
 			assert.Equal(t, []string{"103 </app.css>; rel=preload"}, got)
 		})
+	}
+}
+
+// An HTTP/1.0 client is never sent a 1xx response (RFC 9110 §15.2), whichever path forwards
+// it: the lean client (GET over HTTP1), net/http's Transport (POST) or HTTP/2 (H2C). An
+// HTTP/1.1 client on the same path gets the 103, so the test sees the difference.
+func TestNo1xxToHTTP10Clients(t *testing.T) {
+	for _, upstream := range []proxy.Protocol{proxy.HTTP1, proxy.H2C} {
+		for _, method := range []string{"GET", "POST"} {
+			for _, proto := range []string{"HTTP/1.0", "HTTP/1.1"} {
+				t.Run(fmt.Sprintf("%s/%s/%s", upstream, method, proto), func(t *testing.T) {
+					c := newCluster()
+					if upstream == proxy.H2C {
+						c.h2cBackend(t, "10.0.0.1:80", earlyHints)
+					} else {
+						c.backend(t, "10.0.0.1:80", earlyHints)
+					}
+					srv := front(t, &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial,
+						Protocol: upstream})
+					conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+					require.NoError(t, err)
+					defer conn.Close()
+					conn.SetDeadline(time.Now().Add(10 * time.Second))
+					req := method + " /page " + proto + "\r\nHost: app.example\r\nConnection: close\r\n"
+					if method == "POST" {
+						req += "Content-Length: 1\r\n\r\nx"
+					} else {
+						req += "\r\n"
+					}
+					_, err = io.WriteString(conn, req)
+					require.NoError(t, err)
+
+					tp := textproto.NewReader(bufio.NewReader(conn))
+					var heads []string
+					var hdr textproto.MIMEHeader
+					for {
+						line, err := tp.ReadLine()
+						require.NoError(t, err, "after %q", heads)
+						heads = append(heads, line)
+						hdr, err = tp.ReadMIMEHeader()
+						require.NoError(t, err)
+						if !strings.HasPrefix(line, proto+" 1") || len(heads) > 3 {
+							break
+						}
+					}
+					body, err := io.ReadAll(tp.R)
+					require.NoError(t, err)
+					assert.Equal(t, "page", string(body))
+					assert.Empty(t, hdr.Get("Link"), "the hint's fields belong to the 103 only")
+					if proto == "HTTP/1.0" {
+						assert.Equal(t, []string{"HTTP/1.0 200 OK"}, heads, "no 1xx to an HTTP/1.0 client")
+					} else {
+						assert.Equal(t, []string{"HTTP/1.1 103 Early Hints", "HTTP/1.1 200 OK"}, heads)
+					}
+				})
+			}
+		}
 	}
 }
 
