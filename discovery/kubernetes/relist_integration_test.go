@@ -3,6 +3,7 @@
 package kubernetes_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/sluiceproxy/sluice"
 	k8sdiscovery "github.com/sluiceproxy/sluice/discovery/kubernetes"
 	"github.com/sluiceproxy/sluice/internal/kubetest"
 )
@@ -210,4 +212,81 @@ func TestIntegrationRelistAfterWatchExpiry(t *testing.T) {
 		}
 	}
 	t.Logf("EndpointSlice requests:%s", &reqs)
+}
+
+// TestIntegrationWaitsForFirstList starts a Watcher while the API server is unreachable: it
+// must report that it has not synced and push nothing, not even an empty set that would
+// make a proxy refuse traffic, until its first full list arrives.
+func TestIntegrationWaitsForFirstList(t *testing.T) {
+	cluster := kubetest.Start(t)
+	const ns = "sync"
+	createNamespace(t, cluster.Client, ns)
+	ctx := t.Context()
+	_, err := cluster.Client.DiscoveryV1().EndpointSlices(ns).Create(ctx,
+		podSlice(ns, "web-a", "web", 8080, "10.244.8.1", "10.244.8.2"), metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	g := newGate(t, strings.TrimPrefix(cluster.Config.Host, "https://"))
+	g.Cut()
+	var reqs requestLog
+	cfg := rest.CopyConfig(cluster.Config)
+	cfg.Host = "https://" + g.addr
+	cfg.Wrap(reqs.wrap)
+	client, err := kubernetes.NewForConfig(cfg)
+	require.NoError(t, err)
+	w, err := k8sdiscovery.NewForClient(client, k8sdiscovery.Options{Namespace: ns})
+	require.NoError(t, err)
+	go w.Run(ctx)
+	rec := newRecorder()
+	go w.Source(ns, "web", "http").Watch(ctx, rec.update)
+
+	// Wait until the informer has tried, and failed, to list.
+	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for reqs.lists() == 0 {
+		require.True(t, time.Now().Before(deadline), "the informer never tried to list")
+		<-tick.C
+	}
+	assert.False(t, w.HasSynced(), "no list has succeeded")
+	waitCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, w.WaitForSync(waitCtx), context.DeadlineExceeded, "WaitForSync must wait for the first list")
+	rec.mu.Lock()
+	assert.Empty(t, rec.sets, "nothing is pushed before the first list")
+	rec.mu.Unlock()
+
+	g.Restore(t)
+	syncCtx, cancelSync := context.WithTimeout(ctx, time.Minute)
+	defer cancelSync()
+	require.NoError(t, w.WaitForSync(syncCtx))
+	first := rec.waitWithin(t, time.Minute, "the first set", func([]sluice.Endpoint) bool { return true })
+	assert.Equal(t, []string{"10.244.8.1:8080", "10.244.8.2:8080"}, addrs(first), "the first set pushed is the full list")
+}
+
+// TestIntegrationNamespaces checks that a Source sees only its own namespace's slices, both
+// through a Watcher scoped to one namespace and through one watching them all.
+func TestIntegrationNamespaces(t *testing.T) {
+	cluster := kubetest.Start(t)
+	ctx := t.Context()
+	for i, ns := range []string{"team-a", "team-b"} {
+		createNamespace(t, cluster.Client, ns)
+		_, err := cluster.Client.DiscoveryV1().EndpointSlices(ns).Create(ctx,
+			podSlice(ns, "web-1", "web", 8080, fmt.Sprintf("10.244.9.%d", i+1)), metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	all, err := k8sdiscovery.NewForClient(cluster.Client, k8sdiscovery.Options{})
+	require.NoError(t, err)
+	onlyB, err := k8sdiscovery.NewForClient(cluster.Client, k8sdiscovery.Options{Namespace: "team-b"})
+	require.NoError(t, err)
+	go all.Run(ctx)
+	go onlyB.Run(ctx)
+
+	a, b, aFromB := newRecorder(), newRecorder(), newRecorder()
+	go all.Source("team-a", "web", "http").Watch(ctx, a.update)
+	go all.Source("team-b", "web", "http").Watch(ctx, b.update)
+	go onlyB.Source("team-a", "web", "http").Watch(ctx, aFromB.update)
+	a.waitFor(t, "team-a's endpoint only", hasAddrs("10.244.9.1:8080"))
+	b.waitFor(t, "team-b's endpoint only", hasAddrs("10.244.9.2:8080"))
+	aFromB.waitFor(t, "nothing: team-a is outside the Watcher's namespace", hasAddrs())
 }
