@@ -102,6 +102,7 @@ type Balancer struct {
 	trackLatency bool    // PeakEWMA: Done feeds latency into the EWMA
 	trackTotal   bool    // Maglev with bounded loads: Pick and Done keep total in-flight
 	decayNanos   float64 // PeakEWMA decay time constant
+	decayRate    float64 // 1/decayNanos, so that picks multiply instead of dividing
 
 	_     [64]byte
 	total atomic.Int64 // in-flight over all endpoints, kept only for bounded loads
@@ -264,12 +265,23 @@ type entry struct {
 	cookie *http.Cookie // Sticky: the shared Set-Cookie for this endpoint
 }
 
+// loadRef is an endpoint's counters and weight, for comparing candidates.
+type loadRef struct {
+	st     *endpointState
+	weight uint32
+}
+
 // snapshot is an immutable view of the endpoint set, built by Update and read by Pick.
 // Only its atomic fields change after it is published.
 type snapshot struct {
 	b    *Balancer
 	pool []entry
 	pk   picker
+
+	// loads mirrors pool with just what the load-aware policies compare, 16 bytes per
+	// endpoint instead of a whole entry: with thousands of endpoints, a P2C pick then misses
+	// the cache on the two candidates' counters only, not on their entries too.
+	loads []loadRef
 
 	weighted bool  // weights differ: random choices go through alias
 	alias    alias // weighted random over pool
@@ -573,6 +585,12 @@ func (b *Balancer) compile(pool []entry, now int64) *snapshot {
 	}
 	if s.weighted {
 		s.alias = newAlias(pool)
+	}
+	if b.policy.compares() {
+		s.loads = make([]loadRef, len(pool))
+		for i := range pool {
+			s.loads[i] = loadRef{st: pool[i].st, weight: pool[i].weight}
+		}
 	}
 	s.pk = b.policy.build(s)
 	return s

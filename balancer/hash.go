@@ -292,6 +292,8 @@ func (p Maglev) configure(b *Balancer) { b.trackTotal = p.Epsilon > 0 }
 // when an endpoint is full, so a ramping endpoint simply has a smaller bound.
 func (p Maglev) ramps() bool { return p.Epsilon > 0 }
 
+func (Maglev) compares() bool { return false }
+
 func (p Maglev) build(s *snapshot) picker {
 	n := len(s.pool)
 	m := p.TableSize
@@ -494,6 +496,7 @@ func (p Sticky) validate() error {
 }
 func (p Sticky) configure(b *Balancer) { p.fallback().configure(b) }
 func (p Sticky) ramps() bool           { return p.fallback().ramps() }
+func (p Sticky) compares() bool        { return p.fallback().compares() }
 
 func (p Sticky) build(s *snapshot) picker {
 	name := p.Cookie

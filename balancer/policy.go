@@ -19,6 +19,8 @@ type Policy interface {
 	configure(b *Balancer)
 	// ramps reports whether slow start applies.
 	ramps() bool
+	// compares reports whether the policy compares candidates' loads (snapshot.loads).
+	compares() bool
 	// build compiles the policy for a snapshot whose pool, weights and alias table are set.
 	build(s *snapshot) picker
 }
@@ -33,6 +35,7 @@ type RoundRobin struct{}
 func (RoundRobin) validate() error     { return nil }
 func (RoundRobin) configure(*Balancer) {}
 func (RoundRobin) ramps() bool         { return true }
+func (RoundRobin) compares() bool      { return false }
 func (RoundRobin) build(s *snapshot) picker {
 	rr := &rrPicker{}
 	if s.weighted {
@@ -143,6 +146,7 @@ type Random struct{}
 func (Random) validate() error        { return nil }
 func (Random) configure(*Balancer)    {}
 func (Random) ramps() bool            { return true }
+func (Random) compares() bool         { return false }
 func (Random) build(*snapshot) picker { return randomPicker{} }
 
 type randomPicker struct{}
@@ -170,6 +174,7 @@ func (p LeastRequest) validate() error {
 }
 func (LeastRequest) configure(*Balancer) {}
 func (LeastRequest) ramps() bool         { return true }
+func (LeastRequest) compares() bool      { return true }
 func (p LeastRequest) build(*snapshot) picker {
 	bias := p.ActiveRequestBias
 	if bias == 0 {
@@ -184,7 +189,7 @@ func (lrPicker) bounded() bool { return false }
 
 func (p lrPicker) pick(s *snapshot, _ sluice.PickInfo) int {
 	i, j := s.randomPair()
-	a, b := &s.pool[i], &s.pool[j]
+	a, b := &s.loads[i], &s.loads[j]
 	ai, bi := a.st.inflight.Load(), b.st.inflight.Load()
 	if !s.weighted {
 		if bi < ai {
@@ -233,8 +238,10 @@ func (p PeakEWMA) configure(b *Balancer) {
 		d = 10 * time.Second
 	}
 	b.decayNanos = float64(d)
+	b.decayRate = 1 / float64(d)
 }
 func (PeakEWMA) ramps() bool            { return true }
+func (PeakEWMA) compares() bool         { return true }
 func (PeakEWMA) build(*snapshot) picker { return ewmaPicker{} }
 
 type ewmaPicker struct{}
@@ -250,29 +257,37 @@ func (ewmaPicker) pick(s *snapshot, _ sluice.PickInfo) int {
 	if i == j {
 		return i
 	}
-	a, b := &s.pool[i], &s.pool[j]
+	a, b := &s.loads[i], &s.loads[j]
 	// Estimates decay with idle time. Rather than read the clock on every pick, measure idle
 	// time against the fresher of the two candidates' last samples: what matters is that an
 	// endpoint nobody has heard from in a while (a slow pod that was routed around) decays
 	// relative to one that is answering now. Done still stamps samples with the real clock.
-	now := max(a.st.stamp.Load(), b.st.stamp.Load())
-	if cost(b, now, s.b.decayNanos) < cost(a, now, s.b.decayNanos) {
+	sa, sb := a.st.stamp.Load(), b.st.stamp.Load()
+	now := max(sa, sb)
+	ca, cb := cost(a.st, now-sa, s.b.decayRate), cost(b.st, now-sb, s.b.decayRate)
+	if s.weighted {
+		// Compare ca/wa with cb/wb without dividing.
+		ca, cb = ca*float64(b.weight), cb*float64(a.weight)
+	}
+	if cb < ca {
 		return j
 	}
 	return i
 }
 
-func cost(e *entry, now int64, decay float64) float64 {
-	inflight := float64(e.st.inflight.Load())
-	est := math.Float64frombits(e.st.ewma.Load())
+// cost returns an endpoint's peak-EWMA cost before weighting: its latency estimate, decayed
+// over idle nanoseconds, times (in-flight + 1).
+func cost(st *endpointState, idle int64, rate float64) float64 {
+	inflight := float64(st.inflight.Load())
+	est := math.Float64frombits(st.ewma.Load())
 	if est == 0 {
 		if inflight == 0 {
 			return 0
 		}
 		return unmeasuredPenalty + inflight
 	}
-	if td := float64(now - e.st.stamp.Load()); td > 0 {
-		est *= decayFactor(td / decay)
+	if idle > 0 {
+		est *= decayFactor(float64(idle) * rate)
 	}
-	return est * (inflight + 1) / float64(e.weight)
+	return est * (inflight + 1)
 }
