@@ -31,8 +31,11 @@
 //   - X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto and the RFC 7239 Forwarded field are
 //     set. Values a client sent are kept (and appended to) only when the TCP peer is in
 //     TrustedProxies; otherwise they are replaced, so a client cannot forge its address.
-//   - 1xx responses (100 Continue, 103 Early Hints) are passed through as they arrive, except
-//     to HTTP/1.0 clients, which must not be sent any (RFC 9110 §15.2).
+//   - 1xx responses (103 Early Hints and others) are passed through as they arrive, except to
+//     HTTP/1.0 clients, which must not be sent any (RFC 9110 §15.2). A client's
+//     "Expect: 100-continue" reaches the upstream, and the client gets one 100 Continue when
+//     the proxy starts reading its body: once the upstream sent its 100, or the transport
+//     stopped waiting for it.
 //   - Responses of unknown length, text/event-stream and gRPC are flushed chunk by chunk;
 //     others are copied through a pooled buffer. Request bodies stream to the upstream as they
 //     arrive; only their first Retry.BodyLimit bytes are kept, for a retry. No body is ever

@@ -508,12 +508,16 @@ func (x *exchange) got1xx(code int, header textproto.MIMEHeader) error {
 	return nil
 }
 
-// write1xx sends an informational response to the client, unless the client speaks
-// HTTP/1.0, which has no 1xx responses: RFC 9110 §15.2 forbids sending it one, so it gets the
-// final response only. The fields are set only for this response: fields the handler chain set
-// for the final response are left as they were.
+// write1xx sends an informational response to the client. The fields are set only for this
+// response: fields the handler chain set for the final response are left as they were.
+//
+// Two are never relayed. An HTTP/1.0 client has no 1xx responses: RFC 9110 §15.2 forbids
+// sending it one, so it gets the final response only. And 100 Continue is the client-side
+// server's to send: net/http sends it when the request body is first read, which the transport
+// does once the upstream's 100 arrives (or its wait for one ends). Relaying the upstream's too
+// would send the client two, since the transport starts the body before it reports the 100.
 func (x *exchange) write1xx(code int, header http.Header) {
-	if !x.in.ProtoAtLeast(1, 1) {
+	if code == http.StatusContinue || !x.in.ProtoAtLeast(1, 1) {
 		return
 	}
 	rw := x.rw

@@ -189,37 +189,52 @@ func TestLargeBodyNotRetried(t *testing.T) {
 	}
 }
 
-// 100 Continue from the upstream reaches a client that waits for it before sending its body.
+// A client that sends "Expect: 100-continue" gets one 100 Continue before it sends its body,
+// then the final response, whether the transport waits for the upstream's 100 before sending
+// the body (the default) or sends it at once, so that the upstream's 100 comes after the
+// client's.
 func TestExpectContinue(t *testing.T) {
 	c := newCluster()
 	c.backend(t, "10.0.0.1:80", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body) // reading is what makes net/http send 100 Continue
 		fmt.Fprintf(w, "got %s expect=%q", b, r.Header.Get("Expect"))
 	}))
-	srv := front(t, &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial})
-	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
-	require.NoError(t, err)
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	_, err = io.WriteString(conn, "PUT /up HTTP/1.1\r\nHost: app.example\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
-	require.NoError(t, err)
-	tp := textproto.NewReader(bufio.NewReader(conn))
-	line, err := tp.ReadLine()
-	require.NoError(t, err, "100 Continue must arrive before the body is sent")
-	assert.Equal(t, "HTTP/1.1 100 Continue", line)
-	_, err = tp.ReadMIMEHeader()
-	require.NoError(t, err)
-	_, err = io.WriteString(conn, "hello")
-	require.NoError(t, err)
-	line, err = tp.ReadLine()
-	require.NoError(t, err)
-	assert.Equal(t, "HTTP/1.1 200 OK", line, "one 100 Continue, then the final response")
-	hdr, err := tp.ReadMIMEHeader()
-	require.NoError(t, err)
-	body := make([]byte, len(`got hello expect="100-continue"`))
-	_, err = io.ReadFull(tp.R, body)
-	require.NoError(t, err)
-	assert.Equal(t, `got hello expect="100-continue"`, string(body), "header %v", hdr)
+	tests := []struct {
+		name      string
+		transport http.RoundTripper
+	}{
+		{"waits for the upstream", nil},
+		{"does not wait", &http.Transport{DialContext: c.dial, ExpectContinueTimeout: 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := front(t, &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial,
+				Transport: tt.transport})
+			conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+			require.NoError(t, err)
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			_, err = io.WriteString(conn, "PUT /up HTTP/1.1\r\nHost: app.example\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+			require.NoError(t, err)
+			tp := textproto.NewReader(bufio.NewReader(conn))
+			line, err := tp.ReadLine()
+			require.NoError(t, err, "100 Continue must arrive before the body is sent")
+			assert.Equal(t, "HTTP/1.1 100 Continue", line)
+			_, err = tp.ReadMIMEHeader()
+			require.NoError(t, err)
+			_, err = io.WriteString(conn, "hello")
+			require.NoError(t, err)
+			line, err = tp.ReadLine()
+			require.NoError(t, err)
+			assert.Equal(t, "HTTP/1.1 200 OK", line, "one 100 Continue, then the final response")
+			hdr, err := tp.ReadMIMEHeader()
+			require.NoError(t, err)
+			body := make([]byte, len(`got hello expect="100-continue"`))
+			_, err = io.ReadFull(tp.R, body)
+			require.NoError(t, err)
+			assert.Equal(t, `got hello expect="100-continue"`, string(body), "header %v", hdr)
+		})
+	}
 }
 
 // earlyHints is an upstream that sends 103 Early Hints with a Link field, then "page".
