@@ -83,39 +83,50 @@ type keyer struct {
 // key returns r's key, or false when the limit does not apply to r. It allocates only when a
 // string key is longer than maxKeyLen.
 func (k *keyer) key(r *http.Request) (Key, bool) {
+	var key Key
+	ok := k.keyInto(r, &key)
+	return key, ok
+}
+
+// keyInto is key writing the key into dst, which must be the zero Key. The Limiter calls it
+// directly: a Key returned by value is spilled and copied on the stack, and reloading those
+// stores stalls the CPU.
+func (k *keyer) keyInto(r *http.Request, dst *Key) bool {
 	switch k.by.kind {
 	case byClientIP:
 		if a, ok := peerIPv4(r.RemoteAddr); ok && !k.trusted.Contains(a) {
-			return Key{Addr: k.groupIP(a)}, true // what sluice.ClientIP returns, sooner
+			dst.Addr = k.groupIP(a) // what sluice.ClientIP returns, sooner
+			return true
 		}
-		return Key{Addr: k.groupIP(sluice.ClientIP(r, k.trusted))}, true
+		dst.Addr = k.groupIP(sluice.ClientIP(r, k.trusted))
+		return true
 	case byHeader:
 		vs := r.Header[k.by.name]
 		if len(vs) == 0 {
-			return Key{}, false
+			return false
 		}
 		v := textproto.TrimString(vs[0])
 		if v == "" {
-			return Key{}, false
+			return false
 		}
-		return strKey(v), true
+		dst.Str = strKey(v)
 	case byCookie:
 		v, ok := cookieValue(r.Header["Cookie"], k.by.name)
 		if !ok || v == "" {
-			return Key{}, false
+			return false
 		}
-		return strKey(v), true
+		dst.Str = strKey(v)
 	case byPath:
-		return strKey(r.URL.Path), true
+		dst.Str = strKey(r.URL.Path)
 	case byGlobal:
-		return Key{}, true
 	default:
 		s, ok := k.by.fn(r)
 		if !ok {
-			return Key{}, false
+			return false
 		}
-		return strKey(s), true
+		dst.Str = strKey(s)
 	}
+	return true
 }
 
 // peerIPv4 parses the commonest RemoteAddr, a dotted IPv4 address and a port ("192.0.2.1:
@@ -185,10 +196,10 @@ func (k *keyer) groupIP(a netip.Addr) netip.Addr {
 	return a // the zero Addr: every request without a peer IP shares one bucket
 }
 
-// strKey makes a string key, hashing long strings to a fixed size.
-func strKey(s string) Key {
+// strKey makes the string of a string key, hashing long strings to a fixed size.
+func strKey(s string) string {
 	if len(s) <= maxKeyLen {
-		return Key{Str: s}
+		return s
 	}
 	var b [17]byte
 	b[0] = 0 // no header or cookie value can start with NUL, so hashes never equal real keys
@@ -198,7 +209,7 @@ func strKey(s string) Key {
 	h.WriteByte(1)
 	h.WriteString(s)
 	binary.LittleEndian.PutUint64(b[9:], h.Sum64())
-	return Key{Str: string(b[:])}
+	return string(b[:])
 }
 
 // cookieValue returns the value of the first well-formed cookie called name in the Cookie

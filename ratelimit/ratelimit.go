@@ -73,6 +73,7 @@ type limit struct {
 	keyer
 	name     string // the policy name as an sf-string, quotes included
 	store    Store
+	mem      *MemoryStore // store, when it is a MemoryStore: called without the interface
 	policy   string
 	perToken time.Duration // how long the bucket takes to refill one token
 }
@@ -127,9 +128,10 @@ func New(opts Options) (*Limiter, error) {
 		window := int64(float64(lim.Burst)/float64(lim.Rate) + 0.999999999)
 		policy := sf + ";q=" + strconv.Itoa(lim.Burst) + ";w=" + strconv.FormatInt(max(window, 1), 10)
 		policies = append(policies, policy)
+		mem, _ := store.(*MemoryStore)
 		l.limits = append(l.limits, limit{
 			keyer: keyer{by: lim.By, trusted: opts.TrustedProxies, v4: v4, v6: v6},
-			name:  sf, store: store, policy: policy,
+			name:  sf, store: store, policy: policy, mem: mem,
 			perToken: time.Duration(float64(time.Second) / float64(lim.Rate)),
 		})
 	}
@@ -198,7 +200,7 @@ type decision struct {
 // slot is one limit's part of a decision.
 type slot struct {
 	consulted bool // the limit applied and no earlier limit refused
-	key       Key
+	key       Key  // for Cancel; a MemoryStore finds the bucket from d and is not told
 	d         Decision
 }
 
@@ -219,13 +221,18 @@ func (l *Limiter) decide(r *http.Request, now time.Time, d *decision) {
 	d.ok = true
 	for i := range l.limits {
 		lim := &l.limits[i]
-		k, ok := lim.key(r)
-		if !ok {
+		var k Key
+		if !lim.keyInto(r, &k) {
 			continue
 		}
 		s := d.slot(i)
-		s.consulted, s.key = true, k
-		s.d = lim.store.Take(k, now, l.maxDelay)
+		s.consulted = true
+		if lim.mem != nil {
+			lim.mem.take(k, now, l.maxDelay, &s.d)
+		} else {
+			s.key = k
+			s.d = lim.store.Take(k, now, l.maxDelay)
+		}
 		if !s.d.OK {
 			d.ok = false
 			d.retry = s.d.RetryAfter

@@ -548,3 +548,49 @@ func TestGlacialRateHeaders(t *testing.T) {
 	assert.Equal(t, 429, w.Code)
 	assert.Equal(t, "9223372037", w.Header().Get("Retry-After"), "the longest Duration, rounded up, never negative")
 }
+
+// keyedStore is a Store over a MemoryStore that records the keys it is given, as a shared
+// store (Redis, say) would need them.
+type keyedStore struct {
+	*ratelimit.MemoryStore
+	mu              sync.Mutex
+	taken, returned []ratelimit.Key
+}
+
+func (s *keyedStore) Take(k ratelimit.Key, now time.Time, maxDelay time.Duration) ratelimit.Decision {
+	s.mu.Lock()
+	s.taken = append(s.taken, k)
+	s.mu.Unlock()
+	return s.MemoryStore.Take(k, now, maxDelay)
+}
+
+func (s *keyedStore) Cancel(k ratelimit.Key, d ratelimit.Decision, now time.Time) {
+	s.mu.Lock()
+	s.returned = append(s.returned, k)
+	s.mu.Unlock()
+	s.MemoryStore.Cancel(k, d, now)
+}
+
+// TestCustomStoreGetsKeys checks that a Store other than the built-in one is asked with the
+// request's key and, when another limit refuses, is given the token back under that key.
+func TestCustomStoreGetsKeys(t *testing.T) {
+	mem, err := ratelimit.NewMemoryStore(1, 5, 100)
+	require.NoError(t, err)
+	store := &keyedStore{MemoryStore: mem}
+	l, err := ratelimit.New(ratelimit.Options{
+		Limits: []ratelimit.Limit{
+			{Name: "api", Rate: 1, Burst: 5, By: ratelimit.ByHeader("X-Api-Key"), Store: store},
+			{Name: "global", Rate: 1, Burst: 1, By: ratelimit.Global()},
+		},
+		Now: newClock().Now,
+	})
+	require.NoError(t, err)
+	h := l.Handler(ok)
+	assert.Equal(t, 200, call(h, "192.0.2.1:1", "/", "X-Api-Key", "k1").Code)
+	w := call(h, "192.0.2.1:1", "/", "X-Api-Key", "k1")
+	assert.Equal(t, 429, w.Code, "the global limit refuses the second request")
+	assert.Equal(t, `"api";r=4;t=1, "global";r=0;t=1`, w.Header().Get("RateLimit"), "the api token went back")
+	k1 := ratelimit.Key{Str: "k1"}
+	assert.Equal(t, []ratelimit.Key{k1, k1}, store.taken)
+	assert.Equal(t, []ratelimit.Key{k1}, store.returned, "the refused request's token is returned under its key")
+}

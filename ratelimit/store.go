@@ -152,8 +152,18 @@ func (s *MemoryStore) Len() int {
 
 // Take implements [Store].
 func (s *MemoryStore) Take(key Key, now time.Time, maxDelay time.Duration) Decision {
+	var d Decision
+	s.take(key, now, maxDelay, &d)
+	return d
+}
+
+// take is Take writing its answer into d field by field. The Limiter calls it directly:
+// a Decision returned by value through an interface went through two stack copies whose
+// 16-byte reloads of 8-byte stores stalled the CPU, a tenth of a decision.
+func (s *MemoryStore) take(key Key, now time.Time, maxDelay time.Duration, d *Decision) {
 	if s.limit == rate.Inf {
-		return Decision{OK: true, Remaining: s.burst}
+		d.OK, d.Delay, d.RetryAfter, d.Remaining, d.Reset, d.b = true, 0, 0, s.burst, 0, nil
+		return
 	}
 	t := now.UnixNano()
 	k := s.fold(key)
@@ -169,12 +179,15 @@ func (s *MemoryStore) Take(key Key, now time.Time, maxDelay time.Duration) Decis
 	}
 	if wait > maxDelay {
 		sh.mu.Unlock()
-		return Decision{RetryAfter: wait, Reset: s.durationOf(float64(s.burst) - tokens)}
+		d.OK, d.Delay, d.RetryAfter, d.Remaining, d.b = false, 0, wait, 0, nil
+		d.Reset = s.durationOf(float64(s.burst) - tokens)
+		return
 	}
 	b.last, b.tokens = max(b.last, t), left
 	sh.mu.Unlock()
-	return Decision{OK: true, Delay: wait, Remaining: max(0, int(left)),
-		Reset: s.durationOf(float64(s.burst) - left), b: b, shard: i, due: t + int64(wait)}
+	d.OK, d.Delay, d.RetryAfter, d.Remaining = true, wait, 0, max(0, int(left))
+	d.Reset = s.durationOf(float64(s.burst) - left)
+	d.b, d.shard, d.due = b, i, t+int64(wait)
 }
 
 // Cancel implements [Store]. A token is given back only before it is due: a request that has
