@@ -41,23 +41,17 @@ func (c *cluster) dial(ctx context.Context, network, addr string) (net.Conn, err
 	real, ok := c.addrs[addr]
 	c.mu.Unlock()
 	if !ok {
-		// Nothing listens: a closed local port refuses at once.
 		real = refusingAddr
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, network, real)
 }
 
-// refusingAddr is a local address where nothing listens.
-var refusingAddr = func() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	a := ln.Addr().String()
-	ln.Close()
-	return a
-}()
+// refusingAddr is a local address whose connections the kernel refuses at once: nothing can
+// listen on port 0. A port freed by closing a listener would not do: any server started
+// later, by this test binary or another one running beside it, may be given that port and
+// answer in place of the refusing endpoint.
+const refusingAddr = "127.0.0.1:0"
 
 // backend starts an HTTP/1.1 test server mapped to the endpoint address ep.
 func (c *cluster) backend(t testing.TB, ep string, h http.Handler) *httptest.Server {
