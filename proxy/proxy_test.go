@@ -344,7 +344,10 @@ func TestRetryOnStatus(t *testing.T) {
 
 // TestTimeouts counts tries with the picker's Done calls, which the proxy makes before it
 // answers: a count of the upstream's handler runs could lag behind the answer under load.
+// The timeouts are long enough for a dial on a loaded machine: a try whose connection is not
+// open by then is a connect failure, not the timeout under test.
 func TestTimeouts(t *testing.T) {
+	const timeout = 250 * time.Millisecond
 	c := newCluster()
 	release := make(chan struct{})
 	stuck := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -362,7 +365,7 @@ func TestTimeouts(t *testing.T) {
 	t.Run("per try", func(t *testing.T) {
 		pk := newPicker("10.0.0.1:80", "10.0.0.2:80")
 		p := &proxy.Proxy{Picker: pk, DialContext: c.dial,
-			Retry: proxy.Retry{PerTryTimeout: 50 * time.Millisecond, MaxTries: 2, Backoff: -1}}
+			Retry: proxy.Retry{PerTryTimeout: timeout, MaxTries: 2, Backoff: -1}}
 		srv := front(t, p)
 		start := time.Now()
 		res, _ := get(t, srv.Client(), srv.URL)
@@ -383,7 +386,7 @@ func TestTimeouts(t *testing.T) {
 	t.Run("overall", func(t *testing.T) {
 		pk := newPicker("10.0.0.1:80", "10.0.0.2:80")
 		p := &proxy.Proxy{Picker: pk, DialContext: c.dial,
-			Retry: proxy.Retry{Timeout: 80 * time.Millisecond, Backoff: -1}}
+			Retry: proxy.Retry{Timeout: timeout, Backoff: -1}}
 		srv := front(t, p)
 		res, _ := get(t, srv.Client(), srv.URL)
 		assert.Equal(t, http.StatusGatewayTimeout, res.StatusCode)
@@ -391,19 +394,22 @@ func TestTimeouts(t *testing.T) {
 	})
 	t.Run("body streams past the timeout", func(t *testing.T) {
 		c.backend(t, "10.0.0.3:80", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// The proxy started its timeouts before this request arrived, so they have both
+			// passed once timeout has passed here.
+			late := time.After(timeout)
 			w.Header().Set("Content-Type", "text/event-stream")
 			w.WriteHeader(200)
 			w.(http.Flusher).Flush()
 			// A slow stream: the next event comes after both timeouts have passed.
 			select {
-			case <-time.After(150 * time.Millisecond):
+			case <-late:
 			case <-r.Context().Done():
 				return
 			}
 			io.WriteString(w, "data: late\n\n")
 		}))
 		p := &proxy.Proxy{Picker: newPicker("10.0.0.3:80"), DialContext: c.dial,
-			Retry: proxy.Retry{Timeout: 50 * time.Millisecond, PerTryTimeout: 50 * time.Millisecond}}
+			Retry: proxy.Retry{Timeout: timeout, PerTryTimeout: timeout}}
 		srv := front(t, p)
 		res, body := get(t, srv.Client(), srv.URL)
 		assert.Equal(t, http.StatusOK, res.StatusCode)

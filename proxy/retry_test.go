@@ -158,8 +158,9 @@ func TestErrorStatuses(t *testing.T) {
 		case <-release:
 		}
 	}))
-	// Only the timeout case has a per-try timeout: on a loaded machine a refused dial or a
-	// reset can take longer than a short one, and would then be counted as a timeout.
+	// Only the timeout case has a per-try timeout, long enough for a dial on a loaded machine:
+	// a refused dial or a reset that took longer would be counted as a timeout, and a dial
+	// cut short as a connect failure.
 	tests := []struct {
 		name       string
 		addrs      []string
@@ -170,7 +171,7 @@ func TestErrorStatuses(t *testing.T) {
 		{"no endpoint", nil, 0, 503, sluice.NoFailure},
 		{"dial refused", []string{"10.0.0.1:80"}, 0, 502, sluice.ConnectFailure},
 		{"connection reset", []string{"10.0.0.2:80"}, 0, 502, sluice.ConnectionFailure},
-		{"timeout", []string{"10.0.0.3:80"}, 50 * time.Millisecond, 504, sluice.Timeout},
+		{"timeout", []string{"10.0.0.3:80"}, 250 * time.Millisecond, 504, sluice.Timeout},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

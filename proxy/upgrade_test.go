@@ -154,12 +154,10 @@ func TestWebSocketTunnel(t *testing.T) {
 		readEOF(t, conn, br, "the client side must be closed when the upstream ends")
 	})
 	t.Run("idle timeout", func(t *testing.T) {
+		// No traffic at all: an echo first would race the short idle timeout on a loaded
+		// machine. The other cases show that a tunnel carries data.
 		ws, _, _, addr, _ := setup(t, 50*time.Millisecond)
 		conn, br := wsDial(t, addr)
-		io.WriteString(conn, "ping\n")
-		got, err := readLine(br, 10*time.Second)
-		require.NoError(t, err)
-		assert.Equal(t, "ping\n", got)
 		readEOF(t, conn, br, "an idle tunnel must be closed")
 		waitClosed(t, ws.ended, "both sides of an idle tunnel are closed")
 	})
