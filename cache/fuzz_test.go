@@ -163,3 +163,34 @@ func validValue(v string) bool {
 	}
 	return true
 }
+
+// FuzzParseHTTPDate checks the strict HTTP-date parser: it never panics, what it accepts
+// survives a round trip through IMF-fixdate, and where net/http's lenient parser reads an
+// IMF-fixdate too, both read the same instant.
+func FuzzParseHTTPDate(f *testing.F) {
+	for _, s := range []string{
+		"Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994",
+		"Thu, 18 Aug 2050 2:01:18 GMT", "Thu, 18  Aug  2050 02:01:18 GMT", "0", "", "Thu, 31 Feb 2050 02:01:18 GMT",
+		"thu, 18 aug 2050 02:01:18 gmt", "Sat, 31 Dec 2016 23:59:60 GMT",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := parseHTTPDate(s)
+		if err != nil {
+			return
+		}
+		if got.Location() != time.UTC {
+			t.Fatalf("%q: parsed into %v, want UTC", s, got.Location())
+		}
+		again, err := parseHTTPDate(got.Format(http.TimeFormat))
+		if err != nil || !again.Equal(got) {
+			t.Fatalf("%q: %v does not survive formatting (%v, %v)", s, got, again, err)
+		}
+		if len(s) == 29 && strings.HasSuffix(s, "GMT") {
+			if std, err := http.ParseTime(s); err == nil && !std.Equal(got) {
+				t.Fatalf("%q: read as %v, net/http reads %v", s, got, std)
+			}
+		}
+	})
+}
