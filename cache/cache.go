@@ -89,8 +89,8 @@ func New(opts Options) (*Cache, error) {
 		return nil, fmt.Errorf("cache: StaleRetention must be ≥ 0, got %v", opts.StaleRetention)
 	case opts.MaxRefreshes < 0:
 		return nil, fmt.Errorf("cache: MaxRefreshes must be ≥ 0, got %d", opts.MaxRefreshes)
-	case strings.ContainsAny(opts.Name, ",;=\" \t\r\n"):
-		return nil, fmt.Errorf("cache: Name must be a token, got %q", opts.Name)
+	case opts.Name != "" && !sfToken(opts.Name):
+		return nil, fmt.Errorf("cache: Name must be a structured-field token (RFC 9211 §2), got %q", opts.Name)
 	}
 	c := &Cache{
 		store:     opts.Store,
@@ -130,6 +130,21 @@ func New(opts Options) (*Cache, error) {
 	c.refreshes = make(chan struct{}, opts.MaxRefreshes)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
+}
+
+// sfToken reports whether s is a token of RFC 8941 §3.3.4, the form a cache's name takes in
+// Cache-Status: a letter or "*", then tchars, ":" and "/".
+func sfToken(s string) bool {
+	if s == "" || !(s[0] == '*' || 'a' <= s[0]|0x20 && s[0]|0x20 <= 'z') {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c|0x20 && c|0x20 <= 'z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~:/", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 func cmp(s, def string) string {
@@ -193,7 +208,7 @@ const keyVersion = "1|"
 
 // keyOf builds the primary cache key: version, scheme, lower-cased host, path and query.
 func keyOf(scheme, host, path, query string) string {
-	host = strings.ToLower(host)
+	host = strings.ToLower(withoutDefaultPort(scheme, host))
 	if path == "" {
 		path = "/"
 	}
@@ -201,6 +216,18 @@ func keyOf(scheme, host, path, query string) string {
 		return keyVersion + scheme + "://" + host + path
 	}
 	return keyVersion + scheme + "://" + host + path + "?" + query
+}
+
+// withoutDefaultPort drops a port that is the scheme's default, so that "example.com:80" and
+// "example.com" name one origin (RFC 9110 §4.2.3).
+func withoutDefaultPort(scheme, host string) string {
+	switch {
+	case scheme == "http" && strings.HasSuffix(host, ":80"):
+		return host[:len(host)-3]
+	case scheme == "https" && strings.HasSuffix(host, ":443"):
+		return host[:len(host)-4]
+	}
+	return host
 }
 
 func requestScheme(r *http.Request) string {
@@ -237,9 +264,11 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	}
 	reqCC := requestCacheControl(r.Header)
 	key := requestKey(r)
-	if reqCC.has(ccNoStore) {
+	if reqCC.has(ccNoStore) && !reqCC.has(ccOnlyIfCached) {
 		// Nothing of this exchange may be stored (§5.2.1.5); answering it from the cache is
-		// allowed, but a client that says no-store wants the origin, as browsers do.
+		// allowed, but a client that says no-store wants the origin, as browsers do. With
+		// only-if-cached it must not reach the origin at all (§5.2.1.7): the cache answers
+		// below, or says 504, and stores nothing since it forwards nothing.
 		c.fetch(w, r, next, key, nil, "request", reqCC, false)
 		return
 	}
@@ -490,6 +519,12 @@ func (c *Cache) forwardMethod(w http.ResponseWriter, r *http.Request, next http.
 		}
 	}
 	next.ServeHTTP(pw, r)
+	_, upgrade := r.Header["Upgrade"]
+	if !pw.wroteHeader && !upgrade && r.Method != http.MethodConnect {
+		// The handler wrote nothing, which the server sends as a 200: that is a success
+		// too, and invalidates like one. (A hijacked connection has no status to send.)
+		pw.WriteHeader(http.StatusOK)
+	}
 }
 
 // invalidate removes the target URI and the same-origin Location and Content-Location
@@ -508,7 +543,8 @@ func (c *Cache) invalidate(r *http.Request, h http.Header) {
 			continue
 		}
 		u, err := base.Parse(v)
-		if err != nil || !strings.EqualFold(u.Scheme, scheme) || !strings.EqualFold(u.Host, host) {
+		if err != nil || !strings.EqualFold(u.Scheme, scheme) ||
+			!strings.EqualFold(withoutDefaultPort(scheme, u.Host), withoutDefaultPort(scheme, host)) {
 			continue // only the same origin (§4.4), so one origin cannot purge another's
 		}
 		c.store.Delete(keyOf(scheme, host, u.EscapedPath(), u.RawQuery))

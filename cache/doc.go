@@ -28,16 +28,19 @@
 //
 // The freshness lifetime is s-maxage, else max-age, else Expires minus Date, else (for
 // statuses cacheable by default, or public) 10% of the time since Last-Modified (§4.2). The
-// age is RFC 9111 §4.2.3's current_age: the larger of the apparent age and the upstream's
-// Age plus the response delay, plus the time resident. Hits carry that Age. The request's
+// dates (Expires, Date, Last-Modified, If-Modified-Since) are read strictly as RFC 9110
+// §5.6.7 HTTP-dates, so an invalid Expires means already expired (§5.3). The age is
+// RFC 9111 §4.2.3's current_age: the larger of the apparent age and the upstream's Age plus
+// the response delay, plus the time resident. Hits carry that Age. The request's
 // no-cache (or Pragma: no-cache without Cache-Control), max-age, max-stale, min-fresh and
 // only-if-cached (a 504 when nothing stored can be used) are honoured (§5.2.1).
 //
 // # Validation and stale responses
 //
 // A stale response with a validator is revalidated with If-None-Match and If-Modified-Since;
-// a 304 updates the stored header (§4.3.4, Content-Length excepted) and the stored body is
-// served. must-revalidate, proxy-revalidate, s-maxage and no-cache forbid serving stale.
+// a 304 updates the stored header (§4.3.4, Content-Length excepted; its Age and Date, or
+// their absence, replace the stored ones) and the stored body is served. A 304 that makes
+// the response unstorable (no-store, private) removes it. must-revalidate, proxy-revalidate, s-maxage and no-cache forbid serving stale.
 // Clients' own conditional requests are answered from the cache with 304 where they match.
 // RFC 5861's stale-while-revalidate serves a stale response at once and refreshes it in the
 // background, at most once per URL and at most Options.MaxRefreshes at a time;
@@ -78,10 +81,10 @@
 // # Storage
 //
 // Entries live behind the four-method [Store]; the default [MemoryStore] is an LRU bounded
-// by bytes. Keys are "1|" + scheme + "://" + host + path and query (the prefix is the key
-// format's version) and entries encode with [Entry.MarshalBinary] (a version byte, then a
-// length-prefixed layout), so a store shared by several replicas, such as Redis, can hold
-// them.
+// by bytes. Keys are "1|" + scheme + "://" + host (lower case, without a default port) +
+// path and query (the prefix is the key format's version) and entries encode with
+// [Entry.MarshalBinary] (a version byte, then a length-prefixed layout), so a store shared
+// by several replicas, such as Redis, can hold them.
 //
 // # Cost of a hit
 //

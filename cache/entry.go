@@ -81,11 +81,11 @@ func (e *Entry) prepare() {
 	h := e.Header
 	e.m.cc = parseCacheControl(h["Cache-Control"])
 	e.m.etag = h.Get("Etag")
-	if lm, err := http.ParseTime(h.Get("Last-Modified")); err == nil {
+	if lm, err := parseHTTPDate(h.Get("Last-Modified")); err == nil {
 		e.m.lastModified = lm
 	}
 	e.m.date = e.ResponseTime
-	if d, err := http.ParseTime(h.Get("Date")); err == nil {
+	if d, err := parseHTTPDate(h.Get("Date")); err == nil {
 		e.m.date = d
 	}
 	e.m.lifetime = freshnessLifetime(e.Status, h, e.m.cc, e.m.date, e.m.lastModified)

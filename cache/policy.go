@@ -90,7 +90,7 @@ func freshnessLifetime(status int, h http.Header, cc cacheControl, date, lastMod
 		return seconds(cc.maxAge)
 	}
 	if v := h["Expires"]; len(v) > 0 {
-		exp, err := http.ParseTime(v[0])
+		exp, err := parseHTTPDate(v[0])
 		if err != nil {
 			return 0 // an invalid Expires, such as "0", means already expired (§5.3)
 		}
@@ -246,7 +246,7 @@ func caseInsensitiveField(name string) bool {
 
 // Hop-by-hop fields a cache must not store (RFC 9111 §3.1, RFC 9110 §7.6.1).
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer",
-	"Transfer-Encoding", "Upgrade", "Proxy-Authenticate", "Proxy-Authorization"}
+	"Transfer-Encoding", "Upgrade", "Proxy-Authenticate", "Proxy-Authentication-Info", "Proxy-Authorization"}
 
 // storedHeader copies the header fields a cache stores from a response: not the hop-by-hop
 // ones, nor those a qualified no-cache or private directive lists.
@@ -272,16 +272,23 @@ func storedHeader(h http.Header) http.Header {
 	return out
 }
 
-// updateHeader applies the header fields of a 304 or HEAD response to a stored header
-// (RFC 9111 §3.2): each field replaces the stored one, except hop-by-hop fields and
-// Content-Length.
-func updateHeader(stored, fresh http.Header) http.Header {
+// updateHeader applies the header fields of a 304 or HEAD response received at respTime to
+// a stored header (RFC 9111 §3.2): each field replaces the stored one, except hop-by-hop
+// fields and Content-Length. Age and Date describe the new response, not the stored one
+// (§4.2.3): a stored Age the new response does not repeat is dropped, or the freshened
+// response would start out as old as the first one, and a missing Date is the time the new
+// response arrived.
+func updateHeader(stored, fresh http.Header, respTime time.Time) http.Header {
 	out := stored.Clone()
+	delete(out, "Age")
 	for k, v := range storedHeader(fresh) {
 		if k == "Content-Length" {
 			continue
 		}
 		out[k] = v
+	}
+	if _, ok := fresh["Date"]; !ok {
+		out["Date"] = []string{respTime.UTC().Format(http.TimeFormat)}
 	}
 	return out
 }
@@ -315,7 +322,7 @@ func notModified(req *http.Request, etag string, lastModified time.Time) bool {
 		return etagMatchWeak(inm, etag)
 	}
 	if ims := req.Header.Get("If-Modified-Since"); ims != "" && !lastModified.IsZero() {
-		t, err := http.ParseTime(ims)
+		t, err := parseHTTPDate(ims)
 		return err == nil && !lastModified.Truncate(time.Second).After(t)
 	}
 	return false
@@ -338,7 +345,7 @@ func worthStoring(status int, h http.Header, cc cacheControl, reqTime, respTime 
 		return true
 	}
 	date := respTime
-	if d, err := http.ParseTime(h.Get("Date")); err == nil {
+	if d, err := parseHTTPDate(h.Get("Date")); err == nil {
 		date = d
 	}
 	lifetime := freshnessLifetime(status, h, cc, date, time.Time{})

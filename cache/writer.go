@@ -164,7 +164,7 @@ func (fw *fetchWriter) WriteHeader(code int) {
 
 	fw.toClient = fw.req.Method != http.MethodHead
 	if code == http.StatusOK && hasValidators(fw.req) {
-		lm, err := http.ParseTime(fw.header.Get("Last-Modified"))
+		lm, err := parseHTTPDate(fw.header.Get("Last-Modified"))
 		if err != nil {
 			lm = time.Time{}
 		}
@@ -250,7 +250,7 @@ func (fw *fetchWriter) finish() bool {
 		if et := fw.header.Get("Etag"); et != "" && strings.TrimPrefix(et, "W/") != strings.TrimPrefix(s.m.etag, "W/") {
 			return false
 		}
-		h := updateHeader(s.Header, fw.header)
+		h := updateHeader(s.Header, fw.header, fw.respTime)
 		e := &Entry{
 			Status: s.Status, Header: h, Body: s.Body,
 			RequestTime: fw.reqTime, ResponseTime: fw.respTime,
@@ -261,8 +261,20 @@ func (fw *fetchWriter) finish() bool {
 			e.VaryKey = varyKey(names, fw.out.Header)
 		}
 		e.prepare()
-		c.put(fw.key, fw.out, e)
-		c.flights.finish(fw.key, fw.flight, flightStored)
+		switch storable(fw.out, fw.reqCC, e.Status, h, e.m.cc) {
+		case "":
+			c.put(fw.key, fw.out, e)
+			c.flights.finish(fw.key, fw.flight, flightStored)
+		case "no-store", "private", "must-understand", "vary-star":
+			// The 304 made the response one that may not be stored: serve it this once and
+			// drop the stored one, which it replaces.
+			c.store.Delete(fw.key)
+			c.flights.finish(fw.key, fw.flight, fw.failure())
+		default:
+			// The exchange itself may not be stored (a request with Authorization, say):
+			// the stored response stays as it was.
+			c.flights.finish(fw.key, fw.flight, fw.failure())
+		}
 		age := e.currentAge(c.now())
 		c.serveEntry(fw.client, fw.req, e, age, []string{c.statusValue(e, age, "fwd="+fw.reason, "304", "")})
 	case modeStaleError:
