@@ -31,7 +31,9 @@ type Options struct {
 	// uncached; the cache buffers at most this much of a body while it decides. Zero means
 	// 1 MiB.
 	MaxObjectSize int64
-	// Name identifies this cache in the Cache-Status field (RFC 9211). Empty means "sluice".
+	// Name identifies this cache in the Cache-Status field (RFC 9211). It must be a
+	// structured-field token: a letter or "*", then token characters, ":" or "/". Empty
+	// means "sluice".
 	Name string
 	// TagHeader names the response field that carries purge tags, separated by commas or
 	// spaces (as Fastly's Surrogate-Key and Cloudflare's Cache-Tag do). Empty means
