@@ -73,11 +73,10 @@ type conformanceRig struct {
 	cache *Cache
 	front *httptest.Server
 
-	mu         sync.Mutex // mu protects cur, n and last
-	cur        *exchange
-	n          int
-	last       http.Header
-	lastMethod string
+	mu   sync.Mutex // mu protects cur, n and last
+	cur  *exchange
+	n    int
+	last http.Header
 }
 
 func newConformanceRig(t *testing.T, direct bool) *conformanceRig {
@@ -119,7 +118,7 @@ func (rg *conformanceRig) origin(w http.ResponseWriter, r *http.Request) {
 	ex := rg.cur
 	rg.n++
 	n := rg.n
-	rg.last, rg.lastMethod = r.Header.Clone(), r.Method
+	rg.last = r.Header.Clone()
 	rg.mu.Unlock()
 	rg.clock.Advance(ex.delay)
 	if ex.status < 0 {
