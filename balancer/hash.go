@@ -314,51 +314,126 @@ func (p Maglev) build(s *snapshot) picker {
 	for i, e := range s.pool {
 		mp.share[i] = float64(e.weight) / float64(totalW)
 	}
-	// pos[i] is endpoint i's current place in its permutation offset + j·skip (mod m),
-	// advanced by addition rather than recomputed with two divisions per probe.
-	// Each endpoint walks its own permutation of the slots, offset + j·skip (mod m), advanced
-	// by addition rather than recomputed with two divisions per probe. The walkers sit in one
-	// small array, not in the pool's wide entries, so the fill loop stays in cache.
-	type walker struct{ pos, skip, count, weight uint64 }
+	// Each endpoint walks its own permutation of the slots, offset + j·skip (mod m). The
+	// walkers sit in one small array, not in the pool's wide entries, so the fill loop stays
+	// in cache. Both remainders are taken by Barrett reduction, exact and without a division.
 	ws := make([]walker, n)
 	um := uint64(m)
+	rm, rm1 := ^uint64(0)/um, ^uint64(0)/(um-1)
 	for i, e := range s.pool {
 		h := hashString(e.ep.Addr)
-		ws[i] = walker{pos: h % um, skip: mix64(h^0x5bd1e995)%(um-1) + 1, weight: uint64(e.weight)}
+		ws[i] = walker{
+			pos:    uint32(reduce(h, um, rm)),
+			skip:   uint32(reduce(mix64(h^0x5bd1e995), um-1, rm1) + 1),
+			weight: e.weight,
+		}
 	}
-	// Most of the build is probing for a free slot, and the probes grow long as the table
-	// fills: test a bitmap (m/8 bytes, which stays in L1) rather than the table itself.
-	table := mp.table
-	taken := make([]uint64, (m+63)/64)
-	filled := 0
-	for iter := uint64(1); filled < m; iter++ {
+	fillMaglev(mp.table, ws, s.weighted, maxW)
+	return mp
+}
+
+// reduce returns x mod m, given r = (2⁶⁴-1)/m. The quotient estimate, the high word of x·r,
+// is at most one short, so one conditional subtraction corrects the remainder.
+func reduce(x, m, r uint64) uint64 {
+	q, _ := bits.Mul64(x, r)
+	x -= q * m
+	if x >= m {
+		x -= m
+	}
+	return x
+}
+
+// walker is one endpoint's place in its Maglev permutation, and the slots it has claimed.
+type walker struct{ pos, skip, count, weight uint32 }
+
+// fillMaglev fills table, whose length is a prime m, with Maglev's population loop:
+// endpoints take turns, each claiming the next slot of its permutation that is still free,
+// until every slot is taken. With weights, an endpoint takes a turn in a round only while its
+// share of slots so far is behind its share of weight.
+//
+// Almost all of the work is probing for a free slot: a turn that finds f of the m slots free
+// probes m/f times on average, m·ln m times over the whole fill. So the probe loop is kept
+// tight (occupancy in a bitmap of m/8 bytes, which stays in L1; 32-bit positions; the step
+// held in a register for the whole turn), and the last turns, where a walk would be longest,
+// do not walk at all: once at most √(m/2) slots are free, a turn computes, for every free slot
+// s, how many steps away it lies in the walker's permutation, j = (s - pos)·skip⁻¹ mod m
+// (m is prime, so skip has an inverse), and takes the nearest. That is the slot the walk would
+// reach first, so the table is the same, for about half the probes.
+func fillMaglev(table []int32, ws []walker, weighted bool, maxW uint64) {
+	m := uint32(len(table))
+	taken := make([]uint64, (len(table)+63)/64)
+	endgame := uint32(math.Sqrt(float64(m) / 2))
+	var free []uint32 // the free slots, once in the endgame
+	um := uint64(m)
+	rm := ^uint64(0) / um
+	left := m
+	for round := uint64(1); ; round++ {
 		for i := range ws {
 			w := &ws[i]
-			// Weighted Maglev: endpoint i takes a turn in this round only while its share of
-			// slots so far is behind its share of weight.
-			if s.weighted && w.count*maxW > w.weight*iter {
+			if weighted && uint64(w.count)*maxW > uint64(w.weight)*round {
 				continue
 			}
-			c := w.pos
-			for taken[c/64]&(1<<(c%64)) != 0 {
-				if c += w.skip; c >= um {
-					c -= um
+			c, skip := w.pos, w.skip
+			if left > endgame {
+				for taken[c>>6]&(1<<(c&63)) != 0 {
+					c += skip
+					c = min(c, c-m) // c - m wraps above c unless c ≥ m
 				}
+				taken[c>>6] |= 1 << (c & 63)
+			} else {
+				if free == nil {
+					free = freeSlots(taken, m, left)
+				}
+				inv := uint64(inverse(skip, m))
+				best, at := um, 0
+				for k, s := range free {
+					d := s + m - c
+					d = min(d, d-m) // (s - c) mod m
+					if j := reduce(uint64(d)*inv, um, rm); j < best {
+						best, at = j, k
+					}
+				}
+				c = free[at]
+				free[at] = free[len(free)-1]
+				free = free[:len(free)-1]
 			}
-			taken[c/64] |= 1 << (c % 64)
 			table[c] = int32(i)
-			if c += w.skip; c >= um {
-				c -= um
-			}
-			w.pos = c
+			c += skip
+			w.pos = min(c, c-m)
 			w.count++
-			filled++
-			if filled == m {
-				break
+			if left--; left == 0 {
+				return
 			}
 		}
 	}
-	return mp
+}
+
+// freeSlots lists the clear bits below m of the bitmap taken; there are n of them.
+func freeSlots(taken []uint64, m, n uint32) []uint32 {
+	free := make([]uint32, 0, n)
+	for k, word := range taken {
+		for x := ^word; x != 0; x &= x - 1 {
+			if s := uint32(k*64 + bits.TrailingZeros64(x)); s < m {
+				free = append(free, s)
+			}
+		}
+	}
+	return free
+}
+
+// inverse returns a⁻¹ mod the prime m, for 0 < a < m, by the extended Euclidean algorithm.
+func inverse(a, m uint32) uint32 {
+	t, nt := int64(0), int64(1)
+	r, nr := int64(m), int64(a)
+	for nr != 0 {
+		q := r / nr
+		t, nt = nt, t-q*nt
+		r, nr = nr, r-q*nr
+	}
+	if t < 0 {
+		t += int64(m)
+	}
+	return uint32(t)
 }
 
 func (mp *maglevPicker) bounded() bool { return mp.eps > 0 }
