@@ -514,7 +514,14 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 
 	all := make([]entry, 0, len(eps))
 	for _, ep := range eps {
-		st := b.states[ep.Addr]
+		// Sources usually send the set in the same order every time: try the state at the
+		// same place in the last set before looking the address up in the map.
+		var st *endpointState
+		if k := len(all); k < len(b.members) && b.members[k].addr == ep.Addr {
+			st = b.members[k]
+		} else {
+			st = b.states[ep.Addr]
+		}
 		switch {
 		case st == nil:
 			st = &endpointState{b: b, addr: ep.Addr, state: ep.State}
@@ -544,8 +551,12 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 		b.members = append(b.members, all[i].st)
 	}
 
+	var zone zoneCount
+	if b.opts.Zone != "" {
+		zone = b.countZone(all) // before healthy, which filters all in place
+	}
 	pool := b.healthy(all)
-	local, remote := b.local(all, pool)
+	local, remote := b.local(zone, pool)
 	if local == nil {
 		b.snap.Store(b.compile(pool, now))
 		return
@@ -596,52 +607,74 @@ func (b *Balancer) compile(pool []entry, now int64) *snapshot {
 	return s
 }
 
+// zoneCount is what zone preference needs to know about the whole endpoint set.
+type zoneCount struct {
+	hinted         bool // every endpoint carries ForZones hints
+	members, ready int  // endpoints meant for Options.Zone, and how many of them are Ready
+}
+
+// countZone counts the endpoints of all meant for Options.Zone.
+func (b *Balancer) countZone(all []entry) zoneCount {
+	z := zoneCount{hinted: true}
+	for _, e := range all {
+		if e.ep.ForZones == "" {
+			z.hinted = false
+			break
+		}
+	}
+	for _, e := range all {
+		if b.isLocal(z.hinted, e.ep) {
+			z.members++
+			if e.ep.State == sluice.Ready {
+				z.ready++
+			}
+		}
+	}
+	return z
+}
+
+// isLocal reports whether ep is meant for Options.Zone: by its ForZones hint when the set is
+// hinted, else by its Zone.
+func (b *Balancer) isLocal(hinted bool, ep sluice.Endpoint) bool {
+	if hinted {
+		return listHas(ep.ForZones, b.opts.Zone)
+	}
+	return ep.Zone == b.opts.Zone
+}
+
 // local applies zone preference to the healthy pool. It returns the Ready endpoints meant for
 // Options.Zone, and the indexes in pool of the endpoints that are not, or a nil slice when
 // picks should not be confined to the zone: zone preference is off, the zone has no
 // endpoints, every endpoint is in it, or it is too degraded to carry its traffic (no Ready
 // endpoint, or fewer Ready than PanicThreshold of its members).
-func (b *Balancer) local(all, pool []entry) ([]entry, []int32) {
+func (b *Balancer) local(z zoneCount, pool []entry) ([]entry, []int32) {
 	if b.opts.Zone == "" || len(pool) == 0 {
 		return nil, nil
 	}
-	hinted := true
-	for _, e := range all {
-		if e.ep.ForZones == "" {
-			hinted = false
-			break
-		}
-	}
-	isLocal := func(ep sluice.Endpoint) bool {
-		if hinted {
-			return listHas(ep.ForZones, b.opts.Zone)
-		}
-		return ep.Zone == b.opts.Zone
-	}
-	members, ready := 0, 0
-	for _, e := range all {
-		if isLocal(e.ep) {
-			members++
-			if e.ep.State == sluice.Ready {
-				ready++
-			}
-		}
-	}
-	if ready == 0 || float64(ready) < b.opts.PanicThreshold*float64(members) {
+	if z.ready == 0 || float64(z.ready) < b.opts.PanicThreshold*float64(z.members) {
 		return nil, nil // the local zone is too degraded to carry its traffic: spill over
 	}
-	var local []entry
-	var remote []int32
+	nl, nr := 0, 0
+	for _, e := range pool {
+		switch {
+		case !b.isLocal(z.hinted, e.ep):
+			nr++
+		case e.ep.State == sluice.Ready:
+			nl++
+		}
+	}
+	if nr == 0 {
+		return nil, nil // nowhere else to go: the pool is the zone
+	}
+	local := make([]entry, 0, nl)
+	remote := make([]int32, 0, nr)
 	for i, e := range pool {
 		switch {
-		case !isLocal(e.ep):
+		case !b.isLocal(z.hinted, e.ep):
 			remote = append(remote, int32(i))
 		case e.ep.State == sluice.Ready:
 			local = append(local, e)
 		}
-	}
-	if len(remote) == 0 {
-		return nil, nil // nowhere else to go: the pool is the zone
 	}
 	return local, remote
 }
@@ -673,10 +706,7 @@ func (b *Balancer) healthy(all []entry) []entry {
 	if keep(sluice.Ready) && ready == len(all) {
 		return all
 	}
-	out := all[:0] // all is ours and unused after this, unless zone preference reads it
-	if b.opts.Zone != "" {
-		out = make([]entry, 0, len(all))
-	}
+	out := all[:0] // all is ours and unused after this
 	for _, e := range all {
 		if keep(e.ep.State) {
 			out = append(out, e)
