@@ -41,7 +41,7 @@ var thirdParty = map[string][]string{
 	"cache":                {"github.com/hashicorp/golang-lru/v2", "golang.org/x/sync/"},
 	"ratelimit":            {"github.com/hashicorp/golang-lru/v2", "golang.org/x/time/"},
 	"tls":                  {"golang.org/x/crypto/"},
-	"discovery":            {},
+	"discovery":            {"golang.org/x/net/"},
 	"balancer":             {},
 	"":                     {},
 }

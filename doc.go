@@ -59,7 +59,7 @@
 //
 //	sluice (this package)   standard library only
 //	balancer                sluice
-//	discovery               sluice
+//	discovery               sluice, golang.org/x/net
 //	discovery/kubernetes    sluice, discovery, client-go
 //	healthcheck             sluice, golang.org/x/net (never balancer or proxy)
 //	proxy, proxy/...        sluice, golang.org/x/net (never balancer: it takes any Picker)

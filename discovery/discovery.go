@@ -10,9 +10,9 @@
 // never has to reconcile a stream of adds and removes, and a lost or reordered event can never
 // leave it with a set no registry ever held.
 //
-// This package holds the sources that need nothing beyond the standard library: [Static] for a
-// fixed list and [DNS] for A/AAAA and SRV records. Kubernetes EndpointSlices live in
-// discovery/kubernetes, so that programs that do not use them never compile client-go.
+// This package holds the sources that need no registry client: [Static] for a fixed list and
+// [DNS] for A/AAAA and SRV records, refreshed when their TTL expires. Kubernetes
+// EndpointSlices live in discovery/kubernetes, so that programs that do not use them never compile client-go.
 package discovery
 
 import (

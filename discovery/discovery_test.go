@@ -166,6 +166,9 @@ func TestDNSValidation(t *testing.T) {
 		"port too big":  {Name: "x", Port: 70000},
 		"negative":      {Name: "x", Port: 80, Refresh: -1},
 		"floor>ceiling": {Name: "x", Port: 80, MinRefresh: time.Hour, MaxRefresh: time.Minute},
+		"bad server":    {Name: "x", Port: 80, Servers: []string{"10.0.0.53", "dns.example"}},
+		"server port 0": {Name: "x", Port: 80, Servers: []string{"10.0.0.53:0"}},
+		"both":          {Name: "x", Port: 80, Servers: []string{"10.0.0.53"}, Resolver: &fakeResolver{}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := d.Watch(t.Context(), func([]sluice.Endpoint) { t.Error("update must not be called") })

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/sluiceproxy/sluice"
 )
@@ -24,26 +27,35 @@ type Resolver interface {
 
 var _ Resolver = (*net.Resolver)(nil)
 
-// DNS is a Source that resolves a name and re-resolves it periodically.
+// DNS is a Source that resolves a name and re-resolves it when the answer goes stale.
 //
 // With Service empty, DNS looks up the A and AAAA records of Name and pairs every address
-// with Port. With Service set, it looks up the SRV records _Service._Proto.Name and makes one
-// endpoint per target of the lowest priority present (RFC 2782: higher priorities are
+// with Port. With Service set, it looks up the SRV records _Service._Proto.Name and makes
+// endpoints of the targets of the lowest priority present (RFC 2782: higher priorities are
 // fallbacks, and sluice's health checking and panic threshold already cover failure), with
 // the SRV weight as the endpoint weight (weight 0 becomes 1, so that every target can receive
-// traffic).
+// traffic). DNS resolves each target's A and AAAA records and makes one endpoint per address
+// with the target's port and weight; with a custom Resolver, the endpoint is the target's
+// host name and port instead, and the dialer resolves it.
 //
 // # Refreshing
 //
-// Go's resolver does not report record TTLs, so DNS cannot follow them. It re-resolves every
-// Refresh instead — set it to the TTL the records are published with — clamped to
-// [MinRefresh, MaxRefresh] so that a typo can neither hammer the resolver nor freeze the
-// pool. When a lookup fails (or returns no usable record), DNS keeps the last good set, logs,
-// and retries after MinRefresh, doubling the wait up to the refresh interval.
+// DNS asks the name servers itself, over UDP and again over TCP when an answer is
+// truncated, and re-resolves when the smallest TTL among the records it used expires (CNAME
+// aliases and, for SRV, the targets' addresses included). The wait is clamped to
+// [MinRefresh, MaxRefresh] so that a TTL of zero cannot hammer the servers and a TTL of a
+// week cannot freeze the pool. With a custom Resolver, which does not report TTLs, it
+// re-resolves every Refresh instead, clamped the same way.
+//
+// When a lookup fails (or returns no usable record), DNS keeps the last good set, logs, and
+// retries after MinRefresh, doubling the wait up to Refresh (clamped). It never pushes a set
+// equal to the last one pushed.
 //
 // A zero DNS is not usable: Name is required.
 type DNS struct {
-	// Name is the host name to resolve. Required.
+	// Name is the host name to resolve. Required. A name ending in "." is absolute; others
+	// go through the search list of /etc/resolv.conf (unless Servers is set), as the C
+	// library's resolver does.
 	Name string
 	// Port is the port of A/AAAA endpoints. Required when Service is empty; ignored with SRV,
 	// whose records carry their own ports.
@@ -54,7 +66,8 @@ type DNS struct {
 	// Zone is copied to every endpoint, for zone-aware balancing; empty by default.
 	Zone string
 
-	// Refresh is how often to re-resolve. Zero means 30 seconds.
+	// Refresh is the refresh interval when TTLs are unknown (with a custom Resolver), and the
+	// longest wait between retries after failed lookups. Zero means 30 seconds.
 	Refresh time.Duration
 	// MinRefresh is the shortest refresh interval and the first retry delay after a failure.
 	// Zero means 1 second.
@@ -62,7 +75,14 @@ type DNS struct {
 	// MaxRefresh is the longest refresh interval. Zero means 5 minutes.
 	MaxRefresh time.Duration
 
-	// Resolver performs lookups. Nil means net.DefaultResolver.
+	// Servers are the name servers to ask, in order, as IP addresses with an optional port
+	// (53 by default): "10.0.0.53" or "[fd00::53]:5353". With Servers set, Name is taken as
+	// absolute. Nil means the nameserver, search and ndots lines of /etc/resolv.conf, read
+	// at every lookup so that edits take effect.
+	Servers []string
+	// Resolver, if set, performs lookups instead of DNS's own client; it cannot be combined
+	// with Servers. Since it does not report TTLs, DNS then re-resolves every Refresh.
+	// [*net.Resolver] is one.
 	Resolver Resolver
 	// Logger receives lookup failures. Nil means slog.Default().
 	Logger *slog.Logger
@@ -80,10 +100,28 @@ func (d DNS) Watch(ctx context.Context, update func([]sluice.Endpoint)) error {
 	if err := d.validate(); err != nil {
 		return err
 	}
-	interval, floor := d.intervals()
+	servers, err := d.servers()
+	if err != nil {
+		return err
+	}
+	interval, floor, ceiling := d.intervals()
 	log := d.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	// lookup returns a set and how long it stays fresh, or -1 when that is unknown.
+	lookup := func(ctx context.Context) ([]sluice.Endpoint, time.Duration, error) {
+		eps, err := d.lookup(ctx)
+		return eps, -1, err
+	}
+	if d.Resolver == nil {
+		lookup = func(ctx context.Context) ([]sluice.Endpoint, time.Duration, error) {
+			c := &dnsClient{conf: resolvConf{servers: servers}}
+			if servers == nil {
+				c.conf = readResolvConf("/etc/resolv.conf")
+			}
+			return d.lookupTTL(ctx, c)
+		}
 	}
 
 	var last []sluice.Endpoint
@@ -97,7 +135,7 @@ func (d DNS) Watch(ctx context.Context, update func([]sluice.Endpoint)) error {
 			return ctx.Err()
 		case <-timer.C:
 		}
-		eps, err := d.lookup(ctx)
+		eps, ttl, err := lookup(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -113,7 +151,11 @@ func (d DNS) Watch(ctx context.Context, update func([]sluice.Endpoint)) error {
 			last, pushed = eps, true
 			update(eps)
 		}
-		timer.Reset(interval)
+		if ttl >= 0 {
+			timer.Reset(min(max(ttl, floor), ceiling))
+		} else {
+			timer.Reset(interval)
+		}
 	}
 }
 
@@ -148,14 +190,37 @@ func (d DNS) bounds() (floor, ceiling time.Duration) {
 	return floor, ceiling
 }
 
-// intervals returns the refresh interval, clamped, and the floor.
-func (d DNS) intervals() (interval, floor time.Duration) {
-	floor, ceiling := d.bounds()
+// intervals returns the refresh interval, clamped, and the clamp.
+func (d DNS) intervals() (interval, floor, ceiling time.Duration) {
+	floor, ceiling = d.bounds()
 	interval = d.Refresh
 	if interval == 0 {
 		interval = 30 * time.Second
 	}
-	return min(max(interval, floor), ceiling), floor
+	return min(max(interval, floor), ceiling), floor, ceiling
+}
+
+// servers returns Servers as "ip:port" strings, or nil when Servers is empty.
+func (d DNS) servers() ([]string, error) {
+	if len(d.Servers) > 0 && d.Resolver != nil {
+		return nil, errors.New("discovery: DNS.Servers and DNS.Resolver cannot both be set")
+	}
+	var out []string
+	for i, s := range d.Servers {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			ip, err2 := netip.ParseAddr(s)
+			if err2 != nil {
+				return nil, fmt.Errorf("discovery: DNS.Servers[%d] must be an IP address with an optional port, got %q", i, s)
+			}
+			ap = netip.AddrPortFrom(ip, 53)
+		}
+		if ap.Port() == 0 {
+			return nil, fmt.Errorf("discovery: DNS.Servers[%d] has port 0: %q", i, s)
+		}
+		out = append(out, ap.String())
+	}
+	return out, nil
 }
 
 func (d DNS) resolver() Resolver {
@@ -205,35 +270,115 @@ func (d DNS) lookup(ctx context.Context) ([]sluice.Endpoint, error) {
 	return Normalize(eps), nil
 }
 
-// srvEndpoints turns the lowest-priority SRV records into endpoints. Records that cannot be
-// dialled are left out before the lowest priority is chosen: a target of "." (the service is
-// decidedly not available, RFC 2782), port 0, and targets that are not host names, which
-// only a broken or hostile DNS server sends (Go's resolver drops them itself; another
-// Resolver may not).
+// srvEndpoints turns the lowest-priority SRV records into endpoints named by host.
 func srvEndpoints(srvs []*net.SRV, zone string) []sluice.Endpoint {
+	var eps []sluice.Endpoint
+	for _, s := range lowestPriority(srvs) {
+		host := strings.TrimSuffix(s.Target, ".")
+		eps = append(eps, sluice.Endpoint{
+			Addr:   net.JoinHostPort(host, strconv.Itoa(int(s.Port))),
+			Weight: srvWeight(s),
+			Zone:   zone,
+		})
+	}
+	return eps
+}
+
+// lowestPriority returns the usable records of the lowest priority present. Records that
+// cannot be dialled are left out before the lowest priority is chosen: a target of "." (the
+// service is decidedly not available, RFC 2782), port 0, and targets that are not host
+// names, which only a broken or hostile DNS server sends (Go's resolver drops them itself;
+// another Resolver may not).
+func lowestPriority(srvs []*net.SRV) []*net.SRV {
 	lowest := -1
 	for _, s := range srvs {
 		if usable(s) && (lowest < 0 || int(s.Priority) < lowest) {
 			lowest = int(s.Priority)
 		}
 	}
-	var eps []sluice.Endpoint
+	var out []*net.SRV
 	for _, s := range srvs {
-		if !usable(s) || int(s.Priority) != lowest {
-			continue
+		if usable(s) && int(s.Priority) == lowest {
+			out = append(out, s)
 		}
-		w := uint32(s.Weight)
-		if w == 0 {
-			w = 1
-		}
-		host := strings.TrimSuffix(s.Target, ".")
-		eps = append(eps, sluice.Endpoint{
-			Addr:   net.JoinHostPort(host, strconv.Itoa(int(s.Port))),
-			Weight: w,
-			Zone:   zone,
-		})
 	}
-	return eps
+	return out
+}
+
+func srvWeight(s *net.SRV) uint32 {
+	return max(uint32(s.Weight), 1)
+}
+
+// lookupTTL resolves once with c and returns a normalized, non-empty set and how long it
+// stays fresh: the smallest TTL of the records used.
+func (d DNS) lookupTTL(ctx context.Context, c *dnsClient) ([]sluice.Endpoint, time.Duration, error) {
+	name := d.Name
+	if d.Service != "" {
+		proto := d.Proto
+		if proto == "" {
+			proto = "tcp"
+		}
+		name = "_" + d.Service + "._" + proto + "." + name
+	}
+	var eps []sluice.Endpoint
+	ttl := uint32(math.MaxUint32)
+	for _, n := range c.conf.names(name) {
+		if d.Service == "" {
+			addrs, t, err := c.lookupAddrs(ctx, n)
+			if err != nil {
+				return nil, 0, err
+			}
+			ttl = min(ttl, t)
+			for _, a := range addrs {
+				eps = append(eps, sluice.Endpoint{Addr: netip.AddrPortFrom(a, uint16(d.Port)).String(), Zone: d.Zone})
+			}
+		} else {
+			resp, err := c.exchange(ctx, n, dnsmessage.TypeSRV)
+			if err != nil {
+				return nil, 0, err
+			}
+			srvs := lowestPriority(resp.srvs)
+			if len(srvs) > 0 {
+				ttl = min(ttl, resp.ttl)
+			}
+			for _, s := range srvs {
+				addrs, t, err := c.lookupAddrs(ctx, s.Target)
+				if err != nil {
+					return nil, 0, err
+				}
+				ttl = min(ttl, t)
+				for _, a := range addrs {
+					eps = append(eps, sluice.Endpoint{Addr: netip.AddrPortFrom(a, s.Port).String(), Weight: srvWeight(s), Zone: d.Zone})
+				}
+			}
+		}
+		if len(eps) > 0 {
+			return Normalize(eps), time.Duration(ttl) * time.Second, nil
+		}
+	}
+	return nil, 0, errNoRecords
+}
+
+// lookupAddrs returns the dialable A and AAAA addresses of the absolute name n and their
+// smallest TTL.
+func (c *dnsClient) lookupAddrs(ctx context.Context, n string) ([]netip.Addr, uint32, error) {
+	var addrs []netip.Addr
+	ttl := uint32(math.MaxUint32)
+	for _, t := range []dnsmessage.Type{dnsmessage.TypeA, dnsmessage.TypeAAAA} {
+		resp, err := c.exchange(ctx, n, t)
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, a := range resp.addrs {
+			if a = a.Unmap(); !a.IsUnspecified() {
+				addrs = append(addrs, a)
+			}
+		}
+		if len(resp.addrs) > 0 {
+			ttl = min(ttl, resp.ttl)
+		}
+	}
+	return addrs, ttl, nil
 }
 
 func usable(s *net.SRV) bool {

@@ -30,7 +30,9 @@ func ExampleStatic() {
 }
 
 func ExampleDNS() {
-	// Resolve the A/AAAA records of a headless Service every 10s (its records' TTL).
-	src := discovery.DNS{Name: "api.default.svc.cluster.local", Port: 8080, Refresh: 10 * time.Second}
+	// Resolve the A/AAAA records of a headless Service through the name servers of
+	// /etc/resolv.conf, re-resolving when their TTL expires, but at most every 5s and at
+	// least every minute.
+	src := discovery.DNS{Name: "api.default.svc.cluster.local.", Port: 8080, MinRefresh: 5 * time.Second, MaxRefresh: time.Minute}
 	_ = src // go src.Watch(ctx, bal.Update)
 }
