@@ -18,8 +18,9 @@ import (
 	"github.com/sluiceproxy/sluice"
 )
 
-// Resolver is the part of [*net.Resolver] that [DNS] uses. Tests and embedders with their own
-// DNS client can supply another implementation. Both methods must be safe for concurrent use.
+// Resolver is the part of [*net.Resolver] that [DNS] can use in place of its own client, for
+// embedders with their own DNS client. It reports no TTLs, so DNS then refreshes on a fixed
+// interval. Both methods must be safe for concurrent use.
 type Resolver interface {
 	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
 	LookupSRV(ctx context.Context, service, proto, name string) (cname string, addrs []*net.SRV, err error)

@@ -1,7 +1,10 @@
 package discovery_test
 
 import (
+	"bytes"
+	"log/slog"
 	"net"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -83,7 +86,9 @@ func TestDNSServerFailureKeepsLastGoodSet(t *testing.T) {
 	srv.set(addr("api.test.", "10.0.0.1", 10))
 	synctest.Test(t, func(t *testing.T) {
 		t0 := time.Now()
-		sets, stop := watch(t, discovery.DNS{Name: "api.test.", Port: 80, Servers: []string{srv.addr}, Logger: quiet})
+		var logs lockedBuffer
+		log := slog.New(slog.NewTextHandler(&logs, nil))
+		sets, stop := watch(t, discovery.DNS{Name: "api.test.", Port: 80, Servers: []string{srv.addr}, Logger: log})
 		require.Len(t, sets(), 1, "the first answer should be pushed")
 
 		srv.setRCode(dnsmessage.RCodeServerFailure)
@@ -99,6 +104,9 @@ func TestDNSServerFailureKeepsLastGoodSet(t *testing.T) {
 			assert.Len(t, sets(), 1, "a failing server must not change the set")
 			assert.Equal(t, step.queries, srv.count("udp A api.test."), "a retry at %v (backoff from MinRefresh, doubling)", step.at)
 		}
+
+		assert.Contains(t, logs.String(), "discovery: DNS server "+srv.addr+" answered A api.test. with ServerFailure",
+			"the log should say which server failed which question how")
 
 		srv.set(addr("api.test.", "10.0.0.2", 10))
 		srv.setRCode(dnsmessage.RCodeSuccess)
@@ -183,4 +191,22 @@ func TestDNSFollowsCNAME(t *testing.T) {
 		assert.Equal(t, 2, srv.count("udp A www.test."), "the alias's TTL (2s) counts toward the refresh")
 		stop()
 	})
+}
+
+// lockedBuffer is a bytes.Buffer that a logger on another goroutine can write to.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

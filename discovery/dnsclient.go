@@ -139,7 +139,7 @@ func (c *dnsClient) exchange(ctx context.Context, name string, qtype dnsmessage.
 			resp, err = c.roundTrip(ctx, "tcp", server, q)
 		}
 		if err == nil && resp.rcode != dnsmessage.RCodeSuccess && resp.rcode != dnsmessage.RCodeNameError {
-			err = fmt.Errorf("discovery: DNS server %s answered %s %s with %v", server, qtype, name, resp.rcode)
+			err = fmt.Errorf("discovery: DNS server %s answered %s %s with %s", server, typeName(qtype), name, strings.TrimPrefix(resp.rcode.String(), "RCode"))
 		}
 		if err == nil {
 			return resp, nil
@@ -155,7 +155,7 @@ func (c *dnsClient) exchange(ctx context.Context, name string, qtype dnsmessage.
 // roundTrip sends q to server over network ("udp" or "tcp") and reads the answer.
 func (c *dnsClient) roundTrip(ctx context.Context, network, server string, q dnsmessage.Question) (*response, error) {
 	fail := func(err error) (*response, error) {
-		return nil, fmt.Errorf("discovery: DNS %s %s to %s over %s: %w", q.Type, q.Name, server, network, err)
+		return nil, fmt.Errorf("discovery: DNS %s %s to %s over %s: %w", typeName(q.Type), q.Name, server, network, err)
 	}
 	id := uint16(rand.Uint32())
 	query, err := newQuery(id, q)
@@ -303,7 +303,7 @@ func parseResponse(msg []byte, id uint16, q dnsmessage.Question) (*response, err
 			}
 			resp.srvs = append(resp.srvs, &net.SRV{Target: r.Target.String(), Port: r.Port, Priority: r.Priority, Weight: r.Weight})
 		default:
-			// q.Type is one the client does not read: keep only the TTL.
+			// A type the client does not read: only its TTL counts.
 			if err := p.SkipAnswer(); err != nil {
 				return nil, fmt.Errorf("discovery: DNS answer record: %w", err)
 			}
@@ -315,6 +315,9 @@ func parseResponse(msg []byte, id uint16, q dnsmessage.Question) (*response, err
 		resp.ttl = min(resp.ttl, ttl)
 	}
 }
+
+// typeName returns "A" for dnsmessage.TypeA, and so on.
+func typeName(t dnsmessage.Type) string { return strings.TrimPrefix(t.String(), "Type") }
 
 // equalName compares DNS names ignoring ASCII case, as RFC 4343 asks.
 func equalName(a, b dnsmessage.Name) bool {
