@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/healthcheck"
+	"github.com/sluiceproxy/sluice/internal/benchcpu"
 )
 
 // outcomeMix is the outcomes the benchmarks and the allocation test record, in turn: mostly
@@ -80,7 +81,7 @@ func BenchmarkObserve(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("baseline-map/%d", n), func(b *testing.B) {
 			b.ReportAllocs()
-			defer reportCPU(b)()
+			defer benchcpu.Start(b)()
 			b.RunParallel(func(pb *testing.PB) {
 				for i := rand.IntN(n); pb.Next(); i++ {
 					counters[eps[i%n].Addr].Add(1)
@@ -90,7 +91,7 @@ func BenchmarkObserve(b *testing.B) {
 		b.Run(fmt.Sprintf("baseline-rwmutex/%d", n), func(b *testing.B) {
 			var mu sync.RWMutex
 			b.ReportAllocs()
-			defer reportCPU(b)()
+			defer benchcpu.Start(b)()
 			b.RunParallel(func(pb *testing.PB) {
 				for i := rand.IntN(n); pb.Next(); i++ {
 					mu.RLock()
@@ -110,7 +111,7 @@ func BenchmarkObserve(b *testing.B) {
 		} {
 			b.Run(fmt.Sprintf("Observe-%s/%d", tc.name, n), func(b *testing.B) {
 				b.ReportAllocs()
-				defer reportCPU(b)()
+				defer benchcpu.Start(b)()
 				b.RunParallel(func(pb *testing.PB) {
 					for i := rand.IntN(n); pb.Next(); i++ {
 						tc.hc.Observe(eps[i%n], tc.outcomes[i%len(tc.outcomes)])
@@ -122,22 +123,12 @@ func BenchmarkObserve(b *testing.B) {
 		// counters, as when one hot endpoint takes most of the traffic.
 		b.Run(fmt.Sprintf("Observe-all-mixed-one-endpoint/%d", n), func(b *testing.B) {
 			b.ReportAllocs()
-			defer reportCPU(b)()
+			defer benchcpu.Start(b)()
 			b.RunParallel(func(pb *testing.PB) {
 				for i := 0; pb.Next(); i++ {
 					all.Observe(eps[0], outcomeMix[i%len(outcomeMix)])
 				}
 			})
 		})
-	}
-}
-
-// reportCPU starts measuring CPU time; the function it returns reports it as cpu-ns/op.
-func reportCPU(b *testing.B) func() {
-	start := cpuTime()
-	return func() {
-		if used := cpuTime() - start; used > 0 && b.N > 0 {
-			b.ReportMetric(float64(used)/float64(b.N), "cpu-ns/op")
-		}
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/balancer"
+	"github.com/sluiceproxy/sluice/internal/benchcpu"
 	"github.com/sluiceproxy/sluice/proxy"
 )
 
@@ -158,7 +158,7 @@ func benchServe(b *testing.B, h http.Handler, method, path string, size int) {
 	}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(payload)))
-	cpu0 := processCPU()
+	stopCPU := benchcpu.Start(b)
 	b.SetParallelism(16) // 32 requests in flight on two cores, as with wrk -c32
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -171,16 +171,7 @@ func benchServe(b *testing.B, h http.Handler, method, path string, size int) {
 		}
 	})
 	b.StopTimer()
-	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
-}
-
-// processCPU returns the CPU time the process has used, user and system, in nanoseconds.
-func processCPU() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
+	stopCPU()
 }
 
 // discardWriter is an http.ResponseWriter that keeps the status and counts the body, reused
