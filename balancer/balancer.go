@@ -181,16 +181,17 @@ func (b *Balancer) nanotime() int64 {
 // outside the snapshot, keyed by Addr, so that a rebuild keeps in-flight counts, latency
 // estimates and slow-start clocks (the pattern of grpc-go's leastrequest picker).
 type endpointState struct {
-	// The counters every pick and Done write share one cache line, and no other endpoint's
-	// counters share it: neighbours in memory must not slow each other down.
-	_        [64]byte
+	// The state is 128 bytes, which the allocator places on a 128-byte boundary: the first
+	// cache line holds what a pick reads and writes (the counters, and the Done it hands
+	// back), the second what only Update reads, so no two endpoints' counters share a line
+	// and a pick of an endpoint touches one line of its state. Small states also keep the
+	// states of thousands of endpoints dense in cache.
 	inflight atomic.Int64
 	ewma     atomic.Uint64 // float64 bits: peak-EWMA latency estimate in nanoseconds; 0 = unmeasured
 	stamp    atomic.Int64  // Balancer.nanotime of the last EWMA observation
-	_        [40]byte
-
-	b    *Balancer
-	done func(sluice.Outcome) // st.finish, bound once so that Pick allocates no closure
+	b        *Balancer
+	done     func(sluice.Outcome) // st.finish, bound once so that Pick allocates no closure
+	_        [24]byte
 
 	addr string
 
@@ -256,19 +257,15 @@ func decayFactor(x float64) float64 {
 	return math.Exp(-x)
 }
 
-// entry is one pickable endpoint in a snapshot.
+// entry is one pickable endpoint in a snapshot. The P2C policies read weight from both
+// candidates' entries while their counters are fetched, which brings in the start of the
+// endpoint that Pick copies out of the chosen one.
 type entry struct {
-	ep     sluice.Endpoint
 	st     *endpointState
 	weight uint32
 	start  int64        // copy of st.start for the snapshot's lifetime
 	cookie *http.Cookie // Sticky: the shared Set-Cookie for this endpoint
-}
-
-// loadRef is an endpoint's counters and weight, for comparing candidates.
-type loadRef struct {
-	st     *endpointState
-	weight uint32
+	ep     sluice.Endpoint
 }
 
 // snapshot is an immutable view of the endpoint set, built by Update and read by Pick.
@@ -278,10 +275,11 @@ type snapshot struct {
 	pool []entry
 	pk   picker
 
-	// loads mirrors pool with just what the load-aware policies compare, 16 bytes per
-	// endpoint instead of a whole entry: with thousands of endpoints, a P2C pick then misses
-	// the cache on the two candidates' counters only, not on their entries too.
-	loads []loadRef
+	// loads mirrors pool with the endpoints' states, 8 bytes per endpoint: with thousands
+	// of endpoints, the array stays in cache where the pool (a whole entry per endpoint)
+	// does not, so a P2C pick waits on the memory of the two candidates' counters, and
+	// fetches their entries meanwhile.
+	loads []*endpointState
 
 	weighted bool  // weights differ: random choices go through alias
 	alias    alias // weighted random over pool
@@ -598,9 +596,9 @@ func (b *Balancer) compile(pool []entry, now int64) *snapshot {
 		s.alias = newAlias(pool)
 	}
 	if b.policy.compares() {
-		s.loads = make([]loadRef, len(pool))
+		s.loads = make([]*endpointState, len(pool))
 		for i := range pool {
-			s.loads[i] = loadRef{st: pool[i].st, weight: pool[i].weight}
+			s.loads[i] = pool[i].st
 		}
 	}
 	s.pk = b.policy.build(s)

@@ -189,22 +189,17 @@ func (lrPicker) bounded() bool { return false }
 
 func (p lrPicker) pick(s *snapshot, _ sluice.PickInfo) int {
 	i, j := s.randomPair()
-	a, b := &s.loads[i], &s.loads[j]
-	ai, bi := a.st.inflight.Load(), b.st.inflight.Load()
-	if !s.weighted {
-		if bi < ai {
-			return j
-		}
-		return i
-	}
+	// As in PeakEWMA's pick: weights from the entries, counters through loads.
+	wa, wb := uint64(s.pool[i].weight), uint64(s.pool[j].weight)
+	ai, bi := s.loads[i].inflight.Load(), s.loads[j].inflight.Load()
 	if p.bias == 1 {
-		if uint64(bi)*uint64(a.weight) < uint64(ai)*uint64(b.weight) {
+		if uint64(bi)*wa < uint64(ai)*wb {
 			return j
 		}
 		return i
 	}
-	ca := math.Pow(float64(ai), p.bias) / float64(a.weight)
-	cb := math.Pow(float64(bi), p.bias) / float64(b.weight)
+	ca := math.Pow(float64(ai), p.bias) / float64(wa)
+	cb := math.Pow(float64(bi), p.bias) / float64(wb)
 	if cb < ca {
 		return j
 	}
@@ -257,19 +252,21 @@ func (ewmaPicker) pick(s *snapshot, _ sluice.PickInfo) int {
 	if i == j {
 		return i
 	}
-	a, b := &s.loads[i], &s.loads[j]
+	// Read the candidates' weights from their pool entries whatever the weights are: those
+	// loads run while the counters are fetched through loads, so the entry of the one chosen
+	// is in cache by the time Pick copies its endpoint out. With equal weights, scaling both
+	// costs by the same weight leaves their order as it was.
+	wa, wb := s.pool[i].weight, s.pool[j].weight
+	a, b := s.loads[i], s.loads[j]
 	// Estimates decay with idle time. Rather than read the clock on every pick, measure idle
 	// time against the fresher of the two candidates' last samples: what matters is that an
 	// endpoint nobody has heard from in a while (a slow pod that was routed around) decays
 	// relative to one that is answering now. Done still stamps samples with the real clock.
-	sa, sb := a.st.stamp.Load(), b.st.stamp.Load()
+	sa, sb := a.stamp.Load(), b.stamp.Load()
 	now := max(sa, sb)
-	ca, cb := cost(a.st, now-sa, s.b.decayRate), cost(b.st, now-sb, s.b.decayRate)
-	if s.weighted {
-		// Compare ca/wa with cb/wb without dividing.
-		ca, cb = ca*float64(b.weight), cb*float64(a.weight)
-	}
-	if cb < ca {
+	ca, cb := cost(a, now-sa, s.b.decayRate), cost(b, now-sb, s.b.decayRate)
+	// Compare ca/wa with cb/wb without dividing.
+	if cb*float64(wa) < ca*float64(wb) {
 		return j
 	}
 	return i
