@@ -61,6 +61,18 @@
 // for as long as the run lasts. Peak-EWMA sends it under 1% and keeps p99 within 1.15× of the
 // healthy case. Regenerate with: go run ./examples/lbsim
 //
+// # Cost
+//
+// Measured with go test -bench 'Pick|Update' ./balancer/ on a shared two-vCPU machine, as CPU
+// time per operation on one thread (noisy by ±10%): Pick costs 40–70 ns at 10 endpoints
+// and 40–100 ns at 10,000, where PeakEWMA (~100 ns), Sticky and LeastRequest are the dearest
+// because the two candidates' counters are cache misses; PeakEWMA's Done adds a clock read
+// and an estimate update (~40 ns). Rebuilding the snapshot of 10,000 endpoints costs
+// 1.2–2.5 ms; Maglev adds its table fill, 4.5–5 ms in all (5.3–6 ms weighted), and with zone
+// preference, which builds a second table for the local zone, 7–9 ms. The fill computes
+// exactly the table of Maglev's population loop, so replicas running different versions of
+// this package agree on every key.
+//
 // # Slow start and zones
 //
 // With Options.SlowStart, an endpoint that joins (or comes back from Unhealthy or
