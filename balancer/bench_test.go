@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/balancer"
+	"github.com/sluiceproxy/sluice/internal/benchcpu"
 )
 
 // benchKeys is how many distinct users (hash keys, client IPs) the benchmarks rotate through,
@@ -53,7 +54,7 @@ func BenchmarkPick(b *testing.B) {
 			var next, inflight atomic.Uint64
 			var sink atomic.Int64
 			b.ReportAllocs()
-			defer reportCPU(b)()
+			defer benchcpu.Start(b)()
 			b.RunParallel(func(pb *testing.PB) {
 				var s int
 				for pb.Next() {
@@ -66,7 +67,7 @@ func BenchmarkPick(b *testing.B) {
 		b.Run(fmt.Sprintf("baseline/clock/%d", n), func(b *testing.B) {
 			var sink atomic.Int64
 			b.ReportAllocs()
-			defer reportCPU(b)()
+			defer benchcpu.Start(b)()
 			b.RunParallel(func(pb *testing.PB) {
 				var t int64
 				for pb.Next() {
@@ -91,7 +92,7 @@ func BenchmarkPick(b *testing.B) {
 					var worker atomic.Uint32
 					b.ReportAllocs()
 					b.ResetTimer()
-					defer reportCPU(b)()
+					defer benchcpu.Start(b)()
 					b.RunParallel(func(pb *testing.PB) {
 						k := int(worker.Add(1)) * 97
 						for pb.Next() {
@@ -133,7 +134,7 @@ func BenchmarkUpdate(b *testing.B) {
 				bal := newBalancer(b, tc.p, opts, one)
 				b.ReportAllocs()
 				b.ResetTimer()
-				defer reportCPU(b)()
+				defer benchcpu.Start(b)()
 				for i := 0; b.Loop(); i++ {
 					if i%2 == 0 {
 						bal.Update(two)
@@ -146,12 +147,3 @@ func BenchmarkUpdate(b *testing.B) {
 	}
 }
 
-// reportCPU starts measuring CPU time; the function it returns reports it as cpu-ns/op.
-func reportCPU(b *testing.B) func() {
-	start := cpuTime()
-	return func() {
-		if used := cpuTime() - start; used > 0 && b.N > 0 {
-			b.ReportMetric(float64(used)/float64(b.N), "cpu-ns/op")
-		}
-	}
-}
