@@ -146,4 +146,3 @@ func BenchmarkUpdate(b *testing.B) {
 		}
 	}
 }
-
