@@ -169,9 +169,11 @@ func (p *HTTP) roundTripper() http.RoundTripper {
 
 // StatusError is the error of an HTTP probe that got an unexpected status.
 type StatusError struct {
+	// Status is the status the endpoint answered with.
 	Status int
 }
 
+// Error says which status the probe got.
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("healthcheck: unexpected status %d", e.Status)
 }
