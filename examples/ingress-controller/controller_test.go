@@ -358,13 +358,7 @@ func TestDrainFinishesInFlightRequests(t *testing.T) {
 	pods.Set("10.244.1.1:8080", slow)
 	apply(t, client, ingressClass+"---"+service("default", "slow", 8080, "10.244.1.1")+`
 ---
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: slow, namespace: default}
-spec:
-  ingressClassName: sluice
-  defaultBackend: {service: {name: slow, port: {number: 80}}}
-`)
+`+defaultIngress("slow"))
 	r := startRig(t, client, pods, nil)
 	type result struct {
 		body string
@@ -564,13 +558,7 @@ func TestOutlierDetection(t *testing.T) {
 	backend(t, pods, "good", "10.244.1.2:8080")
 	apply(t, client, ingressClass+"---"+service("default", "app", 8080, "10.244.1.1", "10.244.1.2")+`
 ---
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: app, namespace: default}
-spec:
-  ingressClassName: sluice
-  defaultBackend: {service: {name: app, port: {number: 80}}}
-`)
+`+defaultIngress("app"))
 	r := startRig(t, client, pods, nil)
 	c := &http.Client{Timeout: 5 * time.Second}
 	// Round robin would send every other first try to the bad pod; once it is ejected a run
@@ -606,13 +594,7 @@ status:
   loadBalancer:
     ingress: [{hostname: lb-123.elb.example.com}]
 ---
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: web, namespace: default}
-spec:
-  ingressClassName: sluice
-  defaultBackend: {service: {name: web, port: {number: 80}}}
-`)
+`+defaultIngress("web"))
 	startRig(t, client, pods, func(c *config) { c.PublishService = "sluice-system/sluice-ingress" })
 	require.Eventually(t, func() bool {
 		ing, err := client.NetworkingV1().Ingresses("default").Get(context.Background(), "web", metav1.GetOptions{})

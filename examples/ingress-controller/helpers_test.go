@@ -238,6 +238,18 @@ spec:
   controller: sluiceproxy.io/ingress-controller
 `
 
+// defaultIngress returns an Ingress of class sluice in namespace default whose default backend
+// is port 80 of the Service with the same name.
+func defaultIngress(name string) string {
+	return fmt.Sprintf(`apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: %[1]s, namespace: default}
+spec:
+  ingressClassName: sluice
+  defaultBackend: {service: {name: %[1]s, port: {number: 80}}}
+`, name)
+}
+
 // service returns a Service with one named port and its EndpointSlice with the given pod IPs.
 func service(ns, name string, port int, ips ...string) string {
 	var eps strings.Builder
