@@ -110,11 +110,16 @@ type Balancer struct {
 
 	snap atomic.Pointer[snapshot]
 
-	mu      sync.Mutex // mu serialises Update; it protects states, members, gen and updated.
+	mu      sync.Mutex // mu serialises Update; it protects the fields below.
 	states  map[string]*endpointState
 	members []*endpointState // the states of the last set, in states too
+	spare   []*endpointState // the set before that: reused for the next
+	at      []int32          // scratch: the index in Update's argument of each member
 	gen     uint64
 	updated bool
+
+	// Maglev: the tables the last Update built or kept, and those this one has so far.
+	hashTables, hashTablesNext []builtTable
 }
 
 var _ sluice.Picker = (*Balancer)(nil)
@@ -510,12 +515,17 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 	first := !b.updated
 	b.updated = true
 
-	all := make([]entry, 0, len(eps))
-	for _, ep := range eps {
+	// First pass: find every endpoint's state and count what health rules need. The entries
+	// are made afterwards, once it is known which endpoints are kept, so that each is written
+	// once, into a pool of the right size.
+	members, at := b.spare[:0], b.at[:0]
+	var c health
+	for i := range eps {
+		ep := &eps[i]
 		// Sources usually send the set in the same order every time: try the state at the
 		// same place in the last set before looking the address up in the map.
 		var st *endpointState
-		if k := len(all); k < len(b.members) && b.members[k].addr == ep.Addr {
+		if k := len(members); k < len(b.members) && b.members[k].addr == ep.Addr {
 			st = b.members[k]
 		} else {
 			st = b.states[ep.Addr]
@@ -535,7 +545,9 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 		}
 		st.gen = gen
 		st.state = ep.State
-		all = append(all, entry{ep: ep, st: st, weight: ep.EffectiveWeight(), start: st.start})
+		members = append(members, st)
+		at = append(at, int32(i))
+		c.count(ep.State)
 	}
 	// Forget the endpoints that left. Walking the previous set is cheaper than ranging over
 	// the map.
@@ -544,52 +556,46 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 			delete(b.states, st.addr)
 		}
 	}
-	b.members = b.members[:0]
-	for i := range all {
-		b.members = append(b.members, all[i].st)
+	b.members, b.spare, b.at = members, b.members, at
+
+	keep := b.keep(c)
+	pool := make([]entry, 0, c.kept(keep))
+	ramps := b.opts.SlowStart > 0 && b.policy.ramps()
+	for k, st := range members {
+		ep := &eps[at[k]]
+		if keep&(1<<ep.State) == 0 {
+			continue
+		}
+		start := st.start
+		if !ramps || start+int64(b.opts.SlowStart) <= now {
+			start = 0 // not ramping, or done ramping
+		}
+		pool = append(pool, entry{st: st, weight: ep.EffectiveWeight(), start: start, ep: *ep})
 	}
 
-	var zone zoneCount
-	if b.opts.Zone != "" {
-		zone = b.countZone(all) // before healthy, which filters all in place
-	}
-	pool := b.healthy(all)
-	local, remote := b.local(zone, pool)
+	local, remote := b.local(pool, eps, at)
+	var s *snapshot
 	if local == nil {
-		b.snap.Store(b.compile(pool, now))
-		return
+		s = b.compile(pool)
+	} else {
+		s = b.compile(local)
+		s.spill = b.compile(pool)
+		s.remote = remote
 	}
-	s := b.compile(local, now)
-	s.spill = b.compile(pool, now)
-	s.remote = remote
 	b.snap.Store(s)
+	clear(b.hashTables) // let go of pools no snapshot uses any more
+	b.hashTables, b.hashTablesNext = b.hashTablesNext, b.hashTables[:0]
 }
 
-// compile builds the snapshot of one pool: slow-start clocks, weights, the policy's tables.
-func (b *Balancer) compile(pool []entry, now int64) *snapshot {
+// compile builds the snapshot of one pool: slow-start window, weights, the policy's tables.
+func (b *Balancer) compile(pool []entry) *snapshot {
 	s := &snapshot{b: b, pool: pool}
-	if b.opts.SlowStart > 0 && b.policy.ramps() {
-		for i := range pool {
-			e := &pool[i]
-			if e.start == 0 {
-				continue
-			}
-			end := e.start + int64(b.opts.SlowStart)
-			if end <= now {
-				e.start = 0
-				continue
-			}
-			s.rampEnd = max(s.rampEnd, end)
+	for i := range pool {
+		if start := pool[i].start; start != 0 {
+			s.rampEnd = max(s.rampEnd, start+int64(b.opts.SlowStart))
 		}
-	} else {
-		for i := range pool {
-			pool[i].start = 0
-		}
-	}
-	for i := 1; i < len(pool); i++ {
 		if pool[i].weight != pool[0].weight {
 			s.weighted = true
-			break
 		}
 	}
 	if s.weighted {
@@ -605,57 +611,90 @@ func (b *Balancer) compile(pool []entry, now int64) *snapshot {
 	return s
 }
 
-// zoneCount is what zone preference needs to know about the whole endpoint set.
-type zoneCount struct {
-	hinted         bool // every endpoint carries ForZones hints
-	members, ready int  // endpoints meant for Options.Zone, and how many of them are Ready
+// health counts the endpoints of a set by State.
+type health struct{ ready, terminating, unhealthy int }
+
+func (c *health) count(st sluice.State) {
+	switch st {
+	case sluice.Ready:
+		c.ready++
+	case sluice.Terminating:
+		c.terminating++
+	default:
+		c.unhealthy++
+	}
 }
 
-// countZone counts the endpoints of all meant for Options.Zone.
-func (b *Balancer) countZone(all []entry) zoneCount {
-	z := zoneCount{hinted: true}
-	for _, e := range all {
-		if e.ep.ForZones == "" {
-			z.hinted = false
-			break
-		}
+// kept returns how many endpoints the State mask keep lets through.
+func (c health) kept(keep uint8) int {
+	n := 0
+	if keep&(1<<sluice.Ready) != 0 {
+		n += c.ready
 	}
-	for _, e := range all {
-		if b.isLocal(z.hinted, e.ep) {
-			z.members++
-			if e.ep.State == sluice.Ready {
-				z.ready++
-			}
-		}
+	if keep&(1<<sluice.Terminating) != 0 {
+		n += c.terminating
 	}
-	return z
+	if keep&^(1<<sluice.Ready|1<<sluice.Terminating) != 0 {
+		n += c.unhealthy
+	}
+	return n
 }
 
-// isLocal reports whether ep is meant for Options.Zone: by its ForZones hint when the set is
-// hinted, else by its Zone.
-func (b *Balancer) isLocal(hinted bool, ep sluice.Endpoint) bool {
-	if hinted {
-		return listHas(ep.ForZones, b.opts.Zone)
+// keep applies Endpoint.State to a set with the counts c, as a mask with bit s set for each
+// State s that enters the pool: Ready endpoints normally; Ready and Unhealthy ones when fewer
+// than PanicThreshold are Ready (panic mode); Terminating ones only when nothing is Ready.
+func (b *Balancer) keep(c health) uint8 {
+	const (
+		ready       = 1 << sluice.Ready
+		terminating = 1 << sluice.Terminating
+		everything  = 0xff
+	)
+	total := c.ready + c.terminating + c.unhealthy
+	switch {
+	case c.ready > 0 && b.opts.PanicThreshold > 0 && float64(c.ready) < b.opts.PanicThreshold*float64(total):
+		return everything &^ terminating
+	case c.ready == 0 && c.terminating > 0:
+		return terminating
+	case c.ready == 0 && b.opts.PanicThreshold > 0:
+		return everything
 	}
-	return ep.Zone == b.opts.Zone
+	return ready
 }
 
-// local applies zone preference to the healthy pool. It returns the Ready endpoints meant for
-// Options.Zone, and the indexes in pool of the endpoints that are not, or a nil slice when
-// picks should not be confined to the zone: zone preference is off, the zone has no
-// endpoints, every endpoint is in it, or it is too degraded to carry its traffic (no Ready
-// endpoint, or fewer Ready than PanicThreshold of its members).
-func (b *Balancer) local(z zoneCount, pool []entry) ([]entry, []int32) {
+// local applies zone preference to the healthy pool, given the whole set: eps[at[k]] is its
+// k-th distinct endpoint. It returns the Ready endpoints meant for Options.Zone, and the
+// indexes in pool of the endpoints that are not, or a nil slice when picks should not be
+// confined to the zone: zone preference is off, the zone has no endpoints, every endpoint is
+// in it, or it is too degraded to carry its traffic (no Ready endpoint, or fewer Ready than
+// PanicThreshold of its members).
+func (b *Balancer) local(pool []entry, eps []sluice.Endpoint, at []int32) ([]entry, []int32) {
 	if b.opts.Zone == "" || len(pool) == 0 {
 		return nil, nil
 	}
-	if z.ready == 0 || float64(z.ready) < b.opts.PanicThreshold*float64(z.members) {
+	// The set is hinted when every endpoint carries ForZones hints (as kube-proxy requires).
+	hinted := true
+	for _, i := range at {
+		if eps[i].ForZones == "" {
+			hinted = false
+			break
+		}
+	}
+	var members, ready int
+	for _, i := range at {
+		if ep := &eps[i]; b.isLocal(hinted, ep) {
+			members++
+			if ep.State == sluice.Ready {
+				ready++
+			}
+		}
+	}
+	if ready == 0 || float64(ready) < b.opts.PanicThreshold*float64(members) {
 		return nil, nil // the local zone is too degraded to carry its traffic: spill over
 	}
 	nl, nr := 0, 0
-	for _, e := range pool {
-		switch {
-		case !b.isLocal(z.hinted, e.ep):
+	for i := range pool {
+		switch e := &pool[i]; {
+		case !b.isLocal(hinted, &e.ep):
 			nr++
 		case e.ep.State == sluice.Ready:
 			nl++
@@ -666,51 +705,24 @@ func (b *Balancer) local(z zoneCount, pool []entry) ([]entry, []int32) {
 	}
 	local := make([]entry, 0, nl)
 	remote := make([]int32, 0, nr)
-	for i, e := range pool {
-		switch {
-		case !b.isLocal(z.hinted, e.ep):
+	for i := range pool {
+		switch e := &pool[i]; {
+		case !b.isLocal(hinted, &e.ep):
 			remote = append(remote, int32(i))
 		case e.ep.State == sluice.Ready:
-			local = append(local, e)
+			local = append(local, *e)
 		}
 	}
 	return local, remote
 }
 
-// healthy applies Endpoint.State: Ready endpoints normally; Ready and Unhealthy ones when
-// fewer than PanicThreshold are Ready (panic mode); Terminating ones only when nothing is
-// Ready.
-func (b *Balancer) healthy(all []entry) []entry {
-	var ready, term, unhealthy int
-	for _, e := range all {
-		switch e.ep.State {
-		case sluice.Ready:
-			ready++
-		case sluice.Terminating:
-			term++
-		default:
-			unhealthy++
-		}
+// isLocal reports whether ep is meant for Options.Zone: by its ForZones hint when the set is
+// hinted, else by its Zone.
+func (b *Balancer) isLocal(hinted bool, ep *sluice.Endpoint) bool {
+	if hinted {
+		return listHas(ep.ForZones, b.opts.Zone)
 	}
-	keep := func(st sluice.State) bool { return st == sluice.Ready }
-	switch {
-	case ready > 0 && b.opts.PanicThreshold > 0 && float64(ready) < b.opts.PanicThreshold*float64(len(all)):
-		keep = func(st sluice.State) bool { return st != sluice.Terminating }
-	case ready == 0 && term > 0:
-		keep = func(st sluice.State) bool { return st == sluice.Terminating }
-	case ready == 0 && b.opts.PanicThreshold > 0:
-		keep = func(st sluice.State) bool { return true }
-	}
-	if keep(sluice.Ready) && ready == len(all) {
-		return all
-	}
-	out := all[:0] // all is ours and unused after this
-	for _, e := range all {
-		if keep(e.ep.State) {
-			out = append(out, e)
-		}
-	}
-	return out
+	return ep.Zone == b.opts.Zone
 }
 
 // listHas reports whether the comma-separated list holds item.

@@ -112,10 +112,12 @@ func BenchmarkPick(b *testing.B) {
 
 // BenchmarkUpdate measures rebuilding the snapshot for a set of 10,000 endpoints that
 // alternates between two versions (one endpoint changes state), as an EndpointSlice update
-// does. The zoned variant builds two pools (the local zone and the spill-over set).
+// does. The zoned variants build two pools, the local zone (a third of the endpoints) and the
+// spill-over set (all of them): in /zoned the endpoint that changes is in another zone, so
+// the local pool stays as it was; in /zoned-local it is in the local zone, so both change.
 func BenchmarkUpdate(b *testing.B) {
 	for _, tc := range allPolicies() {
-		for _, variant := range []string{"", "/weighted", "/zoned"} {
+		for _, variant := range []string{"", "/weighted", "/zoned", "/zoned-local"} {
 			b.Run(tc.name+"/10000"+variant, func(b *testing.B) {
 				one, two := endpoints(10_000), endpoints(10_000)
 				opts := balancer.Options{SlowStart: time.Minute}
@@ -124,13 +126,17 @@ func BenchmarkUpdate(b *testing.B) {
 					case "/weighted":
 						one[i].Weight = uint32(1 + i%5)
 						two[i].Weight = uint32(1 + i%5)
-					case "/zoned":
+					case "/zoned", "/zoned-local":
 						one[i].Zone = string(rune('a' + i%3))
 						two[i].Zone = one[i].Zone
 						opts.Zone = "a"
 					}
 				}
-				two[7].State = sluice.Unhealthy
+				flap := 7 // in zone b
+				if variant == "/zoned-local" {
+					flap = 6 // in zone a
+				}
+				two[flap].State = sluice.Unhealthy
 				bal := newBalancer(b, tc.p, opts, one)
 				b.ReportAllocs()
 				b.ResetTimer()

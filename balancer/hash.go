@@ -295,6 +295,45 @@ func (p Maglev) ramps() bool { return p.Epsilon > 0 }
 func (Maglev) compares() bool { return false }
 
 func (p Maglev) build(s *snapshot) picker {
+	b := s.b
+	// The table depends only on the pool's addresses and weights, in order. An Update often
+	// leaves those alone for a pool: a change in another zone, a state change of an endpoint
+	// that was not in the pool. Reuse the last Update's table then: it is never written after
+	// it is built, so snapshots can share it.
+	for _, t := range b.hashTables {
+		if samePool(t.pool, s.pool) {
+			b.hashTablesNext = append(b.hashTablesNext, t)
+			return t.mp
+		}
+	}
+	mp := p.fill(s)
+	b.hashTablesNext = append(b.hashTablesNext, builtTable{pool: s.pool, mp: mp})
+	return mp
+}
+
+// builtTable is a Maglev table kept by the Balancer for reuse by the next Update, with the
+// pool it was built for.
+type builtTable struct {
+	pool []entry
+	mp   *maglevPicker
+}
+
+// samePool reports whether two pools hold the same addresses with the same weights, in the
+// same order.
+func samePool(a, b []entry) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].weight != b[i].weight || a[i].ep.Addr != b[i].ep.Addr {
+			return false
+		}
+	}
+	return true
+}
+
+// fill builds the lookup table for s's pool.
+func (p Maglev) fill(s *snapshot) *maglevPicker {
 	n := len(s.pool)
 	m := p.TableSize
 	if m == 0 {

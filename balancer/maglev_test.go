@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/sluiceproxy/sluice"
 )
@@ -39,7 +40,7 @@ func TestMaglevTableStable(t *testing.T) {
 				addr := "10.0." + strconv.Itoa(i/256) + "." + strconv.Itoa(i%256) + ":80"
 				s.pool = append(s.pool, entry{ep: sluice.Endpoint{Addr: addr}, weight: w})
 			}
-			table := Maglev{}.build(s).(*maglevPicker).table
+			table := Maglev{}.fill(s).table
 			assert.Len(t, table, tc.size, "table size")
 			h := uint64(14695981039346656037) // FNV-1a over the slots' endpoint indexes
 			for _, v := range table {
@@ -76,4 +77,47 @@ func BenchmarkFillMaglev(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestMaglevTableReused checks that an Update keeps a pool's table when the pool's addresses
+// and weights did not change, builds a new one when they did, and that a kept table maps keys
+// exactly as a table built afresh would.
+func TestMaglevTableReused(t *testing.T) {
+	eps := make([]sluice.Endpoint, 30)
+	for i := range eps {
+		eps[i] = sluice.Endpoint{Addr: "10.1.0." + strconv.Itoa(i) + ":80", Zone: string(rune('a' + i%3))}
+	}
+	b, err := New(Maglev{Key: HeaderKey("X-User")}, Options{Zone: "a"})
+	require.NoError(t, err)
+	b.Update(eps)
+	tables := func() (local, all *maglevPicker) {
+		s := b.snap.Load()
+		return s.pk.(*maglevPicker), s.spill.pk.(*maglevPicker)
+	}
+	local, all := tables()
+
+	eps[1].State = sluice.Unhealthy // zone b: the local pool stays, the spill-over pool shrinks
+	b.Update(eps)
+	local2, all2 := tables()
+	assert.Same(t, local, local2, "local table rebuilt though the local pool did not change")
+	assert.NotSame(t, all, all2, "spill-over table kept though an endpoint left")
+
+	eps[1].Zone = "c" // a change the tables do not depend on
+	b.Update(eps)
+	local3, all3 := tables()
+	assert.Same(t, local2, local3)
+	assert.Same(t, all2, all3)
+
+	// Kept tables map keys as tables built afresh for the same set do.
+	fresh, err := New(Maglev{Key: HeaderKey("X-User")}, Options{Zone: "a"})
+	require.NoError(t, err)
+	fresh.Update(eps)
+	want := fresh.snap.Load()
+	assert.Equal(t, want.pk.(*maglevPicker).table, local3.table)
+	assert.Equal(t, want.spill.pk.(*maglevPicker).table, all3.table)
+
+	eps[3].Weight = 2 // zone a: the local table must follow
+	b.Update(eps)
+	local4, _ := tables()
+	assert.NotSame(t, local3, local4, "local table kept though a weight changed")
 }
