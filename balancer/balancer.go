@@ -196,18 +196,17 @@ type endpointState struct {
 	stamp    atomic.Int64  // Balancer.nanotime of the last EWMA observation
 	b        *Balancer
 	done     func(sluice.Outcome) // st.finish, bound once so that Pick allocates no closure
-	_        [24]byte
+	cookie   *http.Cookie         // Sticky: the endpoint's cookie, made on first use and never changed
+	_        [16]byte
 
 	addr string
 
 	// Guarded by Balancer.mu.
 	gen   uint64
 	state sluice.State
-	start int64 // Balancer.nanotime when the endpoint (re)joined; 0 = never ramps
-
-	// Sticky: the endpoint's token and cookie, made on first use and never changed.
-	token  uint64
-	cookie *http.Cookie
+	start atomic.Int64     // Balancer.nanotime when the endpoint (re)joined; 0 = never ramps. Picks read it during slow-start windows.
+	ep    *sluice.Endpoint // the endpoint as last updated, shared by entries; never written through
+	token uint64           // Sticky: the token in cookie
 }
 
 // finish is the PickResult.Done of every pick of this endpoint.
@@ -262,16 +261,17 @@ func decayFactor(x float64) float64 {
 	return math.Exp(-x)
 }
 
-// entry is one pickable endpoint in a snapshot. The P2C policies read weight from both
-// candidates' entries while their counters are fetched, which brings in the start of the
-// endpoint that Pick copies out of the chosen one.
+// entry is one pickable endpoint in a snapshot: two pointers, 16 bytes, so that the pool of
+// thousands of endpoints stays in cache and a pick fetches the state (counters) and the
+// endpoint (what Pick returns) of its candidates side by side. The endpoint is a separate
+// immutable value, made again only when an Update changes it.
 type entry struct {
-	st     *endpointState
-	weight uint32
-	start  int64        // copy of st.start for the snapshot's lifetime
-	cookie *http.Cookie // Sticky: the shared Set-Cookie for this endpoint
-	ep     sluice.Endpoint
+	st *endpointState
+	ep *sluice.Endpoint
 }
+
+// weight is the endpoint's effective weight.
+func (e *entry) weight() uint32 { return e.ep.EffectiveWeight() }
 
 // snapshot is an immutable view of the endpoint set, built by Update and read by Pick.
 // Only its atomic fields change after it is published.
@@ -279,12 +279,6 @@ type snapshot struct {
 	b    *Balancer
 	pool []entry
 	pk   picker
-
-	// loads mirrors pool with the endpoints' states, 8 bytes per endpoint: with thousands
-	// of endpoints, the array stays in cache where the pool (a whole entry per endpoint)
-	// does not, so a P2C pick waits on the memory of the two candidates' counters, and
-	// fetches their entries meanwhile.
-	loads []*endpointState
 
 	weighted bool  // weights differ: random choices go through alias
 	alias    alias // weighted random over pool
@@ -336,7 +330,7 @@ func (b *Balancer) Pick(info sluice.PickInfo) (sluice.PickResult, error) {
 	e := &s.pool[i]
 	var cookie *http.Cookie
 	if s.sticky != nil {
-		cookie = e.cookie
+		cookie = e.st.cookie
 	}
 	return b.result(e, cookie), nil
 }
@@ -347,7 +341,7 @@ func (b *Balancer) result(e *entry, cookie *http.Cookie) sluice.PickResult {
 	if b.trackTotal {
 		b.total.Add(1)
 	}
-	return sluice.PickResult{Endpoint: e.ep, Done: e.st.done, Cookie: cookie}
+	return sluice.PickResult{Endpoint: *e.ep, Done: e.st.done, Cookie: cookie}
 }
 
 // top returns the snapshot that holds every pickable endpoint: s, or its spill-over set when
@@ -380,7 +374,7 @@ func (s *snapshot) leave(i int, info sluice.PickInfo) bool {
 		return false // an idle local endpoint always has room
 	}
 	r := &s.spill.pool[s.remote[s.b.rng.intn(len(s.remote))]]
-	return float64(l)*float64(r.weight) > f*float64(r.st.inflight.Load()+1)*float64(e.weight)
+	return float64(l)*float64(r.weight()) > f*float64(r.st.inflight.Load()+1)*float64(e.weight())
 }
 
 // maxAttempts bounds how often choose re-asks the policy before it scans for an untried
@@ -441,7 +435,7 @@ func (s *snapshot) choose(info sluice.PickInfo) int {
 // admit reports whether a pick of pool[i] survives slow start: a random draw against the
 // endpoint's current share.
 func (s *snapshot) admit(i int, now int64) bool {
-	start := s.pool[i].start
+	start := s.pool[i].st.start.Load()
 	if start == 0 {
 		return true
 	}
@@ -535,16 +529,20 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 			st = &endpointState{b: b, addr: ep.Addr, state: ep.State}
 			st.done = st.finish
 			if !first && ep.State == sluice.Ready {
-				st.start = now
+				st.start.Store(now)
 			}
 			b.states[ep.Addr] = st
 		case st.gen == gen:
 			continue // duplicate Addr in this set
 		case st.state != sluice.Ready && ep.State == sluice.Ready:
-			st.start = now // recovered: ramp again
+			st.start.Store(now) // recovered: ramp again
 		}
 		st.gen = gen
 		st.state = ep.State
+		if st.ep == nil || *st.ep != *ep {
+			v := *ep
+			st.ep = &v
+		}
 		members = append(members, st)
 		at = append(at, int32(i))
 		c.count(ep.State)
@@ -560,26 +558,19 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 
 	keep := b.keep(c)
 	pool := make([]entry, 0, c.kept(keep))
-	ramps := b.opts.SlowStart > 0 && b.policy.ramps()
 	for k, st := range members {
-		ep := &eps[at[k]]
-		if keep&(1<<ep.State) == 0 {
-			continue
+		if keep&(1<<eps[at[k]].State) != 0 {
+			pool = append(pool, entry{st: st, ep: st.ep})
 		}
-		start := st.start
-		if !ramps || start+int64(b.opts.SlowStart) <= now {
-			start = 0 // not ramping, or done ramping
-		}
-		pool = append(pool, entry{st: st, weight: ep.EffectiveWeight(), start: start, ep: *ep})
 	}
 
 	local, remote := b.local(pool, eps, at)
 	var s *snapshot
 	if local == nil {
-		s = b.compile(pool)
+		s = b.compile(pool, now)
 	} else {
-		s = b.compile(local)
-		s.spill = b.compile(pool)
+		s = b.compile(local, now)
+		s.spill = b.compile(pool, now)
 		s.remote = remote
 	}
 	b.snap.Store(s)
@@ -588,24 +579,21 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 }
 
 // compile builds the snapshot of one pool: slow-start window, weights, the policy's tables.
-func (b *Balancer) compile(pool []entry) *snapshot {
+func (b *Balancer) compile(pool []entry, now int64) *snapshot {
 	s := &snapshot{b: b, pool: pool}
+	ramps := b.opts.SlowStart > 0 && b.policy.ramps()
 	for i := range pool {
-		if start := pool[i].start; start != 0 {
-			s.rampEnd = max(s.rampEnd, start+int64(b.opts.SlowStart))
+		if ramps {
+			if end := pool[i].st.start.Load() + int64(b.opts.SlowStart); end > now {
+				s.rampEnd = max(s.rampEnd, end)
+			}
 		}
-		if pool[i].weight != pool[0].weight {
+		if pool[i].weight() != pool[0].weight() {
 			s.weighted = true
 		}
 	}
 	if s.weighted {
 		s.alias = newAlias(pool)
-	}
-	if b.policy.compares() {
-		s.loads = make([]*endpointState, len(pool))
-		for i := range pool {
-			s.loads[i] = pool[i].st
-		}
 	}
 	s.pk = b.policy.build(s)
 	return s
@@ -694,7 +682,7 @@ func (b *Balancer) local(pool []entry, eps []sluice.Endpoint, at []int32) ([]ent
 	nl, nr := 0, 0
 	for i := range pool {
 		switch e := &pool[i]; {
-		case !b.isLocal(hinted, &e.ep):
+		case !b.isLocal(hinted, e.ep):
 			nr++
 		case e.ep.State == sluice.Ready:
 			nl++
@@ -707,7 +695,7 @@ func (b *Balancer) local(pool []entry, eps []sluice.Endpoint, at []int32) ([]ent
 	remote := make([]int32, 0, nr)
 	for i := range pool {
 		switch e := &pool[i]; {
-		case !b.isLocal(hinted, &e.ep):
+		case !b.isLocal(hinted, e.ep):
 			remote = append(remote, int32(i))
 		case e.ep.State == sluice.Ready:
 			local = append(local, *e)
@@ -768,13 +756,13 @@ func newAlias(pool []entry) alias {
 	a := alias{prob: make([]uint32, n), other: make([]int32, n)}
 	var total float64
 	for _, e := range pool {
-		total += float64(e.weight)
+		total += float64(e.weight())
 	}
 	scaled := make([]float64, n)
 	small := make([]int32, 0, n)
 	large := make([]int32, 0, n)
 	for i, e := range pool {
-		scaled[i] = float64(e.weight) * float64(n) / total
+		scaled[i] = float64(e.weight()) * float64(n) / total
 		if scaled[i] < 1 {
 			small = append(small, int32(i))
 		} else {

@@ -292,8 +292,6 @@ func (p Maglev) configure(b *Balancer) { b.trackTotal = p.Epsilon > 0 }
 // when an endpoint is full, so a ramping endpoint simply has a smaller bound.
 func (p Maglev) ramps() bool { return p.Epsilon > 0 }
 
-func (Maglev) compares() bool { return false }
-
 func (p Maglev) build(s *snapshot) picker {
 	b := s.b
 	// The table depends only on the pool's addresses and weights, in order. An Update often
@@ -325,7 +323,7 @@ func samePool(a, b []entry) bool {
 		return false
 	}
 	for i := range a {
-		if a[i].weight != b[i].weight || a[i].ep.Addr != b[i].ep.Addr {
+		if a[i].weight() != b[i].weight() || a[i].ep.Addr != b[i].ep.Addr {
 			return false
 		}
 	}
@@ -345,13 +343,14 @@ func (p Maglev) fill(s *snapshot) *maglevPicker {
 		return mp
 	}
 	var maxW, totalW uint64
-	for _, e := range s.pool {
-		maxW = max(maxW, uint64(e.weight))
-		totalW += uint64(e.weight)
+	for i := range s.pool {
+		w := uint64(s.pool[i].weight())
+		maxW = max(maxW, w)
+		totalW += w
 	}
 	mp.share = make([]float64, n)
-	for i, e := range s.pool {
-		mp.share[i] = float64(e.weight) / float64(totalW)
+	for i := range s.pool {
+		mp.share[i] = float64(s.pool[i].weight()) / float64(totalW)
 	}
 	// Each endpoint walks its own permutation of the slots, offset + j·skip (mod m). The
 	// walkers sit in one small array, not in the pool's wide entries, so the fill loop stays
@@ -364,7 +363,7 @@ func (p Maglev) fill(s *snapshot) *maglevPicker {
 		ws[i] = walker{
 			pos:    uint32(reduce(h, um, rm)),
 			skip:   uint32(reduce(mix64(h^0x5bd1e995), um-1, rm1) + 1),
-			weight: e.weight,
+			weight: e.weight(),
 		}
 	}
 	fillMaglev(mp.table, ws, s.weighted, maxW)
@@ -522,7 +521,7 @@ func (mp *maglevPicker) pick(s *snapshot, info sluice.PickInfo) int {
 					limit = (1 + mp.eps) * float64(s.b.total.Load()+1)
 				}
 				bound := limit * mp.share[i]
-				if start := s.pool[i].start; ramping && start != 0 {
+				if start := s.pool[i].st.start.Load(); ramping && start != 0 {
 					// Slow start: a ramping endpoint's bound shrinks to its share of the ramp,
 					// so its keys beyond that spill to their next endpoint until it warms up.
 					if now == 0 {
@@ -617,7 +616,6 @@ func (p Sticky) validate() error {
 }
 func (p Sticky) configure(b *Balancer) { p.fallback().configure(b) }
 func (p Sticky) ramps() bool           { return p.fallback().ramps() }
-func (p Sticky) compares() bool        { return p.fallback().compares() }
 
 func (p Sticky) build(s *snapshot) picker {
 	name := p.Cookie
@@ -651,7 +649,6 @@ func (p Sticky) build(s *snapshot) picker {
 			}
 		}
 		t.index[e.st.token] = int32(i)
-		e.cookie = e.st.cookie
 	}
 	s.sticky = t
 	return p.fallback().build(s)

@@ -38,7 +38,7 @@ func TestMaglevTableStable(t *testing.T) {
 					w = uint32(1 + i%5)
 				}
 				addr := "10.0." + strconv.Itoa(i/256) + "." + strconv.Itoa(i%256) + ":80"
-				s.pool = append(s.pool, entry{ep: sluice.Endpoint{Addr: addr}, weight: w})
+				s.pool = append(s.pool, entry{ep: &sluice.Endpoint{Addr: addr, Weight: w}})
 			}
 			table := Maglev{}.fill(s).table
 			assert.Len(t, table, tc.size, "table size")

@@ -19,8 +19,6 @@ type Policy interface {
 	configure(b *Balancer)
 	// ramps reports whether slow start applies.
 	ramps() bool
-	// compares reports whether the policy compares candidates' loads (snapshot.loads).
-	compares() bool
 	// build compiles the policy for a snapshot whose pool, weights and alias table are set.
 	build(s *snapshot) picker
 }
@@ -35,7 +33,6 @@ type RoundRobin struct{}
 func (RoundRobin) validate() error     { return nil }
 func (RoundRobin) configure(*Balancer) {}
 func (RoundRobin) ramps() bool         { return true }
-func (RoundRobin) compares() bool      { return false }
 func (RoundRobin) build(s *snapshot) picker {
 	rr := &rrPicker{}
 	if s.weighted {
@@ -84,15 +81,15 @@ func schedule(pool []entry) []int32 {
 	g := uint64(0)
 	var sum uint64
 	for _, e := range pool {
-		g = gcd(g, uint64(e.weight))
-		sum += uint64(e.weight)
+		g = gcd(g, uint64(e.weight()))
+		sum += uint64(e.weight())
 	}
 	w := make([]uint64, len(pool))
 	var total uint64
 	for i, e := range pool {
-		w[i] = uint64(e.weight) / g
+		w[i] = uint64(e.weight()) / g
 		if sum/g > maxSchedule {
-			w[i] = max(1, uint64(e.weight)*maxSchedule/sum)
+			w[i] = max(1, uint64(e.weight())*maxSchedule/sum)
 		}
 		total += w[i]
 	}
@@ -146,7 +143,6 @@ type Random struct{}
 func (Random) validate() error        { return nil }
 func (Random) configure(*Balancer)    {}
 func (Random) ramps() bool            { return true }
-func (Random) compares() bool         { return false }
 func (Random) build(*snapshot) picker { return randomPicker{} }
 
 type randomPicker struct{}
@@ -174,7 +170,6 @@ func (p LeastRequest) validate() error {
 }
 func (LeastRequest) configure(*Balancer) {}
 func (LeastRequest) ramps() bool         { return true }
-func (LeastRequest) compares() bool      { return true }
 func (p LeastRequest) build(*snapshot) picker {
 	bias := p.ActiveRequestBias
 	if bias == 0 {
@@ -189,21 +184,25 @@ func (lrPicker) bounded() bool { return false }
 
 func (p lrPicker) pick(s *snapshot, _ sluice.PickInfo) int {
 	i, j := s.randomPair()
-	// As in PeakEWMA's pick: weights from the entries, counters through loads.
-	wa, wb := uint64(s.pool[i].weight), uint64(s.pool[j].weight)
-	ai, bi := s.loads[i].inflight.Load(), s.loads[j].inflight.Load()
+	ea, eb := &s.pool[i], &s.pool[j]
+	// The weights come from the endpoints, not the entries' copies: those loads run while
+	// the counters are fetched, and bring in the endpoint that Pick copies out of the one
+	// chosen.
+	wa, wb := uint64(ea.ep.EffectiveWeight()), uint64(eb.ep.EffectiveWeight())
+	ai, bi := ea.st.inflight.Load(), eb.st.inflight.Load()
+	r := i
 	if p.bias == 1 {
 		if uint64(bi)*wa < uint64(ai)*wb {
-			return j
+			r = j // a conditional move: which candidate wins is a coin toss to the branch predictor
 		}
-		return i
+		return r
 	}
 	ca := math.Pow(float64(ai), p.bias) / float64(wa)
 	cb := math.Pow(float64(bi), p.bias) / float64(wb)
 	if cb < ca {
-		return j
+		r = j
 	}
-	return i
+	return r
 }
 
 // PeakEWMA draws two endpoints at random and sends the try to the one with the lower cost,
@@ -236,7 +235,6 @@ func (p PeakEWMA) configure(b *Balancer) {
 	b.decayRate = 1 / float64(d)
 }
 func (PeakEWMA) ramps() bool            { return true }
-func (PeakEWMA) compares() bool         { return true }
 func (PeakEWMA) build(*snapshot) picker { return ewmaPicker{} }
 
 type ewmaPicker struct{}
@@ -249,15 +247,12 @@ func (ewmaPicker) bounded() bool { return false }
 
 func (ewmaPicker) pick(s *snapshot, _ sluice.PickInfo) int {
 	i, j := s.randomPair()
-	if i == j {
-		return i
-	}
-	// Read the candidates' weights from their pool entries whatever the weights are: those
-	// loads run while the counters are fetched through loads, so the entry of the one chosen
-	// is in cache by the time Pick copies its endpoint out. With equal weights, scaling both
-	// costs by the same weight leaves their order as it was.
-	wa, wb := s.pool[i].weight, s.pool[j].weight
-	a, b := s.loads[i], s.loads[j]
+	ea, eb := &s.pool[i], &s.pool[j]
+	a, b := ea.st, eb.st
+	// As in LeastRequest's pick, the weights come from the endpoints, which brings the chosen
+	// one's into cache while the counters are fetched. With equal weights, scaling both costs
+	// by the same weight leaves their order as it was.
+	wa, wb := float64(ea.ep.EffectiveWeight()), float64(eb.ep.EffectiveWeight())
 	// Estimates decay with idle time. Rather than read the clock on every pick, measure idle
 	// time against the fresher of the two candidates' last samples: what matters is that an
 	// endpoint nobody has heard from in a while (a slow pod that was routed around) decays
@@ -265,11 +260,12 @@ func (ewmaPicker) pick(s *snapshot, _ sluice.PickInfo) int {
 	sa, sb := a.stamp.Load(), b.stamp.Load()
 	now := max(sa, sb)
 	ca, cb := cost(a, now-sa, s.b.decayRate), cost(b, now-sb, s.b.decayRate)
-	// Compare ca/wa with cb/wb without dividing.
-	if cb*float64(wa) < ca*float64(wb) {
-		return j
+	// Compare ca/wa with cb/wb without dividing, and without a branch.
+	r := i
+	if cb*wa < ca*wb {
+		r = j
 	}
-	return i
+	return r
 }
 
 // cost returns an endpoint's peak-EWMA cost before weighting: its latency estimate, decayed
@@ -277,14 +273,9 @@ func (ewmaPicker) pick(s *snapshot, _ sluice.PickInfo) int {
 func cost(st *endpointState, idle int64, rate float64) float64 {
 	inflight := float64(st.inflight.Load())
 	est := math.Float64frombits(st.ewma.Load())
-	if est == 0 {
-		if inflight == 0 {
-			return 0
-		}
+	if est == 0 && inflight != 0 {
 		return unmeasuredPenalty + inflight
 	}
-	if idle > 0 {
-		est *= decayFactor(float64(idle) * rate)
-	}
-	return est * (inflight + 1)
+	// idle is 0 for the fresher candidate, where decayFactor returns exactly 1.
+	return est * decayFactor(float64(idle)*rate) * (inflight + 1)
 }
