@@ -100,6 +100,7 @@ type Balancer struct {
 
 	// Per-policy behaviour chosen once in New so that the hot path only tests booleans.
 	trackLatency bool    // PeakEWMA: Done feeds latency into the EWMA
+	countLoad    bool    // Pick and Done keep each endpoint's in-flight count: some policy or zone spill-over reads it
 	trackTotal   bool    // Maglev with bounded loads: Pick and Done keep total in-flight
 	decayNanos   float64 // PeakEWMA decay time constant
 	decayRate    float64 // 1/decayNanos, so that picks multiply instead of dividing
@@ -168,6 +169,8 @@ func New(policy Policy, opts Options) (*Balancer, error) {
 		b.rng.state.Store(opts.Seed)
 	}
 	policy.configure(b)
+	// Zone spill-over compares in-flight counts whatever the policy.
+	b.countLoad = b.countLoad || opts.Zone != ""
 	return b, nil
 }
 
@@ -211,8 +214,10 @@ type endpointState struct {
 
 // finish is the PickResult.Done of every pick of this endpoint.
 func (st *endpointState) finish(o sluice.Outcome) {
-	st.inflight.Add(-1)
 	b := st.b
+	if b.countLoad {
+		st.inflight.Add(-1)
+	}
 	if b.trackTotal {
 		b.total.Add(-1)
 	}
@@ -337,7 +342,11 @@ func (b *Balancer) Pick(info sluice.PickInfo) (sluice.PickResult, error) {
 
 // result counts a pick of e in flight and makes its PickResult.
 func (b *Balancer) result(e *entry, cookie *http.Cookie) sluice.PickResult {
-	e.st.inflight.Add(1)
+	if b.countLoad {
+		// Only policies that compare loads pay for counting them: round robin, random and pure
+		// Maglev picks touch no shared counter at all, so they do not contend across cores.
+		e.st.inflight.Add(1)
+	}
 	if b.trackTotal {
 		b.total.Add(1)
 	}

@@ -44,7 +44,8 @@ func allPolicies() []struct {
 		{"Maglev", balancer.Maglev{Key: balancer.HeaderKey("X-User")}},
 		{"MaglevBounded", balancer.Maglev{Key: balancer.HeaderKey("X-User"), Epsilon: 0.25}},
 		{"MaglevClientIP", balancer.Maglev{}},
-		{"Sticky", balancer.Sticky{Fallback: balancer.LeastRequest{}}},
+		{"Sticky", balancer.Sticky{}}, // falls back to RoundRobin
+		{"StickyLeastRequest", balancer.Sticky{Fallback: balancer.LeastRequest{}}},
 	}
 }
 

@@ -76,6 +76,35 @@ func BenchmarkPick(b *testing.B) {
 				sink.Add(t)
 			})
 		})
+		b.Run(fmt.Sprintf("Pick/StickyReturning/%d", n), func(b *testing.B) {
+			// Clients that come back with the cookie of their first pick: the lookup path.
+			bal := newBalancer(b, balancer.Sticky{}, balancer.Options{}, eps)
+			back := make([]*http.Request, benchKeys)
+			for i := range back {
+				res, err := bal.Pick(sluice.PickInfo{Request: reqs[i]})
+				if err != nil {
+					b.Fatal(err)
+				}
+				res.Done(sluice.Outcome{Failure: sluice.Canceled})
+				back[i] = userRequest("user-" + strconv.Itoa(i))
+				back[i].AddCookie(&http.Cookie{Name: res.Cookie.Name, Value: res.Cookie.Value})
+			}
+			var worker atomic.Uint32
+			b.ReportAllocs()
+			b.ResetTimer()
+			defer benchcpu.Start(b)()
+			b.RunParallel(func(pb *testing.PB) {
+				k := int(worker.Add(1)) * 97
+				for pb.Next() {
+					k++
+					res, err := bal.Pick(sluice.PickInfo{Request: back[k%benchKeys]})
+					if err != nil || res.Cookie != nil {
+						b.Fatal("returning client was not recognised", err)
+					}
+					res.Done(sluice.Outcome{Failure: sluice.Canceled})
+				}
+			})
+		})
 		for _, tc := range allPolicies() {
 			for _, mode := range []struct {
 				name string

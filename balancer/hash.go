@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/textproto"
+	"strings"
 	"time"
 
 	"github.com/sluiceproxy/sluice"
@@ -220,19 +221,15 @@ func queryValue(raw, name string) (string, bool) {
 }
 
 func cut(s string, sep byte) (before, after string) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == sep {
-			return s[:i], s[i+1:]
-		}
+	if i := strings.IndexByte(s, sep); i >= 0 {
+		return s[:i], s[i+1:]
 	}
 	return s, ""
 }
 
 func cutStr(s string, sep byte) (before, after string, ok bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == sep {
-			return s[:i], s[i+1:], true
-		}
+	if i := strings.IndexByte(s, sep); i >= 0 {
+		return s[:i], s[i+1:], true
 	}
 	return s, "", false
 }
@@ -284,7 +281,10 @@ func (p Maglev) validate() error {
 	}
 	return nil
 }
-func (p Maglev) configure(b *Balancer) { b.trackTotal = p.Epsilon > 0 }
+func (p Maglev) configure(b *Balancer) {
+	b.trackTotal = p.Epsilon > 0
+	b.countLoad = p.Epsilon > 0
+}
 
 // ramps reports whether slow start applies: only with bounded loads. Pure consistent hashing
 // has no way to hold an endpoint back without moving its keys elsewhere and back again, which
@@ -630,7 +630,13 @@ func (p Sticky) build(s *snapshot) picker {
 	if same == 0 {
 		same = http.SameSiteLaxMode
 	}
-	t := &stickyTable{name: name, index: make(map[uint64]int32, len(s.pool))}
+	// An open-addressing table of at least twice the pool's size, a power of two: tokens are
+	// SHA-256 output, so their low bits index it directly, and a lookup probes about 1.5 slots.
+	size := 2
+	for size < 2*len(s.pool) {
+		size *= 2
+	}
+	t := &stickyTable{name: name, slots: make([]stickySlot, size), mask: uint64(size - 1)}
 	for i := range s.pool {
 		e := &s.pool[i]
 		// The token costs a SHA-256 and the cookie two allocations: both are made once per
@@ -648,7 +654,7 @@ func (p Sticky) build(s *snapshot) picker {
 				SameSite: same,
 			}
 		}
-		t.index[e.st.token] = int32(i)
+		t.insert(e.st.token, int32(i))
 	}
 	s.sticky = t
 	return p.fallback().build(s)
@@ -657,7 +663,41 @@ func (p Sticky) build(s *snapshot) picker {
 // stickyTable maps cookie tokens to pool indexes for one snapshot.
 type stickyTable struct {
 	name  string
-	index map[uint64]int32
+	slots []stickySlot
+	mask  uint64
+}
+
+// stickySlot is one slot of a stickyTable: a token and its pool index plus one; zero is
+// empty.
+type stickySlot struct {
+	tok uint64
+	i   int32
+}
+
+// insert adds tok → i. Two endpoints with one token (a 2⁻⁶⁴ chance) keep the first.
+func (t *stickyTable) insert(tok uint64, i int32) {
+	for k := tok & t.mask; ; k = (k + 1) & t.mask {
+		switch sl := &t.slots[k]; {
+		case sl.i == 0:
+			*sl = stickySlot{tok: tok, i: i + 1}
+			return
+		case sl.tok == tok:
+			return
+		}
+	}
+}
+
+// find returns the pool index of tok, or -1.
+func (t *stickyTable) find(tok uint64) int {
+	for k := tok & t.mask; ; k = (k + 1) & t.mask {
+		sl := &t.slots[k]
+		if sl.i == 0 {
+			return -1
+		}
+		if sl.tok == tok {
+			return int(sl.i) - 1
+		}
+	}
 }
 
 // lookup returns the pool index the request's cookie names, or -1.
@@ -673,10 +713,7 @@ func (t *stickyTable) lookup(r *http.Request) int {
 	if !ok {
 		return -1
 	}
-	if i, ok := t.index[tok]; ok {
-		return int(i)
-	}
-	return -1
+	return t.find(tok)
 }
 
 // stickyToken is the first 8 bytes of SHA-256(secret ‖ 0 ‖ addr). It is computed only when an
@@ -702,27 +739,32 @@ func encodeToken(tok uint64) string {
 	return string(b[:])
 }
 
-// decodeToken parses exactly 16 lower-case hex digits, the only form encodeToken writes.
+// decodeToken parses exactly 16 lower-case hex digits, the only form encodeToken writes. It
+// looks digits up in a table and checks them all at the end, without a branch per digit.
 func decodeToken(s string) (uint64, bool) {
 	if len(s) != 16 {
 		return 0, false
 	}
 	var tok uint64
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		var d byte
-		switch {
-		case c >= '0' && c <= '9':
-			d = c - '0'
-		case c >= 'a' && c <= 'f':
-			d = c - 'a' + 10
-		default:
-			return 0, false
-		}
-		tok = tok<<4 | uint64(d)
+	var bad byte
+	for i := 0; i < 16; i++ {
+		d := hexValue[s[i]]
+		bad |= d
+		tok = tok<<4 | uint64(d&0xf)
 	}
-	return tok, true
+	return tok, bad&0x80 == 0
 }
+
+// hexValue maps a lower-case hex digit to its value and every other byte to 0x80.
+var hexValue = func() (t [256]byte) {
+	for c := range t {
+		t[c] = 0x80
+	}
+	for i := range 16 {
+		t[hexDigits[i]] = byte(i)
+	}
+	return t
+}()
 
 // validCookieName reports whether name is an RFC 6265 token.
 func validCookieName(name string) bool {

@@ -121,3 +121,20 @@ func TestMaglevTableReused(t *testing.T) {
 	local4, _ := tables()
 	assert.NotSame(t, local3, local4, "local table kept though a weight changed")
 }
+
+// TestStickyTable checks the token table sticky lookups use: every token inserted is found at
+// its index, tokens that collide on a slot (and wrap past the end) are found by probing, and
+// a token never inserted is not found.
+func TestStickyTable(t *testing.T) {
+	tab := &stickyTable{slots: make([]stickySlot, 8), mask: 7}
+	toks := []uint64{7, 15, 23, 3, 0} // 7, 15 and 23 share slot 7; the probe wraps to 0 and 1
+	for i, tok := range toks {
+		tab.insert(tok, int32(i))
+	}
+	tab.insert(15, 99) // a duplicate keeps the first
+	for i, tok := range toks {
+		assert.Equal(t, i, tab.find(tok), "token %d", tok)
+	}
+	assert.Equal(t, -1, tab.find(31), "absent token sharing slot 7")
+	assert.Equal(t, -1, tab.find(5), "absent token in an empty slot")
+}

@@ -168,8 +168,8 @@ func (p LeastRequest) validate() error {
 	}
 	return nil
 }
-func (LeastRequest) configure(*Balancer) {}
-func (LeastRequest) ramps() bool         { return true }
+func (LeastRequest) configure(b *Balancer) { b.countLoad = true }
+func (LeastRequest) ramps() bool           { return true }
 func (p LeastRequest) build(*snapshot) picker {
 	bias := p.ActiveRequestBias
 	if bias == 0 {
@@ -226,6 +226,7 @@ func (p PeakEWMA) validate() error {
 	return nil
 }
 func (p PeakEWMA) configure(b *Balancer) {
+	b.countLoad = true
 	b.trackLatency = true
 	d := p.Decay
 	if d == 0 {
