@@ -304,7 +304,8 @@ func (p Maglev) build(s *snapshot) picker {
 			return t.mp
 		}
 	}
-	mp := p.fill(s)
+	mp, fill := p.prepare(s)
+	b.fills = append(b.fills, fill) // Update runs it before it publishes the snapshot
 	b.hashTablesNext = append(b.hashTablesNext, builtTable{pool: s.pool, mp: mp})
 	return mp
 }
@@ -332,6 +333,15 @@ func samePool(a, b []entry) bool {
 
 // fill builds the lookup table for s's pool.
 func (p Maglev) fill(s *snapshot) *maglevPicker {
+	mp, fill := p.prepare(s)
+	fill()
+	return mp
+}
+
+// prepare returns the picker for s's pool with an empty lookup table, and the function that
+// fills the table. The function touches nothing but the table and its own scratch space, so
+// that fills of different tables can run at once.
+func (p Maglev) prepare(s *snapshot) (*maglevPicker, func()) {
 	n := len(s.pool)
 	m := p.TableSize
 	if m == 0 {
@@ -340,7 +350,7 @@ func (p Maglev) fill(s *snapshot) *maglevPicker {
 	m = nextPrime(max(m, n))
 	mp := &maglevPicker{key: p.Key, eps: p.Epsilon, table: make([]int32, m)}
 	if n == 0 {
-		return mp
+		return mp, func() {}
 	}
 	var maxW, totalW uint64
 	for i := range s.pool {
@@ -366,8 +376,8 @@ func (p Maglev) fill(s *snapshot) *maglevPicker {
 			weight: e.weight(),
 		}
 	}
-	fillMaglev(mp.table, ws, s.weighted, maxW)
-	return mp
+	weighted := s.weighted
+	return mp, func() { fillMaglev(mp.table, ws, weighted, maxW) }
 }
 
 // reduce returns x mod m, given r = (2⁶⁴-1)/m. The quotient estimate, the high word of x·r,
