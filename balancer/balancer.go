@@ -105,9 +105,15 @@ type Balancer struct {
 	decayNanos   float64 // PeakEWMA decay time constant
 	decayRate    float64 // 1/decayNanos, so that picks multiply instead of dividing
 
-	_     [64]byte
-	total atomic.Int64 // in-flight over all endpoints, kept only for bounded loads
-	_     [56]byte
+	// In-flight over all endpoints, kept only for bounded loads, in stripes of a cache line
+	// each: an endpoint counts in one stripe (endpointState.stripe), so that picks of
+	// different endpoints on different cores do not pass one line back and forth, and the
+	// total is the stripes' sum, read only when a bound needs checking.
+	stripes [totalStripes]struct {
+		n atomic.Int64
+		_ [56]byte
+	}
+	nextStripe uint32 // the stripe for the next new endpoint; guarded by mu
 
 	snap atomic.Pointer[snapshot]
 
@@ -125,6 +131,18 @@ type Balancer struct {
 }
 
 var _ sluice.Picker = (*Balancer)(nil)
+
+// totalStripes is how many counters the in-flight total for bounded loads is spread over.
+const totalStripes = 8
+
+// total returns the requests in flight over all endpoints, for bounded loads.
+func (b *Balancer) total() int64 {
+	var n int64
+	for i := range b.stripes {
+		n += b.stripes[i].n.Load()
+	}
+	return n
+}
 
 // New returns a Balancer that picks with policy. It has no endpoints until the first Update.
 // The error names the field of policy or opts that is out of range.
@@ -201,7 +219,8 @@ type endpointState struct {
 	b        *Balancer
 	done     func(sluice.Outcome) // st.finish, bound once so that Pick allocates no closure
 	cookie   *http.Cookie         // Sticky: the endpoint's cookie, made on first use and never changed
-	_        [16]byte
+	stripe   *atomic.Int64        // bounded loads: the Balancer.stripes counter this endpoint counts in
+	_        [8]byte
 
 	addr string
 
@@ -220,7 +239,7 @@ func (st *endpointState) finish(o sluice.Outcome) {
 		st.inflight.Add(-1)
 	}
 	if b.trackTotal {
-		b.total.Add(-1)
+		st.stripe.Add(-1)
 	}
 	if !b.trackLatency || !o.Counts() {
 		// A canceled try says nothing about the endpoint: it must not pull the estimate down
@@ -349,7 +368,7 @@ func (b *Balancer) result(e *entry, cookie *http.Cookie) sluice.PickResult {
 		e.st.inflight.Add(1)
 	}
 	if b.trackTotal {
-		b.total.Add(1)
+		e.st.stripe.Add(1)
 	}
 	return sluice.PickResult{Endpoint: *e.ep, Done: e.st.done, Cookie: cookie}
 }
@@ -538,6 +557,8 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 		case st == nil:
 			st = &endpointState{b: b, addr: ep.Addr, state: ep.State}
 			st.done = st.finish
+			st.stripe = &b.stripes[b.nextStripe%totalStripes].n
+			b.nextStripe++
 			if !first && ep.State == sluice.Ready {
 				st.start.Store(now)
 			}

@@ -528,7 +528,7 @@ func (mp *maglevPicker) pick(s *snapshot, info sluice.PickInfo) int {
 		if mp.eps > 0 {
 			if l := s.pool[i].st.inflight.Load(); l > 0 {
 				if limit < 0 {
-					limit = (1 + mp.eps) * float64(s.b.total.Load()+1)
+					limit = (1 + mp.eps) * float64(s.b.total()+1)
 				}
 				bound := limit * mp.share[i]
 				if start := s.pool[i].st.start.Load(); ramping && start != 0 {
