@@ -332,7 +332,8 @@ type picker interface {
 
 // Pick chooses an endpoint for one try. It implements sluice.Picker.
 //
-// Pick loads the current snapshot and, depending on the policy, touches a few atomic
+// Pick loads the current snapshot and, for the policies that compare loads (LeastRequest,
+// PeakEWMA, bounded-load Maglev, and any policy with zone preference), touches a few atomic
 // counters; it takes no lock and allocates nothing. The caller must call the result's Done
 // exactly once.
 func (b *Balancer) Pick(info sluice.PickInfo) (sluice.PickResult, error) {
