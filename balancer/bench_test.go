@@ -89,20 +89,8 @@ func BenchmarkPick(b *testing.B) {
 				back[i] = userRequest("user-" + strconv.Itoa(i))
 				back[i].AddCookie(&http.Cookie{Name: res.Cookie.Name, Value: res.Cookie.Value})
 			}
-			var worker atomic.Uint32
-			b.ReportAllocs()
-			b.ResetTimer()
-			defer benchcpu.Start(b)()
-			b.RunParallel(func(pb *testing.PB) {
-				k := int(worker.Add(1)) * 97
-				for pb.Next() {
-					k++
-					res, err := bal.Pick(sluice.PickInfo{Request: back[k%benchKeys]})
-					if err != nil || res.Cookie != nil {
-						b.Fatal("returning client was not recognised", err)
-					}
-					res.Done(sluice.Outcome{Failure: sluice.Canceled})
-				}
+			runPicks(b, bal, back, sluice.Outcome{Failure: sluice.Canceled}, func(res sluice.PickResult) bool {
+				return res.Cookie == nil // a new cookie: the client was not recognised
 			})
 		})
 		for _, tc := range allPolicies() {
@@ -118,25 +106,38 @@ func BenchmarkPick(b *testing.B) {
 					for i := range 20 * n {
 						pick(b, bal, sluice.PickInfo{Request: reqs[i%len(reqs)]})
 					}
-					var worker atomic.Uint32
-					b.ReportAllocs()
-					b.ResetTimer()
-					defer benchcpu.Start(b)()
-					b.RunParallel(func(pb *testing.PB) {
-						k := int(worker.Add(1)) * 97
-						for pb.Next() {
-							k++
-							res, err := bal.Pick(sluice.PickInfo{Request: reqs[k%benchKeys]})
-							if err != nil {
-								b.Fatal(err)
-							}
-							res.Done(mode.out)
-						}
-					})
+					runPicks(b, bal, reqs, mode.out, nil)
 				})
 			}
 		}
 	}
+}
+
+// runPicks times Pick and Done(out) in parallel over reqs, which must hold benchKeys
+// requests; each goroutine starts at its own place in them. When check is not nil, every
+// result must pass it.
+func runPicks(b *testing.B, bal *balancer.Balancer, reqs []*http.Request, out sluice.Outcome, check func(sluice.PickResult) bool) {
+	if len(reqs) != benchKeys {
+		b.Fatalf("runPicks needs %d requests, got %d", benchKeys, len(reqs))
+	}
+	var worker atomic.Uint32
+	b.ReportAllocs()
+	b.ResetTimer()
+	defer benchcpu.Start(b)()
+	b.RunParallel(func(pb *testing.PB) {
+		k := int(worker.Add(1)) * 97
+		for pb.Next() {
+			k++
+			res, err := bal.Pick(sluice.PickInfo{Request: reqs[k%benchKeys]})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if check != nil && !check(res) {
+				b.Fatalf("unexpected pick of %s", res.Endpoint.Addr)
+			}
+			res.Done(out)
+		}
+	})
 }
 
 // BenchmarkUpdate measures rebuilding the snapshot for a set of 10,000 endpoints that
