@@ -635,10 +635,8 @@ func (b *Balancer) compile(pool []entry, now int64) *snapshot {
 	s := &snapshot{b: b, pool: pool}
 	ramps := b.opts.SlowStart > 0 && b.policy.ramps()
 	for i := range pool {
-		if ramps {
-			if end := pool[i].st.start.Load() + int64(b.opts.SlowStart); end > now {
-				s.rampEnd = max(s.rampEnd, end)
-			}
+		if start := pool[i].st.start.Load(); ramps && start != 0 && start+int64(b.opts.SlowStart) > now {
+			s.rampEnd = max(s.rampEnd, start+int64(b.opts.SlowStart))
 		}
 		if pool[i].weight() != pool[0].weight() {
 			s.weighted = true
