@@ -209,10 +209,11 @@ func (b *Balancer) nanotime() int64 {
 // estimates and slow-start clocks (the pattern of grpc-go's leastrequest picker).
 type endpointState struct {
 	// The state is 128 bytes, which the allocator places on a 128-byte boundary: the first
-	// cache line holds what a pick reads and writes (the counters, and the Done it hands
-	// back), the second what only Update reads, so no two endpoints' counters share a line
-	// and a pick of an endpoint touches one line of its state. Small states also keep the
-	// states of thousands of endpoints dense in cache.
+	// cache line holds what a pick reads and writes (the counters, and the Done and cookie it
+	// hands back), the second what Update keeps (a pick reads start there only during a
+	// slow-start window), so no two endpoints' counters share a line and a pick of an
+	// endpoint touches one line of its state. Small states also keep the states of thousands
+	// of endpoints dense in cache.
 	inflight atomic.Int64
 	ewma     atomic.Uint64 // float64 bits: peak-EWMA latency estimate in nanoseconds; 0 = unmeasured
 	stamp    atomic.Int64  // Balancer.nanotime of the last EWMA observation
@@ -224,10 +225,10 @@ type endpointState struct {
 
 	addr string
 
-	// Guarded by Balancer.mu.
+	// Written under Balancer.mu.
 	gen   uint64
 	state sluice.State
-	start atomic.Int64     // Balancer.nanotime when the endpoint (re)joined; 0 = never ramps. Picks read it during slow-start windows.
+	start atomic.Int64     // Balancer.nanotime when the endpoint (re)joined; 0 = never ramps
 	ep    *sluice.Endpoint // the endpoint as last updated, shared by entries; never written through
 	token uint64           // Sticky: the token in cookie
 }
