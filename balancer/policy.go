@@ -260,23 +260,23 @@ func (ewmaPicker) pick(s *snapshot, _ sluice.PickInfo) int {
 	// relative to one that is answering now. Done still stamps samples with the real clock.
 	sa, sb := a.stamp.Load(), b.stamp.Load()
 	now := max(sa, sb)
-	ca, cb := cost(a, now-sa, s.b.decayRate), cost(b, now-sb, s.b.decayRate)
+	// cost = estimate, decayed over idle time, × (in-flight + 1); written out twice rather
+	// than called, since the call is a fair part of a pick.
+	rate := s.b.decayRate
+	fa, fb := float64(a.inflight.Load()), float64(b.inflight.Load())
+	xa, xb := math.Float64frombits(a.ewma.Load()), math.Float64frombits(b.ewma.Load())
+	ca := xa * decayFactor(float64(now-sa)*rate) * (fa + 1)
+	cb := xb * decayFactor(float64(now-sb)*rate) * (fb + 1)
+	if xa == 0 && fa != 0 {
+		ca = unmeasuredPenalty + fa // not measured yet, and busy: one request at a time
+	}
+	if xb == 0 && fb != 0 {
+		cb = unmeasuredPenalty + fb
+	}
 	// Compare ca/wa with cb/wb without dividing, and without a branch.
 	r := i
 	if cb*wa < ca*wb {
 		r = j
 	}
 	return r
-}
-
-// cost returns an endpoint's peak-EWMA cost before weighting: its latency estimate, decayed
-// over idle nanoseconds, times (in-flight + 1).
-func cost(st *endpointState, idle int64, rate float64) float64 {
-	inflight := float64(st.inflight.Load())
-	est := math.Float64frombits(st.ewma.Load())
-	if est == 0 && inflight != 0 {
-		return unmeasuredPenalty + inflight
-	}
-	// idle is 0 for the fresher candidate, where decayFactor returns exactly 1.
-	return est * decayFactor(float64(idle)*rate) * (inflight + 1)
 }
