@@ -592,7 +592,7 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 	keep := b.keep(c)
 	pool := make([]entry, 0, c.kept(keep))
 	for k, st := range members {
-		if keep&(1<<eps[at[k]].State) != 0 {
+		if keep&stateBit(eps[at[k]].State) != 0 {
 			pool = append(pool, entry{st: st, ep: st.ep})
 		}
 	}
@@ -663,6 +663,10 @@ func (c *health) count(st sluice.State) {
 		c.unhealthy++
 	}
 }
+
+// stateBit is st's bit in a keep mask. A State beyond Unhealthy, which no source should send,
+// counts as Unhealthy, as health.count does.
+func stateBit(st sluice.State) uint8 { return 1 << min(st, sluice.Unhealthy) }
 
 // kept returns how many endpoints the State mask keep lets through.
 func (c health) kept(keep uint8) int {

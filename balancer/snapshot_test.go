@@ -28,3 +28,14 @@ func TestRampEndOnlyForRampingEndpoints(t *testing.T) {
 	b.Update(append(eps, sluice.Endpoint{Addr: "10.0.0.3:80"}))
 	assert.Zero(t, b.snap.Load().rampEnd, "the window is over")
 }
+
+// TestUnknownStateCountsAsUnhealthy checks that a State value no source should send is
+// treated as Unhealthy: skipped normally, used in panic mode.
+func TestUnknownStateCountsAsUnhealthy(t *testing.T) {
+	b, err := New(RoundRobin{}, Options{})
+	require.NoError(t, err)
+	b.Update([]sluice.Endpoint{{Addr: "10.0.0.1:80"}, {Addr: "10.0.0.2:80", State: 9}})
+	assert.Len(t, b.snap.Load().pool, 1, "an unknown state is not Ready")
+	b.Update([]sluice.Endpoint{{Addr: "10.0.0.1:80", State: sluice.Unhealthy}, {Addr: "10.0.0.2:80", State: 9}})
+	assert.Len(t, b.snap.Load().pool, 2, "with nothing Ready, panic mode uses unhealthy endpoints, unknown ones too")
+}
