@@ -402,11 +402,12 @@ type walker struct{ pos, skip, count, weight uint32 }
 // Almost all of the work is probing for a free slot: a turn that finds f of the m slots free
 // probes m/f times on average, m·ln m times over the whole fill. So the probe loop is kept
 // tight (occupancy in a bitmap of m/8 bytes, which stays in L1; the step held in a register
-// for the whole turn; the position carried unreduced, see below), and the last turns, where a walk would be longest,
-// do not walk at all: once at most √(m/2) slots are free, a turn computes, for every free slot
-// s, how many steps away it lies in the walker's permutation, j = (s - pos)·skip⁻¹ mod m
-// (m is prime, so skip has an inverse), and takes the nearest. That is the slot the walk would
-// reach first, so the table is the same, for about half the probes.
+// for the whole turn; the position carried unreduced, see below), and the last turns, where
+// a walk would be longest, do not walk at all: once at most √(m/2) slots are free, a turn
+// computes, for every free slot s, how many steps away it lies in the walker's permutation,
+// j = (s - pos)·skip⁻¹ mod m (m is prime, so skip has an inverse), and takes the nearest.
+// That is the slot the walk would reach first, so the table is the same, for about half the
+// probes.
 func fillMaglev(table []int32, ws []walker, weighted bool, maxW uint64) {
 	m := uint32(len(table))
 	taken := make([]uint64, (len(table)+63)/64)
