@@ -185,9 +185,8 @@ func (lrPicker) bounded() bool { return false }
 func (p lrPicker) pick(s *snapshot, _ sluice.PickInfo) int {
 	i, j := s.randomPair()
 	ea, eb := &s.pool[i], &s.pool[j]
-	// The weights come from the endpoints, not the entries' copies: those loads run while
-	// the counters are fetched, and bring in the endpoint that Pick copies out of the one
-	// chosen.
+	// Reading the weights from the endpoints fetches both candidates' endpoints while their
+	// counters are fetched, so the one Pick copies out of the winner is already in cache.
 	wa, wb := uint64(ea.ep.EffectiveWeight()), uint64(eb.ep.EffectiveWeight())
 	ai, bi := ea.st.inflight.Load(), eb.st.inflight.Load()
 	r := i
