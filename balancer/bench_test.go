@@ -113,6 +113,26 @@ func BenchmarkPick(b *testing.B) {
 	}
 }
 
+// BenchmarkPickZoned measures Pick with zone preference (Options.Zone) over three zones, with
+// every endpoint Ready: a try stays in the local third unless the local endpoint is busier
+// than a random remote one. Zone preference makes every policy count requests in flight,
+// which is most of its cost over BenchmarkPick.
+func BenchmarkPickZoned(b *testing.B) {
+	reqs := benchRequests()
+	for _, n := range []int{10, 1000, 10_000} {
+		eps := endpoints(n)
+		for i := range eps {
+			eps[i].Zone = string(rune('a' + i%3))
+		}
+		for _, tc := range allPolicies() {
+			b.Run(fmt.Sprintf("%s/%d", tc.name, n), func(b *testing.B) {
+				bal := newBalancer(b, tc.p, balancer.Options{Zone: "a"}, eps)
+				runPicks(b, bal, reqs, sluice.Outcome{Failure: sluice.Canceled}, nil)
+			})
+		}
+	}
+}
+
 // runPicks times Pick and Done(out) in parallel over reqs, which must hold benchKeys
 // requests; each goroutine starts at its own place in them. When check is not nil, every
 // result must pass it.
