@@ -1,10 +1,8 @@
 package discovery_test
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/discovery"
+	"github.com/sluiceproxy/sluice/internal/logbuf"
 )
 
 // The tests below run DNS against a real DNS server on loopback (dnsserver_test.go); time in
@@ -86,7 +85,7 @@ func TestDNSServerFailureKeepsLastGoodSet(t *testing.T) {
 	srv.set(addr("api.test.", "10.0.0.1", 10))
 	synctest.Test(t, func(t *testing.T) {
 		t0 := time.Now()
-		var logs lockedBuffer
+		var logs logbuf.Buffer
 		log := slog.New(slog.NewTextHandler(&logs, nil))
 		sets, stop := watch(t, discovery.DNS{Name: "api.test.", Port: 80, Servers: []string{srv.addr}, Logger: log})
 		require.Len(t, sets(), 1, "the first answer should be pushed")
@@ -191,22 +190,4 @@ func TestDNSFollowsCNAME(t *testing.T) {
 		assert.Equal(t, 2, srv.count("udp A www.test."), "the alias's TTL (2s) counts toward the refresh")
 		stop()
 	})
-}
-
-// lockedBuffer is a bytes.Buffer that a logger on another goroutine can write to.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -1,11 +1,7 @@
 package healthcheck_test
 
 import (
-	"bytes"
-	"encoding/json"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -14,35 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluiceproxy/sluice/healthcheck"
+	"github.com/sluiceproxy/sluice/internal/logbuf"
 )
-
-// syncBuffer is a bytes.Buffer that Run's goroutine may write while the test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer // mu protects buf
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the JSON log records written so far.
-func (b *syncBuffer) lines(t *testing.T) []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		require.NoError(t, json.Unmarshal([]byte(l), &m), l)
-		out = append(out, m)
-	}
-	return out
-}
 
 // Without OnChange every change is logged through log/slog, to Options.Logger or, when that
 // is nil, to slog.Default(): a warning when an endpoint leaves service, with the reason and
@@ -55,7 +24,7 @@ func TestEventsLoggedThroughSlog(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				var out syncBuffer
+				var out logbuf.Buffer
 				logger := slog.New(slog.NewJSONHandler(&out, nil))
 				opts := healthcheck.Options{Outlier: &healthcheck.Outlier{BaseEjectionTime: 30 * time.Second}}
 				if useDefault {
@@ -76,7 +45,7 @@ func TestEventsLoggedThroughSlog(t *testing.T) {
 				time.Sleep(30 * time.Second)
 				synctest.Wait()
 
-				lines := out.lines(t)
+				lines := out.Lines(t)
 				require.Len(t, lines, 2, "one line per change")
 				assert.Equal(t, "WARN", lines[0]["level"])
 				assert.Equal(t, "10.0.0.1:80", lines[0]["addr"])

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/internal/logbuf"
 	"github.com/sluiceproxy/sluice/proxy"
 )
 
@@ -175,14 +176,14 @@ func TestForwardedIPv6(t *testing.T) {
 }
 
 func TestNoEndpoint(t *testing.T) {
-	var logs logRecorder
-	p := &proxy.Proxy{Picker: newPicker(), Logger: logs.logger()}
+	var logs logbuf.Buffer
+	p := &proxy.Proxy{Picker: newPicker(), Logger: logs.Logger()}
 	srv := front(t, p)
 	res, body := get(t, srv.Client(), srv.URL)
 	assert.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
 	assert.Equal(t, "1", res.Header.Get("Retry-After"))
 	assert.Equal(t, "Service Unavailable\n", body)
-	lines := logs.lines(t)
+	lines := logs.Lines(t)
 	require.Len(t, lines, 1)
 	assert.EqualValues(t, 503, lines[0]["status"])
 	assert.EqualValues(t, 0, lines[0]["tries"])
@@ -433,9 +434,9 @@ func TestClientGone(t *testing.T) {
 				close(upstreamCanceled)
 			}))
 			pk := newPicker("10.0.0.1:80")
-			var logs logRecorder
+			var logs logbuf.Buffer
 			served := make(chan struct{})
-			p := &proxy.Proxy{Picker: pk, DialContext: c.dial, Logger: logs.logger()}
+			p := &proxy.Proxy{Picker: pk, DialContext: c.dial, Logger: logs.Logger()}
 			srv := front(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				p.ServeHTTP(w, r)
 				close(served)
@@ -461,7 +462,7 @@ func TestClientGone(t *testing.T) {
 			d := pk.dones()
 			require.Len(t, d, 1)
 			assert.Equal(t, sluice.Canceled, d[0].Outcome.Failure, "a client leaving is not the endpoint's fault")
-			lines := logs.lines(t)
+			lines := logs.Lines(t)
 			require.Len(t, lines, 1)
 			assert.EqualValues(t, 499, lines[0]["status"])
 			assert.Equal(t, "canceled", lines[0]["failure"])
@@ -472,15 +473,15 @@ func TestClientGone(t *testing.T) {
 func TestAccessLogAndMetrics(t *testing.T) {
 	c := newCluster()
 	c.backend(t, "10.0.0.1:80", echo("a"))
-	var logs logRecorder
+	var logs logbuf.Buffer
 	var m metrics
-	p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial, Logger: logs.logger(), Metrics: &m}
+	p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial, Logger: logs.Logger(), Metrics: &m}
 	srv := front(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.ServeHTTP(w, r.WithContext(proxy.WithRoute(r.Context(), "shop")))
 	}))
 	res, body := get(t, srv.Client(), srv.URL+"/cart?x=1")
 	require.Equal(t, 200, res.StatusCode)
-	lines := logs.lines(t)
+	lines := logs.Lines(t)
 	require.Len(t, lines, 1)
 	l := lines[0]
 	assert.Equal(t, "proxy", l["msg"])
