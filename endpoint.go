@@ -91,6 +91,13 @@ const (
 	// Canceled means the client went away or the request's context ended. It says nothing
 	// about the endpoint: health checks and balancers must not count it against it.
 	Canceled
+	// ClientFailure means the client broke the request: its body was malformed (bad chunked
+	// framing), cut short, over a size limit, or too slow to arrive. It says nothing about the
+	// endpoint, which must not be charged for it, and the request is never retried.
+	ClientFailure
+	// InternalFailure means the forwarder itself failed the try: a panic in one of its hooks
+	// (a ModifyResponse, a ResponseWriter wrapper). It says nothing about the endpoint.
+	InternalFailure
 )
 
 // String returns a short lower-case name for f, suitable for logs and metric labels.
@@ -106,6 +113,10 @@ func (f Failure) String() string {
 		return "timeout"
 	case Canceled:
 		return "canceled"
+	case ClientFailure:
+		return "client"
+	case InternalFailure:
+		return "internal"
 	}
 	return "unknown"
 }
@@ -123,8 +134,11 @@ type Outcome struct {
 	Latency time.Duration
 }
 
-// Counts reports whether o says anything about the endpoint's health. A canceled try does not.
-func (o Outcome) Counts() bool { return o.Failure != Canceled }
+// Counts reports whether o says anything about the endpoint's health. A canceled try does not,
+// nor does one the client or the forwarder itself broke.
+func (o Outcome) Counts() bool {
+	return o.Failure != Canceled && o.Failure != ClientFailure && o.Failure != InternalFailure
+}
 
 // GatewayFailure reports whether o is a gateway failure in Envoy's sense: the endpoint could
 // not be reached or broke the connection, timed out, or answered 502, 503 or 504.

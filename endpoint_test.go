@@ -21,6 +21,8 @@ func TestOutcomeClassification(t *testing.T) {
 		{Outcome{Failure: ConnectionFailure}, true, true, true},
 		{Outcome{Failure: Timeout}, true, true, true},
 		{Outcome{Failure: Canceled}, false, false, false},
+		{Outcome{Failure: ClientFailure}, false, false, false},
+		{Outcome{Failure: InternalFailure}, false, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.o.Failure.String()+"/"+statusText(tt.o.Status), func(t *testing.T) {
@@ -44,4 +46,6 @@ func TestEndpointDefaults(t *testing.T) {
 	assert.Equal(t, "terminating", Terminating.String())
 	assert.Equal(t, "unhealthy", Unhealthy.String())
 	assert.Equal(t, "timeout", Timeout.String())
+	assert.Equal(t, "client", ClientFailure.String())
+	assert.Equal(t, "internal", InternalFailure.String())
 }

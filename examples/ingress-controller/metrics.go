@@ -17,7 +17,7 @@ import (
 // Prometheus text format. It needs no metrics library: a few atomic counters suffice.
 type metrics struct {
 	requests [6]atomic.Int64 // by status class: 0 for anything outside 1xx–5xx
-	failures [5]atomic.Int64 // by sluice.Failure of the last try
+	failures [7]atomic.Int64 // by sluice.Failure of the last try
 	retries  atomic.Int64    // tries beyond the first
 	bytes    atomic.Int64
 	byRoute  sync.Map // route name → *[6]atomic.Int64
