@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,6 +108,14 @@ type Proxy struct {
 	// byte in either direction. Zero means 10 minutes; negative means never.
 	UpgradeIdleTimeout time.Duration
 
+	// ResponseBodyTimeout is the longest the proxy waits between two reads of an upstream's
+	// response body, as NGINX's proxy_read_timeout. When it passes, the upstream is charged
+	// with a Timeout, the client's connection is aborted (its response already started) and
+	// the access log says 504. Zero means 60 seconds; negative means no limit. Streams that
+	// stay quiet for longer (long polling, sparse server-sent events, idle gRPC streams)
+	// need a larger value or heartbeats.
+	ResponseBodyTimeout time.Duration
+
 	// ModifyResponse, when not nil, may change the upstream's response before it is written.
 	// An error makes the proxy answer through ErrorHandler with 502 instead. It is not called
 	// for 1xx responses.
@@ -125,6 +136,7 @@ type Proxy struct {
 
 	once     sync.Once
 	cfg      retryConfig       // Retry with defaults applied
+	bodyIdle time.Duration     // ResponseBodyTimeout with its default; 0 for none
 	rt       http.RoundTripper // Transport or the default one
 	upRT     http.RoundTripper // for Upgrade requests: always HTTP/1.1
 	fast     *h1Client         // lean HTTP/1.1 path; nil unless default HTTP1 transports
@@ -151,7 +163,9 @@ type Stats struct {
 	Route string
 	// Endpoint is the address of the last endpoint tried, or "" when none was picked.
 	Endpoint string
-	// Status is the status sent to the client; 499 when the client went away first.
+	// Status is the status sent to the client; 499 when the client went away first. When
+	// the upstream broke off or stalled mid-body, the client's connection was aborted and
+	// Status is 502 or 504, which is what the request amounted to, not the head that was sent.
 	Status int
 	// Failure is why the last try failed, or NoFailure.
 	Failure sluice.Failure
@@ -210,12 +224,19 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // DefaultErrorHandler is the handler used when Proxy.ErrorHandler is nil. It answers with the
 // Status of an *Error (502 for any other error) and its status text; a 503 for want of an
-// endpoint carries Retry-After: 1. It never reveals upstream addresses to the client.
-func DefaultErrorHandler(rw http.ResponseWriter, _ *http.Request, err error) {
+// endpoint carries Retry-After: 1. A gRPC request (Content-Type application/grpc...) is
+// answered the way gRPC clients expect, as Envoy does: HTTP 200 with no body and grpc-status
+// and grpc-message fields (14 UNAVAILABLE for 502 and 503, 4 DEADLINE_EXCEEDED for 504 and 408,
+// and so on). It never reveals upstream addresses to the client.
+func DefaultErrorHandler(rw http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusBadGateway
 	var pe *Error
 	if errors.As(err, &pe) && pe.Status != 0 {
 		status = pe.Status
+	}
+	if r != nil && isGRPC(r) {
+		writeGRPCError(rw, status)
+		return
 	}
 	if status == http.StatusServiceUnavailable && errors.Is(err, sluice.ErrNoEndpoint) {
 		rw.Header().Set("Retry-After", "1")
@@ -223,8 +244,13 @@ func DefaultErrorHandler(rw http.ResponseWriter, _ *http.Request, err error) {
 	http.Error(rw, http.StatusText(status), status)
 }
 
-// errTryTimeout is the cancellation cause of a try that ran out of time.
+// errTryTimeout is the cancellation cause of a try that ran out of time, waiting for the
+// response head or between two reads of its body.
 var errTryTimeout = errors.New("proxy: upstream timed out")
+
+// defaultReadTimeout is the default wait for an upstream's response head and between two reads
+// of its body: NGINX's proxy_read_timeout.
+const defaultReadTimeout = 60 * time.Second
 
 // statusClientClosed is the status logged when the client went away (NGINX's 499). It is
 // never sent.
@@ -232,6 +258,12 @@ const statusClientClosed = 499
 
 func (p *Proxy) setup() {
 	p.cfg = p.Retry.resolve()
+	switch {
+	case p.ResponseBodyTimeout == 0:
+		p.bodyIdle = defaultReadTimeout
+	case p.ResponseBodyTimeout > 0:
+		p.bodyIdle = p.ResponseBodyTimeout
+	}
 	p.scheme = p.Protocol.scheme()
 	p.idle = p.UpgradeIdleTimeout
 	if p.idle == 0 {
@@ -288,6 +320,17 @@ type exchange struct {
 	res    http.Response // the response of the lean client
 	h1body h1Body
 
+	// The try in progress, kept so that a panic can still end it.
+	pick     sluice.PickResult
+	picked   bool      // pick is not yet reported
+	openBody io.Closer // the upstream body being forwarded, until closed
+
+	clientCtx   context.Context    // the client's own context, when in carries a gRPC deadline
+	cancel      context.CancelFunc // releases the gRPC deadline's context
+	closeClient bool            // the client's connection must close after the response
+	sent1xx     bool            // an informational response reached the client
+	wrote       bool            // the final response head was (or is being) written
+
 	stats Stats
 	abort bool // the response was cut short: abort the client connection
 }
@@ -298,10 +341,13 @@ func (p *Proxy) ServeHTTP(rw http.ResponseWriter, in *http.Request) {
 	x := &exchange{p: p, rw: rw, in: in, start: time.Now()}
 	x.tried = x.triedBuf[:0]
 	p.inflight.Add(1)
-	x.serve()
+	x.serveGuarded()
 	p.inflight.Add(-1)
 	if x.retrying {
 		p.retrying.Add(-1)
+	}
+	if x.cancel != nil {
+		x.cancel()
 	}
 	x.finish()
 	if x.abort {
@@ -309,6 +355,51 @@ func (p *Proxy) ServeHTTP(rw http.ResponseWriter, in *http.Request) {
 		// whole one. This is how net/http aborts a response.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// serveGuarded serves the exchange and turns a panic in a hook or a ResponseWriter wrapper
+// into a clean end: the try is released, the upstream connection closed, the client answered
+// 500 (or its connection aborted), and the panic logged.
+func (x *exchange) serveGuarded() {
+	defer func() {
+		if v := recover(); v != nil {
+			x.recovered(v)
+		}
+	}()
+	x.serve()
+}
+
+func (x *exchange) recovered(v any) {
+	if x.openBody != nil {
+		x.openBody.Close() // unread, so the connection is closed rather than pooled
+		x.openBody = nil
+	}
+	if x.picked {
+		x.report(x.pick, sluice.Outcome{Failure: sluice.InternalFailure})
+	}
+	x.stats.Failure = sluice.InternalFailure
+	if v != http.ErrAbortHandler {
+		log := x.p.Logger
+		if log == nil {
+			log = slog.Default()
+		}
+		log.LogAttrs(x.in.Context(), slog.LevelError, "proxy: panic",
+			slog.String("panic", fmt.Sprint(v)), slog.String("stack", string(debug.Stack())))
+	}
+	if x.wrote {
+		x.abort = true
+		return
+	}
+	x.stats.Status = http.StatusInternalServerError
+	x.wrote = true
+	func() {
+		defer func() {
+			if recover() != nil {
+				x.abort = true // the writer itself is what panics
+			}
+		}()
+		http.Error(x.rw, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+	}()
 }
 
 func (x *exchange) serve() {
@@ -322,9 +413,22 @@ func (x *exchange) serve() {
 		// sent a 101, nor any 1xx (§15.2). Upgrade is hop-by-hop, so the upstream sees none.
 		x.upgrade = upgradeType(in.Header)
 	}
+	if in.ProtoMajor == 1 && (in.ProtoMinor == 0 || len(in.TransferEncoding) > 0) {
+		// RFC 9112 §6.1: after a request with both Transfer-Encoding and Content-Length, or an
+		// HTTP/1.0 request with Transfer-Encoding, the connection must be closed, or bytes a
+		// front hop counted into the body could be read here as a request of their own.
+		// net/http's server deletes Content-Length from a chunked request, and both fields
+		// from an HTTP/1.0 one, before any handler runs, so neither case can be told apart
+		// from its innocent neighbour: every chunked HTTP/1.1 request and every HTTP/1.0
+		// request closes its connection. The cost is a reconnect for chunked uploads.
+		x.closeClient = true
+	}
 	x.prepare()
 	if p.cfg.timeout > 0 {
 		x.deadline = x.start.Add(p.cfg.timeout)
+	}
+	if isGRPC(in) {
+		x.grpcDeadline()
 	}
 	var last *Error
 	for try := 1; ; try++ {
@@ -336,6 +440,7 @@ func (x *exchange) serve() {
 			x.fail(last)
 			return
 		}
+		x.pick, x.picked = pr, true
 		x.tried = append(x.tried, pr.Endpoint.Addr)
 		x.stats.Tries = try
 		x.stats.Endpoint = pr.Endpoint.Addr
@@ -344,8 +449,13 @@ func (x *exchange) serve() {
 		if err != nil {
 			x.stats.Failure = o.Failure
 			x.report(pr, o)
-			if o.Failure == sluice.Canceled {
+			switch o.Failure {
+			case sluice.Canceled:
 				x.canceled(err)
+				return
+			case sluice.ClientFailure:
+				x.fail(&Error{Status: clientStatus(x.body.clientErr()), Failure: o.Failure,
+					Endpoint: pr.Endpoint.Addr, Tries: try, Err: err})
 				return
 			}
 			last = &Error{Status: failureStatus(o.Failure), Failure: o.Failure,
@@ -377,7 +487,15 @@ func (x *exchange) prepare() {
 	x.out.RequestURI = ""
 	x.out.Close = false
 	x.out.URL = nil
-	if in.ContentLength == 0 || in.Body == nil || in.Body == http.NoBody {
+	// Framing follows the body actually sent, never the client's fields: a middleware may
+	// have emptied or replaced the body. The transports write Content-Length or chunked
+	// from ContentLength and Body.
+	delete(x.out.Header, "Content-Length")
+	x.out.TransferEncoding = nil
+	// A server request without a body has http.NoBody. Over HTTP/2 a body that is already
+	// over has ContentLength 0 and may be read as empty; over HTTP/1.1 a body with
+	// ContentLength 0 was put there by a handler, and is sent for what it holds.
+	if in.Body == nil || in.Body == http.NoBody || (in.ContentLength == 0 && in.ProtoMajor != 1) {
 		x.out.Body, x.out.GetBody, x.out.ContentLength = nil, nil, 0
 		x.fastOK = x.p.fast != nil && x.upgrade == "" &&
 			(in.Method == http.MethodGet || in.Method == http.MethodHead)
@@ -437,13 +555,12 @@ func (x *exchange) transportTrip(addr string, deadline time.Time) (*http.Respons
 		*u = x.url
 	}
 	u.Host = addr
-	ctx := x.traceCtx
-	var stop func() bool
-	var cancel context.CancelCauseFunc
+	ctx, cancel := context.WithCancelCause(x.traceCtx)
+	// One timer serves the try: it bounds the wait for the head, then the gaps between reads
+	// of the body.
+	var timer *time.Timer
 	if !deadline.IsZero() {
-		ctx, cancel = context.WithCancelCause(ctx)
-		t := time.AfterFunc(time.Until(deadline), func() { cancel(errTryTimeout) })
-		stop = t.Stop
+		timer = time.AfterFunc(time.Until(deadline), func() { cancel(errTryTimeout) })
 	}
 	out := x.out.WithContext(ctx)
 	out.URL = u
@@ -461,38 +578,74 @@ func (x *exchange) transportTrip(addr string, deadline time.Time) (*http.Respons
 	x.mu.Lock()
 	x.tryOpen = false
 	x.mu.Unlock()
-	if stop != nil && !stop() && err == nil {
+	if timer != nil && !timer.Stop() && err == nil {
 		// The timer fired as the headers arrived: the body is being torn down. Count the
 		// try as timed out rather than forward a body that will break.
 		res.Body.Close()
 		res, err = nil, errTryTimeout
 	}
 	if err != nil {
-		if cancel != nil {
-			if context.Cause(ctx) == errTryTimeout {
-				err = errTryTimeout
-			}
-			cancel(nil)
+		if context.Cause(ctx) == errTryTimeout {
+			err = errTryTimeout
 		}
+		cancel(nil)
 		return nil, err
 	}
-	if cancel != nil {
-		res.Body = &cancelBody{ReadCloser: res.Body, cancel: cancel}
+	tb := &tripBody{ReadCloser: res.Body, ctx: ctx, cancel: cancel}
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		// An upgraded connection has its own idle timeout, and its body is written to too.
+		if rwc, ok := res.Body.(io.ReadWriteCloser); ok {
+			res.Body = &tunnelBody{tripBody: tb, w: rwc}
+			return res, nil
+		}
+	} else if p.bodyIdle > 0 {
+		if timer == nil {
+			timer = time.AfterFunc(p.bodyIdle, func() { cancel(errTryTimeout) })
+		}
+		tb.timer, tb.idle = timer, p.bodyIdle
 	}
+	res.Body = tb
 	return res, nil
 }
 
-// cancelBody releases a try's context when the response body is closed.
-type cancelBody struct {
+// tripBody is the response body of a try through a RoundTripper. It fails the try when the
+// upstream stays silent for longer than idle between two reads, and releases the try's
+// context when closed.
+type tripBody struct {
 	io.ReadCloser
+	ctx    context.Context
 	cancel context.CancelCauseFunc
+	timer  *time.Timer // nil when there is no body timeout
+	idle   time.Duration
 }
 
-func (b *cancelBody) Close() error {
+func (b *tripBody) Read(p []byte) (int, error) {
+	if b.timer != nil {
+		b.timer.Reset(b.idle)
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && context.Cause(b.ctx) == errTryTimeout {
+		err = errTryTimeout
+	}
+	return n, err
+}
+
+func (b *tripBody) Close() error {
+	if b.timer != nil {
+		b.timer.Stop()
+	}
 	err := b.ReadCloser.Close()
 	b.cancel(nil)
 	return err
 }
+
+// tunnelBody is the body of a 101 response: the upstream end of the tunnel.
+type tunnelBody struct {
+	*tripBody
+	w io.Writer
+}
+
+func (b *tunnelBody) Write(p []byte) (int, error) { return b.w.Write(p) }
 
 // got1xx passes an informational response to the client while a try is open.
 func (x *exchange) got1xx(code int, header textproto.MIMEHeader) error {
@@ -535,6 +688,7 @@ func (x *exchange) write1xx(code int, header http.Header) {
 		}
 		h[k] = vv
 	}
+	x.sent1xx = true
 	rw.WriteHeader(code)
 	for k := range header {
 		if old, ok := saved[k]; ok {
@@ -547,9 +701,17 @@ func (x *exchange) write1xx(code int, header http.Header) {
 
 // classify says why a try failed.
 func (x *exchange) classify(err error) sluice.Failure {
+	if x.body != nil && x.body.clientErr() != nil {
+		// The client's body broke (the server then cancels the request's context too): the
+		// endpoint did nothing wrong.
+		return sluice.ClientFailure
+	}
 	switch {
 	case x.in.Context().Err() != nil:
-		return sluice.Canceled
+		if x.clientGone() {
+			return sluice.Canceled
+		}
+		return sluice.Timeout // the gRPC deadline passed
 	case notSent(err):
 		return sluice.ConnectFailure
 	case errors.Is(err, errTryTimeout):
@@ -573,6 +735,30 @@ func notSent(err error) bool {
 	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
+// clientGone reports whether the client's request context ended: the client went away, or
+// its server gave up on it.
+func (x *exchange) clientGone() bool {
+	ctx := x.clientCtx
+	if ctx == nil {
+		ctx = x.in.Context()
+	}
+	return ctx.Err() != nil
+}
+
+// clientStatus is the status for a request whose body failed with err: 413 over a size
+// limit, 408 too slow, 400 malformed or cut short.
+func clientStatus(err error) int {
+	var mbe *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &mbe):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return http.StatusRequestTimeout
+	}
+	return http.StatusBadRequest
+}
+
 func failureStatus(f sluice.Failure) int {
 	if f == sluice.Timeout {
 		return http.StatusGatewayTimeout
@@ -584,7 +770,9 @@ func failureStatus(f sluice.Failure) int {
 func (x *exchange) retry(try int, o sluice.Outcome) bool {
 	p := x.p
 	cfg := &p.cfg
-	if try >= cfg.maxTries {
+	if try >= cfg.maxTries || x.sent1xx {
+		// Once a 1xx reached the client, another try would show it a second set, and the
+		// first try may have acted on the request.
 		return false
 	}
 	if !x.deadline.IsZero() && !time.Now().Before(x.deadline) {
@@ -674,6 +862,7 @@ func idempotent(r *http.Request) bool {
 
 // report tells the balancer and the observer how a try went.
 func (x *exchange) report(pr sluice.PickResult, o sluice.Outcome) {
+	x.picked = false
 	if pr.Done != nil {
 		pr.Done(o)
 	}
@@ -699,13 +888,32 @@ func (x *exchange) fail(e *Error) {
 	if h == nil {
 		h = DefaultErrorHandler
 	}
+	if e.Failure == sluice.ClientFailure {
+		x.closeClient = true // what is left of its body cannot be framed
+	}
+	if x.closeClient {
+		x.rw.Header().Set("Connection", "close")
+	}
+	x.wrote = true
 	h(x.rw, x.in, e)
 }
 
-// canceled records a client that went away. Nothing is written: nobody is listening.
+// canceled records a client that went away. Nothing is written, and the connection is
+// aborted: returning without a word would make the server send 200 OK for a request that
+// was never completed, should the connection still be open.
 func (x *exchange) canceled(err error) {
 	x.stats.Status = statusClientClosed
 	x.stats.Failure = sluice.Canceled
+	x.abort = true
+}
+
+// writeHeader sends the final response head.
+func (x *exchange) writeHeader(code int) {
+	if x.closeClient {
+		x.rw.Header().Set("Connection", "close")
+	}
+	x.wrote = true
+	x.rw.WriteHeader(code)
 }
 
 // respond forwards the upstream's response, then reports the try.
@@ -714,8 +922,10 @@ func (x *exchange) respond(res *http.Response, pr sluice.PickResult, o sluice.Ou
 		x.switchProtocols(res, pr, o)
 		return
 	}
+	x.openBody = res.Body
 	if x.p.ModifyResponse != nil {
 		if err := x.p.ModifyResponse(res); err != nil {
+			x.openBody = nil
 			discard(res)
 			x.report(pr, o)
 			x.fail(&Error{Status: http.StatusBadGateway, Endpoint: pr.Endpoint.Addr,
@@ -735,16 +945,20 @@ func (x *exchange) respond(res *http.Response, pr sluice.PickResult, o sluice.Ou
 	if pr.Cookie != nil {
 		h.Add("Set-Cookie", pr.Cookie.String())
 	}
-	announced := len(res.Trailer)
-	if announced > 0 {
-		names := make([]string, 0, announced)
+	announced := 0
+	if len(res.Trailer) > 0 {
+		names := make([]string, 0, len(res.Trailer))
 		for k := range res.Trailer {
-			names = append(names, k)
+			if !forbiddenTrailer(k) {
+				names = append(names, k)
+			}
 		}
-		h["Trailer"] = names
+		if announced = len(names); announced > 0 {
+			h["Trailer"] = names
+		}
 	}
 	x.stats.Status = res.StatusCode
-	x.rw.WriteHeader(res.StatusCode)
+	x.writeHeader(res.StatusCode)
 
 	flush := streaming(res)
 	var rerr, werr error
@@ -752,18 +966,29 @@ func (x *exchange) respond(res *http.Response, pr sluice.PickResult, o sluice.Ou
 		x.flush()
 	}
 	x.stats.Bytes, rerr, werr = x.copyBody(res.Body, flush)
+	x.openBody = nil
 	res.Body.Close()
 
 	switch {
-	case rerr != nil && x.in.Context().Err() != nil, werr != nil:
+	case rerr != nil && x.clientGone(), werr != nil:
 		// The client left mid-body; the endpoint did nothing wrong.
 		x.stats.Failure = sluice.Canceled
 	case rerr != nil:
-		o = sluice.Outcome{Failure: sluice.ConnectionFailure, Latency: o.Latency}
-		x.stats.Failure = sluice.ConnectionFailure
+		// The upstream broke off or stalled: the client must not take the part it got for
+		// the whole, and the log says what the request amounted to.
+		f, status := sluice.ConnectionFailure, http.StatusBadGateway
+		if errors.Is(rerr, errTryTimeout) || errors.Is(rerr, os.ErrDeadlineExceeded) ||
+			x.in.Context().Err() != nil {
+			f, status = sluice.Timeout, http.StatusGatewayTimeout
+		}
+		o = sluice.Outcome{Failure: f, Latency: o.Latency}
+		x.stats.Failure, x.stats.Status = f, status
 		x.abort = true
 	default:
 		for k, vv := range res.Trailer {
+			if forbiddenTrailer(k) {
+				continue
+			}
 			if _, ok := h[k]; ok || announced == 0 {
 				// An unannounced trailer, or one whose name a header already uses.
 				k = http.TrailerPrefix + k
@@ -872,4 +1097,23 @@ func (x *exchange) finish() {
 		}
 		p.Logger.LogAttrs(x.in.Context(), slog.LevelInfo, "proxy", attrs...)
 	}
+}
+
+// forbiddenTrailer reports whether the canonical field name k must not be taken from a
+// trailer section (RFC 9110 §6.5.1): fields that frame or route the message, modify the
+// request, authenticate, control caching or say how to process the content would act on a
+// message whose head was already handled without them. Hop-by-hop fields are dropped too.
+func forbiddenTrailer(k string) bool {
+	switch k {
+	case "Content-Length", "Transfer-Encoding", "Trailer", "Host", "Connection", "Keep-Alive",
+		"Proxy-Connection", "Te", "Upgrade",
+		"Cache-Control", "Expect", "Max-Forwards", "Pragma", "Range", "If-Match", "If-None-Match",
+		"If-Modified-Since", "If-Unmodified-Since", "If-Range",
+		"Authorization", "Proxy-Authorization", "Www-Authenticate", "Proxy-Authenticate",
+		"Authentication-Info", "Proxy-Authentication-Info", "Cookie", "Set-Cookie",
+		"Age", "Expires", "Date", "Location", "Retry-After", "Vary", "Warning",
+		"Content-Encoding", "Content-Type", "Content-Range", "Content-Location":
+		return true
+	}
+	return false
 }

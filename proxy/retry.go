@@ -4,16 +4,16 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
-	"net/http"
 	"slices"
 	"sync"
 	"time"
 )
 
 // Retry configures how a Proxy retries failed tries and how long it waits for upstreams. The
-// zero value means: up to 3 tries, no timeouts, 25ms–250ms jittered backoff, request bodies up
-// to 64 KiB replayable, retries on 502/503/504 for idempotent requests, and a budget of 20% of
-// the requests in flight with a minimum of 3 concurrent retries.
+// zero value means: up to 3 tries, 60 seconds for each try's response head, no overall
+// timeout, 25ms–250ms jittered backoff, request bodies up to 64 KiB replayable, no retries on
+// response statuses, and a budget of 20% of the requests in flight with a minimum of 3
+// concurrent retries.
 //
 // A try is retried on another endpoint only when it is safe to send the request again:
 //
@@ -21,23 +21,27 @@ import (
 //     method is retried;
 //   - otherwise only idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or any
 //     request carrying an Idempotency-Key) are retried, after a broken connection, a per-try
-//     timeout, or a status in RetryOn.
+//     timeout, or a status listed in RetryOn.
 //
 // In both cases the request body must be replayable: either nothing of it was read yet, or
 // all that was read fits in BodyLimit. Larger bodies stream to the first endpoint and are
-// never retried, so a 1 GiB upload is never held in memory.
+// never retried, so a 1 GiB upload is never held in memory. Nothing is retried once an
+// informational (1xx) response reached the client, nor when the client's own body was at
+// fault.
 type Retry struct {
 	// MaxTries is the most tries per request, the first included. Zero means 3; 1 disables
 	// retries.
 	MaxTries int
 
-	// PerTryTimeout bounds the wait for one endpoint's response headers. Zero means no limit.
-	// A try that times out answers 504 and, for idempotent requests, is retried.
+	// PerTryTimeout bounds the wait for one endpoint's response headers. Zero means 60
+	// seconds, NGINX's proxy_read_timeout; negative means no limit. A try that times out
+	// answers 504 and, for idempotent requests, is retried.
 	PerTryTimeout time.Duration
 
 	// Timeout bounds the wait for response headers across all tries and backoffs. Zero means
 	// no limit. Neither timeout limits a response body once it streams: long-lived streams
-	// (server-sent events, gRPC) are the client's to end.
+	// (server-sent events, gRPC) are the client's to end, and Proxy.ResponseBodyTimeout
+	// bounds the silence between two of their reads.
 	Timeout time.Duration
 
 	// Backoff is the base of the exponential backoff between tries: before retry n the proxy
@@ -52,9 +56,11 @@ type Retry struct {
 	// means 64 KiB; negative means none (only a body nothing was read of can be retried).
 	BodyLimit int64
 
-	// RetryOn lists response statuses that make an idempotent request retriable. Nil means
-	// 502, 503 and 504; an empty non-nil slice means none. The last try's response is
-	// forwarded whatever its status.
+	// RetryOn lists response statuses that make an idempotent request retriable. Empty means
+	// none: like NGINX's proxy_next_upstream and unlike a naive proxy, statuses are not
+	// retried unless asked, since retrying an overloaded service's 503 multiplies its load.
+	// []int{502, 503, 504} is the usual choice. The last try's response is forwarded
+	// whatever its status.
 	RetryOn []int
 
 	// BudgetRatio caps retries in flight at this fraction of requests in flight, as Envoy's
@@ -89,6 +95,12 @@ func (r Retry) resolve() retryConfig {
 	if c.maxTries <= 0 {
 		c.maxTries = 3
 	}
+	switch {
+	case c.perTry == 0:
+		c.perTry = defaultReadTimeout
+	case c.perTry < 0:
+		c.perTry = 0
+	}
 	if c.base == 0 {
 		c.base = 25 * time.Millisecond
 	}
@@ -101,8 +113,6 @@ func (r Retry) resolve() retryConfig {
 		c.bodyLimit = 0
 	}
 	switch {
-	case r.RetryOn == nil:
-		c.retryStatus = [3]int{http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout}
 	case len(r.RetryOn) <= len(c.retryStatus):
 		copy(c.retryStatus[:], r.RetryOn)
 	default:
@@ -165,6 +175,17 @@ type replayBody struct {
 
 func newReplayBody(src io.Reader, limit int64) *replayBody {
 	return &replayBody{src: src, limit: limit}
+}
+
+// clientErr returns the error the client's body failed with, or nil when it has not failed
+// (or ended cleanly).
+func (b *replayBody) clientErr() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err == io.EOF {
+		return nil
+	}
+	return b.err
 }
 
 // replayable reports whether a new view would see the whole body.

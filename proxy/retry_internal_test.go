@@ -17,13 +17,15 @@ func TestRetryDefaults(t *testing.T) {
 	assert.EqualValues(t, 64<<10, c.bodyLimit)
 	assert.Equal(t, 0.2, c.budgetRatio)
 	assert.EqualValues(t, 3, c.budgetMin)
-	for _, s := range []int{502, 503, 504} {
-		assert.True(t, c.retryOn(s), "%d is retriable by default", s)
+	assert.Equal(t, 60*time.Second, c.perTry, "a try waits 60s for its head by default")
+	assert.Equal(t, time.Duration(0), Retry{PerTryTimeout: -1}.resolve().perTry, "negative: no limit")
+	for _, s := range []int{500, 502, 503, 504} {
+		assert.False(t, c.retryOn(s), "%d is not retried by default: status retries are opt-in", s)
 	}
-	assert.False(t, c.retryOn(500))
 
-	none := Retry{RetryOn: []int{}}.resolve()
-	assert.False(t, none.retryOn(503), "an empty RetryOn retries on no status")
+	gw := Retry{RetryOn: []int{502, 503, 504}}.resolve()
+	assert.True(t, gw.retryOn(503))
+	assert.False(t, gw.retryOn(500))
 	many := Retry{RetryOn: []int{500, 502, 503, 504, 429}}.resolve()
 	assert.True(t, many.retryOn(429))
 	assert.False(t, many.retryOn(404))

@@ -51,7 +51,7 @@ func TestRetryBudget(t *testing.T) {
 		return sluice.PickResult{Endpoint: sluice.Endpoint{Addr: "10.0.0.2:80"}}, nil
 	})
 	p := &proxy.Proxy{Picker: pk, DialContext: c.dial,
-		Retry: proxy.Retry{Backoff: -1, BudgetRatio: 0.01, BudgetMin: 1}}
+		Retry: proxy.Retry{Backoff: -1, BudgetRatio: 0.01, BudgetMin: 1, RetryOn: []int{http.StatusServiceUnavailable}}}
 	srv := front(t, p)
 
 	statuses := make(chan int, n)
@@ -108,7 +108,8 @@ func TestOutcomesReported(t *testing.T) {
 	pk := newPicker("10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80")
 	var mu sync.Mutex
 	var observed []done
-	p := &proxy.Proxy{Picker: pk, DialContext: c.dial, Retry: proxy.Retry{Backoff: -1},
+	p := &proxy.Proxy{Picker: pk, DialContext: c.dial,
+		Retry: proxy.Retry{Backoff: -1, RetryOn: []int{http.StatusServiceUnavailable}},
 		Observer: sluice.ObserverFunc(func(ep sluice.Endpoint, o sluice.Outcome) {
 			mu.Lock()
 			defer mu.Unlock()
