@@ -310,7 +310,7 @@ type exchange struct {
 	retrying bool // holds one unit of the retry budget
 
 	// The forwarding fields, kept here so that building them allocates nothing more.
-	xff, xfh, xfp, fwd [1]string
+	xff, xfh, fwd [1]string
 
 	traceCtx context.Context // in.Context() with trace, built on the first transport try
 	trace    httptrace.ClientTrace
@@ -327,9 +327,9 @@ type exchange struct {
 
 	clientCtx   context.Context    // the client's own context, when in carries a gRPC deadline
 	cancel      context.CancelFunc // releases the gRPC deadline's context
-	closeClient bool            // the client's connection must close after the response
-	sent1xx     bool            // an informational response reached the client
-	wrote       bool            // the final response head was (or is being) written
+	closeClient bool               // the client's connection must close after the response
+	sent1xx     bool               // an informational response reached the client
+	wrote       bool               // the final response head was (or is being) written
 
 	stats Stats
 	abort bool // the response was cut short: abort the client connection
