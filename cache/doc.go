@@ -67,7 +67,12 @@
 // cancellation: one of them fetches again. Requests with Authorization or Cookie are never
 // collapsed. Collapsing is by URL: a follower whose Vary'd headers select another variant
 // fetches its own. A URL whose response could not be stored is not collapsed for the next
-// 10 seconds ("hit-for-pass"), so its requests do not queue to learn that again.
+// 10 seconds ("hit-for-pass"), so its requests do not queue to learn that again. That list
+// is bounded in bytes, Options.HitForPassBytes (1 MiB, 65,536 URLs, by default): it keeps a
+// 16-byte slot per URL, a 64-bit hash of the key under a random per-cache seed, never the
+// URL itself, and a full bucket of four forgets the mark that expires first. Two URLs whose
+// hashes collide share a mark, which costs at most a request that is not collapsed: the
+// list only decides whether to wait for another request, never what is served.
 //
 // # Cache-Status
 //
