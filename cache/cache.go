@@ -55,6 +55,14 @@ type Options struct {
 	// the default of 1 MiB remembers 65,536 URLs; a budget under 64 bytes (one bucket of
 	// four slots) turns hit-for-pass off. Zero means 1 MiB.
 	HitForPassBytes int64
+	// StoreSetCookie stores responses that carry Set-Cookie, with the field, as RFC 9111
+	// allows. It is dangerous: every client that the stored response answers then receives
+	// the cookie the origin set for the client whose request fetched it, typically that
+	// user's session. Set it only when the cookies on cacheable responses are the same for
+	// everyone. When it is false, as by default in Varnish, NGINX, Fastly and Cloudflare, a
+	// response with Set-Cookie is not stored, unless its Cache-Control says
+	// no-cache="Set-Cookie" or private="Set-Cookie": then it is stored without the field.
+	StoreSetCookie bool
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
 	// Logger receives failures of background revalidations. Nil means slog.Default().
@@ -70,6 +78,7 @@ type Cache struct {
 	name      string
 	tagHeader string
 	maxObject int64
+	setCookie bool // Options.StoreSetCookie
 	collapse  time.Duration
 	retention time.Duration
 	log       *slog.Logger
@@ -107,6 +116,7 @@ func New(opts Options) (*Cache, error) {
 		name:      cmp(opts.Name, "sluice"),
 		tagHeader: http.CanonicalHeaderKey(cmp(opts.TagHeader, "Cache-Tag")),
 		maxObject: opts.MaxObjectSize,
+		setCookie: opts.StoreSetCookie,
 		collapse:  opts.CollapseTimeout,
 		retention: opts.StaleRetention,
 		log:       opts.Logger,
