@@ -354,17 +354,24 @@ func credentialed(r *http.Request) bool {
 
 // lookup finds the stored response for a request, following the variant index for responses
 // with Vary. varyMiss reports that the URL has variants but none for this request.
+//
+// A stored response with Set-Cookie is a miss unless Options.StoreSetCookie is set: this
+// cache does not store one, but a store shared with replicas that do, or filled by a release
+// that stored Set-Cookie, may hold one, and it must not hand that cookie out.
 func (c *Cache) lookup(key string, r *http.Request) (e *Entry, varyMiss bool) {
 	e, ok := c.store.Get(key)
 	if !ok {
 		return nil, false
 	}
 	if e.Status != 0 {
+		if e.m.setCookie && !c.setCookie {
+			return nil, false
+		}
 		return e, false
 	}
 	vk := varyKey(e.Vary, r.Header)
 	v, ok := c.store.Get(variantKey(key, e.VaryKey, vk))
-	if !ok || v.Status == 0 || v.VaryKey != vk {
+	if !ok || v.Status == 0 || v.VaryKey != vk || v.m.setCookie && !c.setCookie {
 		return nil, true
 	}
 	return v, false

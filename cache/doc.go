@@ -29,7 +29,9 @@
 // list), the response is stored without the field, and the client whose request fetched it
 // still receives its cookie, as does a client whose revalidation a 304 answers.
 // Options.StoreSetCookie stores the field as the RFC allows: it is dangerous, and meant for
-// origins whose cookies on cacheable responses are the same for everyone.
+// origins whose cookies on cacheable responses are the same for everyone. Without it, a
+// stored response that has Set-Cookie anyway (in a store shared with a replica that set it,
+// or written by an older release) is a miss.
 //
 // # Freshness and age
 //

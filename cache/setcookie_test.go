@@ -2,9 +2,12 @@ package cache
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -222,4 +225,54 @@ func TestSetCookie_NotModifiedUnderStoredQualifier(t *testing.T) {
 	fourth := hs.get("/u", "Cache-Control", "max-stale")
 	assert.Contains(t, fourth.header.Get("Cache-Status"), "hit")
 	assert.Empty(t, fourth.header.Values("Set-Cookie"), "the stored response never holds a cookie")
+}
+
+// A store shared with a replica that stores Set-Cookie (or filled by a release that did)
+// may hold a response with a cookie; a cache without StoreSetCookie treats it as a miss.
+func TestSetCookie_SharedStoreEntryIsAMiss(t *testing.T) {
+	store, err := NewMemoryStore(MemoryOptions{})
+	require.NoError(t, err)
+	replica := func(opts Options, cookie string) (http.Handler, *atomic.Int64) {
+		opts.Store = store
+		c, err := New(opts)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		var hits atomic.Int64
+		return c.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hits.Add(1)
+			w.Header().Set("Cache-Control", "max-age=60")
+			if r.URL.Path == "/shared" {
+				w.Header().Set("Vary", "Accept")
+			}
+			if cookie != "" {
+				w.Header().Set("Set-Cookie", cookie)
+			}
+			_, _ = io.WriteString(w, "body")
+		})), &hits
+	}
+	get := func(h http.Handler, path string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, "http://example.com"+path, nil)
+		req.Header.Set("Accept", "text/html")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+
+	storing, storingHits := replica(Options{StoreSetCookie: true}, "session=s1")
+	for _, path := range []string{"/shared", "/plain"} {
+		get(storing, path)
+		require.Equal(t, "session=s1", get(storing, path).Header().Get("Set-Cookie"),
+			"%s: the opted-in replica serves what it stored", path)
+	}
+	require.EqualValues(t, 2, storingHits.Load(), "the opted-in replica stored both")
+
+	safe, safeHits := replica(Options{}, "")
+	for _, path := range []string{"/shared", "/plain"} {
+		r := get(safe, path)
+		assert.Empty(t, r.Header().Values("Set-Cookie"), "%s: the other replica's cookie is not served", path)
+		assert.NotContains(t, r.Header().Get("Cache-Status"), "hit", "%s: a stored cookie is a miss", path)
+	}
+	assert.EqualValues(t, 2, safeHits.Load(), "both went to the origin")
+	r := get(safe, "/plain")
+	assert.Contains(t, r.Header().Get("Cache-Status"), "hit", "the cookie-free response replaced it")
 }
