@@ -401,9 +401,9 @@ func newGeneration() string {
 	return hex.EncodeToString(b[:])
 }
 
-// newEntry builds a prepared entry from a complete response to r.
-func (c *Cache) newEntry(r *http.Request, status int, h http.Header, body []byte, reqTime, respTime time.Time) *Entry {
-	sh := storedHeader(h)
+// newEntry builds a prepared entry from a complete response to r, whose header as
+// storedHeader left it is sh. It takes sh over.
+func (c *Cache) newEntry(r *http.Request, status int, sh http.Header, body []byte, reqTime, respTime time.Time) *Entry {
 	sh["Content-Length"] = []string{strconv.Itoa(len(body))}
 	if _, ok := sh["Date"]; !ok {
 		sh["Date"] = []string{respTime.UTC().Format(http.TimeFormat)}

@@ -276,3 +276,32 @@ func TestSetCookie_SharedStoreEntryIsAMiss(t *testing.T) {
 	r := get(safe, "/plain")
 	assert.Contains(t, r.Header().Get("Cache-Status"), "hit", "the cookie-free response replaced it")
 }
+
+// Trailers a handler sets after the body are not part of the header that was judged
+// storable, so they are not stored as header fields: neither a per-request value nor a
+// Set-Cookie that would otherwise reach other clients.
+func TestStoredHeaderIgnoresTrailers(t *testing.T) {
+	c, err := New(Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	var hits atomic.Int64
+	h := c.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := hits.Add(1)
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Trailer", "X-Checksum, Set-Cookie")
+		_, _ = io.WriteString(w, "body")
+		w.Header().Set("X-Checksum", "sum"+itoa(n))
+		w.Header().Set("Set-Cookie", "session=s"+itoa(n))
+	}))
+	get := func() *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://example.com/t", nil))
+		return rec
+	}
+	get()
+	second := get()
+	assert.EqualValues(t, 1, hits.Load(), "the response was stored")
+	assert.Contains(t, second.Header().Get("Cache-Status"), "hit")
+	assert.Empty(t, second.Header().Values("X-Checksum"), "a trailer is not stored as a header field")
+	assert.Empty(t, second.Header().Values("Set-Cookie"), "nor is a cookie set in a trailer")
+}

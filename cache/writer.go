@@ -83,6 +83,9 @@ type fetchWriter struct {
 	toClient  bool
 	buffering bool
 	buf       []byte
+	// stored is the header to store, taken when the response was judged storable: fields
+	// the handler sets later are trailers, which that judgement never saw.
+	stored    http.Header
 	clientErr error
 }
 
@@ -137,6 +140,7 @@ func (fw *fetchWriter) WriteHeader(code int) {
 	}
 	if why == "" {
 		fw.buffering = true
+		fw.stored = storedHeader(fw.header)
 		switch {
 		case length >= 0:
 			fw.buf = make([]byte, 0, length)
@@ -206,7 +210,7 @@ func (fw *fetchWriter) Write(p []byte) (int, error) {
 	if fw.buffering {
 		if int64(len(fw.buf)+len(p)) > fw.c.maxObject {
 			// Too large after all: give up storing, and keep streaming.
-			fw.buffering, fw.buf = false, nil
+			fw.buffering, fw.buf, fw.stored = false, nil, nil
 			fw.c.flights.finish(fw.key, fw.flight, flightUncacheable)
 		} else {
 			fw.buf = append(fw.buf, p...)
@@ -308,7 +312,7 @@ func (fw *fetchWriter) finish() bool {
 		if cap(body)-len(body) > 512 {
 			body = slices.Clone(body) // do not hold the slack of a buffer grown by appends
 		}
-		e := c.newEntry(fw.out, fw.status, fw.header, body, fw.reqTime, fw.respTime)
+		e := c.newEntry(fw.out, fw.status, fw.stored, body, fw.reqTime, fw.respTime)
 		c.put(fw.key, fw.out, e)
 		c.passes.forget(fw.key)
 		c.flights.finish(fw.key, fw.flight, flightStored)
