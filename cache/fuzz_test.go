@@ -44,10 +44,12 @@ func FuzzParseCacheControl(f *testing.F) {
 				t.Fatalf("%q: omits(%s) is %v, but storedHeader kept it: %v", s, name, cc.omits(name), kept)
 			}
 		}
-		// A bare no-store or private element, outside any quoted string, must be seen.
+		// A bare no-store or private element, outside any quoted string, must be seen. Only
+		// spaces and tabs surround it (OWS): net/http rejects other controls in a field
+		// value, and "private\v" is another, unknown, directive.
 		if !strings.Contains(s, `"`) {
 			for el := range strings.SplitSeq(s, ",") {
-				el = strings.ToLower(strings.TrimSpace(el))
+				el = strings.ToLower(strings.Trim(el, " \t"))
 				if el == "no-store" && !cc.has(ccNoStore) {
 					t.Fatalf("%q: missed no-store", s)
 				}
@@ -159,7 +161,7 @@ func FuzzMiddleware(f *testing.F) {
 		var private, noStore, mustUnderstand bool
 		if !strings.Contains(cc, `"`) {
 			for el := range strings.SplitSeq(strings.ToLower(cc), ",") {
-				switch strings.TrimSpace(el) {
+				switch strings.Trim(el, " \t") {
 				case "private":
 					private = true
 				case "no-store":
