@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -15,8 +16,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
 // Options configures a [Cache]. The zero value is a usable configuration.
@@ -50,6 +49,20 @@ type Options struct {
 	// when that many are running, a stale hit is served without starting another.
 	// Zero means 16.
 	MaxRefreshes int
+	// HitForPassBytes bounds the memory of the list of URLs whose responses could not be
+	// stored, which are not collapsed for 10 seconds (see "Request collapsing" in the package
+	// documentation). The list keeps a 16-byte slot per URL, whatever the URL's length, so
+	// the default of 1 MiB remembers 65,536 URLs; a budget under 64 bytes (one bucket of
+	// four slots) turns hit-for-pass off. Zero means 1 MiB.
+	HitForPassBytes int64
+	// StoreSetCookie stores responses that carry Set-Cookie, with the field, as RFC 9111
+	// allows. It is dangerous: every client that the stored response answers then receives
+	// the cookie the origin set for the client whose request fetched it, typically that
+	// user's session. Set it only when the cookies on cacheable responses are the same for
+	// everyone. When it is false, as by default in Varnish, NGINX, Fastly and Cloudflare, a
+	// response with Set-Cookie is not stored, unless its Cache-Control says
+	// no-cache="Set-Cookie" or private="Set-Cookie": then it is stored without the field.
+	StoreSetCookie bool
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
 	// Logger receives failures of background revalidations. Nil means slog.Default().
@@ -65,6 +78,7 @@ type Cache struct {
 	name      string
 	tagHeader string
 	maxObject int64
+	setCookie bool // Options.StoreSetCookie
 	collapse  time.Duration
 	retention time.Duration
 	log       *slog.Logger
@@ -89,6 +103,8 @@ func New(opts Options) (*Cache, error) {
 		return nil, fmt.Errorf("cache: CollapseTimeout must be ≥ 0, got %v", opts.CollapseTimeout)
 	case opts.StaleRetention < 0:
 		return nil, fmt.Errorf("cache: StaleRetention must be ≥ 0, got %v", opts.StaleRetention)
+	case opts.HitForPassBytes < 0:
+		return nil, fmt.Errorf("cache: HitForPassBytes must be ≥ 0, got %d", opts.HitForPassBytes)
 	case opts.MaxRefreshes < 0:
 		return nil, fmt.Errorf("cache: MaxRefreshes must be ≥ 0, got %d", opts.MaxRefreshes)
 	case opts.Name != "" && !sfToken(opts.Name):
@@ -100,10 +116,15 @@ func New(opts Options) (*Cache, error) {
 		name:      cmp(opts.Name, "sluice"),
 		tagHeader: http.CanonicalHeaderKey(cmp(opts.TagHeader, "Cache-Tag")),
 		maxObject: opts.MaxObjectSize,
+		setCookie: opts.StoreSetCookie,
 		collapse:  opts.CollapseTimeout,
 		retention: opts.StaleRetention,
 		log:       opts.Logger,
 	}
+	if opts.HitForPassBytes == 0 {
+		opts.HitForPassBytes = 1 << 20
+	}
+	c.passes.init(opts.HitForPassBytes)
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -333,17 +354,24 @@ func credentialed(r *http.Request) bool {
 
 // lookup finds the stored response for a request, following the variant index for responses
 // with Vary. varyMiss reports that the URL has variants but none for this request.
+//
+// A stored response with Set-Cookie is a miss unless Options.StoreSetCookie is set: this
+// cache does not store one, but a store shared with replicas that do, or filled by a release
+// that stored Set-Cookie, may hold one, and it must not hand that cookie out.
 func (c *Cache) lookup(key string, r *http.Request) (e *Entry, varyMiss bool) {
 	e, ok := c.store.Get(key)
 	if !ok {
 		return nil, false
 	}
 	if e.Status != 0 {
+		if e.m.setCookie && !c.setCookie {
+			return nil, false
+		}
 		return e, false
 	}
 	vk := varyKey(e.Vary, r.Header)
 	v, ok := c.store.Get(variantKey(key, e.VaryKey, vk))
-	if !ok || v.Status == 0 || v.VaryKey != vk {
+	if !ok || v.Status == 0 || v.VaryKey != vk || v.m.setCookie && !c.setCookie {
 		return nil, true
 	}
 	return v, false
@@ -373,9 +401,9 @@ func newGeneration() string {
 	return hex.EncodeToString(b[:])
 }
 
-// newEntry builds a prepared entry from a complete response to r.
-func (c *Cache) newEntry(r *http.Request, status int, h http.Header, body []byte, reqTime, respTime time.Time) *Entry {
-	sh := storedHeader(h)
+// newEntry builds a prepared entry from a complete response to r, whose header as
+// storedHeader left it is sh. It takes sh over.
+func (c *Cache) newEntry(r *http.Request, status int, sh http.Header, body []byte, reqTime, respTime time.Time) *Entry {
 	sh["Content-Length"] = []string{strconv.Itoa(len(body))}
 	if _, ok := sh["Date"]; !ok {
 		sh["Date"] = []string{respTime.UTC().Format(http.TimeFormat)}
@@ -686,40 +714,115 @@ func (d *discardWriter) WriteHeader(int)             {}
 // passTime is how long the cache remembers that a URL's response could not be stored.
 const passTime = 10 * time.Second
 
+// passWays is the number of slots in a bucket of the hit-for-pass list: four 16-byte slots,
+// one cache line.
+const passWays = 4
+
+// passSlotSize is the memory of one passSlot, for the byte budget.
+const passSlotSize = 16
+
+// passSlot remembers one URL: the hash of its key and when the memory expires.
+type passSlot struct {
+	hash  uint64
+	until int64 // Unix nanoseconds; 0 marks an empty slot
+}
+
 // passMemo remembers, for a short while, URLs whose last response could not be stored
 // (Varnish's "hit-for-pass"), so that requests for them go straight upstream instead of
 // queueing behind one another to learn it again. It affects only collapsing: a response
 // that has become storable is still stored.
+//
+// It holds a 64-bit hash of each key, never the key, so that its memory is a fixed number of
+// bytes however long the URLs are (they can be tens of kilobytes each). The hash is keyed
+// with a random seed per cache, so that nobody can choose URLs that collide. A collision
+// makes two URLs share one mark, and a mark only decides whether a request waits for
+// another one's response: at worst a request is not collapsed, or is collapsed and then
+// sent upstream when the response proves unstorable. What is served is always looked up by
+// the full key. The slots form a set-associative table of budget/64 buckets of passWays
+// slots; a full bucket replaces the mark that expires first.
 type passMemo struct {
-	mu sync.Mutex // mu protects m
-	m  *simplelru.LRU[string, time.Time]
+	seed    maphash.Seed
+	buckets uint64     // 0: the budget holds no bucket, and nothing is remembered
+	mu      sync.Mutex // mu protects slots
+	slots   []passSlot // buckets*passWays, allocated by the first mark
+}
+
+// init sizes the memo for a budget in bytes, before the cache is used.
+func (p *passMemo) init(budget int64) {
+	p.seed = maphash.MakeSeed()
+	p.buckets = uint64(budget / (passWays * passSlotSize))
+}
+
+// bucket returns the slots where key's mark lives and the hash that identifies it there.
+func (p *passMemo) bucket(key string) (b []passSlot, h uint64) {
+	h = maphash.String(p.seed, key)
+	i := h % p.buckets * passWays
+	return p.slots[i : i+passWays : i+passWays], h
 }
 
 func (p *passMemo) recent(key string, now time.Time) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.m == nil {
+	if p.buckets == 0 {
 		return false
 	}
-	until, ok := p.m.Get(key)
-	return ok && now.Before(until)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.slots == nil {
+		return false
+	}
+	b, h := p.bucket(key)
+	for _, s := range b {
+		if s.hash == h && s.until > now.UnixNano() {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *passMemo) mark(key string, now time.Time) {
+	if p.buckets == 0 {
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.m == nil {
-		p.m, _ = simplelru.NewLRU[string, time.Time](10000, nil)
+	if p.slots == nil {
+		p.slots = make([]passSlot, p.buckets*passWays)
 	}
-	p.m.Add(key, now.Add(passTime))
+	b, h := p.bucket(key)
+	victim := 0
+	for i, s := range b {
+		if s.hash == h && s.until != 0 {
+			victim = i
+			break
+		}
+		if s.until < b[victim].until {
+			victim = i // empty (0) or expiring first
+		}
+	}
+	b[victim] = passSlot{hash: h, until: now.Add(passTime).UnixNano()}
 }
 
 func (p *passMemo) forget(key string) {
+	if p.buckets == 0 {
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.m != nil {
-		p.m.Remove(key)
+	if p.slots == nil {
+		return
 	}
+	b, h := p.bucket(key)
+	for i := range b {
+		if b[i].hash == h {
+			b[i] = passSlot{}
+		}
+	}
+}
+
+// bytes is the memory the slots take, which stays within the budget.
+func (p *passMemo) bytes() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return int64(cap(p.slots)) * passSlotSize
 }
 
 // flightGroup tracks the origin fetches in progress, by key, for request collapsing. Unlike

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"iter"
 	"net/http"
 	"strings"
 )
@@ -204,6 +205,56 @@ func (cc *cacheControl) apply(name, arg string, hasArg bool) {
 			cc.staleIfError = v
 		}
 	}
+}
+
+// omitted yields the field names that the qualified no-cache and private directives list,
+// which a shared cache stores the response without (RFC 9111 §5.2.2.4 and §5.2.2.7).
+func (cc cacheControl) omitted() iter.Seq[string] {
+	return func(yield func(string) bool) {
+		if !cc.has(ccNoCacheFields | ccPrivateFields) {
+			return
+		}
+		for _, list := range []string{cc.noCacheFields, cc.privateFields} {
+			for f := range strings.SplitSeq(list, ",") {
+				if f = strings.TrimSpace(f); f != "" && !yield(f) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// omits reports whether the qualified no-cache or private directives list the field name.
+// It compares as storedHeader deletes, so a field it reports is never stored.
+func (cc cacheControl) omits(name string) bool {
+	for f := range cc.omitted() {
+		if fieldNameEqual(f, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// fieldNameEqual compares field names case-insensitively in ASCII only, as field names are
+// tokens. Unicode folding (strings.EqualFold matches the Kelvin sign with "k") would let
+// omits report a listed name that no stored field matches.
+func fieldNameEqual(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 func joinList(a, b string) string {

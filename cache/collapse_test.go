@@ -29,6 +29,17 @@ type collapseRig struct {
 
 func newCollapseRig(t *testing.T, header ...string) *collapseRig {
 	t.Helper()
+	return newCollapseRigWith(t, Options{}, func(_ int64, h http.Header) {
+		for i := 0; i+1 < len(header); i += 2 {
+			h.Set(header[i], header[i+1])
+		}
+	})
+}
+
+// newCollapseRigWith builds a rig whose cache has opts and whose origin sets its header with
+// set, given the number of the origin request (1 for the first).
+func newCollapseRigWith(t *testing.T, opts Options, set func(n int64, h http.Header)) *collapseRig {
+	t.Helper()
 	rig := &collapseRig{arrived: make(chan struct{}, 10000), release: make(chan struct{})}
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := rig.hits.Add(1)
@@ -38,15 +49,13 @@ func newCollapseRig(t *testing.T, header ...string) *collapseRig {
 		case <-r.Context().Done():
 			return
 		}
-		for i := 0; i+1 < len(header); i += 2 {
-			w.Header().Set(header[i], header[i+1])
-		}
+		set(n, w.Header())
 		_, _ = io.WriteString(w, "origin response "+itoa(n))
 	}))
 	t.Cleanup(origin.Close)
 	u, err := url.Parse(origin.URL)
 	require.NoError(t, err)
-	c, err := New(Options{})
+	c, err := New(opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	rig.c = c

@@ -63,6 +63,8 @@ type conformanceCase struct {
 	// direct puts the origin handler right behind the cache instead of behind a reverse
 	// proxy, for fields a reverse proxy would strip before the cache could see them.
 	direct bool
+	// opts configures the cache; its clock is always the rig's.
+	opts Options
 }
 
 // conformanceRig runs the exchanges: a real origin server (or handler, for direct cases),
@@ -79,10 +81,11 @@ type conformanceRig struct {
 	last http.Header
 }
 
-func newConformanceRig(t *testing.T, direct bool) *conformanceRig {
+func newConformanceRig(t *testing.T, direct bool, opts Options) *conformanceRig {
 	t.Helper()
 	rg := &conformanceRig{t: t, clock: newClock()}
-	c, err := New(Options{Now: rg.clock.Now})
+	opts.Now = rg.clock.Now
+	c, err := New(opts)
 	require.NoError(t, err)
 	rg.cache = c
 	var next http.Handler = http.HandlerFunc(rg.origin)
@@ -259,6 +262,10 @@ func TestConformance(t *testing.T) {
 	addDirect := func(name string, steps []exchange) {
 		cases = append(cases, conformanceCase{name: name, steps: steps, direct: true})
 	}
+	// RFC 9111 stores Set-Cookie like any other field; sluice does only when told to.
+	addStoringCookies := func(name string, steps []exchange) {
+		cases = append(cases, conformanceCase{name: name, steps: steps, opts: Options{StoreSetCookie: true}})
+	}
 
 	// §5.2 Cache-Control parsing (response directives, §5.2.2, and §4.2.1 on conflicts).
 	add("§5.2 max-age reuses", twice([]string{"Cache-Control", "max-age=3600"}, pause, "cached"))
@@ -401,7 +408,11 @@ func TestConformance(t *testing.T) {
 	for _, f := range [][]string{{"Test-Header", "v"}, {"X-Frame-Options", "deny"}, {"Set-Cookie", "a=b"},
 		{"WWW-Authenticate", "Basic"}, {"Content-Type", "text/plain"}, {"Clear-Site-Data", `"cookies"`},
 		{"Strict-Transport-Security", "max-age=1"}} {
-		add("§3.1 "+f[0]+" is stored", []exchange{
+		addTo, name := add, "§3.1 "+f[0]+" is stored"
+		if f[0] == "Set-Cookie" {
+			addTo, name = addStoringCookies, name+" with StoreSetCookie"
+		}
+		addTo(name, []exchange{
 			{response: append([]string{"Cache-Control", "max-age=3600"}, f...)},
 			{advance: pause, want: expect{kind: "cached", header: f}},
 		})
@@ -415,6 +426,16 @@ func TestConformance(t *testing.T) {
 			"Keep-Alive", "timeout=5", "Proxy-Connection", "keep-alive"}},
 		{advance: pause, want: expect{kind: "cached",
 			missing: []string{"Proxy-Authenticate", "Proxy-Authentication-Info", "Keep-Alive", "Proxy-Connection"}}},
+	})
+	add("sluice: a response with Set-Cookie is not stored by default", []exchange{
+		{response: []string{"Cache-Control", "max-age=3600", "Set-Cookie", "a=b"}},
+		{advance: pause, response: []string{"Cache-Control", "max-age=3600", "Set-Cookie", "a=c"},
+			want: expect{kind: "not_cached", header: []string{"Set-Cookie", "a=c"}}},
+	})
+	add("§5.2.2.7 private=\"Set-Cookie\" stores the response without it", []exchange{
+		{response: []string{"Cache-Control", `max-age=3600, private="Set-Cookie"`, "Set-Cookie", "a=b"},
+			want: expect{header: []string{"Set-Cookie", "a=b"}}},
+		{advance: pause, want: expect{kind: "cached", missing: []string{"Set-Cookie"}}},
 	})
 	add("§5.2.2.4 qualified no-cache omits the field", []exchange{
 		{response: []string{"Cache-Control", `no-cache="a"`, "Cache-Control", "max-age=3600", "A", "1", "B", "2"}},
@@ -443,8 +464,11 @@ func TestConformance(t *testing.T) {
 		}
 		// net/http drops Content-Type from a 304 it sends, so that case skips the server.
 		addTo := add
-		if f[0] == "Content-Type" {
+		switch f[0] {
+		case "Content-Type":
 			addTo = addDirect
+		case "Set-Cookie":
+			addTo = addStoringCookies
 		}
 		addTo("§3.2 a 304 updates "+f[0], []exchange{
 			{response: resp(f[1])},
@@ -769,7 +793,7 @@ func TestConformance(t *testing.T) {
 
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			newConformanceRig(t, c.direct).run(c.steps)
+			newConformanceRig(t, c.direct, c.opts).run(c.steps)
 		})
 	}
 }

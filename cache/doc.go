@@ -19,10 +19,19 @@
 // forms no-cache="..." and private="..." list, are not stored; the rest of such a response
 // is. A response that is stale on arrival and has no validator is not stored, since it
 // could never be reused. A request with no-store goes to the origin and nothing of it is
-// stored. Set-Cookie is stored like any other field, as RFC 9111 allows: an origin that
-// sets per-user cookies on a cacheable response should say private or no-cache="Set-Cookie".
-// Bodies larger than Options.MaxObjectSize stream to the client and are not stored: the
-// cache copies at most that many bytes while it decides, never a whole large body.
+// stored. Bodies larger than Options.MaxObjectSize stream to the client and are not stored:
+// the cache copies at most that many bytes while it decides, never a whole large body.
+//
+// A response with Set-Cookie is not stored, although RFC 9111 allows it, because the cookie
+// the origin set for one client (often its session) would go to every client the stored
+// response answers; Varnish, NGINX, Fastly and Cloudflare refuse them too. Where the origin
+// says no-cache="Set-Cookie" or private="Set-Cookie" (the name in any case, alone or in a
+// list), the response is stored without the field, and the client whose request fetched it
+// still receives its cookie, as does a client whose revalidation a 304 answers.
+// Options.StoreSetCookie stores the field as the RFC allows: it is dangerous, and meant for
+// origins whose cookies on cacheable responses are the same for everyone. Without it, a
+// stored response that has Set-Cookie anyway (in a store shared with a replica that set it,
+// or written by an older release) is a miss.
 //
 // # Freshness and age
 //
@@ -63,11 +72,18 @@
 //
 // While one request fetches a URL, identical requests wait (at most Options.CollapseTimeout)
 // and are answered from what it stores. If the response turns out not storable they go to
-// the origin themselves; if the first request's client goes away, they do not inherit its
-// cancellation: one of them fetches again. Requests with Authorization or Cookie are never
-// collapsed. Collapsing is by URL: a follower whose Vary'd headers select another variant
-// fetches its own. A URL whose response could not be stored is not collapsed for the next
-// 10 seconds ("hit-for-pass"), so its requests do not queue to learn that again.
+// the origin themselves, so a follower never receives the Set-Cookie of the request it
+// waited on but a response, and a cookie, of its own, as in Varnish and NGINX. If the first
+// request's client goes away, they do not inherit its cancellation: one of them fetches
+// again. Requests with Authorization or Cookie are never collapsed. Collapsing is by URL: a
+// follower whose Vary'd headers select another variant fetches its own. A URL whose
+// response could not be stored is not collapsed for the next 10 seconds ("hit-for-pass"),
+// so its requests do not queue to learn that again. That list
+// is bounded in bytes, Options.HitForPassBytes (1 MiB, 65,536 URLs, by default): it keeps a
+// 16-byte slot per URL, a 64-bit hash of the key under a random per-cache seed, never the
+// URL itself, and a full bucket of four forgets the mark that expires first. Two URLs whose
+// hashes collide share a mark, which costs at most a request that is not collapsed: the
+// list only decides whether to wait for another request, never what is served.
 //
 // # Cache-Status
 //
@@ -76,7 +92,7 @@
 // "sluice; fwd=stale; fwd-status=304; ttl=60", "sluice; fwd=vary-miss; ...",
 // "sluice; fwd=request; ..." when the request forced validation, "fwd=method" for methods
 // the cache does not serve, "collapsed" on answers to followers, and a detail such as
-// stale-while-revalidate, stale-if-error, no-store or too-large.
+// stale-while-revalidate, stale-if-error, no-store, set-cookie or too-large.
 //
 // # Storage
 //

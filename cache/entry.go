@@ -56,6 +56,7 @@ type meta struct {
 	lastModified      time.Time // zero when absent or invalid
 	date              time.Time // Date field, or ResponseTime when absent or invalid
 	noStaleServe      bool      // must-revalidate, proxy-revalidate, s-maxage or no-cache
+	setCookie         bool      // Header has Set-Cookie, which only Options.StoreSetCookie serves
 	hitHeader         http.Header
 	ownHitHeader      bool   // hitHeader is a copy, not Header itself
 	cacheStatusPrefix string // upstream Cache-Status members, then ours up to "hit; ttl="
@@ -91,6 +92,7 @@ func (e *Entry) prepare() {
 	e.m.lifetime = freshnessLifetime(e.Status, h, e.m.cc, e.m.date, e.m.lastModified)
 	e.m.correctedInitAge = correctedInitialAge(h, e.m.date, e.RequestTime, e.ResponseTime)
 	e.m.noStaleServe = e.m.cc.has(ccMustRevalidate | ccProxyRevalidate | ccSMaxAge | ccNoCache)
+	e.m.setCookie = hasField(h, "Set-Cookie")
 
 	// A hit copies hitHeader's slices into the client's map, so they are clipped: a
 	// downstream Add then appends to a copy, never into shared memory. When the stored header

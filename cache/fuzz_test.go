@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,6 +18,9 @@ func FuzzParseCacheControl(f *testing.F) {
 		"s-maxage=0, must-revalidate", "stale-while-revalidate=30, stale-if-error=600",
 		`, ,, max-age = 5 ,`, `no-cache="a\"b", public`, "must-understand, no-store", "MAX-AGE=1",
 		`max-age="`, "=,=", "max-age=-1",
+		`no-cache="Set-Cookie"`, `private="set-cookie", max-age=60`, `no-cache="X-Foo, SET-COOKIE"`,
+		`private=Set-Cookie`, `private="Set-Cookie2"`, "no-cache=\"Set-\u212aookie\"", `private="Set-Cookie,"`,
+		`private=" Set-Cookie "`, `no-cache="Set-Cookie\", private`, `private="Set-Cookie, X-Foo", no-cache="A"`,
 	} {
 		f.Add(s)
 	}
@@ -30,10 +34,22 @@ func FuzzParseCacheControl(f *testing.F) {
 		if again := parseCacheControl([]string{s}); again != cc {
 			t.Fatalf("%q: parsing is not deterministic", s)
 		}
-		// A bare no-store or private element, outside any quoted string, must be seen.
+		// A field that omits reports is never stored, nor is any field it does not report
+		// removed; both must hold for Set-Cookie, whatever its spelling in the map.
+		for _, key := range []string{"Set-Cookie", "set-cookie", "X-Foo"} {
+			name := http.CanonicalHeaderKey(key)
+			h := http.Header{"Cache-Control": {s}, key: {"v"}}
+			_, kept := storedHeader(h)[key]
+			if cc.omits(name) == kept {
+				t.Fatalf("%q: omits(%s) is %v, but storedHeader kept it: %v", s, name, cc.omits(name), kept)
+			}
+		}
+		// A bare no-store or private element, outside any quoted string, must be seen. Only
+		// spaces and tabs surround it (OWS): net/http rejects other controls in a field
+		// value, and "private\v" is another, unknown, directive.
 		if !strings.Contains(s, `"`) {
 			for el := range strings.SplitSeq(s, ",") {
-				el = strings.ToLower(strings.TrimSpace(el))
+				el = strings.ToLower(strings.Trim(el, " \t"))
 				if el == "no-store" && !cc.has(ccNoStore) {
 					t.Fatalf("%q: missed no-store", s)
 				}
@@ -76,7 +92,8 @@ func FuzzEntryUnmarshal(f *testing.F) {
 
 // FuzzMiddleware drives the whole middleware with random origin headers. Client A asks first,
 // sometimes with credentials; client B asks for the same URL after a random time. B must
-// never receive a response that was private or no-store (without must-understand), and
+// never receive a response that was private or no-store (without must-understand), nor
+// the cookie the origin set for A (when the top bit of status asks it to set cookies), and
 // nothing may panic.
 func FuzzMiddleware(f *testing.F) {
 	f.Add("max-age=60", "", "", uint16(200), false, "", int64(10), "")
@@ -85,8 +102,13 @@ func FuzzMiddleware(f *testing.F) {
 	f.Add("must-understand, no-store, max-age=5", "", "", uint16(299), false, "", int64(0), "")
 	f.Add("public, s-maxage=10, stale-while-revalidate=5", "*", "0", uint16(404), true, `"e"`, int64(12), "bytes=0-1")
 	f.Add("max-age=1, stale-if-error=100", "X-Foo, Accept-Encoding", "Thu, 01 Jan 2099 00:00:00 GMT", uint16(503), false, `W/"x"`, int64(50), "")
+	f.Add("max-age=60", "", "", uint16(0x8000), false, "", int64(10), "")
+	f.Add(`max-age=60, private="Set-Cookie"`, "", "", uint16(0x8000), false, "", int64(10), "")
+	f.Add(`max-age=1, no-cache="set-cookie"`, "", "", uint16(0x8000), false, `"e"`, int64(5), "")
+	f.Add("public, s-maxage=60", "Cookie", "", uint16(0x8000), true, "", int64(1), "")
 	f.Fuzz(func(t *testing.T, cc, vary, expires string, status uint16, credentials bool, etag string, advance int64, rng string) {
 		code := 200 + int(status)%400
+		cookies := status&0x8000 != 0
 		clock := newClock()
 		c, err := New(Options{Now: clock.Now, MaxObjectSize: 64})
 		if err != nil {
@@ -106,6 +128,9 @@ func FuzzMiddleware(f *testing.F) {
 			set("Vary", vary)
 			set("Expires", expires)
 			set("ETag", etag)
+			if cookies {
+				h.Set("Set-Cookie", "session=secret-"+strconv.Itoa(n))
+			}
 			h.Set("Date", clock.Now().Format(http.TimeFormat))
 			w.WriteHeader(code)
 			_, _ = w.Write([]byte("secret-" + strconv.Itoa(n)))
@@ -136,7 +161,7 @@ func FuzzMiddleware(f *testing.F) {
 		var private, noStore, mustUnderstand bool
 		if !strings.Contains(cc, `"`) {
 			for el := range strings.SplitSeq(strings.ToLower(cc), ",") {
-				switch strings.TrimSpace(el) {
+				switch strings.Trim(el, " \t") {
 				case "private":
 					private = true
 				case "no-store":
@@ -150,6 +175,9 @@ func FuzzMiddleware(f *testing.F) {
 		if (private || noStore) && strings.Contains(a.Body.String(), "secret-1") &&
 			strings.Contains(b.Body.String(), "secret-1") {
 			t.Fatalf("Cache-Control %q: client B got client A's response", cc)
+		}
+		if slices.Contains(b.Header().Values("Set-Cookie"), "session=secret-1") {
+			t.Fatalf("Cache-Control %q: client B got client A's cookie", cc)
 		}
 	})
 }

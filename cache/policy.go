@@ -37,7 +37,13 @@ func understoodStatus(status int) bool {
 
 // storable decides whether a shared cache may store a response (RFC 9111 §3). It returns
 // "" when it may, or a short reason (used in the Cache-Status detail) when it may not.
-func storable(req *http.Request, reqCC cacheControl, status int, h http.Header, cc cacheControl) string {
+//
+// A response with Set-Cookie is not stored unless storeSetCookie is set or a qualified
+// no-cache or private directive lists the field, so that it is stored without it: RFC 9111
+// allows storing the field, but the cookie the origin set for one client, often its session,
+// would then go to every client, which is why Varnish, NGINX, Fastly and Cloudflare do not
+// store such responses either.
+func storable(req *http.Request, reqCC cacheControl, status int, h http.Header, cc cacheControl, storeSetCookie bool) string {
 	switch {
 	case req.Method != http.MethodGet:
 		return "method"
@@ -61,6 +67,8 @@ func storable(req *http.Request, reqCC cacheControl, status int, h http.Header, 
 		return "authorization" // §3.5
 	case varyStar(h):
 		return "vary-star" // never matches (§4.1), so not worth storing
+	case !storeSetCookie && hasField(h, "Set-Cookie") && !cc.omits("Set-Cookie"):
+		return "set-cookie"
 	}
 	if cc.has(ccPublic|ccMaxAge|ccSMaxAge) || len(h["Expires"]) > 0 || heuristicallyCacheable(status) {
 		return ""
@@ -248,40 +256,68 @@ func caseInsensitiveField(name string) bool {
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer",
 	"Transfer-Encoding", "Upgrade", "Proxy-Authenticate", "Proxy-Authentication-Info", "Proxy-Authorization"}
 
-// storedHeader copies the header fields a cache stores from a response: not the hop-by-hop
-// ones, nor those a qualified no-cache or private directive lists.
-func storedHeader(h http.Header) http.Header {
-	out := h.Clone()
-	if cc := parseCacheControl(h["Cache-Control"]); cc.has(ccNoCacheFields | ccPrivateFields) {
-		for f := range strings.SplitSeq(cc.noCacheFields+","+cc.privateFields, ",") {
-			if f = strings.TrimSpace(f); f != "" {
-				out.Del(f)
-			}
+// hasField reports whether h has the field name (canonical), under its canonical key or any
+// other spelling a handler put in the map itself, which net/http sends all the same.
+func hasField(h http.Header, name string) bool {
+	if _, ok := h[name]; ok {
+		return true
+	}
+	for k := range h {
+		if fieldNameEqual(k, name) {
+			return true
 		}
 	}
+	return false
+}
+
+// delField deletes the field name from h under every spelling of its key.
+func delField(h http.Header, name string) {
+	for k := range h {
+		if fieldNameEqual(k, name) {
+			delete(h, k)
+		}
+	}
+}
+
+// forwardedHeader copies a response's header fields without the hop-by-hop ones: what a
+// client may receive of it.
+func forwardedHeader(h http.Header) http.Header {
+	out := h.Clone()
 	for _, c := range h["Connection"] {
 		for f := range strings.SplitSeq(c, ",") {
 			if f = strings.TrimSpace(f); f != "" {
-				out.Del(f)
+				delField(out, f)
 			}
 		}
 	}
 	for _, f := range hopByHop {
-		delete(out, f)
+		delField(out, f)
+	}
+	return out
+}
+
+// storedHeader copies the header fields a cache stores from a response: not the hop-by-hop
+// ones, nor those a qualified no-cache or private directive lists.
+func storedHeader(h http.Header) http.Header {
+	out := forwardedHeader(h)
+	for f := range parseCacheControl(h["Cache-Control"]).omitted() {
+		delField(out, f)
 	}
 	return out
 }
 
 // updateHeader applies the header fields of a 304 or HEAD response received at respTime to
 // a stored header (RFC 9111 §3.2): each field replaces the stored one, except hop-by-hop
-// fields and Content-Length. Age and Date describe the new response, not the stored one
-// (§4.2.3): a stored Age the new response does not repeat is dropped, or the freshened
-// response would start out as old as the first one, and a missing Date is the time the new
-// response arrived.
+// fields and Content-Length. The result is what the client that asked receives; storedHeader
+// of it is what may be stored, since the fields the new Cache-Control lists, or the stored
+// one if the new response has none, can come from either response. Age and Date describe the
+// new response, not the stored one (§4.2.3): a stored Age the new response does not repeat
+// is dropped, or the freshened response would start out as old as the first one, and a
+// missing Date is the time the new response arrived.
 func updateHeader(stored, fresh http.Header, respTime time.Time) http.Header {
 	out := stored.Clone()
 	delete(out, "Age")
-	for k, v := range storedHeader(fresh) {
+	for k, v := range forwardedHeader(fresh) {
 		if k == "Content-Length" {
 			continue
 		}

@@ -83,6 +83,9 @@ type fetchWriter struct {
 	toClient  bool
 	buffering bool
 	buf       []byte
+	// stored is the header to store, taken when the response was judged storable: fields
+	// the handler sets later are trailers, which that judgement never saw.
+	stored    http.Header
 	clientErr error
 }
 
@@ -122,7 +125,7 @@ func (fw *fetchWriter) WriteHeader(code int) {
 	fw.mode = modePass
 
 	cc := parseCacheControl(fw.header["Cache-Control"])
-	why := storable(fw.out, fw.reqCC, code, fw.header, cc)
+	why := storable(fw.out, fw.reqCC, code, fw.header, cc, fw.c.setCookie)
 	var length int64 = -1
 	if cl := fw.header.Get("Content-Length"); cl != "" {
 		if n, err := strconv.ParseInt(cl, 10, 64); err == nil {
@@ -137,6 +140,7 @@ func (fw *fetchWriter) WriteHeader(code int) {
 	}
 	if why == "" {
 		fw.buffering = true
+		fw.stored = storedHeader(fw.header)
 		switch {
 		case length >= 0:
 			fw.buf = make([]byte, 0, length)
@@ -206,7 +210,7 @@ func (fw *fetchWriter) Write(p []byte) (int, error) {
 	if fw.buffering {
 		if int64(len(fw.buf)+len(p)) > fw.c.maxObject {
 			// Too large after all: give up storing, and keep streaming.
-			fw.buffering, fw.buf = false, nil
+			fw.buffering, fw.buf, fw.stored = false, nil, nil
 			fw.c.flights.finish(fw.key, fw.flight, flightUncacheable)
 		} else {
 			fw.buf = append(fw.buf, p...)
@@ -236,6 +240,21 @@ func (fw *fetchWriter) Flush() {
 // Unwrap lets http.ResponseController reach the client's writer (deadlines, for example).
 func (fw *fetchWriter) Unwrap() http.ResponseWriter { return fw.client }
 
+// updated builds the prepared entry for the stale response updated to header h by a 304.
+func (fw *fetchWriter) updated(h http.Header) *Entry {
+	e := &Entry{
+		Status: fw.stale.Status, Header: h, Body: fw.stale.Body,
+		RequestTime: fw.reqTime, ResponseTime: fw.respTime,
+		Tags: tags(h[fw.c.tagHeader]),
+	}
+	if names := varyNames(h); len(names) > 0 {
+		e.Vary = names
+		e.VaryKey = varyKey(names, fw.out.Header)
+	}
+	e.prepare()
+	return e
+}
+
 // finish completes the exchange after the next handler returned. It reports false when the
 // request must be sent again without validators: a 304 whose validator does not match the
 // stored response cannot update it (RFC 9111 §4.3.4).
@@ -251,17 +270,15 @@ func (fw *fetchWriter) finish() bool {
 			return false
 		}
 		h := updateHeader(s.Header, fw.header, fw.respTime)
-		e := &Entry{
-			Status: s.Status, Header: h, Body: s.Body,
-			RequestTime: fw.reqTime, ResponseTime: fw.respTime,
-			Tags: tags(h[c.tagHeader]),
+		e := fw.updated(storedHeader(h))
+		// The client that asked also gets the fields kept out of the store, such as its own
+		// Set-Cookie under private="Set-Cookie". storedHeader only removes fields, so equal
+		// lengths mean it removed none.
+		served := e
+		if len(h) != len(e.Header) {
+			served = fw.updated(h)
 		}
-		if names := varyNames(h); len(names) > 0 {
-			e.Vary = names
-			e.VaryKey = varyKey(names, fw.out.Header)
-		}
-		e.prepare()
-		switch storable(fw.out, fw.reqCC, e.Status, h, e.m.cc) {
+		switch storable(fw.out, fw.reqCC, e.Status, e.Header, e.m.cc, c.setCookie) {
 		case "":
 			c.put(fw.key, fw.out, e)
 			c.flights.finish(fw.key, fw.flight, flightStored)
@@ -271,12 +288,12 @@ func (fw *fetchWriter) finish() bool {
 			c.store.Delete(fw.key)
 			c.flights.finish(fw.key, fw.flight, fw.failure())
 		default:
-			// The exchange itself may not be stored (a request with Authorization, say):
-			// the stored response stays as it was.
+			// The exchange itself may not be stored (a request with Authorization, say, or
+			// a 304 that sets this client's cookie): the stored response stays as it was.
 			c.flights.finish(fw.key, fw.flight, fw.failure())
 		}
-		age := e.currentAge(c.now())
-		c.serveEntry(fw.client, fw.req, e, age, []string{c.statusValue(e, age, "fwd="+fw.reason, "304", "")})
+		age := served.currentAge(c.now())
+		c.serveEntry(fw.client, fw.req, served, age, []string{c.statusValue(served, age, "fwd="+fw.reason, "304", "")})
 	case modeStaleError:
 		c.flights.finish(fw.key, fw.flight, flightUncacheable)
 		age := fw.stale.currentAge(c.now())
@@ -295,7 +312,7 @@ func (fw *fetchWriter) finish() bool {
 		if cap(body)-len(body) > 512 {
 			body = slices.Clone(body) // do not hold the slack of a buffer grown by appends
 		}
-		e := c.newEntry(fw.out, fw.status, fw.header, body, fw.reqTime, fw.respTime)
+		e := c.newEntry(fw.out, fw.status, fw.stored, body, fw.reqTime, fw.respTime)
 		c.put(fw.key, fw.out, e)
 		c.passes.forget(fw.key)
 		c.flights.finish(fw.key, fw.flight, flightStored)
