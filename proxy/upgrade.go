@@ -50,7 +50,9 @@ func (x *exchange) switchProtocols(res *http.Response, pr sluice.PickResult, o s
 	}
 	res.Header = h
 	res.Body = nil
-	if err := res.Write(brw); err == nil {
+	// A 101 head the client never got must not start a tunnel: the client would take the
+	// upstream's bytes for a reply to its handshake.
+	if err = res.Write(brw); err == nil {
 		err = brw.Flush()
 	}
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/proxy"
 )
 
@@ -332,4 +333,58 @@ func TestH2CUpgradeIgnored(t *testing.T) {
 	assert.True(t, strings.HasPrefix(body, "a GET /x "), body)
 	assert.NotContains(t, body, "Upgrade", "the upstream must not be asked to upgrade")
 	assert.NotContains(t, body, "Connection")
+}
+
+// brokenClient is a ResponseWriter whose hijacked connection cannot be written to, as when
+// the client's connection breaks just as the upstream agrees to switch protocols.
+type brokenClient struct{ http.ResponseWriter }
+
+func (w brokenClient) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	bc := &brokenConn{Conn: conn}
+	return bc, bufio.NewReadWriter(brw.Reader, bufio.NewWriter(bc)), nil
+}
+
+type brokenConn struct{ net.Conn }
+
+func (c *brokenConn) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+
+// A 101 head that cannot be written to the client starts no tunnel: the upstream's side is
+// closed at once and the request is recorded as the client's fault, with nothing sent.
+func TestUpgradeHeadWriteFails(t *testing.T) {
+	c := newCluster()
+	ws := newWSBackend()
+	c.backend(t, "10.0.0.1:80", ws)
+	var m metrics
+	pk := newPicker("10.0.0.1:80")
+	p := &proxy.Proxy{Picker: pk, DialContext: c.dial, Metrics: &m}
+	served := make(chan struct{})
+	srv := front(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(served)
+		p.ServeHTTP(brokenClient{w}, r)
+	}))
+	t.Cleanup(p.CloseIdleConnections)
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = io.WriteString(conn, "GET /chat HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade\r\n"+
+		"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	require.NoError(t, err)
+
+	// The client's connection stays open: only the proxy can end the exchange.
+	waitClosed(t, ws.ended, "the upstream's side must be closed when the 101 cannot reach the client")
+	waitClosed(t, served, "the proxy must finish serving without a tunnel")
+	assert.Equal(t, 0, p.Upgraded())
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	require.Len(t, m.stats, 1)
+	assert.Equal(t, sluice.Canceled, m.stats[0].Failure, "a client that cannot be written to is the client's fault")
+	assert.Zero(t, m.stats[0].Bytes, "nothing reached the client")
+	for _, d := range pk.dones() {
+		assert.Equal(t, sluice.NoFailure, d.Outcome.Failure, "the upstream did nothing wrong")
+	}
 }
