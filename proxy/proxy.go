@@ -477,7 +477,13 @@ func (x *exchange) transportTrip(addr string, deadline time.Time) (*http.Respons
 		return nil, err
 	}
 	if cancel != nil {
-		res.Body = &cancelBody{ReadCloser: res.Body, cancel: cancel}
+		// The timer is stopped: the deadline no longer applies, and the context lives until
+		// the body (for a 101, the tunnel's upstream side) is closed.
+		if rwc, ok := res.Body.(io.ReadWriteCloser); ok && res.StatusCode == http.StatusSwitchingProtocols {
+			res.Body = &cancelConn{cancelBody{ReadCloser: rwc, cancel: cancel}, rwc}
+		} else {
+			res.Body = &cancelBody{ReadCloser: res.Body, cancel: cancel}
+		}
 	}
 	return res, nil
 }
@@ -493,6 +499,15 @@ func (b *cancelBody) Close() error {
 	b.cancel(nil)
 	return err
 }
+
+// cancelConn is a cancelBody over the writable body of a 101 response, which the tunnel
+// writes to.
+type cancelConn struct {
+	cancelBody
+	w io.Writer
+}
+
+func (b *cancelConn) Write(p []byte) (int, error) { return b.w.Write(p) }
 
 // got1xx passes an informational response to the client while a try is open.
 func (x *exchange) got1xx(code int, header textproto.MIMEHeader) error {

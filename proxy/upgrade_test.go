@@ -388,3 +388,59 @@ func TestUpgradeHeadWriteFails(t *testing.T) {
 		assert.Equal(t, sluice.NoFailure, d.Outcome.Failure, "the upstream did nothing wrong")
 	}
 }
+
+// Timeouts bound the handshake only: WebSockets work with every Retry setting over every
+// upstream protocol, and a tunnel outlives the timeouts (UpgradeIdleTimeout is the tunnel's).
+func TestWebSocketWithTimeouts(t *testing.T) {
+	// Long enough for a TLS handshake under the race detector on a busy machine, short enough
+	// to wait out: each case waits past it once, on a real timer, since the point is that
+	// the handshake's timer must not fire on the tunnel.
+	const timeout = 200 * time.Millisecond
+	for _, proto := range []proxy.Protocol{proxy.HTTP1, proxy.HTTPS, proxy.HTTP2, proxy.H2C} {
+		t.Run(proto.String(), func(t *testing.T) {
+			t.Parallel()
+			for _, tc := range []struct {
+				name  string
+				retry proxy.Retry
+			}{
+				{"no timeout", proxy.Retry{}},
+				{"PerTryTimeout", proxy.Retry{PerTryTimeout: timeout}},
+				{"Timeout", proxy.Retry{Timeout: timeout}},
+				{"both", proxy.Retry{PerTryTimeout: timeout, Timeout: timeout}},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					c := newCluster()
+					ws := newWSBackend()
+					var tlsConf *tls.Config
+					if proto == proxy.HTTPS || proto == proxy.HTTP2 {
+						tlsConf = c.tlsBackend(t, "10.0.0.1:80", ws, true)
+					} else {
+						c.backend(t, "10.0.0.1:80", ws)
+					}
+					p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial, Protocol: proto,
+						TLSClientConfig: tlsConf, Retry: tc.retry}
+					srv := front(t, p)
+					start := time.Now()
+					conn, br := wsDial(t, srv.Listener.Addr().String())
+					say := func(msg string) {
+						t.Helper()
+						_, err := io.WriteString(conn, msg)
+						require.NoError(t, err)
+						got, err := readLine(br, 10*time.Second)
+						require.NoError(t, err, "the tunnel must carry %q", msg)
+						assert.Equal(t, msg, got)
+					}
+					say("before the deadline\n")
+					if tc.retry.PerTryTimeout > 0 || tc.retry.Timeout > 0 {
+						wait := time.NewTimer(time.Until(start.Add(timeout + 100*time.Millisecond)))
+						<-wait.C
+					}
+					say("after the deadline\n")
+					assert.Equal(t, 1, p.Upgraded())
+					conn.Close()
+					waitClosed(t, ws.ended, "the upstream side ends with the client")
+				})
+			}
+		})
+	}
+}
