@@ -48,7 +48,7 @@
 //	}
 //	go srv.ListenAndServe()
 //	<-ctx.Done()
-//	proxy.Drain(shutdownCtx, srv, p) // stop accepting, finish requests and WebSockets
+//	proxy.Drain(shutdownCtx, srv, p) // stop accepting, finish requests, close WebSockets
 //
 // examples/quickstart is this wiring as a program, with a static source and round robin.
 //
