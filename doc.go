@@ -61,7 +61,7 @@
 //	balancer                sluice
 //	discovery               sluice, golang.org/x/net
 //	discovery/kubernetes    sluice, discovery, client-go
-//	healthcheck             sluice, golang.org/x/net (never balancer or proxy)
+//	healthcheck             sluice (never balancer or proxy)
 //	proxy, proxy/...        sluice, golang.org/x/net (never balancer: it takes any Picker)
 //	cache, ratelimit        sluice and their third-party libraries (never proxy)
 //	tls, tls/kubernetes     sluice, tls, client-go
