@@ -128,8 +128,7 @@ func (ts *tunnels) run(client net.Conn, clientR io.Reader, back io.ReadWriteClos
 	last.Store(time.Now().UnixNano())
 	if idle > 0 {
 		var timer atomic.Pointer[time.Timer]
-		var check func()
-		check = func() {
+		check := func() {
 			quiet := time.Duration(time.Now().UnixNano() - last.Load())
 			if quiet >= idle {
 				t.close()
@@ -137,10 +136,9 @@ func (ts *tunnels) run(client net.Conn, clientR io.Reader, back io.ReadWriteClos
 			}
 			timer.Load().Reset(idle - quiet)
 		}
-		var ready sync.Mutex // orders the Store before the first check
-		ready.Lock()
-		timer.Store(time.AfterFunc(idle, func() { ready.Lock(); ready.Unlock(); check() }))
-		ready.Unlock()
+		stored := make(chan struct{}) // closed once the timer is stored, for the first check
+		timer.Store(time.AfterFunc(idle, func() { <-stored; check() }))
+		close(stored)
 		defer func() { timer.Load().Stop() }()
 	}
 
