@@ -6,14 +6,16 @@ GO      ?= go
 KUBE_VERSION := v1.37.2
 TOOLS   ?= $(HOME)/.cache/sluice/bin
 APISERVER := $(TOOLS)/kube-apiserver-$(KUBE_VERSION)
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)
 
 export SLUICE_KUBE_APISERVER := $(APISERVER)
 export SLUICE_ETCD := $(shell command -v etcd 2>/dev/null || echo /usr/bin/etcd)
 
-.PHONY: test vet unit tools etcd bench bench-process fuzz
+.PHONY: test vet staticcheck unit tools etcd bench bench-process fuzz
 
-## test: gofmt, vet, then every unit and integration test under the race detector.
-test: vet tools
+## test: gofmt, vet, staticcheck, then every unit and integration test under the race detector.
+test: vet staticcheck tools
 	$(GO) test -race -count=1 -timeout 25m -tags integration ./...
 
 ## unit: the tests that need no external process (quick inner loop).
@@ -25,6 +27,19 @@ vet:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
+
+## staticcheck: staticcheck over every package, as built without and with the integration tag.
+staticcheck: $(STATICCHECK)
+	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags integration ./...
+
+# Installed through the Go module proxy into a scratch GOBIN, then renamed: the version is in
+# the file name, so a cached binary is reused until STATICCHECK_VERSION changes.
+$(STATICCHECK):
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS)/.staticcheck-$(STATICCHECK_VERSION) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mv $(TOOLS)/.staticcheck-$(STATICCHECK_VERSION)/staticcheck $@
+	rmdir $(TOOLS)/.staticcheck-$(STATICCHECK_VERSION)
 
 ## tools: etcd and kube-apiserver for the integration suites (cached).
 tools: etcd $(APISERVER)

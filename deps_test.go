@@ -37,7 +37,7 @@ var thirdParty = map[string][]string{
 	"proxy":                {"golang.org/x/net/"},
 	"proxy/route":          {"golang.org/x/net/"},
 	"proxy/middleware":     {"golang.org/x/net/", "golang.org/x/crypto/"},
-	"healthcheck":          {"golang.org/x/net/"},
+	"healthcheck":          {},
 	"cache":                {"github.com/hashicorp/golang-lru/v2", "golang.org/x/sync/"},
 	"ratelimit":            {"github.com/hashicorp/golang-lru/v2", "golang.org/x/time/"},
 	"tls":                  {"golang.org/x/crypto/"},

@@ -48,7 +48,7 @@
 //	}
 //	go srv.ListenAndServe()
 //	<-ctx.Done()
-//	proxy.Drain(shutdownCtx, srv, p) // stop accepting, finish requests and WebSockets
+//	proxy.Drain(shutdownCtx, srv, p) // stop accepting, finish requests, close WebSockets
 //
 // examples/quickstart is this wiring as a program, with a static source and round robin.
 //
@@ -61,7 +61,7 @@
 //	balancer                sluice
 //	discovery               sluice, golang.org/x/net
 //	discovery/kubernetes    sluice, discovery, client-go
-//	healthcheck             sluice, golang.org/x/net (never balancer or proxy)
+//	healthcheck             sluice (never balancer or proxy)
 //	proxy, proxy/...        sluice, golang.org/x/net (never balancer: it takes any Picker)
 //	cache, ratelimit        sluice and their third-party libraries (never proxy)
 //	tls, tls/kubernetes     sluice, tls, client-go

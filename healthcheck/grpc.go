@@ -13,15 +13,13 @@ import (
 	"net/url"
 	"strings"
 
-	"golang.org/x/net/http2"
-
 	"github.com/sluiceproxy/sluice"
 )
 
 // GRPC is a probe that speaks the gRPC health-checking protocol (grpc.health.v1.Health/Check)
 // and passes when the server answers SERVING.
 //
-// It is a minimal gRPC client written on golang.org/x/net/http2 rather than grpc-go: one
+// It is a minimal gRPC client written on net/http's own HTTP/2 rather than grpc-go: one
 // unary call over a fresh HTTP/2 connection — cleartext with prior knowledge (h2c), or TLS
 // with ALPN "h2" — closed when the call ends. The request and response messages are two tiny
 // protobufs, encoded and decoded here by hand.
@@ -48,7 +46,7 @@ const (
 	grpcHealthPath   = "/grpc.health.v1.Health/Check"
 	grpcFrameHeader  = 5        // compressed flag and a 4-byte big-endian length
 	maxGRPCResponse  = 64 << 10 // a HealthCheckResponse is two bytes; anything big is wrong
-	servingStatusKey = 1<<3 | 0 // field 1 (status), wire type varint
+	servingStatusKey = 1 << 3   // field 1 (status), wire type varint (0)
 	serviceKey       = 1<<3 | 2 // field 1 (service), wire type length-delimited
 )
 
@@ -183,21 +181,28 @@ func (p *GRPC) Check(ctx context.Context, ep sluice.Endpoint) error {
 		return err
 	}
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return err
+	t := &http.Transport{
+		Proxy:              nil, // a probe goes to the endpoint itself, never through HTTP_PROXY
+		DialContext:        d.DialContext,
+		DisableCompression: true,
+		Protocols:          new(http.Protocols),
 	}
 	scheme := "http"
 	if p.TLS {
 		scheme = "https"
-		if conn, err = p.handshake(ctx, conn, addr); err != nil {
-			return err
+		t.Protocols.SetHTTP2(true)
+		t.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return p.handshake(ctx, conn, addr)
 		}
+	} else {
+		t.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
 	}
-	t := &http2.Transport{AllowHTTP: true, DisableCompression: true}
-	cc, err := t.NewClientConn(conn)
+	cc, err := t.NewClientConn(ctx, scheme, addr)
 	if err != nil {
-		conn.Close()
 		return err
 	}
 	defer cc.Close()

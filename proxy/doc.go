@@ -72,6 +72,7 @@
 // # Shutting down
 //
 // [http.Server.Shutdown] waits for in-flight requests but not for hijacked connections such as
-// WebSockets. [Drain] does both: it shuts the server down and waits for the proxies' upgraded
-// connections to finish, closing whatever is left at the deadline.
+// WebSockets. [Drain] does both: it shuts the server down, then closes the proxies' upgraded
+// connections (WebSocket peers get a close frame "going away") rather than wait for them to
+// end by themselves, and closes whatever is left at the deadline.
 package proxy

@@ -50,7 +50,9 @@ func (x *exchange) switchProtocols(res *http.Response, pr sluice.PickResult, o s
 	}
 	res.Header = h
 	res.Body = nil
-	if err := res.Write(brw); err == nil {
+	// A 101 head the client never got must not start a tunnel: the client would take the
+	// upstream's bytes for a reply to its handshake.
+	if err = res.Write(brw); err == nil {
 		err = brw.Flush()
 	}
 	if err != nil {
@@ -60,21 +62,35 @@ func (x *exchange) switchProtocols(res *http.Response, pr sluice.PickResult, o s
 		x.report(pr, o)
 		return
 	}
-	x.stats.Bytes = x.p.tunnels.run(conn, brw.Reader, back, x.p.idle)
+	x.stats.Bytes = x.p.tunnels.run(conn, brw.Reader, back, x.p.idle, strings.EqualFold(x.upgrade, "websocket"))
 	x.report(pr, o)
 }
 
-// tunnels tracks the upgraded connections of a Proxy, so that Shutdown can wait for them.
+// tunnels tracks the upgraded connections of a Proxy, so that Shutdown can close them.
 type tunnels struct {
-	mu     sync.Mutex // mu guards the fields below
-	active map[*tunnel]struct{}
-	idle   chan struct{} // closed when active becomes empty; nil while nobody waits
+	mu      sync.Mutex // mu guards the fields below
+	active  map[*tunnel]struct{}
+	idle    chan struct{} // closed when active becomes empty; nil while nobody waits
+	closing bool          // Shutdown was called: new tunnels are closed as they start
 }
 
 type tunnel struct {
 	client net.Conn
-	back   io.Closer
+	back   io.ReadWriteCloser
 	once   sync.Once
+	// toClient and toBack are the directions of a WebSocket tunnel, nil for other protocols.
+	toClient, toBack *wsStream
+}
+
+// goAway starts WebSocket's closing handshake with both peers, sending each a close frame
+// "going away" where its stream is between two frames. It reports whether any was sent.
+func (t *tunnel) goAway() bool {
+	if t.toClient == nil {
+		return false
+	}
+	c := t.toClient.goAway(t.client, false)
+	b := t.toBack.goAway(t.back, true)
+	return c || b
 }
 
 func (t *tunnel) close() {
@@ -86,10 +102,21 @@ func (t *tunnel) close() {
 
 // run copies between the hijacked client connection (read through clientR, which may hold
 // bytes the server buffered) and the upstream until either side ends, then closes both. A
-// tunnel with no traffic for idle is closed. It returns the bytes sent to the client.
-func (ts *tunnels) run(client net.Conn, clientR io.Reader, back io.ReadWriteCloser, idle time.Duration) int64 {
+// tunnel with no traffic for idle is closed. A WebSocket tunnel (ws) follows its frames, so
+// that Shutdown can close it cleanly. It returns the bytes sent to the client.
+func (ts *tunnels) run(client net.Conn, clientR io.Reader, back io.ReadWriteCloser, idle time.Duration, ws bool) int64 {
 	t := &tunnel{client: client, back: back}
+	if ws {
+		t.toClient, t.toBack = new(wsStream), new(wsStream)
+	}
 	ts.mu.Lock()
+	if ts.closing {
+		// The upgrade finished after Shutdown closed the others: this one would outlive
+		// the drain.
+		ts.mu.Unlock()
+		t.close()
+		return 0
+	}
 	if ts.active == nil {
 		ts.active = make(map[*tunnel]struct{})
 	}
@@ -101,8 +128,7 @@ func (ts *tunnels) run(client net.Conn, clientR io.Reader, back io.ReadWriteClos
 	last.Store(time.Now().UnixNano())
 	if idle > 0 {
 		var timer atomic.Pointer[time.Timer]
-		var check func()
-		check = func() {
+		check := func() {
 			quiet := time.Duration(time.Now().UnixNano() - last.Load())
 			if quiet >= idle {
 				t.close()
@@ -110,27 +136,27 @@ func (ts *tunnels) run(client net.Conn, clientR io.Reader, back io.ReadWriteClos
 			}
 			timer.Load().Reset(idle - quiet)
 		}
-		var ready sync.Mutex // orders the Store before the first check
-		ready.Lock()
-		timer.Store(time.AfterFunc(idle, func() { ready.Lock(); ready.Unlock(); check() }))
-		ready.Unlock()
+		stored := make(chan struct{}) // closed once the timer is stored, for the first check
+		timer.Store(time.AfterFunc(idle, func() { <-stored; check() }))
+		close(stored)
 		defer func() { timer.Load().Stop() }()
 	}
 
 	up := make(chan struct{})
 	go func() {
-		pump(back, clientR, &last)
+		pump(back, clientR, &last, t.toBack)
 		t.close()
 		close(up)
 	}()
-	n := pump(client, back, &last)
+	n := pump(client, back, &last, t.toClient)
 	t.close()
 	<-up
 	return n
 }
 
-// pump copies src to dst until either fails, noting the time of every chunk.
-func pump(dst io.Writer, src io.Reader, last *atomic.Int64) int64 {
+// pump copies src to dst until either fails, noting the time of every chunk. The writes of a
+// WebSocket tunnel go through its stream s.
+func pump(dst io.Writer, src io.Reader, last *atomic.Int64, s *wsStream) int64 {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -139,7 +165,13 @@ func pump(dst io.Writer, src io.Reader, last *atomic.Int64) int64 {
 		nr, err := src.Read(buf)
 		if nr > 0 {
 			last.Store(time.Now().UnixNano())
-			nw, werr := dst.Write(buf[:nr])
+			var nw int
+			var werr error
+			if s != nil {
+				nw, werr = s.write(dst, buf[:nr])
+			} else {
+				nw, werr = dst.Write(buf[:nr])
+			}
 			n += int64(nw)
 			if werr != nil {
 				return n
@@ -168,43 +200,65 @@ func (p *Proxy) Upgraded() int {
 	return len(p.tunnels.active)
 }
 
-// Shutdown waits until every upgraded connection through p has ended by itself, or closes the
-// ones left when ctx ends and returns ctx.Err(). It then closes idle upstream connections.
-// Upgrades that arrive while it waits are tracked too: stop the listener first (see Drain).
+// Shutdown closes every upgraded connection through p, and any that completes its upgrade
+// later, then waits until those tunnels have ended or ctx ends, and closes idle upstream
+// connections. It returns nil, or ctx.Err() when ctx ended first.
+//
+// It does not wait for tunnels to end by themselves: a WebSocket is usually held open for as
+// long as its peers run, so waiting would only spend the whole deadline. A WebSocket tunnel
+// is closed the way a server going down closes one: each peer is sent a close frame with
+// status 1001 "going away" (where its stream is between two frames), and the upstream, having
+// answered it, closes its connection, which ends the tunnel. Peers that do not answer within
+// a second are cut off. Other upgraded connections are closed at once. Either way the peers
+// are expected to reconnect, which lands them on a proxy that is not draining.
+//
+// Call it once the server in front stopped taking requests (see Drain), so that requests in
+// flight finish first.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	defer p.CloseIdleConnections()
-	for {
-		ts := &p.tunnels
-		ts.mu.Lock()
-		if len(ts.active) == 0 {
-			ts.mu.Unlock()
-			return nil
-		}
+	ts := &p.tunnels
+	ts.mu.Lock()
+	ts.closing = true
+	left := make([]*tunnel, 0, len(ts.active))
+	for t := range ts.active {
+		left = append(left, t)
+	}
+	var idle chan struct{}
+	if len(ts.active) > 0 {
 		if ts.idle == nil {
 			ts.idle = make(chan struct{})
 		}
-		idle := ts.idle
-		ts.mu.Unlock()
-		select {
-		case <-idle:
-		case <-ctx.Done():
-			ts.mu.Lock()
-			left := make([]*tunnel, 0, len(ts.active))
-			for t := range ts.active {
-				left = append(left, t)
-			}
-			ts.mu.Unlock()
-			for _, t := range left {
-				t.close()
-			}
-			return ctx.Err()
+		idle = ts.idle
+	}
+	ts.mu.Unlock()
+	// The timers are armed before any close frame is written: a write blocked by a peer that
+	// reads nothing is then ended by the close at the end of the grace.
+	for _, t := range left {
+		defer time.AfterFunc(goAwayGrace, t.close).Stop()
+	}
+	for _, t := range left {
+		if !t.goAway() {
+			t.close()
 		}
+	}
+	if idle == nil {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		for _, t := range left {
+			t.close()
+		}
+		return ctx.Err()
 	}
 }
 
-// Drain shuts srv down gracefully: it stops accepting connections, lets in-flight requests
-// finish (http.Server.Shutdown) and waits for the upgraded connections of proxies to end. When
-// ctx ends first, whatever is left is closed and ctx.Err() is returned.
+// Drain shuts srv down gracefully: it stops accepting connections and lets in-flight
+// requests finish (http.Server.Shutdown), then closes the upgraded connections of proxies
+// (Proxy.Shutdown) and waits for their tunnels to end. It returns nil when all that is
+// done before ctx ends; otherwise whatever is left is closed and ctx.Err() is returned.
 //
 // A typical main:
 //
@@ -214,7 +268,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 //	<-ctx.Done()
 //	drainCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 //	defer cancel()
-//	proxy.Drain(drainCtx, srv, p)
+//	if err := proxy.Drain(drainCtx, srv, p); err != nil {
+//		// Requests were still running at the deadline and were cut off.
+//	}
 func Drain(ctx context.Context, srv *http.Server, proxies ...*Proxy) error {
 	err := srv.Shutdown(ctx)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/proxy"
 )
 
@@ -85,12 +87,12 @@ func waitClosed(t *testing.T, ch <-chan struct{}, what string) {
 	}
 }
 
-// readEOF fails the test unless conn's peer closes it within 10 seconds.
+// readEOF fails the test unless conn's peer closes it within 10 seconds. What arrives before
+// the end (a close frame) is skipped.
 func readEOF(t *testing.T, conn net.Conn, br *bufio.Reader, what string) {
 	t.Helper()
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, err := br.ReadByte()
-	require.Error(t, err, what)
+	_, err := io.Copy(io.Discard, br)
 	var ne net.Error
 	assert.False(t, errors.As(err, &ne) && ne.Timeout(), "%s: got %v", what, err)
 }
@@ -213,8 +215,8 @@ func TestWebSocketOverEveryProtocol(t *testing.T) {
 	}
 }
 
-// Drain lets in-flight requests and upgraded connections finish, and closes what is left at
-// the deadline.
+// Drain lets in-flight requests finish, then closes upgraded connections at once rather than
+// wait for them to end by themselves; what is left at the deadline is closed.
 func TestDrain(t *testing.T) {
 	start := func(t *testing.T) (*wsBackend, chan struct{}, chan struct{}, *proxy.Proxy, *httptest.Server) {
 		c := newCluster()
@@ -238,7 +240,7 @@ func TestDrain(t *testing.T) {
 		return ws, slow, arrived, p, srv
 	}
 
-	t.Run("waits for requests and tunnels", func(t *testing.T) {
+	t.Run("finishes requests, then closes tunnels", func(t *testing.T) {
 		ws, slow, arrived, p, srv := start(t)
 		conn, br := wsDial(t, srv.Listener.Addr().String())
 		inflight := make(chan string, 1)
@@ -254,15 +256,23 @@ func TestDrain(t *testing.T) {
 		}()
 		waitClosed(t, arrived, "the slow request reaches its upstream")
 
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
 		drained := make(chan error, 1)
-		go func() { drained <- proxy.Drain(context.Background(), srv.Config, p) }()
+		go func() { drained <- proxy.Drain(ctx, srv.Config, p) }()
 
-		// The tunnel still works while draining.
+		// While a request is in flight the tunnel still works.
 		io.WriteString(conn, "still here\n")
 		got, err := readLine(br, 10*time.Second)
 		require.NoError(t, err)
 		assert.Equal(t, "still here\n", got)
+		select {
+		case err := <-drained:
+			t.Fatalf("Drain returned (%v) while a request was in flight", err)
+		default:
+		}
 
+		released := time.Now()
 		close(slow)
 		select {
 		case body := <-inflight:
@@ -272,17 +282,24 @@ func TestDrain(t *testing.T) {
 		}
 		select {
 		case err := <-drained:
-			t.Fatalf("Drain returned (%v) while a tunnel was open", err)
-		default:
-		}
-		conn.Close()
-		waitClosed(t, ws.ended, "tunnel ends")
-		select {
-		case err := <-drained:
-			assert.NoError(t, err)
+			assert.NoError(t, err, "a drain that closed everything before the deadline is clean")
 		case <-time.After(10 * time.Second):
-			t.Fatal("Drain did not return once everything ended")
+			t.Fatal("Drain waited for an open tunnel to end by itself")
 		}
+		assert.Less(t, time.Since(released), 2*time.Second,
+			"Drain must close tunnels once requests finish, not wait for its 30s deadline")
+		readEOF(t, conn, br, "the client's side of the tunnel is closed")
+		waitClosed(t, ws.ended, "the upstream's side of the tunnel is closed")
+		assert.Equal(t, 0, p.Upgraded())
+	})
+
+	t.Run("closes upgrades that complete after it", func(t *testing.T) {
+		ws, _, _, p, srv := start(t)
+		require.NoError(t, p.Shutdown(context.Background()), "nothing to close")
+		conn, br := wsDial(t, srv.Listener.Addr().String())
+		readEOF(t, conn, br, "a tunnel that starts after Shutdown is closed at once")
+		waitClosed(t, ws.ended, "and so is its upstream side")
+		assert.Equal(t, 0, p.Upgraded())
 	})
 
 	t.Run("closes what is left at the deadline", func(t *testing.T) {
@@ -332,4 +349,259 @@ func TestH2CUpgradeIgnored(t *testing.T) {
 	assert.True(t, strings.HasPrefix(body, "a GET /x "), body)
 	assert.NotContains(t, body, "Upgrade", "the upstream must not be asked to upgrade")
 	assert.NotContains(t, body, "Connection")
+}
+
+// brokenClient is a ResponseWriter whose hijacked connection cannot be written to, as when
+// the client's connection breaks just as the upstream agrees to switch protocols.
+type brokenClient struct{ http.ResponseWriter }
+
+func (w brokenClient) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	bc := &brokenConn{Conn: conn}
+	return bc, bufio.NewReadWriter(brw.Reader, bufio.NewWriter(bc)), nil
+}
+
+type brokenConn struct{ net.Conn }
+
+func (c *brokenConn) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+
+// A 101 head that cannot be written to the client starts no tunnel: the upstream's side is
+// closed at once and the request is recorded as the client's fault, with nothing sent.
+func TestUpgradeHeadWriteFails(t *testing.T) {
+	c := newCluster()
+	ws := newWSBackend()
+	c.backend(t, "10.0.0.1:80", ws)
+	var m metrics
+	pk := newPicker("10.0.0.1:80")
+	p := &proxy.Proxy{Picker: pk, DialContext: c.dial, Metrics: &m}
+	served := make(chan struct{})
+	srv := front(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(served)
+		p.ServeHTTP(brokenClient{w}, r)
+	}))
+	t.Cleanup(p.CloseIdleConnections)
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = io.WriteString(conn, "GET /chat HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade\r\n"+
+		"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	require.NoError(t, err)
+
+	// The client's connection stays open: only the proxy can end the exchange.
+	waitClosed(t, ws.ended, "the upstream's side must be closed when the 101 cannot reach the client")
+	waitClosed(t, served, "the proxy must finish serving without a tunnel")
+	assert.Equal(t, 0, p.Upgraded())
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	require.Len(t, m.stats, 1)
+	assert.Equal(t, sluice.Canceled, m.stats[0].Failure, "a client that cannot be written to is the client's fault")
+	assert.Zero(t, m.stats[0].Bytes, "nothing reached the client")
+	for _, d := range pk.dones() {
+		assert.Equal(t, sluice.NoFailure, d.Outcome.Failure, "the upstream did nothing wrong")
+	}
+}
+
+// Timeouts bound the handshake only: WebSockets work with every Retry setting over every
+// upstream protocol, and a tunnel outlives the timeouts (UpgradeIdleTimeout is the tunnel's).
+func TestWebSocketWithTimeouts(t *testing.T) {
+	// Long enough for a TLS handshake under the race detector on a busy machine, short enough
+	// to wait out: each case waits past it once, on a real timer, since the point is that
+	// the handshake's timer must not fire on the tunnel.
+	const timeout = 200 * time.Millisecond
+	for _, proto := range []proxy.Protocol{proxy.HTTP1, proxy.HTTPS, proxy.HTTP2, proxy.H2C} {
+		t.Run(proto.String(), func(t *testing.T) {
+			t.Parallel()
+			for _, tc := range []struct {
+				name  string
+				retry proxy.Retry
+			}{
+				{"no timeout", proxy.Retry{}},
+				{"PerTryTimeout", proxy.Retry{PerTryTimeout: timeout}},
+				{"Timeout", proxy.Retry{Timeout: timeout}},
+				{"both", proxy.Retry{PerTryTimeout: timeout, Timeout: timeout}},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					c := newCluster()
+					ws := newWSBackend()
+					var tlsConf *tls.Config
+					if proto == proxy.HTTPS || proto == proxy.HTTP2 {
+						tlsConf = c.tlsBackend(t, "10.0.0.1:80", ws, true)
+					} else {
+						c.backend(t, "10.0.0.1:80", ws)
+					}
+					p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial, Protocol: proto,
+						TLSClientConfig: tlsConf, Retry: tc.retry}
+					srv := front(t, p)
+					start := time.Now()
+					conn, br := wsDial(t, srv.Listener.Addr().String())
+					say := func(msg string) {
+						t.Helper()
+						_, err := io.WriteString(conn, msg)
+						require.NoError(t, err)
+						got, err := readLine(br, 10*time.Second)
+						require.NoError(t, err, "the tunnel must carry %q", msg)
+						assert.Equal(t, msg, got)
+					}
+					say("before the deadline\n")
+					if tc.retry.PerTryTimeout > 0 || tc.retry.Timeout > 0 {
+						wait := time.NewTimer(time.Until(start.Add(timeout + 100*time.Millisecond)))
+						<-wait.C
+					}
+					say("after the deadline\n")
+					assert.Equal(t, 1, p.Upgraded())
+					conn.Close()
+					waitClosed(t, ws.ended, "the upstream side ends with the client")
+				})
+			}
+		})
+	}
+}
+
+// wsFrame is a WebSocket frame as a test peer reads it.
+type wsFrame struct {
+	op      byte
+	payload []byte
+}
+
+// readFrame reads one WebSocket frame from r and unmasks it.
+func readFrame(r io.Reader) (wsFrame, error) {
+	var h [2]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return wsFrame{}, err
+	}
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var b [2]byte
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return wsFrame{}, err
+		}
+		n = uint64(binary.BigEndian.Uint16(b[:]))
+	case 127:
+		var b [8]byte
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return wsFrame{}, err
+		}
+		n = binary.BigEndian.Uint64(b[:])
+	}
+	if n > 1<<20 {
+		return wsFrame{}, errors.New("frame too large for a test")
+	}
+	var key [4]byte
+	masked := h[1]&0x80 != 0
+	if masked {
+		if _, err := io.ReadFull(r, key[:]); err != nil {
+			return wsFrame{}, err
+		}
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return wsFrame{}, err
+	}
+	if masked {
+		for i := range payload {
+			payload[i] ^= key[i%4]
+		}
+	}
+	return wsFrame{op: h[0] & 0x0f, payload: payload}, nil
+}
+
+// writeFrame writes a final frame with opcode op, masked as a client's frames are.
+func writeFrame(w io.Writer, op byte, payload []byte, masked bool) error {
+	b := []byte{0x80 | op, 0}
+	switch n := len(payload); {
+	case n < 126:
+		b[1] = byte(n)
+	case n <= 0xffff:
+		b[1] = 126
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b[1] = 127
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	if !masked {
+		_, err := w.Write(append(b, payload...))
+		return err
+	}
+	b[1] |= 0x80
+	key := [4]byte{0x37, 0xfa, 0x21, 0x3d}
+	b = append(b, key[:]...)
+	for i, c := range payload {
+		b = append(b, c^key[i%4])
+	}
+	_, err := w.Write(b)
+	return err
+}
+
+// wsFrameBackend is a WebSocket upstream that speaks frames: it echoes data frames, and
+// answers a close frame with one of its own and closes the connection, as a WebSocket
+// server does. closed receives the payload of the close frame it got.
+type wsFrameBackend struct{ closed chan []byte }
+
+func (b *wsFrameBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	brw.Flush()
+	for {
+		f, err := readFrame(brw)
+		if err != nil {
+			return
+		}
+		if f.op == 0x8 {
+			b.closed <- f.payload
+			writeFrame(conn, 0x8, f.payload, false)
+			return
+		}
+		writeFrame(conn, f.op, f.payload, false)
+	}
+}
+
+// Shutdown closes a WebSocket tunnel the way a server going down does: both peers get a close
+// frame 1001 "going away" between two frames, and the upstream's answer ends the tunnel
+// without waiting for the grace.
+func TestShutdownSendsWebSocketClose(t *testing.T) {
+	c := newCluster()
+	ws := &wsFrameBackend{closed: make(chan []byte, 1)}
+	c.backend(t, "10.0.0.1:80", ws)
+	p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial}
+	srv := front(t, p)
+	conn, br := wsDial(t, srv.Listener.Addr().String())
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	// Payloads with a 7-bit, a 16-bit and a 64-bit length, so that the proxy follows every
+	// header form.
+	for _, size := range []int{5, 300, 70000} {
+		msg := []byte(strings.Repeat("m", size))
+		require.NoError(t, writeFrame(conn, 0x2, msg, true))
+		f, err := readFrame(br)
+		require.NoError(t, err)
+		require.Equal(t, byte(0x2), f.op)
+		require.Equal(t, msg, f.payload, "a %d-byte message is echoed", size)
+	}
+
+	begin := time.Now()
+	require.NoError(t, p.Shutdown(context.Background()))
+	assert.Less(t, time.Since(begin), 2*time.Second, "the upstream's answer ends the tunnel")
+	goingAway := append([]byte{0x03, 0xe9}, "going away"...)
+	select {
+	case got := <-ws.closed:
+		assert.Equal(t, goingAway, got, "the upstream is sent close 1001 \"going away\"")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream got no close frame")
+	}
+	f, err := readFrame(br)
+	require.NoError(t, err, "the client is sent a close frame")
+	assert.Equal(t, byte(0x8), f.op)
+	assert.Equal(t, goingAway, f.payload, "the client is sent close 1001 \"going away\"")
+	rest, err := io.ReadAll(br)
+	assert.NoError(t, err, "then its connection is closed")
+	assert.Empty(t, rest, "nothing follows the close frame, not even the upstream's answer")
+	assert.Equal(t, 0, p.Upgraded())
 }

@@ -121,19 +121,19 @@ func TestIntegrationEndToEnd(t *testing.T) {
 		}
 		return [4]int64{}
 	}
-	mark := waitTraffic("traffic on the first two backends", counts(), 0, 1)
+	waitTraffic("traffic on the first two backends", counts(), 0, 1)
 
 	// Scale up with a second slice: new backends take traffic.
 	_, err = api.Create(ctx, podSlice(ns, "web-b", "web", 8080, "10.244.7.3", "10.244.7.4"), metav1.CreateOptions{})
 	require.NoError(t, err)
 	rec.waitFor(t, "four backends", hasAddrs("10.244.7.1:8080", "10.244.7.2:8080", "10.244.7.3:8080", "10.244.7.4:8080"))
-	mark = waitTraffic("traffic on the scaled-up backends", counts(), 2, 3)
+	waitTraffic("traffic on the scaled-up backends", counts(), 2, 3)
 
 	// Scale down: the first slice goes away; its backends stop getting traffic.
 	require.NoError(t, api.Delete(ctx, "web-a", metav1.DeleteOptions{}))
 	rec.waitFor(t, "two backends after scale-down", hasAddrs("10.244.7.3:8080", "10.244.7.4:8080"))
 	// Requests picked just before the update may still be in flight; let them land.
-	mark = waitTraffic("traffic after scale-down", counts(), 2, 3)
+	mark := waitTraffic("traffic after scale-down", counts(), 2, 3)
 	mark = waitTraffic("more traffic after scale-down", mark, 2, 3)
 	end := waitTraffic("still more traffic after scale-down", mark, 2, 3)
 	assert.Equal(t, mark[0], end[0], "backend 0 must get no traffic after its slice is deleted")

@@ -78,7 +78,7 @@ func TestIntegrationLifecycle(t *testing.T) {
 	a, err := api.Get(ctx, "web-a", metav1.GetOptions{})
 	require.NoError(t, err)
 	a.Endpoints = a.Endpoints[1:]
-	a, err = api.Update(ctx, a, metav1.UpdateOptions{})
+	_, err = api.Update(ctx, a, metav1.UpdateOptions{})
 	require.NoError(t, err)
 	rec.waitFor(t, "10.244.1.1 removed", hasAddrs("10.244.1.2:8080", "10.244.2.1:8080", "10.244.3.1:9090"))
 

@@ -133,5 +133,10 @@ func main() {
 	<-ctx.Done()
 	drainCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
 	defer stop()
-	proxy.Drain(drainCtx, srv, g.proxies...)
+	if err := proxy.Drain(drainCtx, srv, g.proxies...); err != nil {
+		// Requests were still running at the deadline and were cut off.
+		slog.Error("drain", "err", err)
+		g.close()
+		os.Exit(1)
+	}
 }

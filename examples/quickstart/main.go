@@ -6,7 +6,7 @@
 //
 // Each demo backend answers with its name, so repeated requests show the rotation. The proxy
 // speaks HTTP/1.1 and h2c (curl --http2-prior-knowledge), logs one line per request, and on
-// SIGINT or SIGTERM drains in-flight requests before it exits.
+// SIGINT or SIGTERM lets in-flight requests finish and closes WebSockets before it exits.
 //
 // Flags:
 //

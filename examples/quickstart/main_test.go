@@ -178,3 +178,63 @@ func TestBadFlags(t *testing.T) {
 		})
 	}
 }
+
+// A WebSocket open at shutdown does not hold the drain to its deadline: once requests are
+// done the tunnel is closed, both of its ends see it, and run returns nil (exit status 0).
+func TestDrainWithWebSocket(t *testing.T) {
+	ended := make(chan struct{})
+	ws := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer close(ended)
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		for { // echo lines until the proxy closes the tunnel
+			line, err := brw.ReadString('\n')
+			if err != nil {
+				return
+			}
+			brw.WriteString(line)
+			brw.Flush()
+		}
+	}))
+	defer ws.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	q := start(t, ctx, "-backends", strings.TrimPrefix(ws.URL, "http://"), "-access-log=false")
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(q.url, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.WriteString(conn, "GET /chat HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade\r\n"+
+		"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	require.NoError(t, err)
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusSwitchingProtocols, res.StatusCode)
+	_, err = io.WriteString(conn, "ping\n")
+	require.NoError(t, err)
+	line, err := br.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "ping\n", line, "the tunnel works before shutdown")
+
+	cancel() // SIGTERM with the tunnel open
+	select {
+	case err := <-q.done:
+		require.NoError(t, err, "a drain that closed the tunnel is clean")
+	case <-time.After(10 * time.Second):
+		t.Fatal("run waited for the open tunnel instead of closing it")
+	}
+	_, err = br.ReadByte()
+	assert.ErrorIs(t, err, io.EOF, "the client's side of the tunnel is closed")
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream's side of the tunnel was not closed")
+	}
+}

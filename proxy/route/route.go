@@ -1,3 +1,5 @@
+//lint:file-ignore ST1005 a route's errors start with the field they name ("Path must ..."); New prefixes "route: routes[i]".
+
 // Package route decides, per request, which backend handler serves it.
 //
 // A [Table] is an immutable, validated set of [Route]s built once by [New]. A
