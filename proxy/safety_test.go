@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -479,4 +478,54 @@ func itoa(n int) string {
 	}
 }
 
-var _ = context.Background
+
+// Defect 5: an upstream body that stalls after its head ends with the client's connection
+// aborted and a 504 in the log, on the lean client (GET) and on the Transport (POST) alike.
+func TestStalledResponseBodyTimesOut(t *testing.T) {
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		t.Run(method, func(t *testing.T) {
+			c := newCluster()
+			release := make(chan struct{})
+			c.backend(t, "10.0.0.1:80", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Length", "100")
+				io.WriteString(w, "first part")
+				w.(http.Flusher).Flush()
+				select { // then nothing, until the test ends
+				case <-release:
+				case <-r.Context().Done():
+				}
+			}))
+			t.Cleanup(func() { close(release) }) // runs before the backend's Close
+			pk := newPicker("10.0.0.1:80")
+			var log logbuf.Buffer
+			p := &proxy.Proxy{Picker: pk, DialContext: c.dial, Logger: log.Logger(),
+				ResponseBodyTimeout: 200 * time.Millisecond}
+			srv := front(t, p)
+			var body io.Reader
+			if method == http.MethodPost {
+				body = strings.NewReader("x")
+			}
+			req, err := http.NewRequest(method, srv.URL, body)
+			require.NoError(t, err)
+			client := &http.Client{Timeout: 10 * time.Second}
+			start := time.Now()
+			res, err := client.Do(req)
+			if err == nil {
+				// The head may have reached the client before the stall, or may still have
+				// been in the server's buffer when the connection was aborted.
+				_, err = io.ReadAll(res.Body)
+				res.Body.Close()
+			}
+			assert.Error(t, err, "the client sees a broken response, never a clean one")
+			assert.Less(t, time.Since(start), 5*time.Second, "the proxy ended it, not the client's timeout")
+			lines := log.Lines(t)
+			require.Len(t, lines, 1)
+			assert.EqualValues(t, http.StatusGatewayTimeout, lines[0]["status"], "the log says 504")
+			assert.Equal(t, "timeout", lines[0]["failure"])
+			dones := pk.dones()
+			require.Len(t, dones, 1)
+			assert.Equal(t, sluice.Timeout, dones[0].Outcome.Failure, "the stall is the upstream's")
+		})
+	}
+}
