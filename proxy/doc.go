@@ -31,6 +31,11 @@
 //   - X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto and the RFC 7239 Forwarded field are
 //     set. Values a client sent are kept (and appended to) only when the TCP peer is in
 //     TrustedProxies; otherwise they are replaced, so a client cannot forge its address.
+//     X-Real-IP is set to the client address [sluice.ClientIP] resolves, as ingress-nginx
+//     sets it from NGINX's realip $remote_addr. True-Client-IP, X-Client-IP,
+//     CF-Connecting-IP and Fastly-Client-IP are kept from a trusted peer and replaced by the
+//     peer's address from any other. Spellings of all these with '_' for '-' (X_Real_IP),
+//     which CGI-style backends read as the same field, are dropped.
 //   - 1xx responses (103 Early Hints and others) are passed through as they arrive, except to
 //     HTTP/1.0 clients, which must not be sent any (RFC 9110 §15.2). A client's
 //     "Expect: 100-continue" reaches the upstream, and the client gets one 100 Continue when
