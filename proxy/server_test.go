@@ -500,3 +500,15 @@ func h2Status(fr *http2.Framer, id uint32) (string, error) {
 	}
 	return "", errors.New("no response in 1000 frames")
 }
+
+func ExampleNewServer() {
+	p := &proxy.Proxy{Picker: newPicker("10.0.0.1:8080")}
+	srv := proxy.NewServer(p, proxy.ServerOptions{})
+	srv.Addr = ":8080"
+	// go srv.ListenAndServe()
+	fmt.Println(srv.ReadHeaderTimeout, srv.IdleTimeout, srv.ReadTimeout, srv.WriteTimeout)
+	fmt.Println(srv.MaxHeaderBytes, srv.HTTP2.MaxConcurrentStreams, srv.Protocols)
+	// Output:
+	// 10s 1m0s 0s 0s
+	// 32768 128 {HTTP1,HTTP2,UnencryptedHTTP2}
+}
