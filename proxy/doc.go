@@ -93,6 +93,10 @@
 //	  ServerOptions.BodyReadTimeout; client_body_timeout; timeout client (inactivity)
 //	HTTP/2 concurrent streams                  128               128                100
 //	  ServerOptions.MaxConcurrentStreams; http2_max_concurrent_streams; tune.h2.max-concurrent-streams
+//	HTTP/2 streams canceled per connection     100, then GOAWAY  1,000 streams      not checked
+//	  ServerOptions.MaxStreamResets, once over half the connection's streams were canceled
+//	  (rapid reset); NGINX keepalive_requests bounds every stream of a connection, canceled or
+//	  not; HAProxy's figure was not checked
 //	upstream connect timeout                   5s                60s                none*
 //	  Proxy.DialContext default dialer; proxy_connect_timeout; timeout connect
 //	upstream response-header timeout           60s               60s                none*

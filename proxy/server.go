@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,6 +20,7 @@ const (
 	defaultMaxTargetBytes       = 8 << 10
 	defaultMaxFieldLineBytes    = 8 << 10
 	defaultMaxConcurrentStreams = 128
+	defaultMaxStreamResets      = 100
 	// HTTP/2 frames no larger than RFC 9113's initial SETTINGS_MAX_FRAME_SIZE: net/http's
 	// default of 1 MiB lets every client make the server buffer a megabyte per frame.
 	defaultMaxReadFrameSize = 16 << 10
@@ -62,6 +66,16 @@ type ServerOptions struct {
 	// http2_max_concurrent_streams 128, HAProxy 100). A negative value means net/http's
 	// default of 250.
 	MaxConcurrentStreams int
+
+	// MaxStreamResets bounds the HTTP/2 streams a client may cancel (RST_STREAM, or gone
+	// before its response finished) on one connection: once it has canceled more than this
+	// many, and more than half of all its streams, the connection is sent GOAWAY and closed
+	// when its open streams end. That ends a rapid-reset attack (CVE-2023-44487) after a
+	// bounded number of handlers, while a client that cancels now and then (a gRPC deadline,
+	// a browser leaving a page) keeps its connection. Zero means 100 (Envoy closes a
+	// connection once over half of at least 500 streams were reset prematurely); negative
+	// means never.
+	MaxStreamResets int
 }
 
 // NewServer returns an http.Server for h with limits that keep slow or oversized clients
@@ -73,7 +87,8 @@ type ServerOptions struct {
 // response, so they would cut a long upload, a download, a server-sent event stream or a
 // gRPC stream however steadily it moved. Uploads are bounded between reads instead, by
 // BodyReadTimeout. Setting ReadTimeout on the result turns BodyReadTimeout off, so that the
-// two never fight over the connection's read deadline.
+// two never fight over the connection's read deadline. ConnContext is set to count each
+// connection's canceled streams (MaxStreamResets); replacing it turns that count off.
 //
 // The handler NewServer installs checks each request before h sees it: a request target over
 // MaxRequestTargetBytes gets 414, and a header field line over MaxFieldLineBytes or a header
@@ -86,6 +101,7 @@ func NewServer(h http.Handler, opts ServerOptions) *http.Server {
 		maxHeader:   orDefault(opts.MaxHeaderBytes, defaultMaxHeaderBytes),
 		maxTarget:   orDefault(opts.MaxRequestTargetBytes, defaultMaxTargetBytes),
 		maxLine:     orDefault(opts.MaxFieldLineBytes, defaultMaxFieldLineBytes),
+		maxResets:   int64(orDefault(opts.MaxStreamResets, defaultMaxStreamResets)),
 	}
 	srv := &http.Server{
 		Handler:   g,
@@ -98,6 +114,11 @@ func NewServer(h http.Handler, opts ServerOptions) *http.Server {
 			MaxConcurrentStreams: max(orDefault(opts.MaxConcurrentStreams, defaultMaxConcurrentStreams), 0),
 			MaxReadFrameSize:     defaultMaxReadFrameSize,
 		},
+	}
+	if g.maxResets > 0 {
+		srv.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, connStreamsKey{}, new(connStreams))
+		}
 	}
 	if g.maxHeader > 0 {
 		// net/http reads up to 4 KiB past MaxHeaderBytes before it answers 431; the guard
@@ -123,9 +144,30 @@ type guard struct {
 	maxHeader   int
 	maxTarget   int
 	maxLine     int
+	maxResets   int64
 }
 
+// connStreams counts an HTTP/2 connection's streams and the ones its client canceled.
+type connStreams struct {
+	streams, resets atomic.Int64
+}
+
+type connStreamsKey struct{}
+
 func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 {
+		if g.maxResets > 0 {
+			if cs, _ := r.Context().Value(connStreamsKey{}).(*connStreams); cs != nil {
+				cs.streams.Add(1)
+				defer g.countReset(w, r, cs)
+			}
+		}
+		if r.Context().Err() != nil {
+			// The stream was reset before its handler started: nobody is waiting for an
+			// answer, so nothing is picked, dialled or forwarded.
+			return
+		}
+	}
 	if g.maxTarget > 0 && len(r.RequestURI) > g.maxTarget {
 		refuse(w, r, http.StatusRequestURITooLong, "request target longer than the limit")
 		return
@@ -161,6 +203,21 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = &tr.req
 	}
 	g.next.ServeHTTP(w, r)
+}
+
+// countReset counts r's stream as canceled if the client reset it (or left) before its
+// handler returned, and asks for GOAWAY once the connection's client has canceled more than
+// maxResets streams and more than half of them. net/http's HTTP/2 server answers a response
+// field "Connection: close" with a graceful GOAWAY (it is never sent as a field), which
+// stops new streams and closes the connection once the open ones end. Any stream's response
+// will do, even a reset one's, since the server looks at it when the handler returns.
+func (g *guard) countReset(w http.ResponseWriter, r *http.Request, cs *connStreams) {
+	if r.Context().Err() == nil {
+		return
+	}
+	if n := cs.resets.Add(1); n > g.maxResets && 2*n > cs.streams.Load() {
+		w.Header().Set("Connection", "close")
+	}
 }
 
 // readTimeoutSet reports whether the server serving r has a whole-request ReadTimeout, which
