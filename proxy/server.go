@@ -30,9 +30,11 @@ const (
 // negative value turns that protection off. The defaults are safe for a proxy facing the
 // internet; tests shorten the timeouts.
 type ServerOptions struct {
-	// ReadHeaderTimeout bounds the time a client may take to send a request's line and
-	// header fields, so a client trickling them byte by byte (slowloris) is cut off. Zero
-	// means 10s (NGINX client_header_timeout is 60s).
+	// ReadHeaderTimeout bounds the time an HTTP/1 client may take to send a request's line
+	// and header fields, so a client trickling them byte by byte (slowloris) is cut off. Zero
+	// means 10s (NGINX client_header_timeout is 60s). net/http's HTTP/2 server has no such
+	// timeout per stream: it closes a connection that has no complete stream open after
+	// IdleTimeout, however its header blocks trickle in.
 	ReadHeaderTimeout time.Duration
 
 	// IdleTimeout closes a keep-alive connection, HTTP/1.1 or HTTP/2, that carries no request

@@ -460,22 +460,39 @@ func TestServerHTTP2Limits(t *testing.T) {
 		addr := serve(t, proxy.NewServer(http.NotFoundHandler(), proxy.ServerOptions{IdleTimeout: 300 * time.Millisecond}))
 		conn, fr, _ := h2cConn(t, addr)
 		start := time.Now()
-		conn.SetReadDeadline(start.Add(5 * time.Second))
-		var goaway bool
-		for range 100 {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				var ne net.Error
-				require.False(t, errors.As(err, &ne) && ne.Timeout(), "idle h2c connection still open after 5s")
-				break
-			}
-			if _, ok := f.(*http2.GoAwayFrame); ok {
-				goaway = true
-			}
-		}
-		assert.True(t, goaway, "the server says GOAWAY before it closes")
-		assert.Less(t, time.Since(start), 3*time.Second, "idle h2c connection closed near IdleTimeout")
+		connIdleClosed(t, conn, fr, start)
 	})
+
+	t.Run("unfinished header block closed as idle", func(t *testing.T) {
+		// ReadHeaderTimeout is HTTP/1's; net/http's HTTP/2 server holds a connection without
+		// a complete stream for IdleTimeout, however the header block trickles in.
+		addr := serve(t, proxy.NewServer(http.NotFoundHandler(), proxy.ServerOptions{IdleTimeout: 300 * time.Millisecond}))
+		conn, fr, _ := h2cConn(t, addr)
+		require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: headerBlock()[:3], EndStream: true}))
+		start := time.Now()
+		connIdleClosed(t, conn, fr, start)
+	})
+}
+
+// connIdleClosed reads frames until the server closes an idle HTTP/2 connection, and checks
+// that it said GOAWAY first and closed it within 3s of start.
+func connIdleClosed(t *testing.T, conn net.Conn, fr *http2.Framer, start time.Time) {
+	t.Helper()
+	conn.SetReadDeadline(start.Add(5 * time.Second))
+	var goaway bool
+	for range 100 {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			var ne net.Error
+			require.False(t, errors.As(err, &ne) && ne.Timeout(), "idle h2c connection still open after 5s")
+			break
+		}
+		if _, ok := f.(*http2.GoAwayFrame); ok {
+			goaway = true
+		}
+	}
+	assert.True(t, goaway, "the server says GOAWAY before it closes")
+	assert.Less(t, time.Since(start), 3*time.Second, "idle h2c connection closed near IdleTimeout")
 }
 
 // h2Status reads frames until the response header of stream id and returns its :status.
