@@ -91,6 +91,8 @@
 //	  ServerOptions.MaxFieldLineBytes; one large_client_header_buffers buffer; within the head
 //	request body read timeout, between reads   60s               60s                none*
 //	  ServerOptions.BodyReadTimeout; client_body_timeout; timeout client (inactivity)
+//	response write timeout, between writes     60s               60s                none*
+//	  ServerOptions.ResponseWriteTimeout; send_timeout; timeout client (inactivity)
 //	HTTP/2 concurrent streams                  128               128                100
 //	  ServerOptions.MaxConcurrentStreams; http2_max_concurrent_streams; tune.h2.max-concurrent-streams
 //	HTTP/2 streams canceled per connection     100, then GOAWAY  1,000 streams      not checked
@@ -116,8 +118,8 @@
 //
 // ReadTimeout and WriteTimeout of the http.Server stay zero, as NGINX has no whole-request
 // timeout either: they would cut long uploads, downloads and streams however steadily they
-// moved. A response written to a client that stops reading is not bounded yet (NGINX
-// send_timeout is 60s between writes).
+// moved. The body and response timeouts bound the wait between reads and between writes
+// instead.
 //
 // # Observing
 //

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ const (
 	defaultReadHeaderTimeout    = 10 * time.Second
 	defaultIdleTimeout          = 60 * time.Second
 	defaultBodyReadTimeout      = 60 * time.Second
+	defaultResponseWriteTimeout = 60 * time.Second
 	defaultMaxHeaderBytes       = 32 << 10
 	defaultMaxTargetBytes       = 8 << 10
 	defaultMaxFieldLineBytes    = 8 << 10
@@ -46,6 +48,14 @@ type ServerOptions struct {
 	// this long fails with an error satisfying errors.Is(err, os.ErrDeadlineExceeded). Zero
 	// means 60s (NGINX client_body_timeout, which is also between two reads).
 	BodyReadTimeout time.Duration
+
+	// ResponseWriteTimeout bounds the wait for each write of a response, not the whole
+	// response: a client that stops reading (a slow-read attack, which would hold the handler
+	// and its upstream connection) is cut off once a write has waited this long, while a long
+	// download or stream to a client that keeps reading is not. On HTTP/1 the connection is
+	// closed; on HTTP/2 the stream is reset, and a connection that cannot be written to at
+	// all is closed. Zero means 60s (NGINX send_timeout, also between two writes).
+	ResponseWriteTimeout time.Duration
 
 	// MaxHeaderBytes bounds the request line and header fields together; a request over it
 	// is answered 431. Zero means 32 KiB (NGINX large_client_header_buffers 4 8k). A negative
@@ -88,8 +98,9 @@ type ServerOptions struct {
 // ReadTimeout and WriteTimeout stay zero on purpose: they bound a whole request and a whole
 // response, so they would cut a long upload, a download, a server-sent event stream or a
 // gRPC stream however steadily it moved. Uploads are bounded between reads instead, by
-// BodyReadTimeout. Setting ReadTimeout on the result turns BodyReadTimeout off, so that the
-// two never fight over the connection's read deadline. ConnContext is set to count each
+// BodyReadTimeout, and responses between writes, by ResponseWriteTimeout. Setting ReadTimeout
+// or WriteTimeout on the result turns the matching one off, so that the two never fight over
+// the connection's deadline. ConnContext is set to count each
 // connection's canceled streams (MaxStreamResets); replacing it turns that count off.
 //
 // The handler NewServer installs checks each request before h sees it: a request target over
@@ -100,6 +111,7 @@ func NewServer(h http.Handler, opts ServerOptions) *http.Server {
 	g := &guard{
 		next:        h,
 		bodyTimeout: orDefault(opts.BodyReadTimeout, defaultBodyReadTimeout),
+		sendTimeout: orDefault(opts.ResponseWriteTimeout, defaultResponseWriteTimeout),
 		maxHeader:   orDefault(opts.MaxHeaderBytes, defaultMaxHeaderBytes),
 		maxTarget:   orDefault(opts.MaxRequestTargetBytes, defaultMaxTargetBytes),
 		maxLine:     orDefault(opts.MaxFieldLineBytes, defaultMaxFieldLineBytes),
@@ -116,6 +128,10 @@ func NewServer(h http.Handler, opts ServerOptions) *http.Server {
 			MaxConcurrentStreams: max(orDefault(opts.MaxConcurrentStreams, defaultMaxConcurrentStreams), 0),
 			MaxReadFrameSize:     defaultMaxReadFrameSize,
 		},
+	}
+	if g.sendTimeout > 0 {
+		// A connection nothing can be written to holds every stream on it: close it.
+		srv.HTTP2.WriteByteTimeout = g.sendTimeout
 	}
 	if g.maxResets > 0 {
 		srv.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
@@ -143,6 +159,7 @@ func orDefault[T int | time.Duration](v, def T) T {
 type guard struct {
 	next        http.Handler
 	bodyTimeout time.Duration
+	sendTimeout time.Duration
 	maxHeader   int
 	maxTarget   int
 	maxLine     int
@@ -195,14 +212,20 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if g.bodyTimeout > 0 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 && !readTimeoutSet(r) {
+	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
+	ctl := http.NewResponseController(w)
+	if g.bodyTimeout > 0 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 &&
+		(srv == nil || srv.ReadTimeout <= 0) {
 		// One allocation holds the request copy and its body: handlers must not change the
 		// request they are given, so the body is swapped on a copy.
 		tr := &timedRequest{}
 		tr.req = *r
-		tr.body = timedBody{rc: r.Body, ctl: http.NewResponseController(w), timeout: g.bodyTimeout}
+		tr.body = timedBody{rc: r.Body, ctl: ctl, timeout: g.bodyTimeout}
 		tr.req.Body = &tr.body
 		r = &tr.req
+	}
+	if g.sendTimeout > 0 && (srv == nil || srv.WriteTimeout <= 0) {
+		w = &timedWriter{ResponseWriter: w, ctl: ctl, timeout: g.sendTimeout}
 	}
 	g.next.ServeHTTP(w, r)
 }
@@ -220,13 +243,6 @@ func (g *guard) countReset(w http.ResponseWriter, r *http.Request, cs *connStrea
 	if n := cs.resets.Add(1); n > g.maxResets && 2*n > cs.streams.Load() {
 		w.Header().Set("Connection", "close")
 	}
-}
-
-// readTimeoutSet reports whether the server serving r has a whole-request ReadTimeout, which
-// owns the connection's read deadline.
-func readTimeoutSet(r *http.Request) bool {
-	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
-	return srv != nil && srv.ReadTimeout > 0
 }
 
 // refuse answers a request the guard will not serve. On HTTP/1 the connection is closed
@@ -315,3 +331,52 @@ func (b *timedBody) disarm() {
 		b.ctl.SetReadDeadline(time.Time{})
 	}
 }
+
+// timedWriter bounds the wait for each write of a response. Before a Write or Flush it moves
+// the connection's (or the HTTP/2 stream's) write deadline to now + timeout, at most every
+// eighth of the timeout, as timedBody does for reads. The last deadline also bounds the
+// server's final flush after the handler returns; net/http then clears it before the next
+// request on the connection, or as the connection is hijacked (an HTTP/2 stream's ends with
+// the stream).
+type timedWriter struct {
+	http.ResponseWriter
+	ctl     *http.ResponseController
+	timeout time.Duration
+	armed   time.Time // when the deadline was last moved; zero when none is set
+}
+
+func (w *timedWriter) arm() {
+	now := time.Now()
+	if !w.armed.IsZero() && now.Sub(w.armed) < w.timeout/8 {
+		return
+	}
+	if w.ctl.SetWriteDeadline(now.Add(w.timeout)) == nil {
+		w.armed = now
+	}
+}
+
+func (w *timedWriter) Write(p []byte) (int, error) {
+	w.arm()
+	return w.ResponseWriter.Write(p)
+}
+
+// Flush sends what is buffered, under the deadline.
+func (w *timedWriter) Flush() {
+	w.FlushError()
+}
+
+// FlushError sends what is buffered, under the deadline; http.ResponseController.Flush
+// calls it.
+func (w *timedWriter) FlushError() error {
+	w.arm()
+	return w.ctl.Flush()
+}
+
+// Hijack lets handlers that assert http.Hijacker, rather than use http.ResponseController,
+// take the connection over. net/http clears its deadlines as it hands it over.
+func (w *timedWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return w.ctl.Hijack()
+}
+
+// Unwrap lets http.ResponseController reach the server's ResponseWriter.
+func (w *timedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

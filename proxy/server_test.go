@@ -529,3 +529,176 @@ func ExampleNewServer() {
 	// 10s 1m0s 0s 0s
 	// 32768 128 {HTTP1,HTTP2,UnencryptedHTTP2}
 }
+
+func TestServerResponseWriteTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	type result struct {
+		n    int64
+		err  error
+		wait time.Duration // how long the failing write waited
+	}
+	for _, proto := range []string{"HTTP/1.1", "h2c"} {
+		t.Run(proto, func(t *testing.T) {
+			results := make(chan result, 1)
+			addr := serve(t, proxy.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				buf := make([]byte, 32<<10)
+				var n int64
+				for range 4096 { // at most 128 MiB: far more than socket buffers hold
+					start := time.Now()
+					m, err := w.Write(buf)
+					n += int64(m)
+					if err != nil {
+						results <- result{n, err, time.Since(start)}
+						return
+					}
+				}
+				results <- result{n, nil, 0}
+			}), proxy.ServerOptions{ResponseWriteTimeout: timeout}))
+
+			// A client that asks for a response and never reads it.
+			if proto == "h2c" {
+				// Flow control stops the stream once the client's 64 KiB window is used up:
+				// it never sends WINDOW_UPDATE.
+				_, fr, _ := h2cConn(t, addr)
+				require.NoError(t, writeHeaders(fr, 1, headerBlock(), 16<<10))
+			} else {
+				conn, err := net.Dial("tcp", addr)
+				require.NoError(t, err)
+				defer conn.Close()
+				_, err = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+				require.NoError(t, err)
+			}
+			var r result
+			select {
+			case r = <-results:
+			case <-time.After(20 * time.Second):
+				t.Fatal("a write to a client that does not read was waited for 20s")
+			}
+			require.Error(t, r.err, "a client that never reads cannot take 128 MiB")
+			assert.Positive(t, r.n, "the response started")
+			assert.Less(t, r.wait, 3*timeout, "the stalled write failed near the timeout")
+			if proto == "HTTP/1.1" {
+				assert.ErrorIs(t, r.err, os.ErrDeadlineExceeded)
+			}
+		})
+	}
+}
+
+func TestServerSteadyDownloadOutlastsWriteTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	srv := proxy.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// 24 chunks 50ms apart: 1.2s of response, four times the timeout.
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for range 24 {
+			<-tick.C
+			if _, err := w.Write(bytes.Repeat([]byte("x"), 1000)); err != nil {
+				return
+			}
+			http.NewResponseController(w).Flush()
+		}
+	}), proxy.ServerOptions{ResponseWriteTimeout: timeout})
+	addr := serve(t, srv)
+	for _, proto := range []string{"HTTP/1.1", "h2c"} {
+		t.Run(proto, func(t *testing.T) {
+			tr := &http.Transport{}
+			if proto == "h2c" {
+				tr.Protocols = new(http.Protocols)
+				tr.Protocols.SetUnencryptedHTTP2(true)
+			}
+			defer tr.CloseIdleConnections()
+			res, err := (&http.Client{Transport: tr}).Get("http://" + addr + "/")
+			require.NoError(t, err)
+			body, err := io.ReadAll(res.Body)
+			res.Body.Close()
+			require.NoError(t, err)
+			assert.Len(t, body, 24000, "the whole stream arrived")
+		})
+	}
+}
+
+// TestServerTimeoutsSpareTunnels checks that the deadlines the body and response timeouts
+// set on a keep-alive connection do not follow it into an upgraded tunnel.
+func TestServerTimeoutsSpareTunnels(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	c := newCluster()
+	c.backend(t, "10.0.0.1:80", newWSBackend())
+	c.backend(t, "10.0.0.2:80", echo("plain"))
+	p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial}
+	t.Cleanup(p.CloseIdleConnections)
+	plain := &proxy.Proxy{Picker: newPicker("10.0.0.2:80"), DialContext: c.dial}
+	t.Cleanup(plain.CloseIdleConnections)
+	addr := serve(t, proxy.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			plain.ServeHTTP(w, r)
+			return
+		}
+		p.ServeHTTP(w, r)
+	}), proxy.ServerOptions{BodyReadTimeout: timeout, ResponseWriteTimeout: timeout}))
+
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	// A request with a body and a response arms both deadlines on the connection.
+	_, err = io.WriteString(conn, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+	require.NoError(t, err)
+	res, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	require.Equal(t, http.StatusOK, res.StatusCode)
+
+	_, err = io.WriteString(conn, "GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	require.NoError(t, err)
+	res, err = http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusSwitchingProtocols, res.StatusCode)
+
+	// The tunnel is idle for several timeouts (time passing is the point, not a wait for
+	// behaviour), then must still carry data both ways.
+	<-time.After(3 * timeout)
+	_, err = io.WriteString(conn, "still there?\n")
+	require.NoError(t, err)
+	got, err := readLine(br, 5*time.Second)
+	require.NoError(t, err, "the tunnel outlives the body and response timeouts")
+	assert.Equal(t, "still there?\n", got)
+}
+
+// TestServerHijackClearsDeadlines checks that a handler asserting http.Flusher and
+// http.Hijacker, as older WebSocket libraries do, can flush (arming the response timeout)
+// and then take the connection over without a deadline on it.
+func TestServerHijackClearsDeadlines(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	werr := make(chan error, 1)
+	addr := serve(t, proxy.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f, fok := w.(http.Flusher)
+		hj, hok := w.(http.Hijacker)
+		if !fok || !hok {
+			werr <- errors.New("the ResponseWriter is not a Flusher and a Hijacker")
+			return
+		}
+		f.Flush()
+		conn, brw, err := hj.Hijack()
+		if err != nil {
+			werr <- err
+			return
+		}
+		defer conn.Close()
+		// Time passing is the point: past the deadline the flush set.
+		<-time.After(3 * timeout)
+		brw.WriteString("late\n")
+		werr <- brw.Flush()
+	}), proxy.ServerOptions{ResponseWriteTimeout: timeout}))
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	require.NoError(t, err)
+	select {
+	case err = <-werr:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler never wrote")
+	}
+	assert.NoError(t, err, "a hijacked connection carries no deadline")
+}
