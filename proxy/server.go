@@ -155,7 +155,8 @@ func orDefault[T int | time.Duration](v, def T) T {
 }
 
 // guard is the handler NewServer puts in front of the embedder's: it refuses oversized
-// requests and bounds the wait for each read of a request body. A limit ≤ 0 is off.
+// requests, bounds the wait for each read of a request body and each write of a response, and
+// counts the HTTP/2 streams each connection's client cancels. A limit ≤ 0 is off.
 type guard struct {
 	next        http.Handler
 	bodyTimeout time.Duration
