@@ -41,11 +41,10 @@
 //	go src.Watch(ctx, hc.Update)            // sources push whole sets
 //	go hc.Run(ctx, bal.Update)              // health marks them; the balancer rebuilds its snapshot
 //	p := &proxy.Proxy{Picker: bal, Observer: hc} // every try's outcome feeds outlier detection
-//	srv := &http.Server{
-//		Addr:      ":8080",
-//		Handler:   limiter.Handler(c.Handler(p)), // ratelimit and cache wrap the proxy
-//		Protocols: proxy.ServerProtocols(),       // HTTP/1.1, and h2c with prior knowledge
-//	}
+//	// ratelimit and cache wrap the proxy; NewServer adds header, idle and body timeouts and
+//	// size limits against slow or oversized clients, and speaks HTTP/1.1 and h2c.
+//	srv := proxy.NewServer(limiter.Handler(c.Handler(p)), proxy.ServerOptions{})
+//	srv.Addr = ":8080"
 //	go srv.ListenAndServe()
 //	<-ctx.Done()
 //	proxy.Drain(shutdownCtx, srv, p) // stop accepting, finish requests, close WebSockets

@@ -7,7 +7,8 @@
 //	bal, _ := balancer.New(balancer.RoundRobin{}, balancer.Options{})
 //	bal.Update(endpoints)
 //	p := &proxy.Proxy{Picker: bal}
-//	srv := &http.Server{Addr: ":8080", Handler: p, Protocols: proxy.ServerProtocols()}
+//	srv := proxy.NewServer(p, proxy.ServerOptions{}) // timeouts and limits, HTTP/1.1 and h2c
+//	srv.Addr = ":8080"
 //
 // # What a request goes through
 //
@@ -21,7 +22,7 @@
 //
 // Clients may speak HTTP/1.1, HTTP/2 over TLS (ALPN) or h2c with prior knowledge: that is up
 // to the http.Server in front, which accepts all three with Protocols set to
-// [ServerProtocols].
+// [ServerProtocols]. [NewServer] builds that server with the limits below.
 //
 // Forwarding follows RFC 9110 and RFC 9112 the way NGINX and Envoy do:
 //
@@ -31,6 +32,11 @@
 //   - X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto and the RFC 7239 Forwarded field are
 //     set. Values a client sent are kept (and appended to) only when the TCP peer is in
 //     TrustedProxies; otherwise they are replaced, so a client cannot forge its address.
+//     X-Real-IP is set to the client address [sluice.ClientIP] resolves, as ingress-nginx
+//     sets it from NGINX's realip $remote_addr. True-Client-IP, X-Client-IP,
+//     CF-Connecting-IP and Fastly-Client-IP are kept from a trusted peer and replaced by the
+//     peer's address from any other. Spellings of all these with '_' for '-' (X_Real_IP),
+//     which CGI-style backends read as the same field, are dropped.
 //   - 1xx responses (103 Early Hints and others) are passed through as they arrive, except to
 //     HTTP/1.0 clients, which must not be sent any (RFC 9110 §15.2). A client's
 //     "Expect: 100-continue" reaches the upstream, and the client gets one 100 Continue when
@@ -62,6 +68,58 @@
 // exponential backoff with full jitter, and a retry budget in the manner of Envoy's
 // retry_budget keeps retries to a fraction of the requests in flight, so a failing backend
 // does not turn into a retry storm.
+//
+// # Safe defaults
+//
+// Every limit here is on with zero configuration. The client-side ones are [ServerOptions]
+// fields applied by [NewServer]; the upstream-side ones are [Proxy] fields. NGINX's and
+// HAProxy's defaults stand beside ours. "none*" marks a HAProxy timeout with no default: left
+// unset it is no limit at all, and HAProxy warns at startup that it is missing.
+//
+//	limit                                      sluice            NGINX              HAProxy
+//	request-header read timeout                10s               60s                none*
+//	  ServerOptions.ReadHeaderTimeout; client_header_timeout; timeout http-request (else timeout client)
+//	idle keep-alive timeout                    60s               75s                none*
+//	  ServerOptions.IdleTimeout; keepalive_timeout; timeout http-keep-alive (else http-request, client)
+//	header size limit                          32 KiB, 431       32 KiB, 400        ~15 KiB, 400
+//	  ServerOptions.MaxHeaderBytes; large_client_header_buffers 4 8k; the whole head must fit in
+//	  tune.bufsize (16 KiB) less tune.maxrewrite (1 KiB)
+//	URL length limit                           8 KiB, 414        8 KiB, 414         ~15 KiB, 400
+//	  ServerOptions.MaxRequestTargetBytes (a target over ~32 KiB gets net/http's 431); one
+//	  large_client_header_buffers buffer; within the head
+//	single field line limit                    8 KiB, 431        8 KiB, 400         ~15 KiB, 400
+//	  ServerOptions.MaxFieldLineBytes; one large_client_header_buffers buffer; within the head
+//	request body read timeout, between reads   60s               60s                none*
+//	  ServerOptions.BodyReadTimeout; client_body_timeout; timeout client (inactivity)
+//	response write timeout, between writes     60s               60s                none*
+//	  ServerOptions.ResponseWriteTimeout; send_timeout; timeout client (inactivity)
+//	HTTP/2 concurrent streams                  128               128                100
+//	  ServerOptions.MaxConcurrentStreams; http2_max_concurrent_streams; tune.h2.max-concurrent-streams
+//	HTTP/2 streams canceled per connection     100, then GOAWAY  1,000 streams      not checked
+//	  ServerOptions.MaxStreamResets, once over half the connection's streams were canceled
+//	  (rapid reset); NGINX keepalive_requests bounds every stream of a connection, canceled or
+//	  not; HAProxy's figure was not checked
+//	upstream connect timeout                   5s                60s                none*
+//	  Proxy.DialContext default dialer; proxy_connect_timeout; timeout connect
+//	upstream response-header timeout           60s               60s                none*
+//	  Retry.PerTryTimeout (zero means 60s, negative none); proxy_read_timeout; timeout server
+//	upstream response body, between reads      60s               60s                none*
+//	  Proxy.ResponseBodyTimeout (zero means 60s, negative none); proxy_read_timeout; timeout server
+//	upstream idle keep-alive                   60s               60s                5s
+//	  Proxy.IdleConnTimeout; keepalive_timeout (upstream module); pool-purge-delay
+//	retries                                    unsent only       error, timeout     3, conn-failure
+//	  By default only connection failures before the request was sent are retried; status-based
+//	  retries (502/503/504) are opt-in through Retry.RetryOn. NGINX proxy_next_upstream error
+//	  timeout (never a non-idempotent request once sent); HAProxy retries 3 with retry-on
+//	  conn-failure; Envoy retries nothing by default.
+//	upgraded tunnel idle timeout               10 min            60s                none*
+//	  Proxy.UpgradeIdleTimeout; proxy_read_timeout applies to the tunnel; timeout tunnel (else
+//	  timeout client and server)
+//
+// ReadTimeout and WriteTimeout of the http.Server stay zero, as NGINX has no whole-request
+// timeout either: they would cut long uploads, downloads and streams however steadily they
+// moved. The body and response timeouts bound the wait between reads and between writes
+// instead.
 //
 // # Observing
 //

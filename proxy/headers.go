@@ -19,6 +19,51 @@ var (
 	protoHTTPS  = []string{"https"}
 )
 
+// clientIPFields are request fields that, like X-Forwarded-For, carry a client's address,
+// set by CDNs and other proxies: a backend that reads one must not get an address the client
+// made up. From an untrusted peer each is replaced by the peer's address when sent; from a
+// trusted one it is kept. Names are canonical. X-Real-IP is handled on its own: it is always
+// set (see setForwarded).
+var clientIPFields = []string{"True-Client-Ip", "X-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip"}
+
+// aliasedFields are the fields whose spellings with '_' for '-' are dropped: CGI-style
+// backends (PHP, WSGI, Rack) turn both X-Real-IP and X_Real_IP into HTTP_X_REAL_IP, so an
+// underscore spelling would smuggle a forged address past the replacement. NGINX drops every
+// field with an underscore by default (underscores_in_headers off) for the same reason.
+var aliasedFields = append([]string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
+	"Forwarded", "X-Real-Ip"}, clientIPFields...)
+
+// isAlias reports whether k, a field name with an underscore, spells one of aliasedFields
+// with '_' for '-', in any case.
+func isAlias(k string) bool {
+	for _, name := range aliasedFields {
+		if len(name) != len(k) {
+			continue
+		}
+		i := 0
+		for ; i < len(k); i++ {
+			a, b := k[i], name[i]
+			if a == '_' {
+				a = '-'
+			}
+			if lower(a) != lower(b) {
+				break
+			}
+		}
+		if i == len(k) {
+			return true
+		}
+	}
+	return false
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
 // isHopByHop reports whether the canonical field name k belongs to one connection only
 // (RFC 9110 §7.6.1) and must not be forwarded.
 func isHopByHop(k string) bool {
@@ -98,7 +143,7 @@ func upgradeType(h http.Header) string {
 // incoming header, never copied: nothing writes into them.
 func (x *exchange) outHeader() http.Header {
 	src := x.in.Header
-	h := make(http.Header, len(src)+4)
+	h := make(http.Header, len(src)+5)
 	sanitize(h, src)
 	if x.upgrade != "" {
 		h["Connection"] = connUpgrade
@@ -109,13 +154,17 @@ func (x *exchange) outHeader() http.Header {
 }
 
 // sanitize copies src's end-to-end fields into dst: it leaves out the hop-by-hop fields, the
-// fields the Connection field names, and the forwarding fields (set separately). TE survives
-// only as "trailers", which gRPC needs.
+// fields the Connection field names, the forwarding fields (set separately) and the
+// underscore spellings of the forwarding and client-IP fields. TE survives only as "trailers",
+// which gRPC needs.
 func sanitize(dst, src http.Header) {
 	conn := src["Connection"]
 	for k, vv := range src {
 		switch k {
-		case "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded":
+		case "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded", "X-Real-Ip":
+			continue
+		}
+		if strings.IndexByte(k, '_') >= 0 && isAlias(k) {
 			continue
 		}
 		if isHopByHop(k) || (len(conn) > 0 && namedIn(conn, k)) {
@@ -128,8 +177,17 @@ func sanitize(dst, src http.Header) {
 	}
 }
 
-// setForwarded sets X-Forwarded-For, -Host, -Proto and Forwarded for this hop. A trusted
-// peer's values are kept and this hop appended; an untrusted peer's are replaced.
+// setForwarded sets X-Forwarded-For, -Host, -Proto, Forwarded and X-Real-IP for this hop. A
+// trusted peer's values are kept and this hop appended; an untrusted peer's are replaced, and
+// so are the clientIPFields it sent.
+//
+// X-Real-IP is always set, to the client address sluice.ClientIP resolves: the peer itself
+// when it is not trusted, else the first untrusted address walking back through the trusted
+// peer's X-Forwarded-For (or Forwarded). That is what NGINX's realip module puts in
+// $remote_addr (real_ip_header X-Forwarded-For, real_ip_recursive on) and what
+// "proxy_set_header X-Real-IP $remote_addr", as ingress-nginx has it, sends on; it is also the
+// address sluice logs and filters on. A trusted peer's own X-Real-IP is replaced too: the
+// forwarding chain says more, and a single field cannot be appended to.
 func (x *exchange) setForwarded(h http.Header) {
 	in := x.in
 	src := in.Header
@@ -174,6 +232,37 @@ func (x *exchange) setForwarded(h http.Header) {
 		x.fwd[0] = elem
 	}
 	h["Forwarded"] = x.fwd[:1:1]
+
+	// The peer's address, shared with X-Forwarded-For when that holds just the peer (always
+	// for an untrusted peer), so that the common case allocates nothing.
+	var peerIP []string
+	if ip != "" && x.xff[0] == ip {
+		peerIP = x.xff[:1:1]
+	}
+	realIP := peerIP
+	if trusted {
+		if c := sluice.ClientIP(in, x.p.TrustedProxies).WithZone(""); c.IsValid() && c != peer.WithZone("") {
+			realIP = []string{c.String()}
+		} else if realIP == nil && ip != "" {
+			realIP = []string{ip}
+		}
+	}
+	if realIP != nil {
+		h["X-Real-Ip"] = realIP
+	}
+	if trusted {
+		return
+	}
+	for _, k := range clientIPFields {
+		if _, ok := h[k]; !ok {
+			continue
+		}
+		if peerIP != nil {
+			h[k] = peerIP
+		} else {
+			delete(h, k)
+		}
+	}
 }
 
 // peerHost returns the host part of a RemoteAddr ("192.0.2.1:5000", "[2001:db8::1]:5000")

@@ -120,7 +120,7 @@ func main() {
 	fmt.Printf("curl -H 'Host: shop.localhost' -H 'X-Canary: always' http://%s/\n", a)
 	fmt.Printf("curl -H 'Host: api.localhost' http://%s/v1/orders\n", a)
 	fmt.Printf("curl -H 'Host: api.localhost' http://%s/v1/../admin   # 404: cleaned before matching\n", a)
-	srv := &http.Server{Handler: g.router, ReadHeaderTimeout: 5 * time.Second, Protocols: proxy.ServerProtocols()}
+	srv := proxy.NewServer(g.router, proxy.ServerOptions{})
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
 	go g.router.Run(ctx)

@@ -147,15 +147,18 @@ func run(ctx context.Context, cfg *config) error {
 		fmt.Fprintln(w, "ok")
 	})
 	admin.Handle("GET /metrics", m)
-	adminSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second}
-	httpSrv := &http.Server{Handler: c.router, Protocols: proxy.ServerProtocols(), ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	adminSrv := proxy.NewServer(admin, proxy.ServerOptions{})
+	httpSrv := proxy.NewServer(c.router, proxy.ServerOptions{})
+	httpSrv.ErrorLog = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)
 	var httpsSrv *http.Server
 	if httpsLn != nil {
 		tc, err := sluicetls.ServerConfig(c.certs, sluicetls.ServerOptions{})
 		if err != nil {
 			return err
 		}
-		httpsSrv = &http.Server{Handler: c.router, TLSConfig: tc, Protocols: proxy.ServerProtocols(), ReadHeaderTimeout: 30 * time.Second, ErrorLog: httpSrv.ErrorLog}
+		httpsSrv = proxy.NewServer(c.router, proxy.ServerOptions{})
+		httpsSrv.TLSConfig = tc
+		httpsSrv.ErrorLog = httpSrv.ErrorLog
 	}
 
 	ctrlCtx, stopCtrl := context.WithCancel(context.Background())

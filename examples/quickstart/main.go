@@ -90,7 +90,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("-listen: %w", err)
 	}
-	srv := &http.Server{Handler: p, Protocols: proxy.ServerProtocols(), ReadHeaderTimeout: 10 * time.Second}
+	// Header, idle and body timeouts and size limits against slow or oversized clients;
+	// HTTP/1.1 and h2c.
+	srv := proxy.NewServer(p, proxy.ServerOptions{})
 	url := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "sluice is proxying %s to %d backends, round robin\n", url, len(endpoints))
 	fmt.Fprintf(stdout, "try: curl %s/hello\n", url)

@@ -11,7 +11,8 @@
 //   - access control: [IPFilter] (CIDRs over the trusted-proxy-aware client
 //     IP), [BasicAuth] (htpasswd bcrypt), [ForwardAuth] (ask an auth
 //     service), [CORS] preflights;
-//   - limits: [Limits] (431/413) and [ServerTimeouts] against slow clients.
+//   - limits: [Limits] (431/413). Timeouts against slow clients belong to the
+//     server: see proxy.NewServer.
 //
 // Put them in front of a route's backend or of the whole router:
 //
@@ -23,7 +24,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"time"
 
 	"github.com/sluiceproxy/sluice"
 )
@@ -262,24 +262,4 @@ func Limits(opts LimitsOptions) func(http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 		})
 	}
-}
-
-// ServerTimeouts sets conservative timeouts on srv where they are zero, so
-// that slow clients (slowloris) cannot hold connections: 5s to read headers,
-// 30s to read a request, 120s idle. WriteTimeout is left alone because it
-// would cut long responses and streams.
-func ServerTimeouts(srv *http.Server) *http.Server {
-	if srv.ReadHeaderTimeout == 0 {
-		srv.ReadHeaderTimeout = 5 * time.Second
-	}
-	if srv.ReadTimeout == 0 {
-		srv.ReadTimeout = 30 * time.Second
-	}
-	if srv.IdleTimeout == 0 {
-		srv.IdleTimeout = 120 * time.Second
-	}
-	if srv.MaxHeaderBytes == 0 {
-		srv.MaxHeaderBytes = 64 << 10
-	}
-	return srv
 }
