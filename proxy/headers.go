@@ -3,6 +3,7 @@ package proxy
 import (
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
@@ -35,8 +36,11 @@ var aliasedFields = append([]string{"X-Forwarded-For", "X-Forwarded-Host", "X-Fo
 
 // isAlias reports whether k, a field name with an underscore, spells one of aliasedFields
 // with '_' for '-', in any case.
-func isAlias(k string) bool {
-	for _, name := range aliasedFields {
+func isAlias(k string) bool { return spellsOneOf(k, aliasedFields) }
+
+// spellsOneOf reports whether k spells one of names, with '_' for '-', in any case.
+func spellsOneOf(k string, names []string) bool {
+	for _, name := range names {
 		if len(name) != len(k) {
 			continue
 		}
@@ -144,7 +148,7 @@ func upgradeType(h http.Header) string {
 func (x *exchange) outHeader() http.Header {
 	src := x.in.Header
 	h := make(http.Header, len(src)+5)
-	sanitize(h, src)
+	sanitizeAliases(h, src, x.p.aliases)
 	if x.upgrade != "" {
 		h["Connection"] = connUpgrade
 		h["Upgrade"] = src["Upgrade"]
@@ -157,14 +161,17 @@ func (x *exchange) outHeader() http.Header {
 // fields the Connection field names, the forwarding fields (set separately) and the
 // underscore spellings of the forwarding and client-IP fields. TE survives only as "trailers",
 // which gRPC needs.
-func sanitize(dst, src http.Header) {
+func sanitize(dst, src http.Header) { sanitizeAliases(dst, src, aliasedFields) }
+
+// sanitizeAliases is sanitize with the underscore spellings of aliases dropped.
+func sanitizeAliases(dst, src http.Header, aliases []string) {
 	conn := src["Connection"]
 	for k, vv := range src {
 		switch k {
 		case "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded", "X-Real-Ip":
 			continue
 		}
-		if strings.IndexByte(k, '_') >= 0 && isAlias(k) {
+		if strings.IndexByte(k, '_') >= 0 && spellsOneOf(k, aliases) {
 			continue
 		}
 		if isHopByHop(k) || (len(conn) > 0 && namedIn(conn, k)) {
@@ -253,7 +260,7 @@ func (x *exchange) setForwarded(h http.Header) {
 	if trusted {
 		return
 	}
-	for _, k := range clientIPFields {
+	for _, k := range x.p.ipFields {
 		if _, ok := h[k]; !ok {
 			continue
 		}
@@ -359,4 +366,21 @@ func quoteIfNeeded(s string) string {
 	}
 	b.WriteByte('"')
 	return b.String()
+}
+
+// clientIPSetup returns the client-IP fields and the aliased fields of a Proxy with its
+// ClientIPHeaders: the package's lists when there are none.
+func clientIPSetup(extra []string) (ipFields, aliases []string) {
+	if len(extra) == 0 {
+		return clientIPFields, aliasedFields
+	}
+	ipFields = slices.Clone(clientIPFields)
+	for _, k := range extra {
+		k = http.CanonicalHeaderKey(k)
+		if !slices.Contains(ipFields, k) && !slices.Contains(aliasedFields, k) {
+			ipFields = append(ipFields, k)
+		}
+	}
+	aliases = append(slices.Clone(aliasedFields), ipFields[len(clientIPFields):]...)
+	return ipFields, aliases
 }

@@ -101,6 +101,13 @@ type Proxy struct {
 	// appended to. Nil trusts nobody: those fields are replaced with what this proxy saw.
 	TrustedProxies *sluice.TrustedProxies
 
+	// ClientIPHeaders names further request fields that carry a client's address, to be
+	// treated as True-Client-IP is: kept from a peer in TrustedProxies, replaced with the
+	// peer's address when anyone else sends them, and their spellings with '_' for '-'
+	// dropped. X-Forwarded-For, Forwarded, X-Real-IP, True-Client-IP, X-Client-IP,
+	// CF-Connecting-IP and Fastly-Client-IP are always handled.
+	ClientIPHeaders []string
+
 	// Retry configures retries and timeouts. The zero value is documented on Retry.
 	Retry Retry
 
@@ -137,6 +144,8 @@ type Proxy struct {
 	once     sync.Once
 	cfg      retryConfig       // Retry with defaults applied
 	bodyIdle time.Duration     // ResponseBodyTimeout with its default; 0 for none
+	ipFields []string          // client-IP fields replaced for untrusted peers
+	aliases  []string          // fields whose '_' spellings are dropped
 	rt       http.RoundTripper // Transport or the default one
 	upRT     http.RoundTripper // for Upgrade requests: always HTTP/1.1
 	fast     *h1Client         // lean HTTP/1.1 path; nil unless default HTTP1 transports
@@ -258,6 +267,7 @@ const statusClientClosed = 499
 
 func (p *Proxy) setup() {
 	p.cfg = p.Retry.resolve()
+	p.ipFields, p.aliases = clientIPSetup(p.ClientIPHeaders)
 	switch {
 	case p.ResponseBodyTimeout == 0:
 		p.bodyIdle = defaultReadTimeout

@@ -26,22 +26,32 @@ func TestRealIPHeaders(t *testing.T) {
 	tests := []struct {
 		name    string
 		trusted *sluice.TrustedProxies
+		extra   []string // Proxy.ClientIPHeaders
 		in      http.Header
 		want    map[string]string // "" means absent
 	}{
-		{"no fields: X-Real-IP set", nil, http.Header{},
+		{"no fields: X-Real-IP set", nil, nil, http.Header{},
 			map[string]string{"X-Real-Ip": "127.0.0.1", "Cf-Connecting-Ip": "", "True-Client-Ip": ""}},
-		{"untrusted peer: every client address replaced", nil, forged,
+		{"untrusted peer: every client address replaced", nil, nil, forged,
 			map[string]string{"X-Real-Ip": "127.0.0.1", "True-Client-Ip": "127.0.0.1", "X-Client-Ip": "127.0.0.1",
 				"Cf-Connecting-Ip": "127.0.0.1", "Fastly-Client-Ip": "127.0.0.1",
 				"X_real_ip": "", "X_forwarded_for": "", "Cf_connecting_ip": ""}},
-		{"trusted peer: X-Real-IP is the client its chain names, the others kept", trusted, http.Header{
+		{"trusted peer: X-Real-IP is the client its chain names, the others kept", trusted, nil, http.Header{
 			"X-Forwarded-For": {"1.2.3.4, 10.0.0.1"}, "X-Real-Ip": {"9.9.9.9"},
 			"Cf-Connecting-Ip": {"5.5.5.5"}, "X_real_ip": {"6.6.6.6"}},
 			map[string]string{"X-Real-Ip": "1.2.3.4", "Cf-Connecting-Ip": "5.5.5.5", "X_real_ip": "",
 				"X-Forwarded-For": "1.2.3.4, 10.0.0.1, 127.0.0.1"}},
-		{"trusted peer without a chain: the peer", trusted, http.Header{"X-Real-Ip": {"9.9.9.9"}},
+		{"trusted peer without a chain: the peer", trusted, nil, http.Header{"X-Real-Ip": {"9.9.9.9"}},
 			map[string]string{"X-Real-Ip": "127.0.0.1", "X-Forwarded-For": "127.0.0.1"}},
+		{"an embedder's field is replaced too", nil, []string{"x-cluster-client-ip"},
+			http.Header{"X-Cluster-Client-Ip": {"6.6.6.6"}, "X_cluster_client_ip": {"6.6.6.6"}},
+			map[string]string{"X-Cluster-Client-Ip": "127.0.0.1", "X_cluster_client_ip": ""}},
+		{"an embedder's field is kept from a trusted peer", trusted, []string{"X-Cluster-Client-Ip"},
+			http.Header{"X-Cluster-Client-Ip": {"5.5.5.5"}},
+			map[string]string{"X-Cluster-Client-Ip": "5.5.5.5"}},
+		{"without ClientIPHeaders it passes", nil, nil,
+			http.Header{"X-Cluster-Client-Ip": {"6.6.6.6"}},
+			map[string]string{"X-Cluster-Client-Ip": "6.6.6.6"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -50,7 +60,8 @@ func TestRealIPHeaders(t *testing.T) {
 			c.backend(t, "10.0.0.1:80", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				got = r.Header.Clone()
 			}))
-			p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial, TrustedProxies: tt.trusted}
+			p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial, TrustedProxies: tt.trusted,
+				ClientIPHeaders: tt.extra}
 			srv := httptest.NewServer(p)
 			defer srv.Close()
 			defer p.CloseIdleConnections()

@@ -478,7 +478,6 @@ func itoa(n int) string {
 	}
 }
 
-
 // Defect 5: an upstream body that stalls after its head ends with the client's connection
 // aborted and a 504 in the log, on the lean client (GET) and on the Transport (POST) alike.
 func TestStalledResponseBodyTimesOut(t *testing.T) {
