@@ -55,16 +55,37 @@
 //
 // A failure the client can see maps to one status: no endpoint is 503 with Retry-After, a
 // connection failure is 502, an upstream timeout (Retry.PerTryTimeout, Retry.Timeout) is 504.
-// ErrorHandler may render its own page; it receives an [*Error] saying which. A client that
-// goes away cancels the upstream request, is logged with status 499 and is reported as
-// [sluice.Canceled], which never counts against the endpoint.
+// ErrorHandler may render its own page; it receives an [*Error] saying which. A gRPC call gets
+// what gRPC clients expect instead: HTTP 200 with grpc-status (14 UNAVAILABLE, 4
+// DEADLINE_EXCEEDED, ...), as Envoy answers, and its grpc-timeout is its deadline.
+//
+// Faults are put where they belong. A client whose body is malformed, cut short, over a
+// limit or too slow gets 400, 413 or 408 and a closed connection; the try is reported as
+// [sluice.ClientFailure] and a client that goes away as [sluice.Canceled] (logged 499, its
+// connection aborted): neither ever counts against the endpoint nor is retried. An upstream
+// that breaks off or stalls mid-body is charged with the failure, the client's connection is
+// aborted so that a truncated body is never taken for a whole one, and the access log says 502
+// or 504 rather than the status that had gone out. A panic in ModifyResponse or in a
+// ResponseWriter wrapper is recovered: the try is released as [sluice.InternalFailure], the
+// upstream connection closed, the client answered 500 (or aborted) and the panic logged.
+//
+// Framing never trusts what it cannot see: the upstream request is framed from the body the
+// proxy sends, not from the client's Content-Length; fields RFC 9110 §6.5.1 keeps out of
+// trailers (framing, routing, authentication, cookies, caching, content metadata) are dropped
+// from forwarded trailers; and a chunked HTTP/1.1 request or any HTTP/1.0 request closes its
+// connection after the response (RFC 9112 §6.1). net/http's server deletes Content-Length
+// from a chunked request, and Transfer-Encoding from an HTTP/1.0 one, before a handler runs, so
+// a request carrying both framings cannot be told from an honest chunked one; closing after
+// every such request is the sound way to keep bytes a front hop counted into the body from
+// being read as a request here. An HTTP/1.0 Transfer-Encoding is ignored by net/http, not
+// answered 400.
 //
 // A failed try is retried on another endpoint only when that is safe: always when the request
 // provably never reached the upstream (the dial or TLS handshake failed), and otherwise only
 // for idempotent methods, after a broken connection, a per-try timeout or a status in
-// Retry.RetryOn. Either way the body, if any, must be replayable from the bounded buffer. A
-// POST that may have reached an upstream is never sent again, unless it carries an
-// Idempotency-Key. Tries are spaced by
+// Retry.RetryOn (none by default). Either way the body, if any, must be replayable from the
+// bounded buffer, and no 1xx may have reached the client yet. A POST that may have reached an
+// upstream is never sent again, unless it carries an Idempotency-Key. Tries are spaced by
 // exponential backoff with full jitter, and a retry budget in the manner of Envoy's
 // retry_budget keeps retries to a fraction of the requests in flight, so a failing backend
 // does not turn into a retry storm.
@@ -107,9 +128,10 @@
 //	  Proxy.ResponseBodyTimeout (zero means 60s, negative none); proxy_read_timeout; timeout server
 //	upstream idle keep-alive                   60s               60s                5s
 //	  Proxy.IdleConnTimeout; keepalive_timeout (upstream module); pool-purge-delay
-//	retries                                    unsent only       error, timeout     3, conn-failure
-//	  By default only connection failures before the request was sent are retried; status-based
-//	  retries (502/503/504) are opt-in through Retry.RetryOn. NGINX proxy_next_upstream error
+//	retries                                    error, timeout    error, timeout     3, conn-failure
+//	  By default a request that provably never left is retried whatever its method, and an
+//	  idempotent one after a broken connection or a try timeout; status-based retries
+//	  (502/503/504) are opt-in through Retry.RetryOn. NGINX proxy_next_upstream error
 //	  timeout (never a non-idempotent request once sent); HAProxy retries 3 with retry-on
 //	  conn-failure; Envoy retries nothing by default.
 //	upgraded tunnel idle timeout               10 min            60s                none*
