@@ -123,7 +123,9 @@ func FuzzForwarded(f *testing.F) {
 		if useTLS {
 			in.TLS = &tls.ConnectionState{}
 		}
-		x := &exchange{p: &Proxy{TrustedProxies: trusted}, in: in}
+		p := &Proxy{TrustedProxies: trusted}
+		p.once.Do(p.setup)
+		x := &exchange{p: p, in: in}
 		out := x.outHeader()
 
 		for _, k := range forwardingFields {

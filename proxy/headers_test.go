@@ -34,7 +34,9 @@ func FuzzClientIPFields(f *testing.F) {
 				in.Header[k] = strings.Split(v, "\n")
 			}
 		}
-		x := &exchange{p: &Proxy{TrustedProxies: trusted}, in: in}
+		p := &Proxy{TrustedProxies: trusted}
+		p.once.Do(p.setup)
+		x := &exchange{p: p, in: in}
 		out := x.outHeader()
 
 		for k, vv := range out {

@@ -442,6 +442,12 @@ func (x *exchange) serve() {
 	}
 	var last *Error
 	for try := 1; ; try++ {
+		if x.clientGone() {
+			// A stream the client reset at once (HTTP/2 rapid reset), or a client that left
+			// during the backoff: no endpoint is bothered with it.
+			x.canceled(nil)
+			return
+		}
 		pr, err := p.Picker.Pick(sluice.PickInfo{Request: in, Tried: x.tried})
 		if err != nil {
 			if last == nil {

@@ -585,9 +585,11 @@ func TestServerResponseWriteTimeout(t *testing.T) {
 }
 
 func TestServerSteadyDownloadOutlastsWriteTimeout(t *testing.T) {
-	const timeout = 300 * time.Millisecond
+	// The timeout leaves ten ticks of slack, so that a loaded machine delaying a tick cannot
+	// pass for a stall.
+	const timeout = 500 * time.Millisecond
 	srv := proxy.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// 24 chunks 50ms apart: 1.2s of response, four times the timeout.
+		// 24 chunks 50ms apart: 1.2s of response, more than twice the timeout.
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
 		for range 24 {
