@@ -199,7 +199,7 @@ func requestCases() []kase {
 		{name: "version-1.2", expect: either, send: "GET /a HTTP/1.2\r\n" + hostLine + "\r\n"},
 		{name: "version-2.0-text", expect: reject, send: "GET /a HTTP/2.0\r\n" + hostLine + "\r\n"},
 		{name: "version-no-minor", expect: reject, send: "GET /a HTTP/1\r\n" + hostLine + "\r\n"},
-		{name: "http-0.9", expect: reject, mayWait: true, timeout: time.Second, send: "GET /a\r\n"},
+		{name: "http-0.9", expect: reject, mayWait: true, noParse: true, timeout: time.Second, send: "GET /a\r\n"},
 		{name: "http2-preface", expect: either, noParse: true,
 			send: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"},
 
@@ -330,11 +330,37 @@ func requestCases() []kase {
 		{name: "proxy-connection", expect: accept, send: withFields("Proxy-Connection: keep-alive\r\n")},
 		{name: "te-trailers", expect: accept, send: withFields("TE: trailers\r\n")},
 	}
+	cs = append(cs, []kase{
+		// A body the client declared must never be read as a request, even when the upstream
+		// answers before asking for it (client-side desync).
+		{name: "expect-100-refused-body-holds-request", expect: either, check: neverSeen("/smuggled"),
+			up:   &script{early: true, valid: true, raw: "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n"},
+			send: post("Content-Length: "+fmt.Sprint(len(smuggled))+"\r\nExpect: 100-continue\r\n", ""), rest: smuggled},
+		{name: "early-answer-body-holds-request", expect: either, check: neverSeen("/smuggled"),
+			up:   &script{early: true, valid: true, raw: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
+			send: post("Content-Length: "+fmt.Sprint(len(smuggled))+"\r\n", smuggled)},
+		{name: "upgrade-refused-body-holds-request", expect: either, upgrade: true, check: neverSeen("/smuggled"),
+			send: post("Connection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: "+fmt.Sprint(len(smuggled))+"\r\n", smuggled)},
+		{name: "http10-client-gets-no-1xx", expect: accept, check: no1xx,
+			up:   &script{valid: true, raw: "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"},
+			send: "GET /a HTTP/1.0\r\n" + hostLine + "\r\n"},
+		// Targets: not framing, but a proxy and its upstream must agree on them too.
+		{name: "target-dot-segments", expect: either, check: upstreamTarget("/a/../b"), send: get("/a/../b")},
+		{name: "target-encoded-slash", expect: either, check: upstreamTarget("/a%2fb"), send: get("/a%2fb")},
+		{name: "target-encoded-crlf", expect: either, check: upstreamTarget("/a%0d%0aX:%20y"), send: get("/a%0d%0aX:%20y")},
+		{name: "target-non-ascii", expect: either, send: "GET /caf\xc3\xa9 HTTP/1.1\r\n" + hostLine + "\r\n"},
+		{name: "target-query-hash", expect: either, check: upstreamTarget("/a?b#c"), send: get("/a?b#c")},
+		{name: "absolute-form-port", expect: accept, check: upstreamHost("other.test:9999"),
+			send: "GET http://other.test:9999/a HTTP/1.1\r\n" + hostLine + "\r\n"},
+	}...)
 	for _, name := range []string{"Content-Length: 50", "Transfer-Encoding: chunked", "Host: evil.test",
 		"Authorization: Basic ZXZpbDpldmls", "Cookie: session=evil"} {
 		short := strings.ToLower(strings.Split(name, ":")[0])
 		cs = append(cs, kase{name: "chunk-trailer-" + short, expect: either,
 			send: post("Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n"+name+"\r\n\r\n")})
+		// The same, announced in a Trailer field, which is how net/http keeps trailers.
+		cs = append(cs, kase{name: "chunk-trailer-declared-" + short, expect: either,
+			send: post("Trailer: "+strings.Split(name, ":")[0]+"\r\nTransfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n"+name+"\r\n\r\n")})
 	}
 	return cs
 }
@@ -506,7 +532,23 @@ func responseCases() []kase {
 	}
 	cs = append(cs, kase{name: "resp-trailer-declared-set-cookie", expect: either, send: get("/r"), knownDefect: issueTrailers,
 		up: &script{raw: "HTTP/1.1 200 OK\r\nTrailer: Set-Cookie\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nSet-Cookie: session=evil\r\n\r\n", valid: true}})
-	return cs
+	// The same answers to a POST with a body: requests with bodies take a different client
+	// in the proxy than bodiless GETs, with its own response parser.
+	var posts []kase
+	for _, c := range cs {
+		if c.send != get("/r") || strings.HasPrefix(c.name, "resp-status-") {
+			continue
+		}
+		p := c
+		p.name += "-post"
+		p.send = post("Content-Length: 5\r\n", "hello")
+		if c.knownDefect != issueTrailers {
+			// The body path's client discards stray bytes and survives 1xx floods.
+			p.knownDefect = ""
+		}
+		posts = append(posts, p)
+	}
+	return append(cs, posts...)
 }
 
 // upstreamHost requires the upstream to see Host: want (RFC 9112 §3.2.2: the absolute form's
@@ -520,6 +562,35 @@ func upstreamHost(want string) func(*result, *verdict) {
 				}
 			}
 		}
+	}
+}
+
+// neverSeen requires the upstream never to parse a request for target.
+func neverSeen(target string) func(*result, *verdict) {
+	return func(r *result, v *verdict) {
+		for _, u := range r.up {
+			if u.Target == target && u.Complete {
+				v.add(unsafe, "U1 upstream parsed %s %q from bytes the client sent as a body", u.Method, u.Target)
+			}
+		}
+	}
+}
+
+// upstreamTarget wants the upstream to see the client's target unchanged.
+func upstreamTarget(want string) func(*result, *verdict) {
+	return func(r *result, v *verdict) {
+		for _, u := range r.up {
+			if !strings.HasPrefix(u.Target, "/probe") && u.Complete && originForm(u.Target) != want {
+				v.add(questionable, "upstream got target %q for the client's %q", u.Target, want)
+			}
+		}
+	}
+}
+
+// no1xx wants an HTTP/1.0 client to get no 1xx response (RFC 9110 §15.2).
+func no1xx(r *result, v *verdict) {
+	if r.x.Info > 0 {
+		v.add(questionable, "an HTTP/1.0 client got %d 1xx responses", r.x.Info)
 	}
 }
 

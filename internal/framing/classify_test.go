@@ -95,13 +95,16 @@ func (v *verdict) add(c class, format string, a ...any) {
 //	   a request its handler never served (method, target, body length); for any proxy, a
 //	   request whose answer never reached the client and that is no retry of one that did.
 //	U2 misdelivery: a response carries the answer to another request (the echo names it), or
-//	   bytes the upstream sent after a complete response ("STRAY") reach any client.
+//	   bytes the upstream sent after a complete response ("STRAY") reach any client. (A probe
+//	   answered with a request the proxy found in the client's own bytes, and forwarded as a
+//	   request, is questionable: lenient, but proxy and upstream agree.)
 //	U3 false success: a 2xx for a request the client never finished, or the upstream seeing
 //	   such a request complete.
 //	U4 truncation: a 2xx whose body is shorter than the upstream announced, framed as complete.
 //	U5 trailers: a forbidden field (framing, routing, authentication, cookies, content or cache
 //	   control; RFC 9110 §6.5.1) forwarded in trailers, either direction.
-//	U6 hang: no response and no close by the deadline, when the request was complete.
+//	U6 hang: no response and no close by the deadline, when the request was complete (on the
+//	   response side that is the proxy waiting on a silent upstream: questionable).
 //	U7 ambiguous framing forwarded: the upstream received a head another parser could frame
 //	   differently (CL and TE, duplicate CL, TE other than chunked, bare CR or LF, obs-fold,
 //	   controls, an underscored Content_Length, TE in HTTP/1.0).
@@ -111,7 +114,8 @@ func (v *verdict) add(c class, format string, a ...any) {
 //	   sent twice.
 //	U10 a 101 to a client that asked for no upgrade; a response with both CL and TE.
 //
-// Questionable: accepting what NGINX rejects, refusing a valid message, relaying a malformed
+// Questionable: accepting what a strict proxy (modern NGINX) rejects, forwarding control
+// characters other than NUL or underscored framing field names, refusing a valid message, relaying a malformed
 // response instead of 502, retrying after a malformed response (NGINX does not by default),
 // a connection that hangs on its next request, a later request on a new connection failing.
 func classify(r *result) verdict {
@@ -124,6 +128,10 @@ func classify(r *result) verdict {
 			switch {
 			case strings.HasPrefix(f, "trailer:"):
 				v.add(unsafe, "U5 upstream received the forbidden trailer field %s", f[len("trailer:"):])
+			case strings.HasPrefix(f, "ctl-") && f != "ctl-0x00":
+				// RFC 9110 §5.5 requires rejecting or replacing CR, LF and NUL; other
+				// controls are invalid but not named.
+				v.add(questionable, "forwarded a control character (%s) in a field", f)
 			case strings.HasPrefix(f, "underscored-"):
 				// Some backends (CGI-style environments) read an underscore as a dash;
 				// NGINX drops such fields by default.
@@ -166,6 +174,12 @@ func classify(r *result) verdict {
 	all := append([]*response(nil), x.Responses...)
 	all = append(all, x.ProbeSame, x.ProbeNew)
 	delivered := map[int]bool{}
+	if i := strings.Index(x.Raw, "echo "); i >= 0 {
+		// An HTTP/0.9 answer: the body alone.
+		if e := (&response{Body: x.Raw[i:]}).echo(); e != nil && e.Case == c.name {
+			delivered[e.Seq] = true
+		}
+	}
 	for _, resp := range all {
 		if e := resp.echo(); e != nil && e.Case == c.name {
 			delivered[e.Seq] = true
@@ -174,7 +188,9 @@ func classify(r *result) verdict {
 	// U1 for any proxy, and U9.
 	retried := map[string]bool{}
 	for i, u := range main {
-		if c.side == "request" && !delivered[u.Seq] {
+		// Only the echo names the request it answers; scripted answers cannot be traced.
+		echoed := c.up == nil || c.up.raw == ""
+		if c.side == "request" && echoed && !delivered[u.Seq] {
 			retry := false
 			for _, o := range main {
 				if o.Seq != u.Seq && delivered[o.Seq] && o.Method == u.Method && o.Target == u.Target && o.BodyLen == u.BodyLen {
@@ -205,7 +221,7 @@ func classify(r *result) verdict {
 		if e := resp.echo(); e != nil {
 			if e.Case != c.name {
 				v.add(unsafe, "U2 response %d answers a request of case %q", i+1, e.Case)
-			} else if i < len(c.targets) && e.Target != c.targets[i] {
+			} else if i < len(c.targets) && originForm(e.Target) != c.targets[i] {
 				v.add(unsafe, "U2 response %d answers %q, not %q", i+1, e.Target, c.targets[i])
 			}
 		}
@@ -218,7 +234,13 @@ func classify(r *result) verdict {
 			continue
 		}
 		if e := p.r.echo(); e != nil && (e.Target != p.name || e.Case != c.name) {
-			v.add(unsafe, "U2 the answer to %s is the answer to %s %q of case %q", p.name, e.Method, e.Target, e.Case)
+			if c.side == "request" && e.Case == c.name && !strings.HasPrefix(e.Target, "/probe") && !answeredTwice(x, e.Seq) {
+				// The client's own bytes held a second request and the proxy forwarded it as
+				// one, in agreement with the upstream: lenient, not smuggling.
+				v.add(questionable, "%s got the answer to %s %q, a request the proxy found in the client's bytes", p.name, e.Method, e.Target)
+			} else {
+				v.add(unsafe, "U2 the answer to %s is the answer to %s %q of case %q", p.name, e.Method, e.Target, e.Case)
+			}
 		} else if e == nil && p.r.Status >= 200 && p.r.Status < 300 {
 			v.add(unsafe, "U2 %s got a %q that is not its answer: %q", p.name, p.r.StatusLine, clip(p.r.Body))
 		}
@@ -265,7 +287,13 @@ func classify(r *result) verdict {
 	}
 	// U6.
 	if x.TimedOut && len(x.Responses) == 0 && !c.mayWait {
-		v.add(unsafe, "U6 no response and no close within the deadline")
+		if c.side == "request" {
+			v.add(unsafe, "U6 no response and no close within the deadline")
+		} else {
+			// The proxy is waiting on an upstream that holds its connection open; its
+			// upstream read timeout (NGINX's proxy_read_timeout) ends that.
+			v.add(questionable, "no response within the deadline: still waiting on the upstream")
+		}
 	}
 	// U8.
 	if c.mustClose && x.ProbeSame != nil {
@@ -290,7 +318,7 @@ func classify(r *result) verdict {
 	switch c.expect {
 	case reject:
 		if c.side == "request" && (len(main) > 0 || status >= 200 && status < 400) {
-			v.add(questionable, "accepted what NGINX rejects (status %d, %d forwarded)", status, len(main))
+			v.add(questionable, "accepted what a strict proxy rejects (status %d, %d forwarded)", status, len(main))
 		}
 		if c.side == "response" && status >= 200 && status < 500 {
 			v.add(questionable, "relayed a malformed upstream response as %d instead of 502", status)
@@ -312,6 +340,31 @@ func classify(r *result) verdict {
 		c.check(r, &v)
 	}
 	return v
+}
+
+// answeredTwice reports whether the echo of seq reached the client more than once.
+func answeredTwice(x *exchange, seq int) bool {
+	n := 0
+	for _, r := range append(append([]*response(nil), x.Responses...), x.ProbeSame, x.ProbeNew) {
+		if e := r.echo(); e != nil && e.Seq == seq {
+			n++
+		}
+	}
+	return n > 1
+}
+
+// originForm turns an absolute-form target into its origin form: a proxy may forward either
+// (RFC 9112 §3.2.2 requires servers to accept both).
+func originForm(target string) string {
+	for _, scheme := range []string{"http://", "https://"} {
+		if rest, ok := strings.CutPrefix(target, scheme); ok {
+			if i := strings.IndexByte(rest, '/'); i >= 0 {
+				return rest[i:]
+			}
+			return "/"
+		}
+	}
+	return target
 }
 
 // upstreamStatus is the status of a response case's scripted answer.

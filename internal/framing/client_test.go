@@ -224,7 +224,7 @@ func run(c *kase, addr string, settle func()) *exchange {
 		conn.(*net.TCPConn).CloseWrite()
 	}
 	if c.noParse {
-		b := make([]byte, 64)
+		b := make([]byte, 256)
 		n, err := io.ReadAtLeast(br, b, 1)
 		x.Raw = string(b[:n])
 		x.TimedOut = isTimeout(err)

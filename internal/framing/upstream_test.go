@@ -277,8 +277,12 @@ func (u *upstream) answer(c net.Conn, r *upReq, s *script) bool {
 		body := fmt.Sprintf("echo case=%s seq=%d method=%s target=%s body=%d\n",
 			r.Case, r.Seq, r.Method, r.Target, r.BodyLen)
 		// The echo is in a field too, so that answers to HEAD carry it.
+		content := body
+		if r.Method == "HEAD" {
+			content = ""
+		}
 		_, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Echo: %s\r\nContent-Length: %d\r\n\r\n%s",
-			strings.TrimSpace(body), len(body), body)
+			strings.TrimSpace(body), len(body), content)
 		r.Answered = err == nil
 		return err == nil && !hasToken(r.Header["connection"], "close") && (s == nil || !s.close)
 	}
