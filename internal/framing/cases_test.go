@@ -341,6 +341,13 @@ func requestCases() []kase {
 			send: post("Content-Length: "+fmt.Sprint(len(smuggled))+"\r\n", smuggled)},
 		{name: "upgrade-refused-body-holds-request", expect: either, upgrade: true, check: neverSeen("/smuggled"),
 			send: post("Connection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: "+fmt.Sprint(len(smuggled))+"\r\n", smuggled)},
+		// A refused upgrade must leave the connection in HTTP: a proxy that opened a tunnel
+		// anyway would carry the next request to the upstream unseen.
+		{name: "upgrade-refused-426-then-request", expect: either, upgrade: true, nresp: 2,
+			up:   &script{valid: true, raw: "HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n"},
+			send: withFields("Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 99\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n") + smuggled},
+		{name: "forwarding-fields-not-believed", expect: accept, check: notForged,
+			send: withFields("X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Host: evil.test\r\nX-Forwarded-Proto: https\r\nForwarded: for=203.0.113.9;host=evil.test\r\n")},
 		{name: "http10-client-gets-no-1xx", expect: accept, check: no1xx,
 			up:   &script{valid: true, raw: "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"},
 			send: "GET /a HTTP/1.0\r\n" + hostLine + "\r\n"},
@@ -392,7 +399,8 @@ func responseCases() []kase {
 		respond("resp-cl-negative", reject, "HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello"),
 		respond("resp-cl-plus", reject, "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello"),
 		respond("resp-cl-hex", reject, "HTTP/1.1 200 OK\r\nContent-Length: 0x5\r\n\r\nhello"),
-		respond("resp-cl-space-before-colon", reject, "HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello"),
+		// RFC 9112 §5.1 lets a proxy remove the whitespace before forwarding.
+		respond("resp-cl-space-before-colon", either, "HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello"),
 		respond("resp-te-chunked-identity", reject, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\n\r\n"+chunkedHello),
 		respond("resp-te-xchunked", reject, "HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\n\r\n"+chunkedHello),
 		respond("resp-te-gzip-chunked", either, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"+chunkedHello),
@@ -500,6 +508,10 @@ func responseCases() []kase {
 			up: &script{raw: ok5, after: stray}},
 		kase{name: "resp-stray-after-chunked-later", expect: accept, send: get("/r"),
 			up: &script{raw: chunked(chunkedHello), after: stray}},
+		kase{name: "resp-204-chunked-terminator", expect: accept, send: get("/r"),
+			up: &script{raw: "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"}},
+		kase{name: "resp-204-chunked-terminator-later", expect: accept, send: get("/r"),
+			up: &script{raw: "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n", after: "0\r\n\r\n" + stray}},
 		kase{name: "resp-body-on-204", expect: either, send: get("/r"),
 			up: &script{raw: "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nSTRAY"}},
 		kase{name: "resp-body-on-304", expect: either, send: get("/r"),
@@ -591,6 +603,21 @@ func upstreamTarget(want string) func(*result, *verdict) {
 func no1xx(r *result, v *verdict) {
 	if r.x.Info > 0 {
 		v.add(questionable, "an HTTP/1.0 client got %d 1xx responses", r.x.Info)
+	}
+}
+
+// notForged wants the client's own forwarding fields replaced, since the client is not a
+// trusted proxy.
+func notForged(r *result, v *verdict) {
+	for _, u := range r.up {
+		if strings.HasPrefix(u.Target, "/probe") || !u.Complete {
+			continue
+		}
+		for _, f := range []string{"x-forwarded-for", "x-forwarded-host", "forwarded"} {
+			if s := strings.Join(u.Header[f], ","); strings.Contains(s, "203.0.113.9") || strings.Contains(s, "evil.test") {
+				v.add(questionable, "the client's %s reached the upstream: %q", f, s)
+			}
+		}
 	}
 }
 

@@ -103,8 +103,9 @@ func (v *verdict) add(c class, format string, a ...any) {
 //	U4 truncation: a 2xx whose body is shorter than the upstream announced, framed as complete.
 //	U5 trailers: a forbidden field (framing, routing, authentication, cookies, content or cache
 //	   control; RFC 9110 §6.5.1) forwarded in trailers, either direction.
-//	U6 hang: no response and no close by the deadline, when the request was complete (on the
-//	   response side that is the proxy waiting on a silent upstream: questionable).
+//	U6 hang: no response and no close by the deadline, when the request was complete and the
+//	   upstream answered at once (when the upstream's script leaves the proxy waiting on it,
+//	   that is questionable).
 //	U7 ambiguous framing forwarded: the upstream received a head another parser could frame
 //	   differently (CL and TE, duplicate CL, TE other than chunked, bare CR or LF, obs-fold,
 //	   controls, an underscored Content_Length, TE in HTTP/1.0).
@@ -287,7 +288,7 @@ func classify(r *result) verdict {
 	}
 	// U6.
 	if x.TimedOut && len(x.Responses) == 0 && !c.mayWait {
-		if c.side == "request" {
+		if c.side == "request" && (c.up == nil || c.up.raw == "") {
 			v.add(unsafe, "U6 no response and no close within the deadline")
 		} else {
 			// The proxy is waiting on an upstream that holds its connection open; its

@@ -192,6 +192,17 @@ func summary(cases []kase, verdicts map[string][]verdict, targets []string) stri
 		}
 		b.WriteString("\n")
 	}
+	fmt.Fprintf(&b, "%-44s", "UNSAFE marked as known defects")
+	for _, t := range targets {
+		n := 0
+		for i, v := range verdicts[t] {
+			if v.class == unsafe && cases[i].knownDefect != "" && t == "sluice" {
+				n++
+			}
+		}
+		fmt.Fprintf(&b, " %-13d", n)
+	}
+	b.WriteString("\n")
 	for _, k := range []class{unsafe, questionable, ok} {
 		fmt.Fprintf(&b, "%-44s", "total "+k.String())
 		for _, t := range targets {
