@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/proxy"
 )
@@ -45,9 +48,7 @@ func startSluice(tb testing.TB, upstream string) *sluiceTarget {
 	v := &view{}
 	srv := newProxyServer(v.wrap(p))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("sluice: listen: %v", err)
-	}
+	require.NoError(tb, err, "listen for the proxy")
 	go srv.Serve(ln)
 	tb.Cleanup(func() {
 		srv.Close()
@@ -165,7 +166,7 @@ func judge(t *testing.T, c *kase, v verdict, r *result) {
 	case v.class == unsafe && c.knownDefect != "":
 		t.Logf("known defect %s, not failing:\n%s", c.knownDefect, detail)
 	case v.class == unsafe:
-		t.Errorf("UNSAFE:\n%s", detail)
+		assert.Fail(t, "UNSAFE outcome", detail)
 	case c.knownDefect != "":
 		t.Logf("marked %s but no longer UNSAFE: remove the mark\n%s", c.knownDefect, detail)
 	case v.class == questionable:

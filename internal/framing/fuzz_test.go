@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // FuzzRequestHeads sends raw bytes (request heads, short bodies, pipelines) through the
@@ -24,9 +27,7 @@ func FuzzRequestHeads(f *testing.F) {
 		sl := startSluice(t, up.addr())
 		up.begin("fuzz", nil)
 		conn, err := net.DialTimeout("tcp", sl.addr, time.Second)
-		if err != nil {
-			t.Fatalf("dial proxy: %v", err)
-		}
+		require.NoError(t, err, "dial the proxy")
 		conn.SetWriteDeadline(time.Now().Add(time.Second))
 		conn.Write(data) // the proxy may close early on bad input: not a failure
 		drain(conn, sl.view, up)
@@ -65,7 +66,8 @@ func checkBoundaries(t *testing.T, data []byte, reqs []upReq, served []served) {
 			// this target is about where requests begin and end.
 			if !strings.HasPrefix(fl, "underscored-") && !strings.HasPrefix(fl, "trailer:") &&
 				(!strings.HasPrefix(fl, "ctl-") || fl == "ctl-0x00") {
-				t.Errorf("upstream received %s %q with %v\ninput %q\nhead %q", u.Method, u.Target, u.Flags, data, u.Head)
+				assert.Fail(t, "ambiguous framing forwarded", "upstream received %s %q with %v\ninput %q\nhead %q",
+					u.Method, u.Target, u.Flags, data, u.Head)
 				break
 			}
 		}
@@ -80,7 +82,7 @@ func checkBoundaries(t *testing.T, data []byte, reqs []upReq, served []served) {
 			}
 		}
 		if match < 0 {
-			t.Errorf("upstream parsed %s %q with a %d-byte body that the proxy's handler did not serve (it served %s)\ninput %q",
+			assert.Fail(t, "request boundaries differ", "upstream parsed %s %q with a %d-byte body that the proxy's handler did not serve (it served %s)\ninput %q",
 				u.Method, u.Target, u.BodyLen, fmtServed(served), data)
 			continue
 		}

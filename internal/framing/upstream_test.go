@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // upReq is one request as the scripted upstream parsed it.
@@ -65,9 +67,7 @@ type upstream struct {
 func startUpstream(tb testing.TB, addr string) *upstream {
 	tb.Helper()
 	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		tb.Fatalf("upstream: listen %s: %v", addr, err)
-	}
+	require.NoError(tb, err, "listen for the upstream on %s", addr)
 	u := &upstream{ln: ln, conns: make(map[net.Conn]struct{})}
 	go u.serve()
 	tb.Cleanup(u.close)
