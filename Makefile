@@ -82,3 +82,9 @@ fuzz:
 	    fi; \
 	  done; \
 	done; exit $$failed
+
+## framing-compare: the framing cases against sluice, NGINX and HAProxy side by side (installs
+## nginx and haproxy from Debian when missing; not part of `make test`).
+.PHONY: framing-compare
+framing-compare:
+	./scripts/framing-compare.sh
