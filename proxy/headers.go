@@ -30,9 +30,10 @@ var clientIPFields = []string{"True-Client-Ip", "X-Client-Ip", "Cf-Connecting-Ip
 // aliasedFields are the fields whose spellings with '_' for '-' are dropped: CGI-style
 // backends (PHP, WSGI, Rack) turn both X-Real-IP and X_Real_IP into HTTP_X_REAL_IP, so an
 // underscore spelling would smuggle a forged address past the replacement. NGINX drops every
-// field with an underscore by default (underscores_in_headers off) for the same reason.
+// field with an underscore by default (underscores_in_headers off) for the same reason. The
+// framing fields are here too, so that no backend can take Content_Length for the real one.
 var aliasedFields = append([]string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
-	"Forwarded", "X-Real-Ip"}, clientIPFields...)
+	"Forwarded", "X-Real-Ip", "Content-Length", "Transfer-Encoding"}, clientIPFields...)
 
 // isAlias reports whether k, a field name with an underscore, spells one of aliasedFields
 // with '_' for '-', in any case.

@@ -433,6 +433,10 @@ func (x *exchange) serve() {
 		// request closes its connection. The cost is a reconnect for chunked uploads.
 		x.closeClient = true
 	}
+	if e := x.refuse(); e != nil {
+		x.fail(e)
+		return
+	}
 	x.prepare()
 	if p.cfg.timeout > 0 {
 		x.deadline = x.start.Add(p.cfg.timeout)
@@ -518,10 +522,62 @@ func (x *exchange) prepare() {
 	} else {
 		x.body = newReplayBody(in.Body, x.p.cfg.bodyLimit)
 		x.out.GetBody = x.body.getBody
+		if len(in.Trailer) > 0 {
+			x.forwardTrailers()
+		}
+	}
+	if x.out.Body == nil {
+		x.out.Trailer = nil
 	}
 	x.url = *in.URL
 	x.url.Scheme = x.p.scheme
 	x.url.User = nil
+}
+
+// refuse returns the error for a request the proxy will not forward, or nil.
+func (x *exchange) refuse() *Error {
+	in := x.in
+	var status int
+	var why string
+	switch {
+	case in.Method == http.MethodConnect:
+		// A reverse proxy is no tunnel to anywhere the client names.
+		status, why = http.StatusNotImplemented, "CONNECT is not forwarded"
+	case in.URL.Opaque != "" || (in.URL.Scheme != "" && in.URL.Scheme != "http" && in.URL.Scheme != "https"):
+		// "GET host:80 HTTP/1.1" parses as scheme "host" and opaque "80": no target an
+		// upstream could be sent.
+		status, why = http.StatusBadRequest, "request target is neither a path nor an http URL"
+	case in.ProtoMajor == 1 && in.ProtoMinor == 0 && len(in.Header["Content-Length"]) == 0 &&
+		(in.Method == http.MethodPost || in.Method == http.MethodPut || in.Method == http.MethodPatch):
+		// HTTP/1.0 frames a body with Content-Length only (RFC 1945 §7.2.2). Without one,
+		// the client may have sent a Transfer-Encoding, which net/http's server drops
+		// unseen: its body would be taken for nothing. RFC 9112 §6.1 calls that faulty
+		// framing; 411 asks for the one framing HTTP/1.0 has.
+		status, why = http.StatusLengthRequired, "an HTTP/1.0 request body needs Content-Length"
+	default:
+		return nil
+	}
+	return &Error{Status: status, Failure: sluice.ClientFailure, Err: errors.New("proxy: " + why)}
+}
+
+// forwardTrailers makes the outgoing request announce the client's trailers, less those
+// that must not be trailers (forbiddenTrailer), and fills in their values once the client's
+// body ends: the server sets them in in.Trailer only then, and the transport writes them
+// after the body.
+func (x *exchange) forwardTrailers() {
+	in := x.in
+	out := make(http.Header, len(in.Trailer))
+	for k := range in.Trailer {
+		if !forbiddenTrailer(k) {
+			out[k] = nil
+		}
+	}
+	x.out.Trailer = out
+	x.body.atEOF = func() {
+		for k := range out {
+			out[k] = in.Trailer[k]
+		}
+	}
 }
 
 // roundTrip makes one try against addr. It returns the response (headers read, body

@@ -171,6 +171,7 @@ type replayBody struct {
 	overflow bool  // more than limit bytes were read: rec is gone
 	err      error // the error src returned, io.EOF at the end
 	gen      int
+	atEOF    func() // when not nil, called once src ends cleanly
 }
 
 func newReplayBody(src io.Reader, limit int64) *replayBody {
@@ -245,6 +246,10 @@ func (v *bodyView) Read(p []byte) (int, error) {
 	}
 	if err != nil {
 		b.err = err
+		if err == io.EOF && b.atEOF != nil {
+			b.atEOF()
+			b.atEOF = nil
+		}
 	}
 	return n, err
 }

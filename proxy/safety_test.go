@@ -528,3 +528,49 @@ func TestStalledResponseBodyTimesOut(t *testing.T) {
 		})
 	}
 }
+
+// The client's trailers reach the upstream, less the fields that must not be trailers: a
+// client must not slip a Host, Authorization or Cookie past the proxy after the body.
+func TestRequestTrailersFiltered(t *testing.T) {
+	c := newCluster()
+	got := make(chan http.Header, 1)
+	c.backend(t, "10.0.0.1:80", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		got <- r.Trailer.Clone()
+	}))
+	p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial}
+	srv := front(t, p)
+	raw := "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" +
+		"Trailer: X-Checksum, Host, Authorization, Cookie\r\n\r\n" +
+		"5\r\nhello\r\n0\r\nX-Checksum: abc\r\nHost: evil\r\nAuthorization: Bearer evil\r\nCookie: a=b\r\n\r\n"
+	res, _, _ := rawExchange(t, srv.Listener.Addr().String(), raw, nil)
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	tr := <-got
+	assert.Equal(t, http.Header{"X-Checksum": {"abc"}}, tr, "only the allowed trailer reaches the upstream")
+}
+
+// Requests no upstream should see are refused: CONNECT, an authority-form target on another
+// method, and an HTTP/1.0 body without Content-Length (its Transfer-Encoding, if any, was
+// dropped unseen by net/http's server).
+func TestRefusedRequests(t *testing.T) {
+	c := newCluster()
+	var served atomic.Int64
+	c.backend(t, "10.0.0.1:80", countingBackend(&served))
+	pk := newPicker("10.0.0.1:80")
+	p := &proxy.Proxy{Picker: pk, DialContext: c.dial}
+	srv := front(t, p)
+	for _, tt := range []struct {
+		raw    string
+		status int
+	}{
+		{"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", http.StatusNotImplemented},
+		{"GET example.com:80 HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusBadRequest},
+		{"POST /a HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", http.StatusLengthRequired},
+	} {
+		res, _, closed := rawExchange(t, srv.Listener.Addr().String(), tt.raw, nil)
+		assert.Equal(t, tt.status, res.StatusCode, "%q", tt.raw)
+		assert.True(t, closed, "%q: the connection is closed", tt.raw)
+	}
+	assert.Zero(t, served.Load(), "the upstream saw none of them")
+	assert.Zero(t, pk.picks.Load(), "no endpoint was picked")
+}
