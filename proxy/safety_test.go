@@ -263,15 +263,17 @@ func TestContentLengthWithTransferEncodingClosesConnection(t *testing.T) {
 
 // An HTTP/1.0 request's Transfer-Encoding is dropped by net/http's server before any handler
 // runs, so the proxy cannot see it; it closes every HTTP/1.0 connection after its response,
-// which keeps a chunked body from being read as further requests.
+// which keeps a chunked body from being read as further requests even when the request had a
+// Content-Length too (a body without one is refused, see TestRefusedRequests).
 func TestHTTP10ConnectionClosed(t *testing.T) {
 	c := newCluster()
 	var served atomic.Int64
 	c.backend(t, "10.0.0.1:80", countingBackend(&served))
 	p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial}
 	srv := front(t, p)
-	raw := "POST /a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" +
-		"1f\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n0\r\n\r\n"
+	chunked := "1f\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n0\r\n\r\n"
+	raw := "POST /a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nContent-Length: 4\r\n" +
+		"Transfer-Encoding: chunked\r\n\r\n" + chunked
 	res, _, closed := rawExchange(t, srv.Listener.Addr().String(), raw, nil)
 	assert.NotEqual(t, 0, res.StatusCode)
 	assert.True(t, closed, "an HTTP/1.0 connection is closed after its response")
