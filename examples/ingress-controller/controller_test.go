@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -429,6 +431,18 @@ func TestAnnotationsTakeEffect(t *testing.T) {
 	var hits atomic.Int64
 	pods.Set("10.244.1.1:8080", newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
+		if r.URL.Path == "/ws" {
+			// A minimal upgrade: switch, then echo what comes until the client closes.
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+			brw.Flush()
+			io.Copy(conn, brw)
+			return
+		}
 		if r.URL.Path == "/slow" {
 			select {
 			case <-r.Context().Done():
@@ -529,6 +543,29 @@ spec:
 		require.NoError(t, err)
 		assert.Equal(t, http.StatusGatewayTimeout, code, "the timeout annotation bounds the wait for headers")
 		assert.Less(t, time.Since(start), 3*time.Second, "the answer should come at the timeout, not the pod's 5s")
+	})
+
+	t.Run("upgrades work on a route with a timeout", func(t *testing.T) {
+		// The timeout annotation bounds the handshake, not the tunnel: a WebSocket opened
+		// through the route outlives it.
+		conn, err := net.Dial("tcp", r.http)
+		require.NoError(t, err)
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: hurried.test\r\nConnection: Upgrade\r\n"+
+			"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+		require.NoError(t, err)
+		br := bufio.NewReader(conn)
+		res, err := http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusSwitchingProtocols, res.StatusCode, "the handshake is forwarded")
+		<-time.After(300 * time.Millisecond) // past the route's 100ms timeout
+		_, err = io.WriteString(conn, "ping")
+		require.NoError(t, err)
+		got := make([]byte, 4)
+		_, err = io.ReadFull(br, got)
+		require.NoError(t, err, "the tunnel outlives the route's timeout")
+		assert.Equal(t, "ping", string(got))
 	})
 
 	t.Run("backend protocol", func(t *testing.T) {
