@@ -2,6 +2,11 @@ package proxy
 
 import (
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +15,84 @@ import (
 
 	"github.com/sluiceproxy/sluice/internal/upstreamtest"
 )
+
+// openFDs counts this process's open descriptors, or returns -1 where /proc is missing.
+func openFDs() int {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(fds)
+}
+
+// barrier is a script that holds every response until n requests have arrived, so that n
+// requests in flight at once take n connections; it then serves its connection until the
+// client closes it.
+func barrier(n int) func(*upstreamtest.Conn) {
+	var mu sync.Mutex
+	arrived := 0
+	all := make(chan struct{})
+	return func(c *upstreamtest.Conn) {
+		for {
+			if _, err := c.ReadRequest(); err != nil {
+				return
+			}
+			mu.Lock()
+			if arrived++; arrived == n {
+				close(all)
+			}
+			mu.Unlock()
+			select {
+			case <-all:
+			case <-c.Done():
+				return
+			}
+			if c.Write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") != nil {
+				return
+			}
+		}
+	}
+}
+
+// TestIdleConnectionsReaped checks that idle upstream connections are closed once
+// IdleConnTimeout passes with no traffic at all, on the lean client (GET) and on the
+// http.Transport (POST) alike, and that every descriptor they held is released.
+func TestIdleConnectionsReaped(t *testing.T) {
+	const n = 6 // connections per transport
+	srv := upstreamtest.Start(t, barrier(2*n))
+	runtime.GC() // let finalizers of earlier tests' descriptors run before the baseline
+	baseline := openFDs()
+
+	p := &Proxy{Picker: onePicker(srv.Addr()), Retry: Retry{MaxTries: 1},
+		IdleConnTimeout: 100 * time.Millisecond}
+	var wg sync.WaitGroup
+	codes := make(chan int, 2*n)
+	for i := range 2 * n {
+		wg.Go(func() {
+			req := httptest.NewRequest(http.MethodGet, "http://shop.example/", nil)
+			if i%2 == 1 {
+				req = httptest.NewRequest(http.MethodPost, "http://shop.example/", strings.NewReader("x"))
+			}
+			rw := httptest.NewRecorder()
+			p.ServeHTTP(rw, req)
+			codes <- rw.Code
+		})
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		require.Equal(t, http.StatusOK, c)
+	}
+	require.Equal(t, 2*n, srv.Accepted(), "each request in flight took its own connection")
+
+	require.Eventually(t, func() bool { return srv.Closed() == 2*n }, 10*time.Second, 5*time.Millisecond,
+		"every idle connection was closed by the proxy (closed %d of %d)", srv.Closed(), 2*n)
+	if baseline < 0 {
+		t.Skip("no /proc/self/fd to count descriptors")
+	}
+	assert.Eventually(t, func() bool { return openFDs() <= baseline }, 10*time.Second, 5*time.Millisecond,
+		"open descriptors return to the baseline of %d", baseline)
+}
 
 // TestH1PutIntoRemovedPool checks that a connection whose response ends after its endpoint's
 // pool was removed (unused for the idle timeout) goes to a pool that reaps it, rather than
