@@ -78,7 +78,12 @@ type h1Conn struct {
 	idleAt time.Time
 	cancel func() // unblocks I/O when the request's context ends; bound once per connection
 	armed  bool   // a body's read deadline is set and must be cleared before the conn idles
-	peeker        // looks at an idle connection without reading from it
+	peeker        // looks at an idle connection's socket without reading from it
+
+	// For a conn without a socket to look at: the goroutine that reads from it while it is
+	// idle closes watching when its read ends, with watchErr.
+	watching chan struct{}
+	watchErr error
 }
 
 // limitReader fails reads once n bytes were read, so that an upstream cannot make the proxy
@@ -202,13 +207,31 @@ func (cc *h1Conn) idleClean() bool {
 	if ok, done := cc.peek(); done {
 		return ok
 	}
-	// No descriptor to look at (a DialContext returned a conn of its own): read with a
-	// deadline already past. A timeout means nothing has arrived; the buffer keeps what did.
-	cc.nc.SetReadDeadline(aLongTimeAgo)
-	_, err := cc.br.Peek(1)
+	// No socket to look at (a DialContext returned a conn of its own): stop the read that
+	// watch started. A timeout means nothing arrived; the buffer keeps what did. This is
+	// net/http's guarantee, not the socket's: bytes that reached the kernel but not yet the
+	// reader (the runtime polls for them) are missed. A read with a deadline already past
+	// would miss them too: Go's conns fail it before they look for data.
+	done := cc.watching
+	cc.watching = nil
+	if done == nil || cc.nc.SetReadDeadline(aLongTimeAgo) != nil {
+		return false // closing the conn ends the read
+	}
+	<-done
 	cc.nc.SetReadDeadline(time.Time{})
 	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout() && cc.br.Buffered() == 0
+	return errors.As(cc.watchErr, &ne) && ne.Timeout() && cc.br.Buffered() == 0
+}
+
+// watch reads from an idle conn that has no socket to peek at, the way net/http's reader
+// goroutine does, so that idleClean learns whether anything arrived. Closing the conn ends it.
+func (cc *h1Conn) watch() {
+	done := make(chan struct{})
+	cc.watching = done
+	go func() {
+		_, cc.watchErr = cc.br.Peek(1)
+		close(done)
+	}()
 }
 
 // put returns a connection whose response was read to its end to its pool.
@@ -241,6 +264,9 @@ func (c *h1Client) put(cc *h1Conn) {
 		p.mu.Unlock()
 		cc.nc.Close()
 		return
+	}
+	if !cc.canPeek() {
+		cc.watch()
 	}
 	p.idle = append(p.idle, cc)
 	p.lastUsed = now
@@ -714,7 +740,6 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// nextChunk reads a chunk header, or at the last chunk the trailer section and returns io.EOF.
 // arm sets the read deadline to bodyTimeout and a quarter from now. Moved forward at most
 // every quarter, it stays at least bodyTimeout ahead of every Read.
 func (b *h1Body) arm(now time.Time) {
@@ -728,6 +753,7 @@ func (b *h1Body) arm(now time.Time) {
 	}
 }
 
+// nextChunk reads a chunk header, or at the last chunk the trailer section and returns io.EOF.
 func (b *h1Body) nextChunk() error {
 	br := b.cc.br
 	if b.needCRLF {

@@ -94,6 +94,26 @@ func TestIdleConnectionsReaped(t *testing.T) {
 		"open descriptors return to the baseline of %d", baseline)
 }
 
+// TestNegativeIdleConnTimeout checks that a negative IdleConnTimeout keeps no connection idle:
+// each request, on either transport, takes a new connection that is closed after it.
+func TestNegativeIdleConnTimeout(t *testing.T) {
+	srv := upstreamtest.Start(t, upstreamtest.Respond("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	p := &Proxy{Picker: onePicker(srv.Addr()), Retry: Retry{MaxTries: 1}, IdleConnTimeout: -1}
+	defer p.CloseIdleConnections()
+	for i := range 4 {
+		req := httptest.NewRequest(http.MethodGet, "http://shop.example/", nil)
+		if i%2 == 1 {
+			req = httptest.NewRequest(http.MethodPost, "http://shop.example/", strings.NewReader("x"))
+		}
+		rw := httptest.NewRecorder()
+		p.ServeHTTP(rw, req)
+		require.Equal(t, http.StatusOK, rw.Code)
+		assert.Eventually(t, func() bool { return srv.Closed() == i+1 }, 5*time.Second, time.Millisecond,
+			"the connection of request %d was closed after it", i)
+	}
+	assert.Equal(t, 4, srv.Accepted(), "no connection was reused")
+}
+
 // TestH1PutIntoRemovedPool checks that a connection whose response ends after its endpoint's
 // pool was removed (unused for the idle timeout) goes to a pool that reaps it, rather than
 // into the removed one, where it would stay open for ever.

@@ -31,6 +31,9 @@ func (cc *h1Conn) initPeek() {
 	}
 }
 
+// canPeek reports whether peek can look at the conn's socket.
+func (cc *h1Conn) canPeek() bool { return cc.peeker.raw != nil }
+
 // peek reports whether nothing has arrived on the socket: no byte, no end of stream, no
 // error. done is false when the conn has no descriptor to look at.
 func (cc *h1Conn) peek() (ok, done bool) {
