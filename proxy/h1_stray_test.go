@@ -287,6 +287,10 @@ func (r *diffRun) serve(c *upstreamtest.Conn) {
 	for {
 		req, err := c.ReadRequest()
 		if err != nil {
+			// The client closed first: answer its FIN with an RST, so that its socket
+			// leaves no TIME_WAIT behind. Thousands of runs would exhaust the ephemeral
+			// ports otherwise.
+			c.Reset()
 			if last >= 0 {
 				r.signal(r.dropped, last)
 			}
@@ -313,6 +317,7 @@ func (r *diffRun) serve(c *upstreamtest.Conn) {
 		if s.kind == kindClose {
 			c.CloseWrite()
 			c.Stall()
+			c.Reset()
 			r.signal(r.dropped, i)
 			return
 		}
