@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -31,20 +30,41 @@ import (
 // of the proxy's own CPU cost on small responses.
 //
 // Requests with a body, upgrades and every other protocol go through net/http's Transport.
+//
+// Without a reader goroutine, nobody watches an idle connection. net/http's reader notices
+// bytes an upstream sends unasked (after a HEAD, a 204 or a 304, or at any moment) and drops
+// the connection; h1Client instead looks before it reuses one: a connection that has received
+// anything while idle, or was closed, is closed and never written to (see idleClean). The one
+// window left, bytes arriving between that look and the request's write, is net/http's too.
+//
+// Idle connections are closed idleTimeout after they were last used, by one timer per
+// endpoint: the client starts no goroutine of its own.
 type h1Client struct {
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
-	maxIdle     int
-	idleTimeout time.Duration
+	maxIdle     int           // idle connections kept per endpoint; 0 keeps none
+	idleTimeout time.Duration // > 0
 
-	pools     sync.Map     // endpoint address → *h1Pool
-	lastSweep atomic.Int64 // unix nanoseconds of the last sweep of expired idle connections
+	// bodyTimeout, when > 0, fails a response body that waits longer than this for its next
+	// bytes, with an error that matches os.ErrDeadlineExceeded, and closes the connection.
+	// The read deadline is moved forward at most every bodyTimeout/4, so that reading a body
+	// costs no deadline update per Read: a wait fails after between bodyTimeout and 1.25×.
+	bodyTimeout time.Duration
+
+	pools sync.Map // endpoint address → *h1Pool
 }
 
-// h1Pool holds the idle connections to one endpoint, most recently used last.
+// h1Pool holds the idle connections to one endpoint, most recently used last. Its timer runs
+// for as long as the pool is in the client's map: it closes idle connections as they expire
+// and removes the pool once it has been unused for idleTimeout.
 type h1Pool struct {
-	mu       sync.Mutex // mu guards idle and lastUsed
+	c     *h1Client
+	addr  string
+	timer *time.Timer
+
+	mu       sync.Mutex // mu guards the fields below
 	idle     []*h1Conn
 	lastUsed time.Time
+	dead     bool // removed from c.pools; connections put here go to the live pool
 }
 
 // h1Conn is one upstream connection.
@@ -57,6 +77,13 @@ type h1Conn struct {
 	pool   *h1Pool
 	idleAt time.Time
 	cancel func() // unblocks I/O when the request's context ends; bound once per connection
+	armed  bool   // a body's read deadline is set and must be cleared before the conn idles
+	peeker        // looks at an idle connection's socket without reading from it
+
+	// For a conn without a socket to look at: the goroutine that reads from it while it is
+	// idle closes watching when its read ends, with watchErr.
+	watching chan struct{}
+	watchErr error
 }
 
 // limitReader fails reads once n bytes were read, so that an upstream cannot make the proxy
@@ -81,7 +108,7 @@ func (l *limitReader) Read(p []byte) (int, error) {
 const maxHeaderBytes = 1 << 20
 
 var (
-	errHeaderTooLarge = errors.New("proxy: upstream response head exceeds 1 MiB")
+	errHeaderTooLarge = errors.New("proxy: upstream response head, with its 1xx responses, exceeds 1 MiB")
 	errStale          = errors.New("proxy: idle upstream connection was closed by the peer")
 	errBodyClosed     = errors.New("proxy: response body closed before its end")
 	aLongTimeAgo      = time.Unix(1, 0)
@@ -91,7 +118,13 @@ func (c *h1Client) pool(addr string) *h1Pool {
 	if v, ok := c.pools.Load(addr); ok {
 		return v.(*h1Pool)
 	}
-	v, _ := c.pools.LoadOrStore(addr, &h1Pool{})
+	p := &h1Pool{c: c, addr: addr, lastUsed: time.Now()}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, loaded := c.pools.LoadOrStore(addr, p)
+	if !loaded {
+		p.timer = time.AfterFunc(c.idleTimeout, p.reap)
+	}
 	return v.(*h1Pool)
 }
 
@@ -114,8 +147,9 @@ func (c *h1Client) roundTrip(x *exchange, addr string, deadline time.Time) error
 		}
 		cc.nc.Close()
 		if err == errStale && ctx.Err() == nil && !fresh {
-			// The endpoint closed the idle connection as we reused it. Nothing was
-			// processed (no byte came back); try once more on a new connection.
+			// The endpoint closed the idle connection as we reused it, after idleClean
+			// looked. Nothing was processed (no byte came back); try once more on a new
+			// connection.
 			fresh = true
 			continue
 		}
@@ -123,24 +157,26 @@ func (c *h1Client) roundTrip(x *exchange, addr string, deadline time.Time) error
 	}
 }
 
-// get returns an idle connection to addr, or dials one.
+// get returns an idle connection to addr that received nothing while idle, or dials one.
 func (c *h1Client) get(ctx context.Context, pool *h1Pool, addr string, deadline time.Time,
 	fresh bool) (*h1Conn, bool, error) {
 	now := time.Now()
-	if !fresh {
+	for !fresh {
 		pool.mu.Lock()
 		pool.lastUsed = now
-		for n := len(pool.idle); n > 0; n = len(pool.idle) {
-			cc := pool.idle[n-1]
-			pool.idle[n-1] = nil
-			pool.idle = pool.idle[:n-1]
-			if now.Sub(cc.idleAt) < c.idleTimeout {
-				pool.mu.Unlock()
-				return cc, true, nil
-			}
-			cc.nc.Close()
+		n := len(pool.idle)
+		if n == 0 {
+			pool.mu.Unlock()
+			break
 		}
+		cc := pool.idle[n-1]
+		pool.idle[n-1] = nil
+		pool.idle = pool.idle[:n-1]
 		pool.mu.Unlock()
+		if now.Sub(cc.idleAt) < c.idleTimeout && cc.idleClean() {
+			return cc, true, nil
+		}
+		cc.nc.Close()
 	}
 	dctx := ctx
 	if !deadline.IsZero() {
@@ -158,61 +194,125 @@ func (c *h1Client) get(ctx context.Context, pool *h1Pool, addr string, deadline 
 	cc.bw = bufio.NewWriterSize(nc, 4<<10)
 	cc.tp.R = cc.br
 	cc.cancel = func() { nc.SetDeadline(aLongTimeAgo) }
+	cc.initPeek()
 	return cc, false, nil
+}
+
+// idleClean reports whether an idle connection has received nothing, not even its end: any
+// byte would otherwise be read as the next request's response. It does not block.
+func (cc *h1Conn) idleClean() bool {
+	if cc.br.Buffered() > 0 {
+		return false
+	}
+	if ok, done := cc.peek(); done {
+		return ok
+	}
+	// No socket to look at (a DialContext returned a conn of its own): stop the read that
+	// watch started. A timeout means nothing arrived; the buffer keeps what did. This is
+	// net/http's guarantee, not the socket's: bytes that reached the kernel but not yet the
+	// reader (the runtime polls for them) are missed. A read with a deadline already past
+	// would miss them too: Go's conns fail it before they look for data.
+	done := cc.watching
+	cc.watching = nil
+	if done == nil || cc.nc.SetReadDeadline(aLongTimeAgo) != nil {
+		return false // closing the conn ends the read
+	}
+	<-done
+	cc.nc.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return errors.As(cc.watchErr, &ne) && ne.Timeout() && cc.br.Buffered() == 0
+}
+
+// watch reads from an idle conn that has no socket to peek at, the way net/http's reader
+// goroutine does, so that idleClean learns whether anything arrived. Closing the conn ends it.
+func (cc *h1Conn) watch() {
+	done := make(chan struct{})
+	cc.watching = done
+	go func() {
+		_, cc.watchErr = cc.br.Peek(1)
+		close(done)
+	}()
 }
 
 // put returns a connection whose response was read to its end to its pool.
 func (c *h1Client) put(cc *h1Conn) {
-	if cc.br.Buffered() > 0 {
+	if cc.br.Buffered() > 0 || c.maxIdle <= 0 {
 		// Bytes nobody asked for: the connection's framing cannot be trusted.
 		cc.nc.Close()
 		return
 	}
+	if cc.armed {
+		cc.armed = false
+		cc.nc.SetReadDeadline(time.Time{})
+	}
 	now := time.Now()
 	cc.idleAt = now
 	p := cc.pool
-	p.mu.Lock()
+	for {
+		p.mu.Lock()
+		if !p.dead {
+			break
+		}
+		// The pool was removed while this connection was out (its endpoint went unused
+		// for idleTimeout, or closeIdle ran): move to the live one, which has a timer,
+		// rather than sit in a pool nobody reaps.
+		p.mu.Unlock()
+		p = c.pool(p.addr)
+		cc.pool = p
+	}
 	if len(p.idle) >= c.maxIdle {
 		p.mu.Unlock()
 		cc.nc.Close()
 		return
 	}
+	if !cc.canPeek() {
+		cc.watch()
+	}
 	p.idle = append(p.idle, cc)
 	p.lastUsed = now
 	p.mu.Unlock()
-	c.maybeSweep(now)
 }
 
-// maybeSweep closes idle connections that expired and forgets endpoints unused for a while,
-// at most once per idle timeout. It runs on request goroutines: the client has none of its own.
-func (c *h1Client) maybeSweep(now time.Time) {
-	last := c.lastSweep.Load()
-	if now.UnixNano()-last < int64(c.idleTimeout) || !c.lastSweep.CompareAndSwap(last, now.UnixNano()) {
+// reap runs on p's timer: it closes the idle connections that expired and sets the timer for
+// the next expiry, or removes the pool once it has been unused for idleTimeout.
+func (p *h1Pool) reap() {
+	c := p.c
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.dead {
 		return
 	}
-	c.pools.Range(func(k, v any) bool {
-		p := v.(*h1Pool)
-		p.mu.Lock()
-		kept := p.idle[:0]
-		for _, cc := range p.idle {
-			if now.Sub(cc.idleAt) < c.idleTimeout {
-				kept = append(kept, cc)
-			} else {
-				cc.nc.Close()
-			}
+	next := p.lastUsed.Add(c.idleTimeout)
+	kept := p.idle[:0]
+	for _, cc := range p.idle {
+		expiry := cc.idleAt.Add(c.idleTimeout)
+		if !now.Before(expiry) {
+			cc.nc.Close()
+			continue
 		}
-		clear(p.idle[len(kept):])
-		p.idle = kept
-		unused := len(kept) == 0 && now.Sub(p.lastUsed) > c.idleTimeout
-		p.mu.Unlock()
-		if unused {
-			c.pools.CompareAndDelete(k, v)
+		kept = append(kept, cc)
+		if expiry.Before(next) {
+			next = expiry
 		}
-		return true
-	})
+	}
+	clear(p.idle[len(kept):])
+	p.idle = kept
+	if len(kept) == 0 && !now.Before(next) {
+		// Deleted under mu, so that a put that finds the pool dead finds it gone too.
+		c.pools.CompareAndDelete(p.addr, p)
+		p.dead = true
+		return
+	}
+	if len(kept) == 0 && next.Sub(now) < c.idleTimeout/4 {
+		// Busy but nothing idle: look again a while later rather than right away.
+		next = now.Add(c.idleTimeout / 4)
+	}
+	p.timer.Reset(next.Sub(now))
 }
 
-// closeIdle closes every idle connection.
+// closeIdle closes every idle connection and forgets every endpoint; connections in use go
+// to new pools when their responses end.
 func (c *h1Client) closeIdle() {
 	c.pools.Range(func(k, v any) bool {
 		p := v.(*h1Pool)
@@ -222,6 +322,9 @@ func (c *h1Client) closeIdle() {
 		}
 		clear(p.idle)
 		p.idle = p.idle[:0]
+		c.pools.CompareAndDelete(k, p)
+		p.dead = true
+		p.timer.Stop()
 		p.mu.Unlock()
 		return true
 	})
@@ -250,11 +353,13 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 	}
 	res := &x.res
 	var hdr textproto.MIMEHeader
+	// The 1xx responses and the final head share one budget of maxHeaderBytes, so that any
+	// number of small 1xx responses passes and an endless stream of them fails by size.
+	cc.lr.n = maxHeaderBytes
 	for informational := 0; ; informational++ {
-		cc.lr.n = maxHeaderBytes
 		code, minor, reason, err := readStatusLine(cc.br)
 		if err != nil {
-			if reused && err == errNoResponse {
+			if reused && informational == 0 && err == errNoResponse {
 				return fail(errStale)
 			}
 			return fail(err)
@@ -264,9 +369,6 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 			return fail(fmt.Errorf("proxy: reading upstream response header: %w", err))
 		}
 		if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
-			if informational >= 10 {
-				return fail(errors.New("proxy: upstream sent too many 1xx responses"))
-			}
 			x.write1xx(code, http.Header(hdr))
 			continue
 		}
@@ -282,7 +384,7 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 	h := http.Header(hdr)
 	closeAfter := res.ProtoMinor == 0 || hasToken(h["Connection"], "close")
 	b := &x.h1body
-	*b = h1Body{c: c, cc: cc, stop: stop, res: res}
+	*b = h1Body{c: c, cc: cc, ctx: ctx, stop: stop, res: res}
 	noBody := x.out.Method == http.MethodHead || code1xx(res.StatusCode) ||
 		res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified
 	te, cl := h["Transfer-Encoding"], h["Content-Length"]
@@ -323,7 +425,14 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 		closeAfter = true
 	}
 	b.close = closeAfter
-	if !deadline.IsZero() {
+	if c.bodyTimeout > 0 && b.mode != bodyNone {
+		// The try's timeouts bound the wait for the head; the body's reads are bounded by
+		// bodyTimeout, however long the body lasts.
+		if !deadline.IsZero() {
+			cc.nc.SetWriteDeadline(time.Time{})
+		}
+		b.arm(time.Now())
+	} else if !deadline.IsZero() {
 		// The timeouts bound the wait for the head; a body streams for as long as it lasts.
 		cc.nc.SetDeadline(time.Time{})
 		if ctx.Err() != nil {
@@ -549,6 +658,8 @@ const (
 type h1Body struct {
 	c        *h1Client
 	cc       *h1Conn // nil once the body ended
+	ctx      context.Context
+	armedAt  time.Time // when the read deadline was last moved, with bodyTimeout > 0
 	stop     func() bool
 	res      *http.Response
 	mode     uint8
@@ -561,6 +672,11 @@ type h1Body struct {
 func (b *h1Body) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
+	}
+	if t := b.c.bodyTimeout; t > 0 && b.mode != bodyNone {
+		if now := time.Now(); now.Sub(b.armedAt) >= t/4 {
+			b.arm(now)
+		}
 	}
 	br := b.cc.br
 	switch b.mode {
@@ -622,6 +738,19 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	}
 	b.needCRLF = b.n == 0
 	return n, nil
+}
+
+// arm sets the read deadline to bodyTimeout and a quarter from now. Moved forward at most
+// every quarter, it stays at least bodyTimeout ahead of every Read.
+func (b *h1Body) arm(now time.Time) {
+	t := b.c.bodyTimeout
+	b.armedAt = now
+	b.cc.armed = true
+	b.cc.nc.SetReadDeadline(now.Add(t + t/4))
+	if b.ctx.Err() != nil {
+		// The request ended as the deadline moved: keep the cancel's deadline in the past.
+		b.cc.nc.SetReadDeadline(aLongTimeAgo)
+	}
 }
 
 // nextChunk reads a chunk header, or at the last chunk the trailer section and returns io.EOF.

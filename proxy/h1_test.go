@@ -8,6 +8,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/internal/upstreamtest"
 )
 
 // onePicker always picks the same endpoint.
@@ -259,5 +263,133 @@ func FuzzH1Response(f *testing.F) {
 		if std.StatusCode != r.status || !bytes.Equal(body, r.body) {
 			t.Fatalf("forwarded %d %q, net/http reads %d %q, for %q", r.status, r.body, std.StatusCode, body, raw)
 		}
+	})
+}
+
+// TestH1InformationalResponses checks that 1xx responses are bounded by their bytes, not their
+// number: twenty 103s, each passed on, precede a response that is forwarded; an upstream that
+// sends 103s without end fails once they pass the head budget, on the one connection it was
+// given; and a reused connection that sends a 103 and closes is not taken for a stale one and
+// the request is not sent again.
+func TestH1InformationalResponses(t *testing.T) {
+	const hint = "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+	t.Run("twenty 103s", func(t *testing.T) {
+		srv := upstreamtest.Start(t, upstreamtest.Respond(strings.Repeat(hint, 20)+
+			"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+		p := &Proxy{Picker: onePicker(srv.Addr()), Retry: Retry{MaxTries: 1}}
+		defer p.CloseIdleConnections()
+		front := httptest.NewServer(p)
+		defer front.Close()
+		hints := 0
+		ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{
+			Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
+				hints++
+				return nil
+			},
+		})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, front.URL, nil)
+		res, err := front.Client().Do(req)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		assert.Equal(t, http.StatusOK, res.StatusCode, "a response after twenty 1xx is forwarded")
+		assert.Equal(t, "ok", string(body))
+		assert.Equal(t, 20, hints, "every 103 reached the client")
+	})
+	t.Run("endless 103s", func(t *testing.T) {
+		srv := upstreamtest.Start(t, func(c *upstreamtest.Conn) {
+			if _, err := c.ReadRequest(); err != nil {
+				return
+			}
+			for c.Write(hint) == nil {
+			}
+		})
+		cl := newTestH1()
+		defer cl.closeIdle()
+		_, _, err := leanDo(t.Context(), cl, http.MethodGet, srv.Addr(), "/")
+		assert.ErrorIs(t, err, errHeaderTooLarge, "a flood of 1xx fails by size")
+		assert.Equal(t, 1, srv.Accepted(), "the client did not dial again")
+	})
+	t.Run("103 then close on a reused connection", func(t *testing.T) {
+		srv := upstreamtest.Start(t, func(c *upstreamtest.Conn) {
+			for n := 0; ; n++ {
+				if _, err := c.ReadRequest(); err != nil {
+					return
+				}
+				if n == 1 || c.ID() > 1 {
+					c.Write(hint)
+					return
+				}
+				c.Write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}
+		})
+		cl := newTestH1()
+		defer cl.closeIdle()
+		_, _, err := leanDo(t.Context(), cl, http.MethodGet, srv.Addr(), "/")
+		require.NoError(t, err)
+		_, _, err = leanDo(t.Context(), cl, http.MethodGet, srv.Addr(), "/")
+		assert.Error(t, err, "a response cut off after its 103")
+		assert.Len(t, srv.Requests(), 2, "the request was sent once: a 103 came back, so it was processed")
+	})
+}
+
+// TestH1BodyTimeout checks bodyTimeout: a body whose upstream stalls fails with an error that
+// matches os.ErrDeadlineExceeded and its connection is closed, while a body that trickles in
+// for longer than bodyTimeout, but never pauses that long, is read whole; and a connection left
+// idle after such a body is reused without tripping the body's old deadline.
+func TestH1BodyTimeout(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	t.Run("stall", func(t *testing.T) {
+		srv := upstreamtest.Start(t, func(c *upstreamtest.Conn) {
+			if _, err := c.ReadRequest(); err != nil {
+				return
+			}
+			c.Write("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+			c.Stall()
+		})
+		cl := newTestH1()
+		cl.bodyTimeout = timeout
+		defer cl.closeIdle()
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second) // fail, not hang, without it
+		defer cancel()
+		start := time.Now()
+		_, body, err := leanDo(ctx, cl, http.MethodGet, srv.Addr(), "/")
+		assert.ErrorIs(t, err, os.ErrDeadlineExceeded, "a stalled body times out")
+		assert.Equal(t, "hello", string(body), "the bytes before the stall were read")
+		assert.GreaterOrEqual(t, time.Since(start), timeout, "not before bodyTimeout")
+		assert.Less(t, time.Since(start), 3*time.Second, "by bodyTimeout, not the request's end")
+		require.Eventually(t, func() bool { return srv.Closed() == 1 }, 5*time.Second, time.Millisecond,
+			"the connection was closed")
+	})
+	t.Run("trickle", func(t *testing.T) {
+		const pieces = 8 // 8 × 40ms = 320ms, over three times bodyTimeout
+		srv := upstreamtest.Start(t, func(c *upstreamtest.Conn) {
+			for {
+				if _, err := c.ReadRequest(); err != nil {
+					return
+				}
+				c.Write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+				tick := time.NewTicker(timeout * 2 / 5)
+				for range pieces {
+					<-tick.C
+					c.Write("1\r\nx\r\n")
+				}
+				tick.Stop()
+				c.Write("0\r\n\r\n")
+			}
+		})
+		cl := newTestH1()
+		cl.bodyTimeout = timeout
+		defer cl.closeIdle()
+		_, body, err := leanDo(t.Context(), cl, http.MethodGet, srv.Addr(), "/")
+		require.NoError(t, err, "a body that never pauses for bodyTimeout is read whole")
+		assert.Equal(t, strings.Repeat("x", pieces), string(body))
+
+		// Idle past the last deadline the body set; the connection must still serve.
+		<-time.After(2 * timeout)
+		_, body, err = leanDo(t.Context(), cl, http.MethodGet, srv.Addr(), "/")
+		require.NoError(t, err, "the reused connection kept no body deadline")
+		assert.Equal(t, strings.Repeat("x", pieces), string(body))
+		assert.Equal(t, 1, srv.Accepted(), "the connection was reused")
 	})
 }

@@ -97,6 +97,13 @@ type Proxy struct {
 	// keep to each endpoint. Zero means 256.
 	MaxIdleConnsPerEndpoint int
 
+	// IdleConnTimeout is how long an idle keep-alive connection to an upstream is kept by the
+	// default transports before it is closed. Zero means 60s, NGINX's upstream
+	// keepalive_timeout, which sits below the idle timeouts of most upstream servers and
+	// cloud load balancers; negative means connections are not kept idle at all: each is
+	// closed after its response.
+	IdleConnTimeout time.Duration
+
 	// TrustedProxies lists the peers whose X-Forwarded-* and Forwarded fields are believed and
 	// appended to. Nil trusts nobody: those fields are replaced with what this proxy saw.
 	TrustedProxies *sluice.TrustedProxies

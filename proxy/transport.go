@@ -29,30 +29,42 @@ func newTransports(p *Proxy) transports {
 	if maxIdle <= 0 {
 		maxIdle = 256
 	}
-	main := newTransport(p.Protocol, dial, p.TLSClientConfig, maxIdle)
+	idle := p.IdleConnTimeout
+	if idle == 0 {
+		idle = defaultIdleConnTimeout
+	}
+	main := newTransport(p.Protocol, dial, p.TLSClientConfig, maxIdle, idle)
 	t := transports{main: main, upgrade: main}
 	switch p.Protocol {
 	case HTTP1:
-		t.fast = &h1Client{dial: dial, maxIdle: maxIdle, idleTimeout: idleConnTimeout}
+		t.fast = &h1Client{dial: dial, maxIdle: maxIdle, idleTimeout: idle}
+		if idle < 0 {
+			t.fast.maxIdle, t.fast.idleTimeout = 0, defaultIdleConnTimeout
+		}
 	case HTTPS, HTTP2:
-		t.upgrade = newTransport(HTTPS, dial, p.TLSClientConfig, maxIdle)
+		t.upgrade = newTransport(HTTPS, dial, p.TLSClientConfig, maxIdle, idle)
 		t.upgrade.(*http.Transport).Protocols = protocols(true, false, false)
 		t.upgrade.(*http.Transport).DialTLSContext = tlsDialer(dial, p.TLSClientConfig, []string{"http/1.1"})
 	case H2C:
-		t.upgrade = newTransport(HTTP1, dial, nil, maxIdle)
+		t.upgrade = newTransport(HTTP1, dial, nil, maxIdle, idle)
 	}
 	return t
 }
 
-const idleConnTimeout = 90 * time.Second
+// defaultIdleConnTimeout is Proxy.IdleConnTimeout's default: NGINX's keepalive_timeout for
+// upstream connections.
+const defaultIdleConnTimeout = 60 * time.Second
 
+// newTransport builds an http.Transport for proto. A negative idle timeout disables
+// keep-alive: no connection is kept idle.
 func newTransport(proto Protocol, dial func(context.Context, string, string) (net.Conn, error),
-	tc *tls.Config, maxIdle int) *http.Transport {
+	tc *tls.Config, maxIdle int, idle time.Duration) *http.Transport {
 	t := &http.Transport{
 		Proxy:                 nil, // a proxy inside a cluster must not follow HTTP_PROXY
 		DialContext:           dial,
 		MaxIdleConnsPerHost:   maxIdle,
-		IdleConnTimeout:       idleConnTimeout,
+		IdleConnTimeout:       idle,
+		DisableKeepAlives:     idle < 0,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true, // forward the client's Accept-Encoding, never add gzip
 		HTTP2: &http.HTTP2Config{
