@@ -375,7 +375,6 @@ func respond(name string, e expectation, raw string) kase {
 }
 
 func responseCases() []kase {
-	const issueStray = "issue 14 #1"
 	ok5 := "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 	stray := "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY"
 	early := "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
@@ -493,11 +492,11 @@ func responseCases() []kase {
 			up: &script{raw: "HTTP/1.1 304 Not Modified\r\n\r\n" + stray}},
 		kase{name: "resp-stray-after-head", expect: accept, send: "HEAD /r HTTP/1.1\r\n" + hostLine + "\r\n",
 			up: &script{raw: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" + stray}},
-		kase{name: "resp-stray-after-204-later", expect: accept, send: get("/r"), knownDefect: issueStray,
+		kase{name: "resp-stray-after-204-later", expect: accept, send: get("/r"),
 			up: &script{raw: "HTTP/1.1 204 No Content\r\n\r\n", after: stray}},
-		kase{name: "resp-stray-after-304-later", expect: accept, send: get("/r"), knownDefect: issueStray,
+		kase{name: "resp-stray-after-304-later", expect: accept, send: get("/r"),
 			up: &script{raw: "HTTP/1.1 304 Not Modified\r\n\r\n", after: stray}},
-		kase{name: "resp-stray-after-head-later", expect: accept, send: "HEAD /r HTTP/1.1\r\n" + hostLine + "\r\n", knownDefect: issueStray,
+		kase{name: "resp-stray-after-head-later", expect: accept, send: "HEAD /r HTTP/1.1\r\n" + hostLine + "\r\n",
 			up: &script{raw: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", after: stray}},
 		kase{name: "resp-stray-after-length-later", expect: accept, send: get("/r"),
 			up: &script{raw: ok5, after: stray}},
