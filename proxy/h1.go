@@ -77,7 +77,10 @@ type h1Conn struct {
 	pool   *h1Pool
 	idleAt time.Time
 	cancel func() // unblocks I/O when the request's context ends; bound once per connection
-	armed  bool   // a body's read deadline is set and must be cleared before the conn idles
+	// armed says a deadline may be set on nc. The read deadline is cleared as the conn goes
+	// idle; the write deadline is left for the next request to replace or clear, which
+	// saves a deadline update per request.
+	armed bool
 	peeker        // looks at an idle connection's socket without reading from it
 
 	// For a conn without a socket to look at: the goroutine that reads from it while it is
@@ -242,7 +245,8 @@ func (c *h1Client) put(cc *h1Conn) {
 		return
 	}
 	if cc.armed {
-		cc.armed = false
+		// A look at the idle conn (peek's RawConn.Read, or watch's read) fails at once
+		// past a read deadline. The write deadline may stay: do replaces it.
 		cc.nc.SetReadDeadline(time.Time{})
 	}
 	now := time.Now()
@@ -334,6 +338,10 @@ func (c *h1Client) closeIdle() {
 func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool, deadline time.Time) error {
 	if !deadline.IsZero() {
 		cc.nc.SetDeadline(deadline)
+		cc.armed = true
+	} else if cc.armed {
+		cc.nc.SetDeadline(time.Time{}) // the last request's
+		cc.armed = false
 	}
 	var stop func() bool
 	if ctx.Done() != nil {
@@ -427,10 +435,8 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 	b.close = closeAfter
 	if c.bodyTimeout > 0 && b.mode != bodyNone {
 		// The try's timeouts bound the wait for the head; the body's reads are bounded by
-		// bodyTimeout, however long the body lasts.
-		if !deadline.IsZero() {
-			cc.nc.SetWriteDeadline(time.Time{})
-		}
+		// bodyTimeout, however long the body lasts. The write deadline is left as it is:
+		// nothing is written until the next request replaces it.
 		b.arm(time.Now())
 	} else if !deadline.IsZero() {
 		// The timeouts bound the wait for the head; a body streams for as long as it lasts.
