@@ -316,9 +316,13 @@ func TestBadUpstream_StalledBodyReleasesFollowers(t *testing.T) {
 	case <-bound:
 		require.FailNow(t, "the leader's request hung past the body timeout")
 	}
+	whole := 0
 	for i := range followers {
 		select {
 		case r := <-results:
+			if r.err == nil && r.body == wholeBody {
+				whole++
+			}
 			if r.err == nil {
 				assert.Equal(t, http.StatusOK, r.status, "follower %d", i)
 				assert.Equal(t, wholeBody, r.body, "follower %d got a truncated or wrong body", i)
@@ -328,6 +332,7 @@ func TestBadUpstream_StalledBodyReleasesFollowers(t *testing.T) {
 		}
 	}
 	assert.LessOrEqual(t, rig.n.Load(), int64(1+followers), "at most one upstream request per client")
+	t.Logf("%d of %d followers got the whole response; the upstream read %d requests", whole, followers, rig.n.Load())
 
 	later := rig.get("/slow")
 	require.NoError(t, later.err)

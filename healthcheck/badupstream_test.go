@@ -156,6 +156,7 @@ func TestHTTPProbeAgainstBadUpstreams(t *testing.T) {
 			}
 			err, took := check()
 			assert.Error(t, err, "the probe must fail")
+			t.Logf("failed after %v: %v", took.Round(time.Millisecond), err)
 			assert.Less(t, took, probeTimeout+overrun, "the probe returned %v after it started", took)
 			waitClosed(t, up)
 
@@ -226,19 +227,19 @@ func TestCheckerMarksBadUpstreamsUnhealthyAndBack(t *testing.T) {
 		t.Run(mb.name, func(t *testing.T) {
 			var good atomic.Bool
 			up := switchable(t, mb.act, &good)
-			log := &probeLog{probe: &healthcheck.HTTP{Path: "/healthz"}}
+			plog := &probeLog{probe: &healthcheck.HTTP{Path: "/healthz"}}
 			rec := newRecorder()
 			var mu sync.Mutex
 			var events []seen
 			hc, err := healthcheck.New(healthcheck.Options{
-				Probe:              log,
+				Probe:              plog,
 				Interval:           20 * time.Millisecond,
 				Jitter:             -1,
 				Timeout:            probeTimeout,
 				UnhealthyThreshold: unhealthyThreshold,
 				HealthyThreshold:   healthyThreshold,
 				OnChange: func(e healthcheck.Event) {
-					_, n := log.streak(e.Reason == healthcheck.ProbeFailed)
+					_, n := plog.streak(e.Reason == healthcheck.ProbeFailed)
 					mu.Lock()
 					events = append(events, seen{e, n})
 					mu.Unlock()
@@ -276,16 +277,16 @@ func TestCheckerMarksBadUpstreamsUnhealthyAndBack(t *testing.T) {
 				return count() >= 2 && rec.state(addr) == sluice.Ready
 			})
 			mu.Lock()
-			up2 := events[1]
+			back := events[1]
 			mu.Unlock()
-			assert.Equal(t, healthcheck.ProbePassed, up2.Reason)
-			assert.Equal(t, healthyThreshold, up2.streak, "healthy after exactly HealthyThreshold passes")
+			assert.Equal(t, healthcheck.ProbePassed, back.Reason)
+			assert.Equal(t, healthyThreshold, back.streak, "healthy after exactly HealthyThreshold passes")
 
 			stop()
 			stopped = true
-			assert.Less(t, log.longest(), probeTimeout+overrun, "no probe outlives the timeout")
+			assert.Less(t, plog.longest(), probeTimeout+overrun, "no probe outlives the timeout")
 			waitClosed(t, up)
-			probes, _ := log.streak(false)
+			probes, _ := plog.streak(false)
 			assert.LessOrEqual(t, up.Accepted(), probes, "no connection beyond one per probe")
 		})
 	}
@@ -313,10 +314,10 @@ func TestHTTPProbeStrayBytesNeverAnswerTheNextProbe(t *testing.T) {
 			}
 		}
 	})
-	log := &probeLog{probe: &healthcheck.HTTP{}}
+	plog := &probeLog{probe: &healthcheck.HTTP{}}
 	rec := newRecorder()
 	hc, err := healthcheck.New(healthcheck.Options{
-		Probe:              log,
+		Probe:              plog,
 		Interval:           10 * time.Millisecond,
 		Jitter:             -1,
 		Timeout:            probeTimeout,
@@ -326,6 +327,12 @@ func TestHTTPProbeStrayBytesNeverAnswerTheNextProbe(t *testing.T) {
 	})
 	require.NoError(t, err)
 	stop := run(t, hc, rec)
+	stopped := false
+	defer func() {
+		if !stopped {
+			stop()
+		}
+	}()
 	addr := up.Addr()
 	hc.Update(endpoints(addr))
 
@@ -337,13 +344,14 @@ func TestHTTPProbeStrayBytesNeverAnswerTheNextProbe(t *testing.T) {
 		return rec.state(addr) == sluice.Ready && len(rec.eventsFor(addr)) >= 2
 	})
 	// Ten more probes: a stray 503 read as an answer would fail some of them.
-	before, _ := log.streak(false)
+	before, _ := plog.streak(false)
 	poll(t, 10*time.Second, "ten more probes", func() bool {
-		n, _ := log.streak(false)
+		n, _ := plog.streak(false)
 		return n >= before+10
 	})
 	stop()
-	probes, passes := log.streak(false)
+	stopped = true
+	probes, passes := plog.streak(false)
 	assert.GreaterOrEqual(t, passes, probes-before, "every probe since recovery passed")
 	ev := rec.eventsFor(addr)
 	require.Len(t, ev, 2, "one change down, one back up")
