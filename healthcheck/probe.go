@@ -94,8 +94,9 @@ var DefaultStatus = []StatusRange{{200, 399}}
 const maxBodyBytes = 64 << 10
 
 // HTTP is a probe that passes when an HTTP request to the endpoint is answered with an
-// expected status (and, optionally, a body that matches). Redirects are not followed: a 3xx
-// is judged by its status. Each probe uses a fresh connection, as Kubernetes' probes do, so
+// expected status (and, optionally, a body that matches) and the first 64 KiB of the body
+// arrive whole within the timeout: a body that stalls or breaks off fails the probe, whether
+// or not Body checks it. Redirects are not followed: a 3xx is judged by its status. Each probe uses a fresh connection, as Kubernetes' probes do, so
 // that it exercises the accept path and leaves nothing open behind.
 type HTTP struct {
 	// Method is the request method. Empty means GET.
@@ -223,14 +224,22 @@ func (p *HTTP) Check(ctx context.Context, ep sluice.Endpoint) error {
 	if !statusOK(p.Status, res.StatusCode) {
 		return &StatusError{Status: res.StatusCode}
 	}
-	if p.Body != nil {
-		body, err := io.ReadAll(io.LimitReader(res.Body, maxBodyBytes))
-		if err != nil {
+	// The body is read even when nothing matches it: an endpoint that sends a good head and
+	// then stalls or breaks off its body would do the same to real requests, and must fail
+	// (within Timeout) as one that never answers does. Kubernetes' probes read it too.
+	body := io.LimitReader(res.Body, maxBodyBytes)
+	if p.Body == nil {
+		if _, err := io.Copy(io.Discard, body); err != nil {
 			return fmt.Errorf("healthcheck: reading probe response: %w", err)
 		}
-		if !p.Body.Match(body) {
-			return errBodyMismatch
-		}
+		return nil
+	}
+	b, err := io.ReadAll(body)
+	if err != nil {
+		return fmt.Errorf("healthcheck: reading probe response: %w", err)
+	}
+	if !p.Body.Match(b) {
+		return errBodyMismatch
 	}
 	return nil
 }
