@@ -186,6 +186,8 @@ func (p *GRPC) Check(ctx context.Context, ep sluice.Endpoint) error {
 		DialContext:        d.DialContext,
 		DisableCompression: true,
 		Protocols:          new(http.Protocols),
+		// As for HTTP probes: a health answer's head is small.
+		MaxResponseHeaderBytes: 64 << 10,
 	}
 	scheme := "http"
 	if p.TLS {

@@ -151,6 +151,9 @@ func newTransport(cfg *tls.Config) http.RoundTripper {
 		DisableKeepAlives:   true,
 		DisableCompression:  true,
 		MaxIdleConns:        -1,
+		// A health answer's head is small; net/http's 10 MiB default would let every
+		// endpoint make each probe in flight buffer that much.
+		MaxResponseHeaderBytes: 64 << 10,
 	}
 }
 
