@@ -80,8 +80,8 @@ type h1Conn struct {
 	// armed says a deadline may be set on nc. The read deadline is cleared as the conn goes
 	// idle; the write deadline is left for the next request to replace or clear, which
 	// saves a deadline update per request.
-	armed bool
-	peeker        // looks at an idle connection's socket without reading from it
+	armed  bool
+	peeker // looks at an idle connection's socket without reading from it
 
 	// For a conn without a socket to look at: the goroutine that reads from it while it is
 	// idle closes watching when its read ends, with watchErr.
