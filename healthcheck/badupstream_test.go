@@ -147,21 +147,21 @@ func TestHTTPProbeAgainstBadUpstreams(t *testing.T) {
 			probe := &healthcheck.HTTP{Path: "/healthz"}
 			ep := sluice.Endpoint{Addr: up.Addr()}
 
-			check := func() (error, time.Duration) {
+			check := func() (time.Duration, error) {
 				ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 				defer cancel()
 				start := time.Now()
 				err := probe.Check(ctx, ep)
-				return err, time.Since(start)
+				return time.Since(start), err
 			}
-			err, took := check()
+			took, err := check()
 			assert.Error(t, err, "the probe must fail")
 			t.Logf("failed after %v: %v", took.Round(time.Millisecond), err)
 			assert.Less(t, took, probeTimeout+overrun, "the probe returned %v after it started", took)
 			waitClosed(t, up)
 
 			good.Store(true)
-			err, _ = check()
+			_, err = check()
 			assert.NoError(t, err, "the same upstream answering well passes")
 			waitClosed(t, up)
 			assert.Equal(t, 2, up.Accepted(), "one fresh connection per probe")
