@@ -1001,6 +1001,18 @@ func (x *exchange) respond(res *http.Response, pr sluice.PickResult, o sluice.Ou
 		x.switchProtocols(res, pr, o)
 		return
 	}
+	if x.body != nil {
+		if err := x.body.clientErr(); err != nil {
+			// The upstream answered early, but the client's body has broken since: what
+			// the upstream saw was not the client's request.
+			res.Body.Close()
+			x.report(pr, sluice.Outcome{Failure: sluice.ClientFailure, Latency: o.Latency})
+			x.stats.Failure = sluice.ClientFailure
+			x.fail(&Error{Status: clientStatus(err), Failure: sluice.ClientFailure,
+				Endpoint: pr.Endpoint.Addr, Tries: x.stats.Tries, Err: err})
+			return
+		}
+	}
 	x.openBody = res.Body
 	if x.p.ModifyResponse != nil {
 		if err := x.p.ModifyResponse(res); err != nil {
@@ -1062,6 +1074,11 @@ func (x *exchange) respond(res *http.Response, pr sluice.PickResult, o sluice.Ou
 		}
 		o = sluice.Outcome{Failure: f, Latency: o.Latency}
 		x.stats.Failure, x.stats.Status = f, status
+		x.abort = true
+	case res.StatusCode < 300 && x.body != nil && x.body.clientErr() != nil:
+		// The client's body broke while an early success was being relayed: abort, so that
+		// the client never takes a success for a request it did not finish.
+		x.stats.Failure, x.stats.Status = sluice.ClientFailure, clientStatus(x.body.clientErr())
 		x.abort = true
 	default:
 		for k, vv := range res.Trailer {

@@ -99,7 +99,8 @@ func (v *verdict) add(c class, format string, a ...any) {
 //	   answered with a request the proxy found in the client's own bytes, and forwarded as a
 //	   request, is questionable: lenient, but proxy and upstream agree.)
 //	U3 false success: a 2xx for a request the client never finished, or the upstream seeing
-//	   such a request complete.
+//	   such a request complete. (A 2xx relayed from an upstream that answered before the
+//	   body was complete is questionable: see the rule's code.)
 //	U4 truncation: a 2xx whose body is shorter than the upstream announced, framed as complete.
 //	U5 trailers: a forbidden field (framing, routing, authentication, cookies, content or cache
 //	   control; RFC 9110 §6.5.1) forwarded in trailers, either direction.
@@ -253,10 +254,18 @@ func classify(r *result) verdict {
 		}
 	}
 
-	// U3.
+	// U3. An upstream that answers before the body is complete races the client's break:
+	// a proxy that streams bodies (as gRPC's bidirectional streams need) may relay that
+	// answer before it learns the client stopped short. The proxy answers the client's fault
+	// when it knows in time and aborts the connection when it learns mid-response, so a
+	// relayed early 2xx is only questionable; any other 2xx is the proxy's own false success.
 	if c.incomplete {
 		for _, resp := range x.Responses {
 			if resp.Status >= 200 && resp.Status < 300 {
+				if c.up != nil && c.up.early {
+					v.add(questionable, "U3 relayed the upstream's early %q for a request the client never finished", resp.StatusLine)
+					continue
+				}
 				v.add(unsafe, "U3 %q for a request the client never finished", resp.StatusLine)
 			}
 		}
