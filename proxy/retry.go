@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -172,6 +173,8 @@ type replayBody struct {
 	err      error // the error src returned, io.EOF at the end
 	gen      int
 	atEOF    func() // when not nil, called once src ends cleanly
+
+	failed atomic.Pointer[error] // the error src failed with, other than io.EOF
 }
 
 func newReplayBody(src io.Reader, limit int64) *replayBody {
@@ -179,14 +182,13 @@ func newReplayBody(src io.Reader, limit int64) *replayBody {
 }
 
 // clientErr returns the error the client's body failed with, or nil when it has not failed
-// (or ended cleanly).
+// (or ended cleanly). It takes no lock: mu is held across reads of src, which block for as
+// long as the client sends nothing (a bidirectional gRPC stream's request side).
 func (b *replayBody) clientErr() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.err == io.EOF {
-		return nil
+	if e := b.failed.Load(); e != nil {
+		return *e
 	}
-	return b.err
+	return nil
 }
 
 // replayable reports whether a new view would see the whole body.
@@ -246,6 +248,9 @@ func (v *bodyView) Read(p []byte) (int, error) {
 	}
 	if err != nil {
 		b.err = err
+		if err != io.EOF {
+			b.failed.Store(&err)
+		}
 		if err == io.EOF && b.atEOF != nil {
 			b.atEOF()
 			b.atEOF = nil
