@@ -174,7 +174,8 @@ type replayBody struct {
 	gen      int
 	atEOF    func() // when not nil, called once src ends cleanly
 
-	failed atomic.Pointer[error] // the error src failed with, other than io.EOF
+	failed  atomic.Pointer[error] // the error src failed with, other than io.EOF
+	spilled atomic.Bool           // overflow, readable without mu
 }
 
 func newReplayBody(src io.Reader, limit int64) *replayBody {
@@ -191,12 +192,9 @@ func (b *replayBody) clientErr() error {
 	return nil
 }
 
-// replayable reports whether a new view would see the whole body.
-func (b *replayBody) replayable() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return !b.overflow
-}
+// replayable reports whether a new view would see the whole body. Like clientErr it takes no
+// lock, so that deciding on a retry never waits on a read of the client's body.
+func (b *replayBody) replayable() bool { return !b.spilled.Load() }
 
 // next retires the current view and returns a new one that starts from the beginning.
 func (b *replayBody) next() io.ReadCloser {
@@ -243,6 +241,7 @@ func (v *bodyView) Read(p []byte) (int, error) {
 			v.off += n
 		} else {
 			b.overflow = true
+			b.spilled.Store(true)
 			b.rec = nil
 		}
 	}
