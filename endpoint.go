@@ -222,3 +222,30 @@ type ObserverFunc func(ep Endpoint, o Outcome)
 
 // Observe calls f(ep, o).
 func (f ObserverFunc) Observe(ep Endpoint, o Outcome) { f(ep, o) }
+
+// Observers returns an Observer that tells each of obs, in order, of every outcome: outlier
+// detection and a metrics adapter, say, behind one Proxy.Observer. Nil entries are skipped;
+// with one left it is returned as it is, and with none the result is nil.
+func Observers(obs ...Observer) Observer {
+	var list multiObserver
+	for _, o := range obs {
+		if o != nil {
+			list = append(list, o)
+		}
+	}
+	switch len(list) {
+	case 0:
+		return nil
+	case 1:
+		return list[0]
+	}
+	return list
+}
+
+type multiObserver []Observer
+
+func (m multiObserver) Observe(ep Endpoint, o Outcome) {
+	for _, ob := range m {
+		ob.Observe(ep, o)
+	}
+}

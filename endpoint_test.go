@@ -49,3 +49,17 @@ func TestEndpointDefaults(t *testing.T) {
 	assert.Equal(t, "client", ClientFailure.String())
 	assert.Equal(t, "internal", InternalFailure.String())
 }
+
+func TestObservers(t *testing.T) {
+	var got []string
+	rec := func(name string) Observer {
+		return ObserverFunc(func(ep Endpoint, o Outcome) { got = append(got, name+" "+ep.Addr) })
+	}
+	a, b := rec("a"), rec("b")
+	Observers(a, nil, b).Observe(Endpoint{Addr: "10.0.0.1:80"}, Outcome{Status: 200})
+	assert.Equal(t, []string{"a 10.0.0.1:80", "b 10.0.0.1:80"}, got, "each observer, in order")
+	assert.Nil(t, Observers(nil, nil), "no observer at all is nil, so a Proxy skips the call")
+	got = nil
+	Observers(nil, a).Observe(Endpoint{Addr: "x"}, Outcome{})
+	assert.Equal(t, []string{"a x"}, got, "a single observer is used as it is")
+}

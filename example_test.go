@@ -42,3 +42,18 @@ func ExamplePickerFunc() {
 	// picked 127.0.0.1:8080 weight 1
 	// try ended: 200 none
 }
+
+func ExampleObservers() {
+	logOutcome := sluice.ObserverFunc(func(ep sluice.Endpoint, o sluice.Outcome) {
+		fmt.Println("log:", ep.Addr, o.Status)
+	})
+	countFailures := sluice.ObserverFunc(func(ep sluice.Endpoint, o sluice.Outcome) {
+		fmt.Println("counts against the endpoint:", o.Counts() && o.ServerError())
+	})
+	// One Observer for proxy.Proxy.Observer that feeds both.
+	obs := sluice.Observers(logOutcome, countFailures)
+	obs.Observe(sluice.Endpoint{Addr: "10.0.0.7:8080"}, sluice.Outcome{Status: 503})
+	// Output:
+	// log: 10.0.0.7:8080 503
+	// counts against the endpoint: true
+}

@@ -23,7 +23,7 @@ import (
 // Entries are immutable once they are handed to a Store: the cache and the store share them
 // between goroutines without copying. Fields that a hit needs but that can be derived from the
 // exported ones (the parsed Cache-Control, the freshness lifetime, the header map a hit
-// copies) are computed once by [Entry.prepare] and are not encoded.
+// copies) are computed once, when the cache first uses the entry, and are not encoded.
 type Entry struct {
 	// Status is the response status code, or 0 for a variant index.
 	Status int
