@@ -17,7 +17,10 @@ package discovery
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/sluiceproxy/sluice"
@@ -43,6 +46,33 @@ type Static struct {
 }
 
 var _ Source = Static{}
+
+// ParseStatic parses a comma-separated list of host:port addresses ("10.0.0.1:8080,
+// backend.local:80, [2001:db8::1]:443"), as a flag or an environment variable gives them,
+// into a Static source of weight-1 endpoints. Spaces around an address are ignored. The
+// error names the entry that is wrong: an empty one, a missing or non-numeric port, a port
+// outside 1–65535, an empty host or one with spaces or control characters.
+func ParseStatic(list string) (Static, error) {
+	var s Static
+	for i, addr := range strings.Split(list, ",") {
+		addr = strings.TrimSpace(addr)
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return Static{}, fmt.Errorf("discovery: address %d %q is not host:port: %w", i+1, addr, err)
+		}
+		if host == "" {
+			return Static{}, fmt.Errorf("discovery: address %d %q has no host", i+1, addr)
+		}
+		if strings.IndexFunc(host, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+			return Static{}, fmt.Errorf("discovery: address %d %q: the host has spaces or control characters", i+1, addr)
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			return Static{}, fmt.Errorf("discovery: address %d %q: port must be a number from 1 to 65535", i+1, addr)
+		}
+		s.Endpoints = append(s.Endpoints, sluice.Endpoint{Addr: addr})
+	}
+	return s, nil
+}
 
 // Watch pushes the endpoints once (sorted by Addr, duplicates dropped: the first of each
 // Addr wins), then blocks until ctx ends and returns ctx.Err().

@@ -27,12 +27,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/balancer"
+	"github.com/sluiceproxy/sluice/discovery"
 	"github.com/sluiceproxy/sluice/proxy"
 )
 
@@ -68,12 +68,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			endpoints = append(endpoints, sluice.Endpoint{Addr: addr})
 		}
 	} else {
-		for _, addr := range strings.Split(*backends, ",") {
-			if _, _, err := net.SplitHostPort(addr); err != nil {
-				return fmt.Errorf("-backends: %q is not host:port: %w", addr, err)
-			}
-			endpoints = append(endpoints, sluice.Endpoint{Addr: addr})
+		src, err := discovery.ParseStatic(*backends)
+		if err != nil {
+			return fmt.Errorf("-backends: %w", err)
 		}
+		endpoints = src.Endpoints
 	}
 
 	bal, err := balancer.New(balancer.RoundRobin{}, balancer.Options{})
