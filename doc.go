@@ -47,7 +47,7 @@
 //	srv.Addr = ":8080"
 //	go srv.ListenAndServe()
 //	<-ctx.Done()
-//	proxy.Drain(shutdownCtx, srv, p) // stop accepting, finish requests, close WebSockets
+//	proxy.Drain(shutdownCtx, []*http.Server{srv}, p) // finish requests, then close WebSockets
 //
 // examples/quickstart is this wiring as a program, with a static source and round robin.
 //

@@ -255,10 +255,12 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Drain shuts srv down gracefully: it stops accepting connections and lets in-flight
-// requests finish (http.Server.Shutdown), then closes the upgraded connections of proxies
-// (Proxy.Shutdown) and waits for their tunnels to end. It returns nil when all that is
-// done before ctx ends; otherwise whatever is left is closed and ctx.Err() is returned.
+// Drain shuts servers down gracefully, all at once: they stop accepting connections and let
+// in-flight requests finish (http.Server.Shutdown). Only when every server is done does it
+// close the upgraded connections of proxies (Proxy.Shutdown) and wait for their tunnels to
+// end, so that a proxy served on several servers (HTTP and HTTPS) keeps its tunnels until no
+// server has requests left. It returns nil when all that is done before ctx ends; otherwise
+// whatever is left is closed and the first error (ctx.Err()) is returned.
 //
 // A typical main:
 //
@@ -268,13 +270,26 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 //	<-ctx.Done()
 //	drainCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 //	defer cancel()
-//	if err := proxy.Drain(drainCtx, srv, p); err != nil {
+//	if err := proxy.Drain(drainCtx, []*http.Server{srv}, p); err != nil {
 //		// Requests were still running at the deadline and were cut off.
 //	}
-func Drain(ctx context.Context, srv *http.Server, proxies ...*Proxy) error {
-	err := srv.Shutdown(ctx)
-	if err != nil {
-		srv.Close()
+func Drain(ctx context.Context, servers []*http.Server, proxies ...*Proxy) error {
+	errs := make([]error, len(servers))
+	var wg sync.WaitGroup
+	for i, srv := range servers {
+		wg.Go(func() {
+			if errs[i] = srv.Shutdown(ctx); errs[i] != nil {
+				srv.Close()
+			}
+		})
+	}
+	wg.Wait()
+	var err error
+	for _, e := range errs {
+		if e != nil {
+			err = e
+			break
+		}
 	}
 	for _, p := range proxies {
 		if perr := p.Shutdown(ctx); perr != nil && err == nil {

@@ -259,7 +259,7 @@ func TestDrain(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		drained := make(chan error, 1)
-		go func() { drained <- proxy.Drain(ctx, srv.Config, p) }()
+		go func() { drained <- proxy.Drain(ctx, []*http.Server{srv.Config}, p) }()
 
 		// While a request is in flight the tunnel still works.
 		io.WriteString(conn, "still here\n")
@@ -318,7 +318,7 @@ func TestDrain(t *testing.T) {
 		waitClosed(t, arrived, "the slow request reaches its upstream")
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
-		err := proxy.Drain(ctx, srv.Config, p)
+		err := proxy.Drain(ctx, []*http.Server{srv.Config}, p)
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 		select {
 		case err := <-inflight:
@@ -604,4 +604,51 @@ func TestShutdownSendsWebSocketClose(t *testing.T) {
 	assert.NoError(t, err, "then its connection is closed")
 	assert.Empty(t, rest, "nothing follows the close frame, not even the upstream's answer")
 	assert.Equal(t, 0, p.Upgraded())
+}
+
+// Drain shuts several servers down together: each one's in-flight request finishes, and both
+// stop accepting, before Drain returns.
+func TestDrainSeveralServers(t *testing.T) {
+	c := newCluster()
+	c.backend(t, "10.0.0.1:80", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "done")
+	}))
+	p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial}
+	release := make(chan struct{})
+	started := make(chan struct{}, 2)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-release
+		p.ServeHTTP(w, r)
+	})
+	a, b := httptest.NewServer(h), httptest.NewServer(h)
+	t.Cleanup(a.Close)
+	t.Cleanup(b.Close)
+	results := make(chan string, 2)
+	for _, srv := range []*httptest.Server{a, b} {
+		go func() {
+			res, err := srv.Client().Get(srv.URL)
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			results <- string(body)
+		}()
+	}
+	<-started
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	drained := make(chan error, 1)
+	go func() { drained <- proxy.Drain(ctx, []*http.Server{a.Config, b.Config}, p) }()
+	close(release)
+	require.NoError(t, <-drained, "both servers drained before the deadline")
+	assert.Equal(t, "done", <-results, "in-flight requests finish")
+	assert.Equal(t, "done", <-results, "on both servers")
+	for _, srv := range []*httptest.Server{a, b} {
+		_, err := http.Get(srv.URL)
+		assert.Error(t, err, "a drained server accepts nothing")
+	}
 }

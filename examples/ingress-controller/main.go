@@ -203,13 +203,12 @@ func run(ctx context.Context, cfg *config) error {
 	cfg.Logger.Info("draining", "timeout", cfg.Drain)
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.Drain)
 	defer cancel()
-	var dwg sync.WaitGroup
-	var drainErr error
+	servers := []*http.Server{httpSrv}
 	if httpsSrv != nil {
-		dwg.Go(func() { _ = httpsSrv.Shutdown(dctx) })
+		servers = append(servers, httpsSrv)
 	}
-	drainErr = proxy.Drain(dctx, httpSrv, c.Proxies()...)
-	dwg.Wait()
+	// One Drain for both: a proxy's tunnels close only once neither server has requests.
+	drainErr := proxy.Drain(dctx, servers, c.Proxies()...)
 	stopCtrl()
 	_ = adminSrv.Shutdown(dctx)
 	wg.Wait()

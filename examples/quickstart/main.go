@@ -105,7 +105,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	drainCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := proxy.Drain(drainCtx, srv, p); err != nil {
+	if err := proxy.Drain(drainCtx, []*http.Server{srv}, p); err != nil {
 		return fmt.Errorf("draining: %w", err)
 	}
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
