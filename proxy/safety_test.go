@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -251,7 +252,7 @@ func TestContentLengthWithTransferEncodingClosesConnection(t *testing.T) {
 	p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial}
 	srv := front(t, p)
 	smuggled := "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
-	raw := "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: " + itoa(5+len(smuggled)) +
+	raw := "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(5+len(smuggled)) +
 		"\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled
 	res, _, closed := rawExchange(t, srv.Listener.Addr().String(), raw, nil)
 	assert.Equal(t, http.StatusOK, res.StatusCode)
@@ -467,18 +468,6 @@ func TestNoStatusRetriesByDefault(t *testing.T) {
 	assert.EqualValues(t, 1, served.Load(), "a 503 is not retried unless RetryOn asks")
 }
 
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(b[i:])
-		}
-	}
-}
 
 // Defect 5: an upstream body that stalls after its head ends with the client's connection
 // aborted and a 504 in the log, on the lean client (GET) and on the Transport (POST) alike.
