@@ -468,7 +468,6 @@ func TestNoStatusRetriesByDefault(t *testing.T) {
 	assert.EqualValues(t, 1, served.Load(), "a 503 is not retried unless RetryOn asks")
 }
 
-
 // Defect 5: an upstream body that stalls after its head ends with the client's connection
 // aborted and a 504 in the log, on the lean client (GET) and on the Transport (POST) alike.
 func TestStalledResponseBodyTimesOut(t *testing.T) {
