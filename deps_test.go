@@ -15,35 +15,35 @@ const module = "github.com/sluiceproxy/sluice"
 // import (its non-test files). It is the table in doc.go, kept in code so it cannot rot.
 // Packages under examples/ and internal/ may import anything and are not listed.
 var allowed = map[string][]string{
-	"":                     {},
-	"balancer":             {""},
-	"discovery":            {""},
-	"discovery/kubernetes": {"", "discovery"},
-	"healthcheck":          {""},
-	"proxy":                {""},
-	"proxy/route":          {"", "proxy"},
-	"proxy/middleware":     {"", "proxy"},
-	"cache":                {""},
-	"ratelimit":            {""},
-	"tls":                  {""},
-	"tls/kubernetes":       {"", "tls"},
+	"":                         {},
+	"balancer":                 {""},
+	"discovery":                {""},
+	"discovery/endpointslices": {"", "discovery"},
+	"healthcheck":              {""},
+	"proxy":                    {""},
+	"proxy/route":              {"", "proxy"},
+	"proxy/middleware":         {"", "proxy"},
+	"cache":                    {""},
+	"ratelimit":                {""},
+	"tls/certs":                {""},
+	"tls/secrets":              {"", "tls/certs"},
 }
 
 // thirdParty lists which modules outside the standard library each package may import.
 // Every other library package may import only the standard library.
 var thirdParty = map[string][]string{
-	"discovery/kubernetes": {"k8s.io/"},
-	"tls/kubernetes":       {"k8s.io/"},
-	"proxy":                {"golang.org/x/net/"},
-	"proxy/route":          {"golang.org/x/net/"},
-	"proxy/middleware":     {"golang.org/x/net/", "golang.org/x/crypto/"},
-	"healthcheck":          {},
-	"cache":                {"github.com/hashicorp/golang-lru/v2", "golang.org/x/sync/"},
-	"ratelimit":            {"github.com/hashicorp/golang-lru/v2", "golang.org/x/time/"},
-	"tls":                  {"golang.org/x/crypto/"},
-	"discovery":            {"golang.org/x/net/"},
-	"balancer":             {},
-	"":                     {},
+	"discovery/endpointslices": {"k8s.io/"},
+	"tls/secrets":              {"k8s.io/"},
+	"proxy":                    {"golang.org/x/net/"},
+	"proxy/route":              {"golang.org/x/net/"},
+	"proxy/middleware":         {"golang.org/x/net/", "golang.org/x/crypto/"},
+	"healthcheck":              {},
+	"cache":                    {"github.com/hashicorp/golang-lru/v2", "golang.org/x/sync/"},
+	"ratelimit":                {"github.com/hashicorp/golang-lru/v2", "golang.org/x/time/"},
+	"tls/certs":                {"golang.org/x/crypto/"},
+	"discovery":                {"golang.org/x/net/"},
+	"balancer":                 {},
+	"":                         {},
 }
 
 func TestDependencyRule(t *testing.T) {

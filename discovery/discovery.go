@@ -12,7 +12,7 @@
 //
 // This package holds the sources that need no registry client: [Static] for a fixed list and
 // [DNS] for A/AAAA and SRV records, refreshed when their TTL expires. Kubernetes
-// EndpointSlices live in discovery/kubernetes, so that programs that do not use them never compile client-go.
+// EndpointSlices live in discovery/endpointslices, so that programs that do not use them never compile client-go.
 package discovery
 
 import (

@@ -4,7 +4,7 @@
 // Each pool is a balancer over its pods with a *proxy.Proxy in front, which
 // is what a route's backend is in a real gateway; only the source of the
 // endpoints differs (here the addresses of local test servers, in a cluster
-// discovery/kubernetes feeding Balancer.Update).
+// discovery/endpointslices feeding Balancer.Update).
 //
 //	go run ./examples/gateway -addr 127.0.0.1:8080
 package main

@@ -25,14 +25,14 @@ import (
 
 	"github.com/sluiceproxy/sluice/balancer"
 	sluicecache "github.com/sluiceproxy/sluice/cache"
-	k8sdiscovery "github.com/sluiceproxy/sluice/discovery/kubernetes"
+	"github.com/sluiceproxy/sluice/discovery/endpointslices"
 	"github.com/sluiceproxy/sluice/healthcheck"
 	"github.com/sluiceproxy/sluice/proxy"
 	"github.com/sluiceproxy/sluice/proxy/middleware"
 	"github.com/sluiceproxy/sluice/proxy/route"
 	"github.com/sluiceproxy/sluice/ratelimit"
-	sluicetls "github.com/sluiceproxy/sluice/tls"
-	tlsk8s "github.com/sluiceproxy/sluice/tls/kubernetes"
+	"github.com/sluiceproxy/sluice/tls/certs"
+	"github.com/sluiceproxy/sluice/tls/secrets"
 )
 
 // controllerName is the spec.controller of the IngressClasses this controller serves.
@@ -55,10 +55,10 @@ type controller struct {
 	classes   networkinglisters.IngressClassLister
 	services  corelisters.ServiceLister
 	synced    []cache.InformerSynced
-	endpoints *k8sdiscovery.Watcher
+	endpoints *endpointslices.Watcher
 
 	router  *route.Router
-	certs   *sluicetls.Store
+	certs   *certs.Keyring
 	cache   *sluicecache.Cache
 	metrics *metrics
 
@@ -118,7 +118,7 @@ func newController(cfg *config, client kubernetes.Interface, m *metrics) (*contr
 		fopts = append(fopts, informers.WithNamespace(cfg.Namespace))
 	}
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, fopts...)
-	eps, err := k8sdiscovery.New(factory, k8sdiscovery.Options{Coalesce: cfg.Coalesce, Logger: cfg.Logger})
+	eps, err := endpointslices.New(factory, endpointslices.Options{Coalesce: cfg.Coalesce, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +134,7 @@ func newController(cfg *config, client kubernetes.Interface, m *metrics) (*contr
 		services:  factory.Core().V1().Services().Lister(),
 		endpoints: eps,
 		router:    route.NewRouter(empty, route.RouterOptions{OnMatch: proxy.WithRoute}),
-		certs:     &sluicetls.Store{},
+		certs:     &certs.Keyring{},
 		cache:     c4e,
 		metrics:   m,
 		kick:      make(chan struct{}, 1),
@@ -160,7 +160,7 @@ func newController(cfg *config, client kubernetes.Interface, m *metrics) (*contr
 		}
 		c.synced = append(c.synced, inf.HasSynced)
 	}
-	// Secrets are read by tls/kubernetes; registering the informer here lets the first sync
+	// Secrets are read by tls/secrets; registering the informer here lets the first sync
 	// cover them too.
 	c.synced = append(c.synced, factory.Core().V1().Secrets().Informer().HasSynced)
 	return c, nil
@@ -252,7 +252,7 @@ func (c *controller) classIsOurs(name string) bool {
 
 // rebuild builds the route table from the listers and swaps it in, then prunes what the new
 // table no longer uses and writes statuses. It returns the Secret sources it started.
-func (c *controller) rebuild(ctx context.Context) []*tlsk8s.Secrets {
+func (c *controller) rebuild(ctx context.Context) []*secrets.Watcher {
 	all, err := c.ingresses.List(labels.Everything())
 	if err != nil {
 		c.logger.Error("list ingresses", "err", err)
@@ -611,9 +611,9 @@ func (c *controller) prune(u usage) {
 	c.metrics.pools.Store(int64(len(c.pools)))
 }
 
-// syncSecrets runs one tls/kubernetes source per TLS Secret the Ingresses name, so that only
+// syncSecrets runs one tls/secrets source per TLS Secret the Ingresses name, so that only
 // referenced certificates are served, and stops the sources of Secrets no longer named.
-func (c *controller) syncSecrets(ics []*ingressConfig) (started []*tlsk8s.Secrets) {
+func (c *controller) syncSecrets(ics []*ingressConfig) (started []*secrets.Watcher) {
 	want := make(map[string]bool)
 	for _, ic := range ics {
 		for _, t := range ic.ing.Spec.TLS {
@@ -633,7 +633,7 @@ func (c *controller) syncSecrets(ics []*ingressConfig) (started []*tlsk8s.Secret
 			continue
 		}
 		ns, name, _ := strings.Cut(key, "/")
-		s, err := tlsk8s.New(nil, c.certs, tlsk8s.Options{
+		s, err := secrets.New(nil, c.certs, secrets.Options{
 			Namespace: ns, Names: []string{name}, Factory: c.factory, Logger: c.logger})
 		if err != nil {
 			c.logger.Error("tls secret", "secret", key, "err", err)

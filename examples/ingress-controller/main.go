@@ -32,7 +32,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sluiceproxy/sluice/proxy"
-	sluicetls "github.com/sluiceproxy/sluice/tls"
+	"github.com/sluiceproxy/sluice/tls/certs"
 )
 
 // config is everything run needs. Flags fill the exported-looking fields; tests also set
@@ -152,7 +152,7 @@ func run(ctx context.Context, cfg *config) error {
 	httpSrv.ErrorLog = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)
 	var httpsSrv *http.Server
 	if httpsLn != nil {
-		tc, err := sluicetls.ServerConfig(c.certs, sluicetls.ServerOptions{})
+		tc, err := certs.ServerConfig(c.certs, certs.ServerOptions{})
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,6 @@
 //go:build integration
 
-package kubernetes_test
+package endpointslices_test
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/sluiceproxy/sluice"
-	k8sdiscovery "github.com/sluiceproxy/sluice/discovery/kubernetes"
+	"github.com/sluiceproxy/sluice/discovery/endpointslices"
 	"github.com/sluiceproxy/sluice/internal/kubetest"
 )
 
@@ -176,7 +176,7 @@ func TestIntegrationRelistAfterWatchExpiry(t *testing.T) {
 	cfg.Wrap(reqs.wrap)
 	client, err := kubernetes.NewForConfig(cfg)
 	require.NoError(t, err)
-	w, err := k8sdiscovery.NewForClient(client, k8sdiscovery.Options{Namespace: ns, Coalesce: 50 * time.Millisecond})
+	w, err := endpointslices.NewForClient(client, endpointslices.Options{Namespace: ns, Coalesce: 50 * time.Millisecond})
 	require.NoError(t, err)
 	go w.Run(ctx)
 	rec := newRecorder()
@@ -234,7 +234,7 @@ func TestIntegrationWaitsForFirstList(t *testing.T) {
 	cfg.Wrap(reqs.wrap)
 	client, err := kubernetes.NewForConfig(cfg)
 	require.NoError(t, err)
-	w, err := k8sdiscovery.NewForClient(client, k8sdiscovery.Options{Namespace: ns})
+	w, err := endpointslices.NewForClient(client, endpointslices.Options{Namespace: ns})
 	require.NoError(t, err)
 	go w.Run(ctx)
 	rec := newRecorder()
@@ -275,9 +275,9 @@ func TestIntegrationNamespaces(t *testing.T) {
 			podSlice(ns, "web-1", "web", 8080, fmt.Sprintf("10.244.9.%d", i+1)), metav1.CreateOptions{})
 		require.NoError(t, err)
 	}
-	all, err := k8sdiscovery.NewForClient(cluster.Client, k8sdiscovery.Options{})
+	all, err := endpointslices.NewForClient(cluster.Client, endpointslices.Options{})
 	require.NoError(t, err)
-	onlyB, err := k8sdiscovery.NewForClient(cluster.Client, k8sdiscovery.Options{Namespace: "team-b"})
+	onlyB, err := endpointslices.NewForClient(cluster.Client, endpointslices.Options{Namespace: "team-b"})
 	require.NoError(t, err)
 	go all.Run(ctx)
 	go onlyB.Run(ctx)

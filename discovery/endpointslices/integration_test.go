@@ -1,6 +1,6 @@
 //go:build integration
 
-package kubernetes_test
+package endpointslices_test
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sluiceproxy/sluice"
-	k8sdiscovery "github.com/sluiceproxy/sluice/discovery/kubernetes"
+	"github.com/sluiceproxy/sluice/discovery/endpointslices"
 	"github.com/sluiceproxy/sluice/internal/kubetest"
 )
 
@@ -44,7 +44,7 @@ func TestIntegrationLifecycle(t *testing.T) {
 	const ns = "lifecycle"
 	createNamespace(t, cluster.Client, ns)
 
-	w, err := k8sdiscovery.NewForClient(cluster.Client, k8sdiscovery.Options{Namespace: ns, Coalesce: 50 * time.Millisecond})
+	w, err := endpointslices.NewForClient(cluster.Client, endpointslices.Options{Namespace: ns, Coalesce: 50 * time.Millisecond})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -125,7 +125,7 @@ func TestIntegrationCoalescesBursts(t *testing.T) {
 	cluster := kubetest.Start(t)
 	const ns = "burst"
 	createNamespace(t, cluster.Client, ns)
-	w, err := k8sdiscovery.NewForClient(cluster.Client, k8sdiscovery.Options{Namespace: ns, Coalesce: 300 * time.Millisecond})
+	w, err := endpointslices.NewForClient(cluster.Client, endpointslices.Options{Namespace: ns, Coalesce: 300 * time.Millisecond})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()

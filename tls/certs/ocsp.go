@@ -1,4 +1,4 @@
-package tls
+package certs
 
 import (
 	"bytes"
@@ -21,7 +21,7 @@ const DefaultStapleInterval = 10 * time.Minute
 // maxOCSPResponse bounds what is read from a responder; real responses are a few KB.
 const maxOCSPResponse = 1 << 20
 
-// Stapler keeps OCSP responses stapled to the certificates in a Store, so that clients learn
+// Stapler keeps OCSP responses stapled to the certificates in a Keyring, so that clients learn
 // a certificate is not revoked without asking the CA themselves.
 //
 // On each pass it looks at every certificate that names an OCSP responder and carries its
@@ -35,8 +35,8 @@ const maxOCSPResponse = 1 << 20
 // Stapler is configured through its exported fields, which must not change after the first
 // call to Refresh or Run.
 type Stapler struct {
-	// Store holds the certificates to staple. Required.
-	Store *Store
+	// Keyring holds the certificates to staple. Required.
+	Keyring *Keyring
 
 	// Client makes the requests to responders. Nil means a client with a 10 s timeout.
 	Client *http.Client
@@ -59,29 +59,29 @@ var errNotGood = errors.New("certificate status is not good")
 
 var defaultOCSPClient = &http.Client{Timeout: 10 * time.Second}
 
-// Refresh makes one pass over the store and returns the failures of this pass, joined.
+// Refresh makes one pass over the keyring and returns the failures of this pass, joined.
 func (s *Stapler) Refresh(ctx context.Context) error {
-	if s.Store == nil {
-		return errors.New("tls: Stapler.Store is nil")
+	if s.Keyring == nil {
+		return errors.New("certs: Stapler.Keyring is nil")
 	}
 	now := time.Now
 	if s.Now != nil {
 		now = s.Now
 	}
 	var errs []error
-	for _, key := range s.Store.Keys() {
-		cert := s.Store.Get(key)
+	for _, key := range s.Keyring.Keys() {
+		cert := s.Keyring.Get(key)
 		if cert == nil || !staplable(cert) || fresh(cert.OCSPStaple, now()) {
 			continue
 		}
 		staple, err := s.fetch(ctx, cert)
 		if err != nil && !errors.Is(err, errNotGood) {
-			errs = append(errs, fmt.Errorf("tls: OCSP for %q: %w", key, err))
+			errs = append(errs, fmt.Errorf("certs: OCSP for %q: %w", key, err))
 			continue
 		}
 		if err != nil {
 			// Revoked or unknown: stop stapling the earlier Good answer too.
-			errs = append(errs, fmt.Errorf("tls: OCSP for %q: %w", key, err))
+			errs = append(errs, fmt.Errorf("certs: OCSP for %q: %w", key, err))
 			staple = nil
 			if cert.OCSPStaple == nil {
 				continue
@@ -89,8 +89,8 @@ func (s *Stapler) Refresh(ctx context.Context) error {
 		}
 		stapled := *cert
 		stapled.OCSPStaple = staple
-		if s.Store.replaceIf(key, cert, &stapled) && staple != nil {
-			s.logger().Info("tls: stapled OCSP response", "key", key)
+		if s.Keyring.replaceIf(key, cert, &stapled) && staple != nil {
+			s.logger().Info("certs: stapled OCSP response", "key", key)
 		}
 	}
 	return errors.Join(errs...)
@@ -110,7 +110,7 @@ func (s *Stapler) Run(ctx context.Context) error {
 			if s.OnError != nil {
 				s.OnError(err)
 			} else {
-				s.logger().Error("tls: OCSP stapling", "err", err)
+				s.logger().Error("certs: OCSP stapling", "err", err)
 			}
 		}
 		select {

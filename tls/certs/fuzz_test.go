@@ -1,4 +1,4 @@
-package tls_test
+package certs_test
 
 import (
 	"crypto/tls"
@@ -9,12 +9,12 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice/internal/testcert"
-	sluicetls "github.com/sluiceproxy/sluice/tls"
+	"github.com/sluiceproxy/sluice/tls/certs"
 )
 
 // plainHostname reports whether s is made of non-empty labels of [a-zA-Z0-9-], optionally
-// with a wildcard first label: the names on which the store and crypto/x509 must agree.
-// Certificate names (pattern) may not end in a dot: the store drops them, since no SNI can
+// with a wildcard first label: the names on which the keyring and crypto/x509 must agree.
+// Certificate names (pattern) may not end in a dot: the keyring drops them, since no SNI can
 // carry the dot they would need (crypto/x509 matches them only literally).
 func plainHostname(s string, pattern bool) bool {
 	if pattern && strings.HasSuffix(s, ".") {
@@ -41,7 +41,7 @@ func plainHostname(s string, pattern bool) bool {
 }
 
 // FuzzMatch checks SNI selection against crypto/x509's hostname verification: on plain names
-// the store serves a certificate exactly when a client would accept it for that name; on any
+// the keyring serves a certificate exactly when a client would accept it for that name; on any
 // input it neither panics nor depends on case or a trailing dot.
 func FuzzMatch(f *testing.F) {
 	for _, seed := range [][2]string{
@@ -63,7 +63,7 @@ func FuzzMatch(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, certName, sni string) {
 		leaf := &x509.Certificate{DNSNames: []string{certName}, NotAfter: time.Now().Add(time.Hour)}
-		var s sluicetls.Store
+		var s certs.Keyring
 		if err := s.Set("k", &tls.Certificate{Certificate: [][]byte{{0}}, PrivateKey: struct{}{}, Leaf: leaf}); err != nil {
 			t.Fatalf("Set: %v", err)
 		}
@@ -104,17 +104,17 @@ func FuzzParseKeyPair(f *testing.F) {
 	f.Add(c.KeyPEM, c.CertPEM)
 	f.Add([]byte{}, []byte{})
 	f.Fuzz(func(t *testing.T, certPEM, keyPEM []byte) {
-		pair, err := sluicetls.ParseKeyPair(certPEM, keyPEM)
+		pair, err := certs.ParseKeyPair(certPEM, keyPEM)
 		if err == nil {
 			if pair.Leaf == nil || pair.PrivateKey == nil {
 				t.Fatal("ParseKeyPair succeeded without a leaf or key")
 			}
-			var s sluicetls.Store
+			var s certs.Keyring
 			if err := s.Set("k", pair); err != nil {
 				t.Fatalf("a parsed pair should be storable: %v", err)
 			}
 		}
-		pool, err := sluicetls.ParseCertPool(certPEM)
+		pool, err := certs.ParseCertPool(certPEM)
 		if err == nil && pool == nil {
 			t.Fatal("ParseCertPool returned neither pool nor error")
 		}

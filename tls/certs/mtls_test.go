@@ -1,4 +1,4 @@
-package tls_test
+package certs_test
 
 import (
 	"crypto/tls"
@@ -13,14 +13,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluiceproxy/sluice/internal/testcert"
-	sluicetls "github.com/sluiceproxy/sluice/tls"
+	"github.com/sluiceproxy/sluice/tls/certs"
 )
 
 func TestServerMTLS(t *testing.T) {
 	ca, stranger := testcert.NewCA(t), testcert.NewCA(t)
-	var store sluicetls.Store
+	var store certs.Keyring
 	require.NoError(t, store.Set("srv", &ca.Server(t, "mtls.test").TLS))
-	clientCAs := sluicetls.NewCAPool(ca.Pool)
+	clientCAs := certs.NewCAPool(ca.Pool)
 	good := ca.Client(t, "alice")
 	foreign := stranger.Client(t, "mallory")
 	serverCert := ca.Server(t, "not-a-client") // right CA, wrong key usage
@@ -30,7 +30,7 @@ func TestServerMTLS(t *testing.T) {
 	}
 	for _, mode := range []tls.ClientAuthType{tls.RequireAndVerifyClientCert, tls.VerifyClientCertIfGiven} {
 		t.Run(mode.String(), func(t *testing.T) {
-			cfg, err := sluicetls.ServerConfig(&store, sluicetls.ServerOptions{ClientCAs: clientCAs, ClientAuth: mode})
+			cfg, err := certs.ServerConfig(&store, certs.ServerOptions{ClientCAs: clientCAs, ClientAuth: mode})
 			require.NoError(t, err)
 			url := serve(t, cfg)
 
@@ -54,8 +54,8 @@ func TestServerMTLS(t *testing.T) {
 	}
 
 	t.Run("CA rotation", func(t *testing.T) {
-		pool := sluicetls.NewCAPool(ca.Pool)
-		cfg, err := sluicetls.ServerConfig(&store, sluicetls.ServerOptions{ClientCAs: pool})
+		pool := certs.NewCAPool(ca.Pool)
+		cfg, err := certs.ServerConfig(&store, certs.ServerOptions{ClientCAs: pool})
 		require.NoError(t, err)
 		url := serve(t, cfg)
 		_, _, err = get(t, url, client(good.TLS))
@@ -73,10 +73,10 @@ func TestServerMTLS(t *testing.T) {
 // pool too: a CA removed from the pool must not keep its clients in through session tickets.
 func TestServerMTLSResumption(t *testing.T) {
 	ca, other := testcert.NewCA(t), testcert.NewCA(t)
-	var store sluicetls.Store
+	var store certs.Keyring
 	require.NoError(t, store.Set("srv", &ca.Server(t, "mtls.test").TLS))
-	pool := sluicetls.NewCAPool(ca.Pool)
-	cfg, err := sluicetls.ServerConfig(&store, sluicetls.ServerOptions{ClientCAs: pool})
+	pool := certs.NewCAPool(ca.Pool)
+	cfg, err := certs.ServerConfig(&store, certs.ServerOptions{ClientCAs: pool})
 	require.NoError(t, err)
 	url := serve(t, cfg)
 	client := &tls.Config{ServerName: "mtls.test", RootCAs: ca.Pool, Certificates: []tls.Certificate{ca.Client(t, "alice").TLS},
@@ -116,11 +116,11 @@ func TestUpstreamMTLS(t *testing.T) {
 	ca, stranger := testcert.NewCA(t), testcert.NewCA(t)
 	backend := upstream(t, ca, "backend.default.svc")
 
-	var clientCerts sluicetls.Store
+	var clientCerts certs.Keyring
 	require.NoError(t, clientCerts.Set("proxy", &ca.Client(t, "proxy-v1").TLS))
 	clientCerts.SetDefault("proxy")
-	roots := sluicetls.NewCAPool(ca.Pool)
-	cfg, err := sluicetls.ClientConfig(sluicetls.ClientOptions{
+	roots := certs.NewCAPool(ca.Pool)
+	cfg, err := certs.ClientConfig(certs.ClientOptions{
 		ServerName: "backend.default.svc", RootCAs: roots, Certificates: &clientCerts,
 	})
 	require.NoError(t, err)
@@ -137,35 +137,35 @@ func TestUpstreamMTLS(t *testing.T) {
 	assert.Equal(t, "proxy-v2", body, "the rotated client certificate should be presented")
 
 	t.Run("wrong server name", func(t *testing.T) {
-		cfg, err := sluicetls.ClientConfig(sluicetls.ClientOptions{ServerName: "other.default.svc", RootCAs: roots, Certificates: &clientCerts})
+		cfg, err := certs.ClientConfig(certs.ClientOptions{ServerName: "other.default.svc", RootCAs: roots, Certificates: &clientCerts})
 		require.NoError(t, err)
 		_, _, err = get(t, backend.URL, cfg)
 		var verr *tls.CertificateVerificationError
 		assert.ErrorAs(t, err, &verr, "a certificate for another name must be rejected")
 	})
 	t.Run("untrusted server", func(t *testing.T) {
-		pool := sluicetls.NewCAPool(ca.Pool)
-		cfg, err := sluicetls.ClientConfig(sluicetls.ClientOptions{ServerName: "backend.default.svc", RootCAs: pool, Certificates: &clientCerts})
+		pool := certs.NewCAPool(ca.Pool)
+		cfg, err := certs.ClientConfig(certs.ClientOptions{ServerName: "backend.default.svc", RootCAs: pool, Certificates: &clientCerts})
 		require.NoError(t, err)
 		pool.Set(stranger.Pool)
 		_, _, err = get(t, backend.URL, cfg)
 		assert.Error(t, err, "after the roots rotate away from the backend's CA it must be rejected")
 	})
 	t.Run("no client certificate", func(t *testing.T) {
-		var empty sluicetls.Store
-		cfg, err := sluicetls.ClientConfig(sluicetls.ClientOptions{ServerName: "backend.default.svc", RootCAs: roots, Certificates: &empty})
+		var empty certs.Keyring
+		cfg, err := certs.ClientConfig(certs.ClientOptions{ServerName: "backend.default.svc", RootCAs: roots, Certificates: &empty})
 		require.NoError(t, err)
 		_, _, err = get(t, backend.URL, cfg)
 		assert.Error(t, err, "the backend requires a client certificate")
 	})
 	t.Run("no server name to verify", func(t *testing.T) {
-		cfg, err := sluicetls.ClientConfig(sluicetls.ClientOptions{RootCAs: roots, Certificates: &clientCerts})
+		cfg, err := certs.ClientConfig(certs.ClientOptions{RootCAs: roots, Certificates: &clientCerts})
 		require.NoError(t, err)
 		_, _, err = get(t, backend.URL, cfg) // dialing 127.0.0.1: no SNI
 		assert.ErrorContains(t, err, "set ClientOptions.ServerName")
 	})
 	t.Run("system roots", func(t *testing.T) {
-		cfg, err := sluicetls.ClientConfig(sluicetls.ClientOptions{ServerName: "backend.default.svc", Certificates: &clientCerts})
+		cfg, err := certs.ClientConfig(certs.ClientOptions{ServerName: "backend.default.svc", Certificates: &clientCerts})
 		require.NoError(t, err)
 		assert.False(t, cfg.InsecureSkipVerify, "without RootCAs crypto/tls verifies")
 		_, _, err = get(t, backend.URL, cfg)

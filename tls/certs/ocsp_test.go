@@ -1,4 +1,4 @@
-package tls_test
+package certs_test
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/sluiceproxy/sluice/internal/testcert"
-	sluicetls "github.com/sluiceproxy/sluice/tls"
+	"github.com/sluiceproxy/sluice/tls/certs"
 )
 
 func TestStapler(t *testing.T) {
@@ -46,16 +46,16 @@ func TestStapler(t *testing.T) {
 	leaf := ca.Issue(t, testcert.Template{Names: []string{"ocsp.test"}, OCSPServer: []string{responder.URL}})
 	cert := leaf.TLS
 	cert.Certificate = append(cert.Certificate, ca.Cert.Raw) // the issuer, as a chain carries it
-	var store sluicetls.Store
+	var store certs.Keyring
 	require.NoError(t, store.Set("site", &cert))
 	require.NoError(t, store.Set("plain", &ca.Server(t, "plain.test").TLS)) // no responder: left alone
 
 	now := base
-	stapler := &sluicetls.Stapler{Store: &store, Now: func() time.Time { return now }, Logger: quiet}
+	stapler := &certs.Stapler{Keyring: &store, Now: func() time.Time { return now }, Logger: quiet}
 	require.NoError(t, stapler.Refresh(context.Background()))
 	assert.Equal(t, int64(1), requests.Load(), "one certificate has a responder")
 
-	cfg, err := sluicetls.ServerConfig(&store, sluicetls.ServerOptions{})
+	cfg, err := certs.ServerConfig(&store, certs.ServerOptions{})
 	require.NoError(t, err)
 	addr := serve(t, cfg)[len("https://"):]
 	staple := func() []byte {
@@ -81,5 +81,5 @@ func TestStapler(t *testing.T) {
 	assert.Equal(t, int64(2), requests.Load(), "a staple past half its validity is refetched")
 	assert.Empty(t, staple(), "a revoked certificate is no longer stapled as good")
 
-	assert.ErrorContains(t, (&sluicetls.Stapler{}).Refresh(context.Background()), "Store is nil")
+	assert.ErrorContains(t, (&certs.Stapler{}).Refresh(context.Background()), "Keyring is nil")
 }

@@ -1,4 +1,4 @@
-package tls
+package certs
 
 import (
 	"crypto/tls"
@@ -10,14 +10,14 @@ import (
 	"sync/atomic"
 )
 
-// ErrNoCertificate is returned (wrapped) by [Store.GetCertificate] when no certificate matches
-// the server name and the store has no default.
-var ErrNoCertificate = errors.New("tls: no certificate")
+// ErrNoCertificate is returned (wrapped) by [Keyring.GetCertificate] when no certificate matches
+// the server name and the keyring has no default.
+var ErrNoCertificate = errors.New("certs: no certificate")
 
 // maxNameLen is the longest DNS name (RFC 1035 §2.3.4); longer SNI values cannot match.
 const maxNameLen = 253
 
-// Store holds server certificates under caller-chosen keys and picks one per handshake by the
+// Keyring holds server certificates under caller-chosen keys and picks one per handshake by the
 // client's server name (SNI).
 //
 // A certificate serves every DNS name in its subject alternative names (its common name only when
@@ -27,14 +27,14 @@ const maxNameLen = 253
 // certificates claim one name, the one that expires last wins, then the smaller key, so that
 // during a rotation the fresher certificate is served whatever order the sources report in.
 // When the server name is missing or matches nothing, the default certificate (see
-// [Store.SetDefault]) is served.
+// [Keyring.SetDefault]) is served.
 //
 // Writers (Set, Update, Delete, SetDefault) rebuild an immutable index and swap it in
-// atomically; [Store.Certificate] and [Store.GetCertificate] read it without locks or
+// atomically; [Keyring.Certificate] and [Keyring.GetCertificate] read it without locks or
 // allocation, so a rotation takes effect on the next handshake and never blocks one.
 //
-// The zero value is an empty store ready to use. A Store must not be copied after first use.
-type Store struct {
+// The zero value is an empty keyring ready to use. A Keyring must not be copied after first use.
+type Keyring struct {
 	index atomic.Pointer[index]
 
 	// mu serializes writers and protects entries and defaultKey.
@@ -60,12 +60,12 @@ type index struct {
 // Set stores cert under key, replacing any certificate stored there. The certificate must have
 // a private key and a leaf; if cert.Leaf is nil it is parsed from cert.Certificate[0] (and
 // cert is modified to keep it).
-func (s *Store) Set(key string, cert *tls.Certificate) error {
+func (s *Keyring) Set(key string, cert *tls.Certificate) error {
 	return s.Update(map[string]*tls.Certificate{key: cert})
 }
 
 // Delete removes the certificate stored under key, if any.
-func (s *Store) Delete(key string) {
+func (s *Keyring) Delete(key string) {
 	_ = s.Update(map[string]*tls.Certificate{key: nil})
 }
 
@@ -75,7 +75,7 @@ func (s *Store) Delete(key string) {
 //
 // If any certificate is unusable, Update returns an error naming its key and applies the other
 // changes; the key keeps its previous certificate.
-func (s *Store) Update(changes map[string]*tls.Certificate) error {
+func (s *Keyring) Update(changes map[string]*tls.Certificate) error {
 	var errs []error
 	prepared := make(map[string]*entry, len(changes))
 	for key, cert := range changes {
@@ -111,7 +111,7 @@ func (s *Store) Update(changes map[string]*tls.Certificate) error {
 // or one that no certificate matches. The key need not be stored yet: a default can be named
 // before its source has loaded it. An empty key means no default; handshakes for unknown names
 // then fail with [ErrNoCertificate].
-func (s *Store) SetDefault(key string) {
+func (s *Keyring) SetDefault(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.defaultKey = key
@@ -119,7 +119,7 @@ func (s *Store) SetDefault(key string) {
 }
 
 // Keys returns the keys stored, in no particular order.
-func (s *Store) Keys() []string {
+func (s *Keyring) Keys() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	keys := make([]string, 0, len(s.entries))
@@ -130,7 +130,7 @@ func (s *Store) Keys() []string {
 }
 
 // Get returns the certificate stored under key, or nil.
-func (s *Store) Get(key string) *tls.Certificate {
+func (s *Keyring) Get(key string) *tls.Certificate {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e := s.entries[key]; e != nil {
@@ -141,7 +141,7 @@ func (s *Store) Get(key string) *tls.Certificate {
 
 // Certificate returns the certificate for serverName: an exact match, else a wildcard match,
 // else the default certificate, else nil. It takes no lock and does not allocate.
-func (s *Store) Certificate(serverName string) *tls.Certificate {
+func (s *Keyring) Certificate(serverName string) *tls.Certificate {
 	idx := s.index.Load()
 	if idx == nil {
 		return nil
@@ -158,7 +158,7 @@ func (s *Store) Certificate(serverName string) *tls.Certificate {
 // It returns an error wrapping [ErrNoCertificate] when nothing matches and there is no default,
 // so that the handshake fails with an alert rather than falling back to an unrelated
 // certificate.
-func (s *Store) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+func (s *Keyring) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if c := s.Certificate(hello.ServerName); c != nil {
 		return c, nil
 	}
@@ -201,7 +201,7 @@ func (idx *index) lookup(name string) *tls.Certificate {
 }
 
 // rebuildLocked builds a fresh index from s.entries and publishes it. s.mu must be held.
-func (s *Store) rebuildLocked() {
+func (s *Keyring) rebuildLocked() {
 	idx := &index{
 		exact:    make(map[string]*tls.Certificate),
 		wildcard: make(map[string]*tls.Certificate),
@@ -228,7 +228,7 @@ func (s *Store) rebuildLocked() {
 
 // replaceIf stores next under key only if key still holds prev, so that a staple fetched for
 // a certificate never overwrites a rotation that happened meanwhile.
-func (s *Store) replaceIf(key string, prev, next *tls.Certificate) bool {
+func (s *Keyring) replaceIf(key string, prev, next *tls.Certificate) bool {
 	e, err := newEntry(key, next)
 	if err != nil {
 		return false
@@ -255,15 +255,15 @@ func better(a, b *entry) bool {
 
 func newEntry(key string, cert *tls.Certificate) (*entry, error) {
 	if len(cert.Certificate) == 0 {
-		return nil, fmt.Errorf("tls: certificate %q: no certificate data", key)
+		return nil, fmt.Errorf("certs: certificate %q: no certificate data", key)
 	}
 	if cert.PrivateKey == nil {
-		return nil, fmt.Errorf("tls: certificate %q: no private key", key)
+		return nil, fmt.Errorf("certs: certificate %q: no private key", key)
 	}
 	if cert.Leaf == nil {
 		leaf, err := x509.ParseCertificate(cert.Certificate[0])
 		if err != nil {
-			return nil, fmt.Errorf("tls: certificate %q: %w", key, err)
+			return nil, fmt.Errorf("certs: certificate %q: %w", key, err)
 		}
 		cert.Leaf = leaf
 	}

@@ -1,4 +1,4 @@
-package tls
+package certs
 
 import (
 	"crypto/tls"
@@ -14,19 +14,19 @@ import (
 // never a panic.
 func ParseKeyPair(certPEM, keyPEM []byte) (*tls.Certificate, error) {
 	if len(certPEM) == 0 {
-		return nil, errors.New("tls: certificate PEM is empty")
+		return nil, errors.New("certs: certificate PEM is empty")
 	}
 	if len(keyPEM) == 0 {
-		return nil, errors.New("tls: key PEM is empty")
+		return nil, errors.New("certs: key PEM is empty")
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
+		return nil, fmt.Errorf("certs: %w", err)
 	}
 	if pair.Leaf == nil {
 		leaf, err := x509.ParseCertificate(pair.Certificate[0])
 		if err != nil {
-			return nil, fmt.Errorf("tls: leaf certificate: %w", err)
+			return nil, fmt.Errorf("certs: leaf certificate: %w", err)
 		}
 		pair.Leaf = leaf
 	}
@@ -34,7 +34,7 @@ func ParseKeyPair(certPEM, keyPEM []byte) (*tls.Certificate, error) {
 	// rather than in a client's verification.
 	for i, der := range pair.Certificate[1:] {
 		if _, err := x509.ParseCertificate(der); err != nil {
-			return nil, fmt.Errorf("tls: chain certificate %d: %w", i+1, err)
+			return nil, fmt.Errorf("certs: chain certificate %d: %w", i+1, err)
 		}
 	}
 	return &pair, nil
@@ -58,13 +58,13 @@ func ParseCertPool(pemBytes []byte) (*x509.CertPool, error) {
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("tls: CA certificate %d: %w", n+1, err)
+			return nil, fmt.Errorf("certs: CA certificate %d: %w", n+1, err)
 		}
 		pool.AddCert(cert)
 		n++
 	}
 	if n == 0 {
-		return nil, errors.New("tls: no CERTIFICATE block in CA PEM")
+		return nil, errors.New("certs: no CERTIFICATE block in CA PEM")
 	}
 	return pool, nil
 }

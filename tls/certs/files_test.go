@@ -1,4 +1,4 @@
-package tls_test
+package certs_test
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluiceproxy/sluice/internal/testcert"
-	sluicetls "github.com/sluiceproxy/sluice/tls"
+	"github.com/sluiceproxy/sluice/tls/certs"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -30,8 +30,8 @@ func writePair(t *testing.T, dir string, c *testcert.Cert) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "tls.key"), c.KeyPEM, 0o600))
 }
 
-func pairIn(dir string) sluicetls.KeyPair {
-	return sluicetls.KeyPair{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"), Key: "site"}
+func pairIn(dir string) certs.KeyPair {
+	return certs.KeyPair{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"), Key: "site"}
 }
 
 // TestRotationUnderTraffic rewrites the certificate files while clients handshake without
@@ -42,10 +42,10 @@ func TestRotationUnderTraffic(t *testing.T) {
 	dir := t.TempDir()
 	writePair(t, dir, ca.Server(t, "rot.test"))
 
-	var store sluicetls.Store
-	files := &sluicetls.Files{Store: &store, KeyPairs: []sluicetls.KeyPair{pairIn(dir)}, Logger: quiet}
+	var store certs.Keyring
+	files := &certs.Files{Keyring: &store, KeyPairs: []certs.KeyPair{pairIn(dir)}, Logger: quiet}
 	require.NoError(t, files.Load())
-	cfg, err := sluicetls.ServerConfig(&store, sluicetls.ServerOptions{})
+	cfg, err := certs.ServerConfig(&store, certs.ServerOptions{})
 	require.NoError(t, err)
 	addr := serve(t, cfg)[len("https://"):]
 
@@ -94,10 +94,10 @@ func TestCorruptFileKeepsServingOldCertificate(t *testing.T) {
 	dir := t.TempDir()
 	good := ca.Server(t, "keep.test")
 	writePair(t, dir, good)
-	var store sluicetls.Store
-	files := &sluicetls.Files{Store: &store, KeyPairs: []sluicetls.KeyPair{pairIn(dir)}, Logger: quiet}
+	var store certs.Keyring
+	files := &certs.Files{Keyring: &store, KeyPairs: []certs.KeyPair{pairIn(dir)}, Logger: quiet}
 	require.NoError(t, files.Load())
-	cfg, err := sluicetls.ServerConfig(&store, sluicetls.ServerOptions{})
+	cfg, err := certs.ServerConfig(&store, certs.ServerOptions{})
 	require.NoError(t, err)
 	addr := serve(t, cfg)[len("https://"):]
 
@@ -154,8 +154,8 @@ func TestSymlinkSwap(t *testing.T) {
 	for _, f := range []string{"tls.crt", "tls.key"} {
 		require.NoError(t, os.Symlink(filepath.Join("..data", f), filepath.Join(dir, f)))
 	}
-	var store sluicetls.Store
-	files := &sluicetls.Files{Store: &store, KeyPairs: []sluicetls.KeyPair{pairIn(dir)}, Logger: quiet}
+	var store certs.Keyring
+	files := &certs.Files{Keyring: &store, KeyPairs: []certs.KeyPair{pairIn(dir)}, Logger: quiet}
 	require.NoError(t, files.Load())
 	assert.Equal(t, first.Leaf.SerialNumber, store.Get("site").Leaf.SerialNumber)
 
@@ -175,11 +175,11 @@ func TestRunPolls(t *testing.T) {
 	writePair(t, dir, first)
 
 	synctest.Test(t, func(t *testing.T) {
-		var store sluicetls.Store
+		var store certs.Keyring
 		var mu sync.Mutex
 		var errs []error
-		files := &sluicetls.Files{
-			Store: &store, KeyPairs: []sluicetls.KeyPair{pairIn(dir)}, Interval: time.Minute, Logger: quiet,
+		files := &certs.Files{
+			Keyring: &store, KeyPairs: []certs.KeyPair{pairIn(dir)}, Interval: time.Minute, Logger: quiet,
 			OnError: func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() },
 		}
 		ctx, cancel := context.WithCancel(t.Context())
@@ -215,8 +215,8 @@ func TestFilesCAReload(t *testing.T) {
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca.crt")
 	require.NoError(t, os.WriteFile(caFile, append(append([]byte{}, ca1.CertPEM...), ca2.CertPEM...), 0o600))
-	var pool sluicetls.CAPool
-	files := &sluicetls.Files{CAs: &pool, CAFile: caFile, Logger: quiet}
+	var pool certs.CAPool
+	files := &certs.Files{CAs: &pool, CAFile: caFile, Logger: quiet}
 	require.NoError(t, files.Load())
 	require.NotNil(t, pool.Pool())
 	assert.True(t, pool.Pool().Equal(mustPool(t, ca1, ca2)), "both CAs of the bundle should load")
@@ -225,8 +225,8 @@ func TestFilesCAReload(t *testing.T) {
 	assert.Error(t, files.Load(), "a truncated bundle is an error")
 	assert.True(t, pool.Pool().Equal(mustPool(t, ca1, ca2)), "the previous pool stays")
 
-	assert.ErrorContains(t, (&sluicetls.Files{CAFile: caFile}).Load(), "CAs is nil")
-	assert.ErrorContains(t, (&sluicetls.Files{KeyPairs: []sluicetls.KeyPair{{}}}).Load(), "Store is nil")
+	assert.ErrorContains(t, (&certs.Files{CAFile: caFile}).Load(), "CAs is nil")
+	assert.ErrorContains(t, (&certs.Files{KeyPairs: []certs.KeyPair{{}}}).Load(), "Keyring is nil")
 }
 
 func mustPool(t *testing.T, cas ...*testcert.CA) *x509.CertPool {

@@ -1,4 +1,4 @@
-// Package kubernetes is a discovery source that follows Kubernetes EndpointSlices
+// Package endpointslices is a discovery source that follows Kubernetes EndpointSlices
 // (discovery.k8s.io/v1) through a client-go informer.
 //
 // One [Watcher] shares one EndpointSlice informer — one list and one watch against the API
@@ -26,7 +26,7 @@
 //
 // A Source pushes nothing until the informer has synced its first full list: a proxy can
 // call [Watcher.WaitForSync] before it starts serving.
-package kubernetes
+package endpointslices
 
 import (
 	"context"
@@ -94,7 +94,7 @@ type subscriber struct{ notify chan struct{} }
 // New fails if the informer has already started and lacks sluice's index.
 func New(factory informers.SharedInformerFactory, opts Options) (*Watcher, error) {
 	if factory == nil {
-		return nil, errors.New("discovery/kubernetes: factory is required")
+		return nil, errors.New("endpointslices: factory is required")
 	}
 	return newWatcher(factory, false, opts)
 }
@@ -104,7 +104,7 @@ func New(factory informers.SharedInformerFactory, opts Options) (*Watcher, error
 // it; Sources push nothing until Run is running.
 func NewForClient(client kubernetes.Interface, opts Options) (*Watcher, error) {
 	if client == nil {
-		return nil, errors.New("discovery/kubernetes: client is required")
+		return nil, errors.New("endpointslices: client is required")
 	}
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
 		informers.WithNamespace(opts.Namespace),
@@ -114,7 +114,7 @@ func NewForClient(client kubernetes.Interface, opts Options) (*Watcher, error) {
 
 func newWatcher(factory informers.SharedInformerFactory, owned bool, opts Options) (*Watcher, error) {
 	if opts.Coalesce < 0 {
-		return nil, fmt.Errorf("discovery/kubernetes: Options.Coalesce must not be negative, got %v", opts.Coalesce)
+		return nil, fmt.Errorf("endpointslices: Options.Coalesce must not be negative, got %v", opts.Coalesce)
 	}
 	informer := factory.Discovery().V1().EndpointSlices().Informer()
 	w := &Watcher{
@@ -134,7 +134,7 @@ func newWatcher(factory informers.SharedInformerFactory, owned bool, opts Option
 	// Several Watchers may share one factory: add the index only once.
 	if _, ok := informer.GetIndexer().GetIndexers()[serviceIndex]; !ok {
 		if err := informer.AddIndexers(cache.Indexers{serviceIndex: indexByService}); err != nil {
-			return nil, fmt.Errorf("discovery/kubernetes: add index to the EndpointSlice informer: %w", err)
+			return nil, fmt.Errorf("endpointslices: add index to the EndpointSlice informer: %w", err)
 		}
 	}
 	reg, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -143,7 +143,7 @@ func newWatcher(factory informers.SharedInformerFactory, owned bool, opts Option
 		DeleteFunc: func(obj any) { w.changed(obj) },
 	})
 	if err != nil {
-		return nil, fmt.Errorf("discovery/kubernetes: add event handler: %w", err)
+		return nil, fmt.Errorf("endpointslices: add event handler: %w", err)
 	}
 	w.registration = reg
 	return w, nil
@@ -247,7 +247,7 @@ func (s *Source) Watch(ctx context.Context, update func([]sluice.Endpoint)) erro
 func (s *Source) Endpoints() []sluice.Endpoint {
 	objs, err := s.w.informer.GetIndexer().ByIndex(serviceIndex, s.key)
 	if err != nil {
-		s.w.log.Error("discovery/kubernetes: read EndpointSlice index", "service", s.key, "err", err)
+		s.w.log.Error("endpointslices: read EndpointSlice index", "service", s.key, "err", err)
 		return nil
 	}
 	list := make([]*discoveryv1.EndpointSlice, 0, len(objs))

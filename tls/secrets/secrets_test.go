@@ -1,4 +1,4 @@
-package kubernetes_test
+package secrets_test
 
 import (
 	"context"
@@ -19,8 +19,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/sluiceproxy/sluice/internal/testcert"
-	sluicetls "github.com/sluiceproxy/sluice/tls"
-	"github.com/sluiceproxy/sluice/tls/kubernetes"
+	"github.com/sluiceproxy/sluice/tls/certs"
+	"github.com/sluiceproxy/sluice/tls/secrets"
 )
 
 const ns = "web"
@@ -48,13 +48,13 @@ func (l *errorLog) joined() error {
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// start runs a Secrets source until the test ends and waits for its initial sync.
-func start(t *testing.T, client k8s.Interface, store *sluicetls.Store, opts kubernetes.Options) *errorLog {
+// start runs a Watcher until the test ends and waits for its initial sync.
+func start(t *testing.T, client k8s.Interface, store *certs.Keyring, opts secrets.Options) *errorLog {
 	t.Helper()
 	var log errorLog
 	opts.OnError = log.add
 	opts.Logger = quietLogger()
-	src, err := kubernetes.New(client, store, opts)
+	src, err := secrets.New(client, store, opts)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -72,7 +72,7 @@ func start(t *testing.T, client k8s.Interface, store *sluicetls.Store, opts kube
 	return &log
 }
 
-func serial(store *sluicetls.Store, sni string) string {
+func serial(store *certs.Keyring, sni string) string {
 	if c := store.Certificate(sni); c != nil {
 		return c.Leaf.SerialNumber.String()
 	}
@@ -80,7 +80,7 @@ func serial(store *sluicetls.Store, sni string) string {
 }
 
 // eventually waits for the store to serve want for sni: the informer delivers asynchronously.
-func eventually(t *testing.T, store *sluicetls.Store, sni string, want *testcert.Cert, msg string) {
+func eventually(t *testing.T, store *certs.Keyring, sni string, want *testcert.Cert, msg string) {
 	t.Helper()
 	w := "none"
 	if want != nil {
@@ -101,8 +101,8 @@ func TestSecretsLifecycle(t *testing.T) {
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "elsewhere", Name: "app"}, Type: corev1.SecretTypeTLS,
 			Data: map[string][]byte{corev1.TLSCertKey: other.CertPEM, corev1.TLSPrivateKeyKey: other.KeyPEM}},
 	)
-	var store sluicetls.Store
-	errs := start(t, client, &store, kubernetes.Options{Namespace: ns, Default: "app"})
+	var store certs.Keyring
+	errs := start(t, client, &store, secrets.Options{Namespace: ns, Default: "app"})
 
 	assert.ElementsMatch(t, []string{"web/app", "web/other"}, store.Keys(), "only the namespace's secrets, keyed namespace/name")
 	assert.Equal(t, v1.Leaf.SerialNumber.String(), serial(&store, ""), "the Default secret serves unknown names")
@@ -136,20 +136,20 @@ func TestSecretsSelection(t *testing.T) {
 
 	t.Run("by name", func(t *testing.T) {
 		client := fake.NewClientset(tlsSecret("a", a, nil), tlsSecret("b", b, nil), tlsSecret("c", c, nil))
-		var store sluicetls.Store
-		start(t, client, &store, kubernetes.Options{Namespace: ns, Names: []string{"a", "c"}})
+		var store certs.Keyring
+		start(t, client, &store, secrets.Options{Namespace: ns, Names: []string{"a", "c"}})
 		assert.ElementsMatch(t, []string{"web/a", "web/c"}, store.Keys())
 	})
 	t.Run("by one name", func(t *testing.T) {
 		client := fake.NewClientset(tlsSecret("a", a, nil), tlsSecret("b", b, nil))
-		var store sluicetls.Store
-		start(t, client, &store, kubernetes.Options{Namespace: ns, Names: []string{"b"}})
+		var store certs.Keyring
+		start(t, client, &store, secrets.Options{Namespace: ns, Names: []string{"b"}})
 		assert.ElementsMatch(t, []string{"web/b"}, store.Keys())
 	})
 	t.Run("by label", func(t *testing.T) {
 		client := fake.NewClientset(tlsSecret("a", a, map[string]string{"serve": "yes"}), tlsSecret("b", b, nil), opaque)
-		var store sluicetls.Store
-		errs := start(t, client, &store, kubernetes.Options{Namespace: ns, Selector: labels.SelectorFromSet(labels.Set{"serve": "yes"})})
+		var store certs.Keyring
+		errs := start(t, client, &store, secrets.Options{Namespace: ns, Selector: labels.SelectorFromSet(labels.Set{"serve": "yes"})})
 		assert.ElementsMatch(t, []string{"web/a"}, store.Keys())
 		assert.ErrorContains(t, errs.joined(), `secret web/opaque has type "Opaque"`, "a selected non-TLS secret is reported")
 
@@ -172,9 +172,9 @@ func TestSecretsSharedFactoryAndCAs(t *testing.T) {
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns))
 	t.Cleanup(factory.Shutdown)
 
-	var store sluicetls.Store
-	var pool sluicetls.CAPool
-	src, err := kubernetes.New(nil, &store, kubernetes.Options{Namespace: ns, Names: []string{"a"}, Factory: factory, CAs: &pool, CASecret: "client-ca", Logger: quietLogger()})
+	var store certs.Keyring
+	var pool certs.CAPool
+	src, err := secrets.New(nil, &store, secrets.Options{Namespace: ns, Names: []string{"a"}, Factory: factory, CAs: &pool, CASecret: "client-ca", Logger: quietLogger()})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	factory.Start(ctx.Done()) // the embedder starts its factory after New
@@ -197,23 +197,23 @@ func TestSecretsSharedFactoryAndCAs(t *testing.T) {
 }
 
 func TestNewValidation(t *testing.T) {
-	var store sluicetls.Store
+	var store certs.Keyring
 	client := fake.NewClientset()
 	tests := []struct {
 		name   string
 		client k8s.Interface
-		store  *sluicetls.Store
-		opts   kubernetes.Options
+		store  *certs.Keyring
+		opts   secrets.Options
 		want   string
 	}{
-		{"no store", client, nil, kubernetes.Options{Namespace: ns}, "store is nil"},
-		{"no client", nil, &store, kubernetes.Options{Namespace: ns}, "client is nil"},
-		{"no namespace", client, &store, kubernetes.Options{}, "Namespace is required"},
-		{"CAs alone", client, &store, kubernetes.Options{Namespace: ns, CAs: &sluicetls.CAPool{}}, "must be set together"},
+		{"no store", client, nil, secrets.Options{Namespace: ns}, "keyring is nil"},
+		{"no client", nil, &store, secrets.Options{Namespace: ns}, "client is nil"},
+		{"no namespace", client, &store, secrets.Options{}, "Namespace is required"},
+		{"CAs alone", client, &store, secrets.Options{Namespace: ns, CAs: &certs.CAPool{}}, "must be set together"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := kubernetes.New(tt.client, tt.store, tt.opts)
+			_, err := secrets.New(tt.client, tt.store, tt.opts)
 			assert.ErrorContains(t, err, tt.want)
 		})
 	}

@@ -1,4 +1,4 @@
-package tls
+package certs
 
 import (
 	"context"
@@ -22,7 +22,7 @@ type KeyPair struct {
 	CertFile string
 	// KeyFile holds the PEM private key.
 	KeyFile string
-	// Key is the key the pair is stored under in the Store. Empty means CertFile.
+	// Key is the key the pair is stored under in the Keyring. Empty means CertFile.
 	Key string
 }
 
@@ -48,8 +48,8 @@ func (p KeyPair) storeKey() string {
 // Files is configured through its exported fields, which must not change after the first call
 // to Load or Run.
 type Files struct {
-	// Store receives the key pairs. It is required when KeyPairs is not empty.
-	Store *Store
+	// Keyring receives the key pairs. It is required when KeyPairs is not empty.
+	Keyring *Keyring
 	// KeyPairs are the certificate and key files to serve.
 	KeyPairs []KeyPair
 
@@ -71,7 +71,7 @@ type Files struct {
 
 	// mu serializes loads and protects seen.
 	mu sync.Mutex
-	// seen maps each file set (store key, or CAFile) to the hash of the content last handled,
+	// seen maps each file set (keyring key, or CAFile) to the hash of the content last handled,
 	// good or bad, so that each distinct content is parsed and reported once.
 	seen map[string][sha256.Size]byte
 }
@@ -80,11 +80,11 @@ type Files struct {
 // returns the errors of this pass, joined; files that failed keep their previous content in
 // effect. Call it before serving to fail fast on a bad initial configuration.
 func (f *Files) Load() error {
-	if len(f.KeyPairs) > 0 && f.Store == nil {
-		return errors.New("tls: Files.Store is nil but KeyPairs are set")
+	if len(f.KeyPairs) > 0 && f.Keyring == nil {
+		return errors.New("certs: Files.Keyring is nil but KeyPairs are set")
 	}
 	if f.CAFile != "" && f.CAs == nil {
-		return errors.New("tls: Files.CAs is nil but CAFile is set")
+		return errors.New("certs: Files.CAs is nil but CAFile is set")
 	}
 
 	f.mu.Lock()
@@ -115,11 +115,11 @@ func (f *Files) Load() error {
 			continue
 		}
 		changes[key] = cert
-		f.logger().Info("tls: loaded certificate", "key", key, "file", p.CertFile,
+		f.logger().Info("certs: loaded certificate", "key", key, "file", p.CertFile,
 			"names", cert.Leaf.DNSNames, "not_after", cert.Leaf.NotAfter)
 	}
 	if len(changes) > 0 {
-		if err := f.Store.Update(changes); err != nil {
+		if err := f.Keyring.Update(changes); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -133,12 +133,12 @@ func (f *Files) Load() error {
 		if prev, ok := f.seen[f.CAFile]; !ok || prev != sum {
 			f.seen[f.CAFile] = sum
 			if err != nil {
-				errs = append(errs, fmt.Errorf("tls: %w", err))
+				errs = append(errs, fmt.Errorf("certs: %w", err))
 			} else if pool, err := ParseCertPool(b); err != nil {
 				errs = append(errs, fmt.Errorf("%w (file %s)", err, f.CAFile))
 			} else {
 				f.CAs.Set(pool)
-				f.logger().Info("tls: loaded CA bundle", "file", f.CAFile)
+				f.logger().Info("certs: loaded CA bundle", "file", f.CAFile)
 			}
 		}
 	}
@@ -173,7 +173,7 @@ func (f *Files) report(err error) {
 		f.OnError(err)
 		return
 	}
-	f.logger().Error("tls: keeping previous certificate", "err", err)
+	f.logger().Error("certs: keeping previous certificate", "err", err)
 }
 
 func (f *Files) logger() *slog.Logger {
@@ -188,11 +188,11 @@ func (f *Files) logger() *slog.Logger {
 func readPair(p KeyPair) (certPEM, keyPEM []byte, sum [sha256.Size]byte, err error) {
 	certPEM, err = os.ReadFile(p.CertFile)
 	if err != nil {
-		return nil, nil, sum, fmt.Errorf("tls: %w", err)
+		return nil, nil, sum, fmt.Errorf("certs: %w", err)
 	}
 	keyPEM, err = os.ReadFile(p.KeyFile)
 	if err != nil {
-		return nil, nil, sum, fmt.Errorf("tls: %w", err)
+		return nil, nil, sum, fmt.Errorf("certs: %w", err)
 	}
 	h := sha256.New()
 	var n [8]byte

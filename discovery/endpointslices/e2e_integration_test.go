@@ -1,6 +1,6 @@
 //go:build integration
 
-package kubernetes_test
+package endpointslices_test
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/balancer"
-	k8sdiscovery "github.com/sluiceproxy/sluice/discovery/kubernetes"
+	"github.com/sluiceproxy/sluice/discovery/endpointslices"
 	"github.com/sluiceproxy/sluice/internal/kubetest"
 	"github.com/sluiceproxy/sluice/proxy"
 )
@@ -49,7 +49,7 @@ func TestIntegrationEndToEnd(t *testing.T) {
 
 	bal, err := balancer.New(balancer.RoundRobin{}, balancer.Options{})
 	require.NoError(t, err)
-	w, err := k8sdiscovery.NewForClient(cluster.Client, k8sdiscovery.Options{Namespace: ns})
+	w, err := endpointslices.NewForClient(cluster.Client, endpointslices.Options{Namespace: ns})
 	require.NoError(t, err)
 	go w.Run(ctx)
 	rec := newRecorder()

@@ -1,19 +1,19 @@
-// Package kubernetes serves certificates from Kubernetes Secrets of type kubernetes.io/tls,
+// Package secrets serves certificates from Kubernetes Secrets of type kubernetes.io/tls,
 // kept current through a client-go informer.
 //
-// A [Secrets] watches one namespace, selects Secrets by name or label, parses each one's
-// tls.crt and tls.key, and writes them into a [sluicetls.Store] under the key
+// A [Watcher] watches one namespace, selects Secrets by name or label, parses each one's
+// tls.crt and tls.key, and writes them into a [certs.Keyring] under the key
 // "namespace/name". When cert-manager (or anyone) renews a Secret, the informer delivers the
 // update and the renewed certificate is served on the next handshake. A Secret that no longer
 // parses is reported and its previous certificate keeps serving; a deleted Secret, or one that
-// stops matching the selection, is removed from the store.
+// stops matching the selection, is removed from the keyring.
 //
 // Events are coalesced: the informer's handlers only record what changed, and Run applies the
-// pending changes to the store in one batch, so the initial list of thousands of Secrets costs
+// pending changes to the keyring in one batch, so the initial list of thousands of Secrets costs
 // one index rebuild rather than one per Secret.
 //
 // RBAC: the embedder's service account needs get, list and watch on secrets in the namespace.
-package kubernetes
+package secrets
 
 import (
 	"context"
@@ -31,7 +31,7 @@ import (
 	k8s "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
-	sluicetls "github.com/sluiceproxy/sluice/tls"
+	"github.com/sluiceproxy/sluice/tls/certs"
 )
 
 // Options configures [New].
@@ -47,13 +47,13 @@ type Options struct {
 	Selector labels.Selector
 
 	// Default, if not empty, names the Secret whose certificate is served to clients that send
-	// no server name or an unknown one (see [sluicetls.Store.SetDefault]).
+	// no server name or an unknown one (see [certs.Keyring.SetDefault]).
 	Default string
 
 	// CAs and CASecret, if both set, keep CAs loaded from the ca.crt key of the named Secret
 	// (cert-manager fills it in), for client-certificate or upstream verification. The
 	// Secret need not be of type kubernetes.io/tls nor match Names or Selector.
-	CAs      *sluicetls.CAPool
+	CAs      *certs.CAPool
 	CASecret string
 
 	// Factory, if not nil, is the embedder's informer factory to take the Secret informer
@@ -71,41 +71,41 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Secrets keeps a Store filled from Kubernetes Secrets. Create it with [New] and call Run once.
-type Secrets struct {
+// Watcher keeps a Keyring filled from Kubernetes Secrets. Create it with [New] and call Run once.
+type Watcher struct {
 	client k8s.Interface
-	store  *sluicetls.Store
+	ring   *certs.Keyring
 	opts   Options
 	names  map[string]bool
 
 	signal chan struct{} // capacity 1: "pending has changes"
-	synced chan struct{} // closed once the initial list is in the store
+	synced chan struct{} // closed once the initial list is in the keyring
 
 	// mu protects pending and served.
 	mu sync.Mutex
-	// pending maps store keys to their new certificate, nil meaning delete.
+	// pending maps keyring keys to their new certificate, nil meaning delete.
 	pending map[string]*tls.Certificate
-	// served holds the keys this source has put in the store, so that a Secret that stops
+	// served holds the keys this source has put in the keyring, so that a Secret that stops
 	// matching is removed and a foreign key is never touched.
 	served map[string]bool
 }
 
-// New returns a Secrets that writes certificates into store. client may be nil when
+// New returns a Watcher that writes certificates into ring. client may be nil when
 // opts.Factory is set.
-func New(client k8s.Interface, store *sluicetls.Store, opts Options) (*Secrets, error) {
+func New(client k8s.Interface, ring *certs.Keyring, opts Options) (*Watcher, error) {
 	switch {
-	case store == nil:
-		return nil, errors.New("kubernetes: store is nil")
+	case ring == nil:
+		return nil, errors.New("secrets: keyring is nil")
 	case client == nil && opts.Factory == nil:
-		return nil, errors.New("kubernetes: client is nil and Options.Factory is not set")
+		return nil, errors.New("secrets: client is nil and Options.Factory is not set")
 	case opts.Namespace == "":
-		return nil, errors.New("kubernetes: Options.Namespace is required")
+		return nil, errors.New("secrets: Options.Namespace is required")
 	case (opts.CAs == nil) != (opts.CASecret == ""):
-		return nil, errors.New("kubernetes: Options.CAs and Options.CASecret must be set together")
+		return nil, errors.New("secrets: Options.CAs and Options.CASecret must be set together")
 	}
-	s := &Secrets{
+	s := &Watcher{
 		client:  client,
-		store:   store,
+		ring:    ring,
 		opts:    opts,
 		signal:  make(chan struct{}, 1),
 		synced:  make(chan struct{}),
@@ -119,7 +119,7 @@ func New(client k8s.Interface, store *sluicetls.Store, opts Options) (*Secrets, 
 		}
 	}
 	if opts.Default != "" {
-		store.SetDefault(opts.Namespace + "/" + opts.Default)
+		ring.SetDefault(opts.Namespace + "/" + opts.Default)
 	}
 	if opts.Factory != nil {
 		// Register the informer now (this starts nothing) so the embedder's Start covers it.
@@ -129,12 +129,12 @@ func New(client k8s.Interface, store *sluicetls.Store, opts Options) (*Secrets, 
 }
 
 // Synced returns a channel that is closed once Run has applied the initial list of Secrets to
-// the store. Servers wait on it so that the first clients are not refused for lack of a
+// the keyring. Servers wait on it so that the first clients are not refused for lack of a
 // certificate.
-func (s *Secrets) Synced() <-chan struct{} { return s.synced }
+func (s *Watcher) Synced() <-chan struct{} { return s.synced }
 
-// HasSynced reports whether Run has applied the initial list of Secrets to the store.
-func (s *Secrets) HasSynced() bool {
+// HasSynced reports whether Run has applied the initial list of Secrets to the keyring.
+func (s *Watcher) HasSynced() bool {
 	select {
 	case <-s.synced:
 		return true
@@ -143,9 +143,9 @@ func (s *Secrets) HasSynced() bool {
 	}
 }
 
-// Run watches Secrets and applies changes to the store until ctx is done, then returns
+// Run watches Secrets and applies changes to the keyring until ctx is done, then returns
 // ctx.Err(). Changes seen before the informer's initial list completes are applied together.
-func (s *Secrets) Run(ctx context.Context) error {
+func (s *Watcher) Run(ctx context.Context) error {
 	factory := s.opts.Factory
 	if factory == nil {
 		factory = informers.NewSharedInformerFactoryWithOptions(s.client, 0,
@@ -167,7 +167,7 @@ func (s *Secrets) Run(ctx context.Context) error {
 		DeleteFunc: s.onDelete,
 	})
 	if err != nil {
-		return fmt.Errorf("kubernetes: add event handler: %w", err)
+		return fmt.Errorf("secrets: add event handler: %w", err)
 	}
 	defer func() { _ = informer.RemoveEventHandler(reg) }()
 
@@ -190,7 +190,7 @@ func (s *Secrets) Run(ctx context.Context) error {
 }
 
 // tweak narrows the list and watch of a factory Run owns.
-func (s *Secrets) tweak(o *metav1.ListOptions) {
+func (s *Watcher) tweak(o *metav1.ListOptions) {
 	if s.opts.Selector != nil && s.opts.CASecret == "" {
 		o.LabelSelector = s.opts.Selector.String()
 	}
@@ -200,7 +200,7 @@ func (s *Secrets) tweak(o *metav1.ListOptions) {
 }
 
 // wanted reports whether sec should be served as a certificate.
-func (s *Secrets) wanted(sec *corev1.Secret) bool {
+func (s *Watcher) wanted(sec *corev1.Secret) bool {
 	if sec.Namespace != s.opts.Namespace {
 		return false
 	}
@@ -213,7 +213,7 @@ func (s *Secrets) wanted(sec *corev1.Secret) bool {
 	return true
 }
 
-func (s *Secrets) onAdd(obj any) {
+func (s *Watcher) onAdd(obj any) {
 	sec, ok := obj.(*corev1.Secret)
 	if !ok {
 		return
@@ -227,20 +227,20 @@ func (s *Secrets) onAdd(obj any) {
 		return
 	}
 	if sec.Type != corev1.SecretTypeTLS {
-		s.report(fmt.Errorf("kubernetes: secret %s has type %q, want %q", key, sec.Type, corev1.SecretTypeTLS))
+		s.report(fmt.Errorf("secrets: secret %s has type %q, want %q", key, sec.Type, corev1.SecretTypeTLS))
 		return
 	}
-	cert, err := sluicetls.ParseKeyPair(sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey])
+	cert, err := certs.ParseKeyPair(sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey])
 	if err != nil {
-		s.report(fmt.Errorf("kubernetes: secret %s (keeping the previous certificate): %w", key, err))
+		s.report(fmt.Errorf("secrets: secret %s (keeping the previous certificate): %w", key, err))
 		return
 	}
-	s.logger().Info("kubernetes: certificate from secret", "secret", key,
+	s.logger().Info("secrets: certificate from secret", "secret", key,
 		"names", cert.Leaf.DNSNames, "not_after", cert.Leaf.NotAfter)
 	s.queue(key, cert)
 }
 
-func (s *Secrets) onDelete(obj any) {
+func (s *Watcher) onDelete(obj any) {
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
 	}
@@ -251,17 +251,17 @@ func (s *Secrets) onDelete(obj any) {
 	s.queue(sec.Namespace+"/"+sec.Name, nil)
 }
 
-func (s *Secrets) loadCAs(sec *corev1.Secret) {
-	pool, err := sluicetls.ParseCertPool(sec.Data["ca.crt"])
+func (s *Watcher) loadCAs(sec *corev1.Secret) {
+	pool, err := certs.ParseCertPool(sec.Data["ca.crt"])
 	if err != nil {
-		s.report(fmt.Errorf("kubernetes: ca.crt of secret %s/%s (keeping the previous pool): %w", sec.Namespace, sec.Name, err))
+		s.report(fmt.Errorf("secrets: ca.crt of secret %s/%s (keeping the previous pool): %w", sec.Namespace, sec.Name, err))
 		return
 	}
 	s.opts.CAs.Set(pool)
 }
 
 // queue records a change for the next flush and wakes Run.
-func (s *Secrets) queue(key string, cert *tls.Certificate) {
+func (s *Watcher) queue(key string, cert *tls.Certificate) {
 	s.mu.Lock()
 	if cert == nil && !s.served[key] {
 		delete(s.pending, key) // never served, or its addition is still pending
@@ -276,8 +276,8 @@ func (s *Secrets) queue(key string, cert *tls.Certificate) {
 	}
 }
 
-// flush applies pending changes to the store in one batch.
-func (s *Secrets) flush() {
+// flush applies pending changes to the keyring in one batch.
+func (s *Watcher) flush() {
 	s.mu.Lock()
 	changes := s.pending
 	s.pending = make(map[string]*tls.Certificate)
@@ -292,20 +292,20 @@ func (s *Secrets) flush() {
 	if len(changes) == 0 {
 		return
 	}
-	if err := s.store.Update(changes); err != nil {
+	if err := s.ring.Update(changes); err != nil {
 		s.report(err)
 	}
 }
 
-func (s *Secrets) report(err error) {
+func (s *Watcher) report(err error) {
 	if s.opts.OnError != nil {
 		s.opts.OnError(err)
 		return
 	}
-	s.logger().Error("kubernetes: cannot serve secret", "err", err)
+	s.logger().Error("secrets: cannot serve secret", "err", err)
 }
 
-func (s *Secrets) logger() *slog.Logger {
+func (s *Watcher) logger() *slog.Logger {
 	if s.opts.Logger != nil {
 		return s.opts.Logger
 	}

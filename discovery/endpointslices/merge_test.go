@@ -1,4 +1,4 @@
-package kubernetes_test
+package endpointslices_test
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/sluiceproxy/sluice"
-	k8sdiscovery "github.com/sluiceproxy/sluice/discovery/kubernetes"
+	"github.com/sluiceproxy/sluice/discovery/endpointslices"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -120,7 +120,7 @@ func TestMerge(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			assert.Equal(t, tt.want, k8sdiscovery.Merge(tt.slices, tt.port))
+			assert.Equal(t, tt.want, endpointslices.Merge(tt.slices, tt.port))
 		})
 	}
 }
@@ -184,10 +184,10 @@ func hasAddrs(want ...string) func([]sluice.Endpoint) bool {
 func TestWatcherWithFakeClientset(t *testing.T) {
 	client := fake.NewClientset()
 	factory := informers.NewSharedInformerFactory(client, 0)
-	w, err := k8sdiscovery.New(factory, k8sdiscovery.Options{Coalesce: 10 * time.Millisecond})
+	w, err := endpointslices.New(factory, endpointslices.Options{Coalesce: 10 * time.Millisecond})
 	require.NoError(t, err)
 	// A second Watcher on the same factory shares the informer and its index.
-	w2, err := k8sdiscovery.New(factory, k8sdiscovery.Options{})
+	w2, err := endpointslices.New(factory, endpointslices.Options{})
 	require.NoError(t, err)
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -225,7 +225,7 @@ func TestDeletedFinalStateUnknown(t *testing.T) {
 	client := fake.NewClientset(slice("web-1", "web", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{port("http", 80)}, ep("10.244.0.1", nil, nil, nil)))
 	factory := informers.NewSharedInformerFactory(client, 0)
 	inf := factory.Discovery().V1().EndpointSlices().Informer()
-	w, err := k8sdiscovery.New(factory, k8sdiscovery.Options{Coalesce: time.Millisecond})
+	w, err := endpointslices.New(factory, endpointslices.Options{Coalesce: time.Millisecond})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -243,6 +243,6 @@ func TestDeletedFinalStateUnknown(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, exists)
 	require.NoError(t, inf.GetIndexer().Delete(obj))
-	k8sdiscovery.Notify(w, cache.DeletedFinalStateUnknown{Key: "default/web-1", Obj: obj})
+	endpointslices.Notify(w, cache.DeletedFinalStateUnknown{Key: "default/web-1", Obj: obj})
 	rec.waitFor(t, "the set emptied by the tombstone", hasAddrs())
 }

@@ -1,4 +1,4 @@
-package tls
+package certs
 
 import (
 	"crypto/tls"
@@ -10,7 +10,7 @@ import (
 )
 
 // CAPool holds a CA certificate pool that can be replaced while connections use it: [Files]
-// reloads it from a bundle on disk, tls/kubernetes from a Secret. Configs built by
+// reloads it from a bundle on disk, tls/secrets from a Secret. Configs built by
 // [ServerConfig] and [ClientConfig] read the current pool on every handshake.
 //
 // The zero value holds no pool. A CAPool must not be copied after first use.
@@ -35,7 +35,7 @@ func (c *CAPool) Pool() *x509.CertPool { return c.p.Load() }
 func (c *CAPool) verify(certs []*x509.Certificate, dnsName string, usage x509.ExtKeyUsage) error {
 	pool := c.Pool()
 	if pool == nil {
-		return errors.New("tls: no CA pool loaded yet")
+		return errors.New("certs: no CA pool loaded yet")
 	}
 	opts := x509.VerifyOptions{
 		Roots:         pool,
@@ -97,16 +97,16 @@ type ServerOptions struct {
 // ConnectionState.VerifiedChains nor lists acceptable CAs in its certificate request.
 //
 // The returned config may be further adjusted before use; it shares certs, not a copy.
-func ServerConfig(certs *Store, opts ServerOptions) (*tls.Config, error) {
+func ServerConfig(certs *Keyring, opts ServerOptions) (*tls.Config, error) {
 	if certs == nil {
-		return nil, errors.New("tls: ServerConfig needs a Store, got nil")
+		return nil, errors.New("certs: ServerConfig needs a Keyring, got nil")
 	}
 	minVersion := opts.MinVersion
 	if minVersion == 0 {
 		minVersion = tls.VersionTLS12
 	}
 	if minVersion < tls.VersionTLS12 {
-		return nil, fmt.Errorf("tls: MinVersion must be ≥ TLS 1.2, got %s", tls.VersionName(minVersion))
+		return nil, fmt.Errorf("certs: MinVersion must be ≥ TLS 1.2, got %s", tls.VersionName(minVersion))
 	}
 	nextProtos := opts.NextProtos
 	if nextProtos == nil {
@@ -121,7 +121,7 @@ func ServerConfig(certs *Store, opts ServerOptions) (*tls.Config, error) {
 
 	switch {
 	case opts.ClientCAs == nil && opts.ClientAuth != tls.NoClientCert:
-		return nil, fmt.Errorf("tls: ClientAuth %s needs ClientCAs", opts.ClientAuth)
+		return nil, fmt.Errorf("certs: ClientAuth %s needs ClientCAs", opts.ClientAuth)
 	case opts.ClientCAs == nil:
 		return cfg, nil
 	}
@@ -133,7 +133,7 @@ func ServerConfig(certs *Store, opts ServerOptions) (*tls.Config, error) {
 	case tls.VerifyClientCertIfGiven:
 		cfg.ClientAuth = tls.RequestClientCert
 	default:
-		return nil, fmt.Errorf("tls: ClientAuth must be RequireAndVerifyClientCert or VerifyClientCertIfGiven, got %s", opts.ClientAuth)
+		return nil, fmt.Errorf("certs: ClientAuth must be RequireAndVerifyClientCert or VerifyClientCertIfGiven, got %s", opts.ClientAuth)
 	}
 	// crypto/tls checks that the client holds the certificate's key; the chain is checked
 	// here against the current pool.
@@ -141,7 +141,7 @@ func ServerConfig(certs *Store, opts ServerOptions) (*tls.Config, error) {
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			if required {
-				return errors.New("tls: client certificate required")
+				return errors.New("certs: client certificate required")
 			}
 			return nil
 		}
@@ -166,8 +166,8 @@ type ClientOptions struct {
 	RootCAs *CAPool
 
 	// Certificates, if not nil, supplies the client certificate (mTLS to upstreams): its
-	// default certificate (see [Store.SetDefault]) is presented, read at each handshake.
-	Certificates *Store
+	// default certificate (see [Keyring.SetDefault]) is presented, read at each handshake.
+	Certificates *Keyring
 
 	// MinVersion is the lowest TLS version accepted. Zero means TLS 1.2; lower is refused.
 	MinVersion uint16
@@ -185,7 +185,7 @@ func ClientConfig(opts ClientOptions) (*tls.Config, error) {
 		minVersion = tls.VersionTLS12
 	}
 	if minVersion < tls.VersionTLS12 {
-		return nil, fmt.Errorf("tls: MinVersion must be ≥ TLS 1.2, got %s", tls.VersionName(minVersion))
+		return nil, fmt.Errorf("certs: MinVersion must be ≥ TLS 1.2, got %s", tls.VersionName(minVersion))
 	}
 	cfg := &tls.Config{
 		ServerName:   opts.ServerName,
@@ -210,10 +210,10 @@ func ClientConfig(opts ClientOptions) (*tls.Config, error) {
 				name = cs.ServerName
 			}
 			if name == "" {
-				return errors.New("tls: cannot verify upstream certificate without a server name: set ClientOptions.ServerName")
+				return errors.New("certs: cannot verify upstream certificate without a server name: set ClientOptions.ServerName")
 			}
 			if len(cs.PeerCertificates) == 0 {
-				return errors.New("tls: upstream sent no certificate")
+				return errors.New("certs: upstream sent no certificate")
 			}
 			return pool.verify(cs.PeerCertificates, name, x509.ExtKeyUsageServerAuth)
 		}

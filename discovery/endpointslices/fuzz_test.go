@@ -1,4 +1,4 @@
-package kubernetes_test
+package endpointslices_test
 
 import (
 	"net"
@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/sluiceproxy/sluice"
-	k8sdiscovery "github.com/sluiceproxy/sluice/discovery/kubernetes"
+	"github.com/sluiceproxy/sluice/discovery/endpointslices"
 )
 
 // FuzzMerge merges two slices built from arbitrary addresses, address types, ports,
@@ -53,7 +53,7 @@ func FuzzMerge(f *testing.F) {
 		b := slice("b", "web", at, []discoveryv1.EndpointPort{{Port: ptr(int32(8080))}},
 			discoveryv1.Endpoint{Addresses: []string{addr2, addr1}, Conditions: cond(^conds)})
 
-		got := k8sdiscovery.Merge([]*discoveryv1.EndpointSlice{a, nil, b}, want)
+		got := endpointslices.Merge([]*discoveryv1.EndpointSlice{a, nil, b}, want)
 		if !slices.IsSortedFunc(got, func(x, y sluice.Endpoint) int { return strings.Compare(x.Addr, y.Addr) }) {
 			t.Fatalf("Merge = %v: not sorted", got)
 		}

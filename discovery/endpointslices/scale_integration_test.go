@@ -1,6 +1,6 @@
 //go:build integration
 
-package kubernetes_test
+package endpointslices_test
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sluiceproxy/sluice"
-	k8sdiscovery "github.com/sluiceproxy/sluice/discovery/kubernetes"
+	"github.com/sluiceproxy/sluice/discovery/endpointslices"
 	"github.com/sluiceproxy/sluice/internal/kubetest"
 )
 
@@ -53,7 +53,7 @@ func TestIntegrationScale10k(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 
-	w, err := k8sdiscovery.NewForClient(cluster.Client, k8sdiscovery.Options{Namespace: ns, Coalesce: coalesce})
+	w, err := endpointslices.NewForClient(cluster.Client, endpointslices.Options{Namespace: ns, Coalesce: coalesce})
 	require.NoError(t, err)
 	go w.Run(ctx)
 	rec := newRecorder()

@@ -1,4 +1,4 @@
-package tls_test
+package certs_test
 
 import (
 	"crypto/tls"
@@ -12,12 +12,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluiceproxy/sluice/internal/testcert"
-	sluicetls "github.com/sluiceproxy/sluice/tls"
+	"github.com/sluiceproxy/sluice/tls/certs"
 )
 
 func TestStoreSelection(t *testing.T) {
 	ca := testcert.NewCA(t)
-	var s sluicetls.Store
+	var s certs.Keyring
 	exact := ca.Server(t, "example.com", "www.example.com")
 	wild := ca.Server(t, "*.example.com")
 	other := ca.Server(t, "Other.TEST")
@@ -56,18 +56,18 @@ func TestStoreSelection(t *testing.T) {
 
 func TestStoreNoDefault(t *testing.T) {
 	ca := testcert.NewCA(t)
-	var s sluicetls.Store
+	var s certs.Keyring
 	_, err := s.GetCertificate(&tls.ClientHelloInfo{ServerName: "example.com"})
-	assert.ErrorIs(t, err, sluicetls.ErrNoCertificate, "an empty store has nothing to serve")
+	assert.ErrorIs(t, err, certs.ErrNoCertificate, "an empty store has nothing to serve")
 
 	require.NoError(t, s.Set("a", &ca.Server(t, "a.test").TLS))
 	_, err = s.GetCertificate(&tls.ClientHelloInfo{ServerName: "b.test"})
-	assert.ErrorIs(t, err, sluicetls.ErrNoCertificate, "an unknown name without a default must fail")
+	assert.ErrorIs(t, err, certs.ErrNoCertificate, "an unknown name without a default must fail")
 	assert.Contains(t, err.Error(), `"b.test"`, "the error should name the server name")
 
 	s.SetDefault("later") // named before it exists
 	_, err = s.GetCertificate(&tls.ClientHelloInfo{})
-	assert.ErrorIs(t, err, sluicetls.ErrNoCertificate)
+	assert.ErrorIs(t, err, certs.ErrNoCertificate)
 	later := ca.Server(t, "later.test")
 	require.NoError(t, s.Set("later", &later.TLS))
 	got, err := s.GetCertificate(&tls.ClientHelloInfo{})
@@ -81,7 +81,7 @@ func TestStorePrecedenceAndDelete(t *testing.T) {
 	older := ca.Issue(t, testcert.Template{Names: []string{"x.test"}, NotAfter: now.Add(24 * time.Hour)})
 	newer := ca.Issue(t, testcert.Template{Names: []string{"x.test"}, NotAfter: now.Add(48 * time.Hour)})
 
-	var s sluicetls.Store
+	var s certs.Keyring
 	// "a" sorts first, but the certificate that expires later wins.
 	require.NoError(t, s.Set("z-new", &newer.TLS))
 	require.NoError(t, s.Set("a-old", &older.TLS))
@@ -100,7 +100,7 @@ func TestStorePrecedenceAndDelete(t *testing.T) {
 func TestStoreRejectsUnusableCertificates(t *testing.T) {
 	ca := testcert.NewCA(t)
 	good := ca.Server(t, "good.test")
-	var s sluicetls.Store
+	var s certs.Keyring
 	err := s.Update(map[string]*tls.Certificate{
 		"nokey":   {Certificate: good.TLS.Certificate},
 		"empty":   {},
@@ -119,14 +119,14 @@ func TestStoreLeafParsedWhenMissing(t *testing.T) {
 	ca := testcert.NewCA(t)
 	c := ca.Server(t, "leafless.test")
 	pair := tls.Certificate{Certificate: c.TLS.Certificate, PrivateKey: c.TLS.PrivateKey}
-	var s sluicetls.Store
+	var s certs.Keyring
 	require.NoError(t, s.Set("k", &pair))
 	assert.Same(t, &pair, s.Certificate("leafless.test"))
 }
 
 func TestCertificateDoesNotAllocate(t *testing.T) {
 	ca := testcert.NewCA(t)
-	var s sluicetls.Store
+	var s certs.Keyring
 	require.NoError(t, s.Set("a", &ca.Server(t, "a.example.com").TLS))
 	require.NoError(t, s.Set("w", &ca.Server(t, "*.example.com").TLS))
 	require.NoError(t, s.Set("d", &ca.Server(t, "default.test").TLS))
@@ -144,9 +144,9 @@ func TestCertificateDoesNotAllocate(t *testing.T) {
 
 // fakeLeafStore fills a store with n certificates whose leaves are built in memory: selection
 // reads only the names, so this avoids signing 10,000 certificates.
-func fakeLeafStore(tb testing.TB, n int) *sluicetls.Store {
+func fakeLeafStore(tb testing.TB, n int) *certs.Keyring {
 	tb.Helper()
-	var s sluicetls.Store
+	var s certs.Keyring
 	key := testcert.NewCA(tb).Key
 	changes := make(map[string]*tls.Certificate, n)
 	for i := range n {
@@ -241,7 +241,7 @@ func BenchmarkHandshake(b *testing.B) {
 	cert := ca.Server(b, "bench.example.com")
 	s := fakeLeafStore(b, 10000)
 	require.NoError(b, s.Set("cert", &cert.TLS))
-	storeCfg, err := sluicetls.ServerConfig(s, sluicetls.ServerOptions{})
+	storeCfg, err := certs.ServerConfig(s, certs.ServerOptions{})
 	require.NoError(b, err)
 	for _, bc := range []struct {
 		name string
@@ -273,7 +273,7 @@ func BenchmarkHandshake(b *testing.B) {
 }
 
 // BenchmarkSet measures one rotation (replacing one certificate), which rebuilds the index:
-// the cost grows with the store, which is why sources batch with Update.
+// the cost grows with the keyring, which is why sources batch with Update.
 func BenchmarkSet(b *testing.B) {
 	for _, n := range []int{10, 1000, 10000} {
 		s := fakeLeafStore(b, n)

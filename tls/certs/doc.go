@@ -1,22 +1,16 @@
-// Package tls terminates TLS for a proxy: it picks a server certificate per handshake by SNI,
+// Package certs terminates TLS for a proxy: it picks a server certificate per handshake by SNI,
 // keeps certificates current as they rotate, and builds *crypto/tls.Config values with safe
 // defaults for both the listening side and the connections to upstreams.
 //
-// The package name mirrors crypto/tls, which programs usually import too, so import this one
-// under an alias:
-//
-//	import (
-//		"crypto/tls"
-//
-//		sluicetls "github.com/sluiceproxy/sluice/tls"
-//	)
+// It lives under tls/ with its Kubernetes sibling, tls/secrets, and is named for what it holds
+// so that it imports beside crypto/tls without an alias.
 //
 // # Certificates by SNI
 //
-// A [Store] holds certificates under keys chosen by their source (a file path, a Secret's
+// A [Keyring] holds certificates under keys chosen by their source (a file path, a Secret's
 // namespace/name). Every write builds an immutable index — exact names in one map, wildcard
 // names in another keyed by the parent domain — and publishes it with an atomic pointer swap.
-// [Store.GetCertificate] reads the index with no lock and no allocation: it lower-cases the
+// [Keyring.GetCertificate] reads the index with no lock and no allocation: it lower-cases the
 // server name into a stack buffer, tries the exact map, then strips the first label and tries
 // the wildcard map, then falls back to the default certificate. A wildcard covers one label,
 // as RFC 6125 §6.4.3 and browsers have it.
@@ -24,9 +18,9 @@
 // # Sources
 //
 // [Files] polls PEM files and swaps in a certificate when the content changes; a broken file
-// is reported and the previous certificate keeps serving. Package tls/kubernetes does the same
+// is reported and the previous certificate keeps serving. Package [github.com/sluiceproxy/sluice/tls/secrets] does the same
 // for Secrets of type kubernetes.io/tls through a client-go informer, so a certificate renewed
-// by cert-manager is served on the next handshake. Both feed the same Store, and a [CAPool]
+// by cert-manager is served on the next handshake. Both feed the same Keyring, and a [CAPool]
 // for client or upstream verification.
 //
 // # Configs
@@ -40,4 +34,4 @@
 //
 // [Stapler] fetches OCSP responses for stored certificates that name a responder and staples
 // the Good ones, refetching past half of each response's validity.
-package tls
+package certs

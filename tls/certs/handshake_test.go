@@ -1,4 +1,4 @@
-package tls_test
+package certs_test
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluiceproxy/sluice/internal/testcert"
-	sluicetls "github.com/sluiceproxy/sluice/tls"
+	"github.com/sluiceproxy/sluice/tls/certs"
 )
 
 // serve runs an HTTP server with cfg on a loopback port and returns its https URL. The handler
@@ -65,13 +65,13 @@ func handshake(ctx context.Context, addr, serverName string, roots *x509.CertPoo
 
 func TestHandshakeSelectsBySNI(t *testing.T) {
 	ca := testcert.NewCA(t)
-	var store sluicetls.Store
+	var store certs.Keyring
 	exact := ca.Server(t, "example.com")
 	wild := ca.Server(t, "*.example.com")
 	def := ca.Server(t, "default.test", "127.0.0.1")
 	require.NoError(t, store.Update(map[string]*tls.Certificate{"exact": &exact.TLS, "wild": &wild.TLS, "def": &def.TLS}))
 	store.SetDefault("def")
-	cfg, err := sluicetls.ServerConfig(&store, sluicetls.ServerOptions{})
+	cfg, err := certs.ServerConfig(&store, certs.ServerOptions{})
 	require.NoError(t, err)
 	url := serve(t, cfg)
 
@@ -115,9 +115,9 @@ func handshakeInsecure(url, sni string) (*x509.Certificate, error) {
 
 func TestHandshakeFailsWithoutCertificate(t *testing.T) {
 	ca := testcert.NewCA(t)
-	var store sluicetls.Store
+	var store certs.Keyring
 	require.NoError(t, store.Set("a", &ca.Server(t, "a.test").TLS))
-	cfg, err := sluicetls.ServerConfig(&store, sluicetls.ServerOptions{})
+	cfg, err := certs.ServerConfig(&store, certs.ServerOptions{})
 	require.NoError(t, err)
 	url := serve(t, cfg)
 	_, err = handshakeInsecure(url, "b.test")
@@ -125,8 +125,8 @@ func TestHandshakeFailsWithoutCertificate(t *testing.T) {
 }
 
 func TestServerConfigDefaults(t *testing.T) {
-	var store sluicetls.Store
-	cfg, err := sluicetls.ServerConfig(&store, sluicetls.ServerOptions{})
+	var store certs.Keyring
+	cfg, err := certs.ServerConfig(&store, certs.ServerOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, uint16(tls.VersionTLS12), cfg.MinVersion)
 	assert.Equal(t, []string{"h2", "http/1.1"}, cfg.NextProtos)
@@ -155,26 +155,26 @@ func TestServerConfigDefaults(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	var store sluicetls.Store
-	pool := sluicetls.NewCAPool(x509.NewCertPool())
+	var store certs.Keyring
+	pool := certs.NewCAPool(x509.NewCertPool())
 	tests := []struct {
 		name string
-		opts sluicetls.ServerOptions
+		opts certs.ServerOptions
 		want string
 	}{
-		{"old version", sluicetls.ServerOptions{MinVersion: tls.VersionTLS10}, "MinVersion must be ≥ TLS 1.2, got TLS 1.0"},
-		{"auth without CAs", sluicetls.ServerOptions{ClientAuth: tls.RequireAndVerifyClientCert}, "needs ClientCAs"},
-		{"unverified auth", sluicetls.ServerOptions{ClientCAs: pool, ClientAuth: tls.RequireAnyClientCert}, "ClientAuth must be"},
+		{"old version", certs.ServerOptions{MinVersion: tls.VersionTLS10}, "MinVersion must be ≥ TLS 1.2, got TLS 1.0"},
+		{"auth without CAs", certs.ServerOptions{ClientAuth: tls.RequireAndVerifyClientCert}, "needs ClientCAs"},
+		{"unverified auth", certs.ServerOptions{ClientCAs: pool, ClientAuth: tls.RequireAnyClientCert}, "ClientAuth must be"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := sluicetls.ServerConfig(&store, tt.opts)
+			_, err := certs.ServerConfig(&store, tt.opts)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tt.want)
 		})
 	}
-	_, err := sluicetls.ServerConfig(nil, sluicetls.ServerOptions{})
-	assert.ErrorContains(t, err, "needs a Store")
-	_, err = sluicetls.ClientConfig(sluicetls.ClientOptions{MinVersion: tls.VersionTLS11})
+	_, err := certs.ServerConfig(nil, certs.ServerOptions{})
+	assert.ErrorContains(t, err, "needs a Keyring")
+	_, err = certs.ClientConfig(certs.ClientOptions{MinVersion: tls.VersionTLS11})
 	assert.ErrorContains(t, err, "MinVersion must be ≥ TLS 1.2, got TLS 1.1")
 }

@@ -1,4 +1,4 @@
-package kubernetes_test
+package endpointslices_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/sluiceproxy/sluice"
-	k8sdiscovery "github.com/sluiceproxy/sluice/discovery/kubernetes"
+	"github.com/sluiceproxy/sluice/discovery/endpointslices"
 )
 
 func Example() {
@@ -29,7 +29,7 @@ func Example() {
 		},
 	})
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace("shop"))
-	w, err := k8sdiscovery.New(factory, k8sdiscovery.Options{})
+	w, err := endpointslices.New(factory, endpointslices.Options{})
 	if err != nil {
 		panic(err)
 	}

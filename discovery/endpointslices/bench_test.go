@@ -1,4 +1,4 @@
-package kubernetes_test
+package endpointslices_test
 
 import (
 	"fmt"
@@ -6,7 +6,7 @@ import (
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 
-	k8sdiscovery "github.com/sluiceproxy/sluice/discovery/kubernetes"
+	"github.com/sluiceproxy/sluice/discovery/endpointslices"
 )
 
 // BenchmarkMerge measures rebuilding a Service's set from 100-endpoint slices, the work a
@@ -24,7 +24,7 @@ func BenchmarkMerge(b *testing.B) {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if got := k8sdiscovery.Merge(list, "http"); len(got) != n {
+				if got := endpointslices.Merge(list, "http"); len(got) != n {
 					b.Fatalf("merged %d endpoints, want %d", len(got), n)
 				}
 			}

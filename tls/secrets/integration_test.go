@@ -1,6 +1,6 @@
 //go:build integration
 
-package kubernetes_test
+package secrets_test
 
 import (
 	"context"
@@ -22,8 +22,8 @@ import (
 
 	"github.com/sluiceproxy/sluice/internal/kubetest"
 	"github.com/sluiceproxy/sluice/internal/testcert"
-	sluicetls "github.com/sluiceproxy/sluice/tls"
-	"github.com/sluiceproxy/sluice/tls/kubernetes"
+	"github.com/sluiceproxy/sluice/tls/certs"
+	"github.com/sluiceproxy/sluice/tls/secrets"
 )
 
 // TestSecretRotationAgainstAPIServer rotates a kubernetes.io/tls Secret in a real
@@ -50,9 +50,9 @@ func TestSecretRotationAgainstAPIServer(t *testing.T) {
 	_, err = cluster.Client.CoreV1().Secrets(ns).Create(ctx, secret(v1), metav1.CreateOptions{})
 	require.NoError(t, err)
 
-	var store sluicetls.Store
+	var store certs.Keyring
 	var errs errorLog
-	src, err := kubernetes.New(cluster.Client, &store, kubernetes.Options{Namespace: ns, Names: []string{"site-tls"}, OnError: errs.add, Logger: quietLogger()})
+	src, err := secrets.New(cluster.Client, &store, secrets.Options{Namespace: ns, Names: []string{"site-tls"}, OnError: errs.add, Logger: quietLogger()})
 	require.NoError(t, err)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -67,7 +67,7 @@ func TestSecretRotationAgainstAPIServer(t *testing.T) {
 		t.Fatal("no initial sync from the apiserver within 30s")
 	}
 
-	cfg, err := sluicetls.ServerConfig(&store, sluicetls.ServerOptions{})
+	cfg, err := certs.ServerConfig(&store, certs.ServerOptions{})
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -168,10 +168,10 @@ func TestSecretLabelSelectionAgainstAPIServer(t *testing.T) {
 	_, err = cluster.Client.CoreV1().Secrets(ns).Create(ctx, mk("b", b, false), metav1.CreateOptions{})
 	require.NoError(t, err)
 
-	var store sluicetls.Store
+	var store certs.Keyring
 	sel, err := labels.Parse("sluice.dev/serve=true")
 	require.NoError(t, err)
-	start(t, cluster.Client, &store, kubernetes.Options{Namespace: ns, Selector: sel})
+	start(t, cluster.Client, &store, secrets.Options{Namespace: ns, Selector: sel})
 	assert.ElementsMatch(t, []string{ns + "/a"}, store.Keys(), "only the labelled Secret is served")
 
 	_, err = cluster.Client.CoreV1().Secrets(ns).Update(ctx, mk("a", a, false), metav1.UpdateOptions{})

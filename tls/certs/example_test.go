@@ -1,20 +1,20 @@
-package tls_test
+package certs_test
 
 import (
 	"fmt"
 	"log"
 	"net/http"
 
-	sluicetls "github.com/sluiceproxy/sluice/tls"
+	"github.com/sluiceproxy/sluice/tls/certs"
 )
 
 // Serve certificates from PEM files, picked by SNI, with a default for clients that send no
 // server name. In a program, run files.Run(ctx) in a goroutine to pick up rotations.
 func Example() {
-	var store sluicetls.Store
-	files := &sluicetls.Files{
-		Store: &store,
-		KeyPairs: []sluicetls.KeyPair{
+	var store certs.Keyring
+	files := &certs.Files{
+		Keyring: &store,
+		KeyPairs: []certs.KeyPair{
 			{CertFile: "testdata/example.com.crt", KeyFile: "testdata/example.com.key"},
 			{CertFile: "testdata/wildcard.example.com.crt", KeyFile: "testdata/wildcard.example.com.key"},
 			{CertFile: "testdata/default.crt", KeyFile: "testdata/default.key", Key: "default"},
@@ -25,12 +25,12 @@ func Example() {
 	}
 	store.SetDefault("default")
 
-	cfg, err := sluicetls.ServerConfig(&store, sluicetls.ServerOptions{})
+	cfg, err := certs.ServerConfig(&store, certs.ServerOptions{})
 	if err != nil {
 		log.Fatal(err)
 	}
 	srv := &http.Server{Addr: ":8443", TLSConfig: cfg}
-	_ = srv // srv.ListenAndServeTLS("", "") serves with the store's certificates.
+	_ = srv // srv.ListenAndServeTLS("", "") serves with the keyring's certificates.
 
 	for _, sni := range []string{"www.example.com", "API.Example.com.", "a.b.example.com", ""} {
 		fmt.Printf("%q -> %s\n", sni, store.Certificate(sni).Leaf.DNSNames)

@@ -1,5 +1,5 @@
 //go:build integration && race
 
-package kubernetes_test
+package endpointslices_test
 
 const raceEnabled = true
