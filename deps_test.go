@@ -25,6 +25,7 @@ var allowed = map[string][]string{
 	"proxy/middleware":         {"", "proxy"},
 	"cache":                    {""},
 	"ratelimit":                {""},
+	"pool":                     {"", "balancer", "discovery", "healthcheck", "proxy"},
 	"tls/certs":                {""},
 	"tls/secrets":              {"", "tls/certs"},
 }
