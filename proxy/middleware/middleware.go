@@ -7,9 +7,9 @@
 // and the method value x.Handler is a func(http.Handler) http.Handler, so every middleware
 // drops into a chain library, or a plain nesting of calls, without an adapter.
 //
-// Middlewares with state, or with settings worth checking, are built by NewX(XOptions),
-// which validates once and names the offending field in its error: [IPFilter], [BasicAuth],
-// [ForwardAuth], [CORS], [Rewrite]. Config-only ones are exported structs written as
+// Middlewares with state, or with settings worth checking, are built by a NewX taking an
+// XOptions, which validates once and names the offending field in its error: [IPFilter],
+// [BasicAuth], [ForwardAuth], [CORS], [Rewrite]. Config-only ones are exported structs written as
 // literals, whose zero values are documented: [Headers], [StripPrefix], [SetHost],
 // [RedirectHTTPS], [Limits]. Their Handler copies the struct when it is called, so changing
 // the struct afterwards does not change the handler (the maps inside [HeaderRules] are
