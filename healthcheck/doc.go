@@ -60,6 +60,6 @@
 // # Events
 //
 // Every change of an endpoint's health — a probe verdict, an ejection, its end — is an Event
-// with a Reason, handed to Options.OnChange from Run's goroutine, outside any lock. Without
-// OnChange, events are logged through log/slog.
+// with a Reason. Each is logged through log/slog to Options.Logger, then handed to
+// Options.OnChange, if set, from Run's goroutine, outside any lock.
 package healthcheck

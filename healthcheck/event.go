@@ -80,12 +80,15 @@ type Event struct {
 	EjectionTime time.Duration
 }
 
-// logEvent is the default OnChange: a warning when an endpoint stops taking traffic, an info
-// line when it comes back.
+// logEvent writes the change log line for e: a warning when an endpoint stops taking
+// traffic, an info line when it comes back.
 func logEvent(log *slog.Logger, e Event) {
 	level := slog.LevelInfo
 	if e.State != sluice.Ready {
 		level = slog.LevelWarn
+	}
+	if !log.Enabled(context.Background(), level) {
+		return // a silenced Logger costs no attributes
 	}
 	attrs := []slog.Attr{
 		slog.String("addr", e.Endpoint.Addr),

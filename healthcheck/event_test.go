@@ -60,3 +60,60 @@ func TestEventsLoggedThroughSlog(t *testing.T) {
 		})
 	}
 }
+
+// OnChange adds to the change log, it does not replace it: with OnChange set every change is
+// still logged, and OnChange sees every one of them, in the same order.
+func TestOnChangeKeepsLog(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var out logbuf.Buffer
+		var seen []healthcheck.Event // only Run's goroutine appends
+		hc, err := healthcheck.New(healthcheck.Options{
+			Outlier:  &healthcheck.Outlier{BaseEjectionTime: 30 * time.Second, MaxEjectionPercent: 100},
+			Logger:   out.Logger(),
+			OnChange: func(e healthcheck.Event) { seen = append(seen, e) },
+		})
+		require.NoError(t, err)
+		stop := run(t, hc, newRecorder())
+		hc.Update(endpoints("10.0.0.1:80", "10.0.0.2:80"))
+		observe(hc, "10.0.0.1:80", repeat(err503, 5)...)
+		observe(hc, "10.0.0.2:80", repeat(err503, 5)...)
+		synctest.Wait()
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		stop()
+
+		lines := out.Lines(t)
+		require.Len(t, seen, 4, "OnChange sees two ejections and their ends")
+		require.Len(t, lines, len(seen), "one log line per event, OnChange or not")
+		for i, e := range seen {
+			assert.Equal(t, e.Endpoint.Addr, lines[i]["addr"], "line %d logs event %d", i, i)
+			assert.Equal(t, e.State.String(), lines[i]["state"], "line %d", i)
+			assert.Equal(t, e.Reason.String(), lines[i]["reason"], "line %d", i)
+		}
+		assert.Equal(t, healthcheck.EjectionEnded, seen[3].Reason, "the last event ends an ejection")
+	})
+}
+
+// A Logger with slog.DiscardHandler silences the change log; OnChange still sees the events.
+func TestDiscardLogger(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var out logbuf.Buffer
+		old := slog.Default()
+		slog.SetDefault(out.Logger())
+		defer slog.SetDefault(old)
+		var seen []healthcheck.Event
+		hc, err := healthcheck.New(healthcheck.Options{
+			Outlier:  &healthcheck.Outlier{},
+			Logger:   slog.New(slog.DiscardHandler),
+			OnChange: func(e healthcheck.Event) { seen = append(seen, e) },
+		})
+		require.NoError(t, err)
+		stop := run(t, hc, newRecorder())
+		hc.Update(endpoints("10.0.0.1:80", "10.0.0.2:80"))
+		observe(hc, "10.0.0.1:80", repeat(err503, 5)...)
+		synctest.Wait()
+		stop()
+		assert.Len(t, seen, 1, "OnChange sees the ejection")
+		assert.Empty(t, out.String(), "nothing reaches slog.Default()")
+	})
+}

@@ -36,7 +36,8 @@ func Example() {
 		InitialState:      sluice.Unhealthy,
 		// Passive outlier detection over the outcomes a proxy reports to hc.Observe.
 		Outlier: &healthcheck.Outlier{ConsecutiveGatewayFailure: 3},
-		// Without OnChange, changes are logged through log/slog.
+		// Changes are logged through log/slog (to Logger, nil meaning slog.Default()),
+		// and also handed to OnChange.
 		OnChange: func(e healthcheck.Event) { verdicts <- e },
 	})
 	if err != nil {

@@ -3,6 +3,7 @@ package healthcheck_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -365,7 +366,7 @@ func TestThousandEndpointsRealProbes(t *testing.T) {
 		Interval:  interval,
 		MaxProbes: maxProbes,
 		Timeout:   5 * time.Second,
-		OnChange:  func(healthcheck.Event) {},
+		Logger:    slog.New(slog.DiscardHandler), // thousands of endpoints: no change log
 	})
 	require.NoError(t, err)
 	eps := make([]sluice.Endpoint, n)

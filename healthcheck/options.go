@@ -65,13 +65,15 @@ type Options struct {
 	Outlier *Outlier
 
 	// OnChange, when not nil, is called for every health change with its reason, from the
-	// goroutine running Run and never under a lock. It must not block for long: probes and
-	// ejections wait for it. Nil logs each change through Logger.
+	// goroutine running Run and never under a lock, after the change is logged to Logger:
+	// it adds to the log, it does not replace it. It must not block for long: probes and
+	// ejections wait for it.
 	OnChange func(Event)
 
-	// Logger receives the change log when OnChange is nil, one line per Event (a failing
-	// probe's error is on its ProbeFailed line). Nil means slog.Default(), as it is when New
-	// is called.
+	// Logger receives the change log, one line per Event whether or not OnChange is set: a
+	// warning when an endpoint stops taking traffic, an info line when it comes back (a
+	// failing probe's error is on its ProbeFailed line). Nil means slog.Default(), as it is
+	// when New is called. To silence the log, pass slog.New(slog.DiscardHandler).
 	Logger *slog.Logger
 }
 

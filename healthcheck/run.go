@@ -23,7 +23,6 @@ type runner struct {
 	c      *Checker
 	cfg    *config
 	update func([]sluice.Endpoint)
-	emit   func(Event)
 
 	members map[string]*member // by Addr, every endpoint of the last input
 	order   []sluice.Endpoint  // the last input, in its order
@@ -83,11 +82,6 @@ func newRunner(c *Checker, update func([]sluice.Endpoint)) *runner {
 		members: make(map[string]*member),
 		ejected: make(map[*member]bool),
 		results: make(chan result, c.cfg.MaxProbes),
-		emit:    c.cfg.OnChange,
-	}
-	if r.emit == nil {
-		log := c.cfg.Logger
-		r.emit = func(e Event) { logEvent(log, e) }
 	}
 	return r
 }
@@ -203,7 +197,10 @@ func (r *runner) notify(m *member, before sluice.State, reason Reason, err error
 		e.Ejections = m.ejections
 		e.EjectionTime = r.ejectionTime(m.ejections)
 	}
-	r.emit(e)
+	logEvent(r.cfg.Logger, e)
+	if r.cfg.OnChange != nil {
+		r.cfg.OnChange(e)
+	}
 }
 
 // reconcile takes the latest input set from Update.

@@ -581,7 +581,7 @@ func (c *controller) wrap(owner *ingressConfig, h http.Handler, u *usage) http.H
 		h = l.Handler(h)
 	}
 	if o.sslRedirect {
-		h = middleware.RedirectHTTPS(h)
+		h = middleware.RedirectHTTPS{}.Handler(h)
 	}
 	return h
 }

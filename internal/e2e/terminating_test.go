@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -64,7 +65,7 @@ func TestTerminatingEndpointDrains(t *testing.T) {
 		Probe:    &healthcheck.HTTP{Path: "/healthz"},
 		Interval: 50 * time.Millisecond,
 		Outlier:  &healthcheck.Outlier{},
-		OnChange: func(e healthcheck.Event) { t.Logf("%s: %v (%v) %v", e.Endpoint.Addr, e.State, e.Reason, e.Err) },
+		Logger:   slog.New(slog.NewTextHandler(t.Output(), nil)), // the change log, in the test's output
 	})
 	require.NoError(t, err)
 	var latest atomic.Pointer[[]sluice.Endpoint]

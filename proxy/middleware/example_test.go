@@ -17,7 +17,8 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	h := middleware.RedirectHTTPS(ipf.Handler(middleware.StripPrefix("/shop", "")(backend)))
+	// Each middleware's Handler wraps the next; the outermost runs first.
+	h := middleware.RedirectHTTPS{}.Handler(ipf.Handler(middleware.StripPrefix{Prefix: "/shop"}.Handler(backend)))
 
 	for _, target := range []string{"http://a.test/shop/cart", "https://a.test/shop/cart"} {
 		r := httptest.NewRequest("POST", target, nil)
@@ -32,7 +33,10 @@ func Example() {
 }
 
 func ExampleRewrite() {
-	rw, err := middleware.NewRewrite(`^/api/v(?P<version>[0-9]+)/(.*)$`, "/orders-v${version}/${2}")
+	rw, err := middleware.NewRewrite(middleware.RewriteOptions{
+		Pattern:     `^/api/v(?P<version>[0-9]+)/(.*)$`,
+		Replacement: "/orders-v${version}/${2}",
+	})
 	if err != nil {
 		panic(err)
 	}
@@ -40,7 +44,7 @@ func ExampleRewrite() {
 		out, matched := rw.Path(p)
 		fmt.Println(p, "->", out, matched)
 	}
-	_, err = middleware.NewRewrite(`^/(a)$`, "/$2")
+	_, err = middleware.NewRewrite(middleware.RewriteOptions{Pattern: `^/(a)$`, Replacement: "/$2"})
 	fmt.Println(err)
 	// Output:
 	// /api/v2/orders -> /orders-v2/orders true

@@ -39,9 +39,9 @@ type ForwardAuthOptions struct {
 	// longer one is answered with 502 instead. Zero means 64 KiB.
 	MaxBodyBytes int64
 
-	// Trusted are the proxies whose X-Forwarded-* fields are believed when
-	// telling the auth service who the client is; nil trusts nobody.
-	Trusted *sluice.TrustedProxies
+	// TrustedProxies are the proxies whose X-Forwarded-* fields are believed
+	// when telling the auth service who the client is. Nil trusts nobody.
+	TrustedProxies *sluice.TrustedProxies
 
 	// Transport sends the sub-requests. Nil means a transport that ignores
 	// the environment's proxy settings. Redirects are never followed: a 3xx
@@ -193,7 +193,7 @@ func (a *ForwardAuth) subRequest(ctx context.Context, r *http.Request) *http.Req
 		}
 	}
 	peer := peerAddr(r)
-	trusted := peer.IsValid() && a.opts.Trusted.Contains(peer)
+	trusted := peer.IsValid() && a.opts.TrustedProxies.Contains(peer)
 	forwarded := func(name, own string) {
 		if v := r.Header.Get(name); trusted && v != "" {
 			own = v
@@ -208,7 +208,7 @@ func (a *ForwardAuth) subRequest(ctx context.Context, r *http.Request) *http.Req
 	sub.Header.Set("X-Forwarded-Uri", r.URL.RequestURI())
 	forwarded("X-Forwarded-Host", r.Host)
 	forwarded("X-Forwarded-Proto", proto)
-	if ip := sluice.ClientIP(r, a.opts.Trusted); ip.IsValid() {
+	if ip := sluice.ClientIP(r, a.opts.TrustedProxies); ip.IsValid() {
 		sub.Header.Set("X-Forwarded-For", ip.String())
 	}
 	return sub

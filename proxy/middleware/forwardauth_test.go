@@ -73,7 +73,7 @@ func TestForwardAuth(t *testing.T) {
 		ResponseHeaders: []string{"x-user", "X-Groups"},
 		Timeout:         200 * time.Millisecond,
 		MaxBodyBytes:    100,
-		Trusted:         trusted,
+		TrustedProxies:  trusted,
 	})
 	require.NoError(t, err)
 	front := httptest.NewServer(fa.Handler(backend))
@@ -173,7 +173,7 @@ func TestForwardAuthTrustedPeer(t *testing.T) {
 	auth := authService(t, seen)
 	trusted, err := sluice.ParseTrustedProxies("10.0.0.0/8")
 	require.NoError(t, err)
-	fa, err := NewForwardAuth(ForwardAuthOptions{URL: auth.URL, Trusted: trusted})
+	fa, err := NewForwardAuth(ForwardAuthOptions{URL: auth.URL, TrustedProxies: trusted})
 	require.NoError(t, err)
 	r := httptest.NewRequest("GET", "/x", nil)
 	r.RemoteAddr = "10.1.2.3:5555"

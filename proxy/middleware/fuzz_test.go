@@ -21,7 +21,7 @@ func FuzzRewrite(f *testing.F) {
 	f.Add(`a`, "${", "/a")
 	f.Add(`^/(a)$`, "/${1}/%2e%2e/..", "/a")
 	f.Fuzz(func(t *testing.T, pattern, repl, p string) {
-		rw, err := NewRewrite(pattern, repl)
+		rw, err := NewRewrite(RewriteOptions{Pattern: pattern, Replacement: repl})
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "middleware: Rewrite ") {
 				t.Fatalf("error does not name the Rewrite field: %v", err)
@@ -62,7 +62,7 @@ func FuzzHeaders(f *testing.F) {
 	f.Fuzz(func(t *testing.T, clientName, clientValue, remove, set, setValue string) {
 		rules := HeaderRules{Remove: []string{remove}, Set: map[string]string{set: setValue}, Add: map[string]string{"X-Added": "added"}}
 		var got http.Header
-		h := Headers(rules, HeaderRules{})(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got = r.Header }))
+		h := Headers{Request: rules}.Handler(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got = r.Header }))
 		r := httptest.NewRequest("GET", "/", nil)
 		r.Header[clientName] = []string{clientValue}
 		before := r.Header.Clone()

@@ -1,28 +1,42 @@
-// Package middleware holds small gateway middlewares, each a
-// func(http.Handler) http.Handler or a (*X).Handler(next) method, configured
-// by a struct whose zero value does nothing surprising. Types with state or
-// configuration worth checking are built by a NewXxx that validates once and
-// names the offending field in its error.
+// Package middleware holds small gateway middlewares, all of one shape: a value with the
+// method
 //
-//   - transformation: [Headers], [StripPrefix], [Rewrite] (regular
-//     expressions), [Host];
-//   - redirects: [Redirect] (scheme, host, path; the status follows the
-//     method) and [RedirectHTTPS];
-//   - access control: [IPFilter] (CIDRs over the trusted-proxy-aware client
-//     IP), [BasicAuth] (htpasswd bcrypt), [ForwardAuth] (ask an auth
-//     service), [CORS] preflights;
-//   - limits: [Limits] (431/413). Timeouts against slow clients belong to the
-//     server: see proxy.NewServer.
+//	Handler(next http.Handler) http.Handler
 //
-// Put them in front of a route's backend or of the whole router:
+// as cache.Cache and ratelimit.Limiter have too. One shape means one way to read a chain,
+// and the method value x.Handler is a func(http.Handler) http.Handler, so every middleware
+// drops into a chain library, or a plain nesting of calls, without an adapter.
 //
-//	h := middleware.RedirectHTTPS(ipf.Handler(auth.Handler(router)))
+// Middlewares with state, or with settings worth checking, are built by a NewX taking an
+// XOptions, which validates once and names the offending field in its error: [IPFilter],
+// [BasicAuth], [ForwardAuth], [CORS], [Rewrite]. Config-only ones are exported structs written as
+// literals, whose zero values are documented: [Headers], [StripPrefix], [SetHost],
+// [RedirectHTTPS], [Limits]. Their Handler copies the struct when it is called, so changing
+// the struct afterwards does not change the handler (the maps inside [HeaderRules] are
+// shared, and must not be modified).
+//
+//   - transformation: [Headers], [StripPrefix], [Rewrite] (regular expressions),
+//     [SetHost];
+//   - redirects: [RedirectHTTPS] sends plain HTTP to HTTPS and passes TLS requests on.
+//     [Redirect] (scheme, host, path; the status follows the method) is not a middleware:
+//     it answers every request itself and has no next, so it is an http.Handler, used as a
+//     route's backend;
+//   - access control: [IPFilter] (CIDRs over the trusted-proxy-aware client IP),
+//     [BasicAuth] (htpasswd bcrypt), [ForwardAuth] (ask an auth service), [CORS]
+//     preflights;
+//   - limits: [Limits] (431/413). Timeouts against slow clients belong to the server: see
+//     proxy.NewServer.
+//
+// Put them in front of a route's backend or of the whole router; the outermost runs first:
+//
+//	h := middleware.RedirectHTTPS{}.Handler(ipf.Handler(auth.Handler(router)))
 package middleware
 
 import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/sluiceproxy/sluice"
@@ -48,16 +62,23 @@ func (h HeaderRules) apply(hdr http.Header) {
 	}
 }
 
-// Headers returns a middleware rewriting request headers before next and
-// response headers before the response is written.
-func Headers(req, resp HeaderRules) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			r = r.Clone(r.Context())
-			req.apply(r.Header)
-			next.ServeHTTP(&headerWriter{ResponseWriter: w, rules: resp}, r)
-		})
-	}
+// Headers rewrites request headers before next sees them and response headers before the
+// response is written. The zero value changes nothing.
+type Headers struct {
+	// Request is applied to a copy of the request; the caller's request is not modified.
+	Request HeaderRules
+	// Response is applied to the response header when next writes its status.
+	Response HeaderRules
+}
+
+// Handler applies h's rules around next.
+func (h Headers) Handler(next http.Handler) http.Handler {
+	req, resp := h.Request, h.Response
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = r.Clone(r.Context())
+		req.apply(r.Header)
+		next.ServeHTTP(&headerWriter{ResponseWriter: w, rules: resp}, r)
+	})
 }
 
 type headerWriter struct {
@@ -84,47 +105,78 @@ func (w *headerWriter) Write(p []byte) (int, error) {
 // Unwrap lets http.ResponseController reach Flush and Hijack.
 func (w *headerWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// StripPrefix removes prefix from the path, by path element, and puts
-// replace in its place ("" strips). Requests not under prefix pass unchanged.
-func StripPrefix(prefix, replace string) func(http.Handler) http.Handler {
-	prefix = strings.TrimSuffix(prefix, "/")
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			rest, ok := strings.CutPrefix(r.URL.Path, prefix)
-			if !ok || (rest != "" && rest[0] != '/') {
-				next.ServeHTTP(w, r)
-				return
-			}
-			r2 := new(http.Request)
-			*r2 = *r
-			u := *r.URL
-			u.Path = replace + rest
-			if !strings.HasPrefix(u.Path, "/") {
-				u.Path = "/" + u.Path
-			}
-			u.RawPath = ""
-			r2.URL = &u
-			next.ServeHTTP(w, r2)
-		})
-	}
+// StripPrefix removes Prefix from the request path, by path element, and puts Replace in its
+// place: with Prefix "/api", "/api/items" and "/api" are under it, "/apiary" is not.
+// Requests not under Prefix pass unchanged. The zero value passes every request unchanged.
+type StripPrefix struct {
+	// Prefix is the leading path to remove; a trailing "/" is ignored. Empty means every
+	// path is under it, so that Replace alone adds a prefix.
+	Prefix string
+	// Replace is put in place of Prefix. Empty strips it; the path then keeps a leading "/".
+	Replace string
 }
 
-// Host returns a middleware that sets the request's Host to host.
-func Host(host string) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			r2 := new(http.Request)
-			*r2 = *r
-			r2.Host = host
-			next.ServeHTTP(w, r2)
-		})
+// Handler rewrites the path of requests under s.Prefix before passing them to next. The
+// caller's request is not modified.
+func (s StripPrefix) Handler(next http.Handler) http.Handler {
+	prefix, replace := strings.TrimSuffix(s.Prefix, "/"), s.Replace
+	if prefix == "" && replace == "" {
+		return next
 	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rest, ok := strings.CutPrefix(r.URL.Path, prefix)
+		if !ok || (rest != "" && rest[0] != '/') {
+			next.ServeHTTP(w, r)
+			return
+		}
+		r2 := new(http.Request)
+		*r2 = *r
+		u := *r.URL
+		u.Path = replace + rest
+		if !strings.HasPrefix(u.Path, "/") {
+			u.Path = "/" + u.Path
+		}
+		u.RawPath = ""
+		r2.URL = &u
+		next.ServeHTTP(w, r2)
+	})
 }
 
-// RedirectHTTPS redirects plain-HTTP requests to https on the same host and
-// URI: 301 for GET and HEAD, 308 for other methods so that clients repeat
-// the method and body. TLS requests go to next.
-func RedirectHTTPS(next http.Handler) http.Handler {
+// SetHost sets the request's Host, the name the backend sees, as NGINX's
+// "proxy_set_header Host" does. The zero value clears it, so that a proxy.Proxy sends the
+// backend's own address instead.
+type SetHost struct {
+	// Host is the new Host: a host name or host:port.
+	Host string
+}
+
+// Handler passes requests to next with their Host replaced. The caller's request is not
+// modified.
+func (s SetHost) Handler(next http.Handler) http.Handler {
+	host := s.Host
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r2 := new(http.Request)
+		*r2 = *r
+		r2.Host = host
+		next.ServeHTTP(w, r2)
+	})
+}
+
+// RedirectHTTPS redirects plain-HTTP requests to https on the same host and URI: 301 for
+// GET and HEAD, 308 for other methods so that clients repeat the method and body. TLS
+// requests go to next. The zero value redirects to the default port, 443.
+type RedirectHTTPS struct {
+	// Port is the HTTPS port written into the Location, in place of the request's port.
+	// Zero means 443, which the URL leaves out.
+	Port uint16
+}
+
+// Handler redirects plain-HTTP requests and passes TLS ones to next.
+func (rh RedirectHTTPS) Handler(next http.Handler) http.Handler {
+	port := ""
+	if rh.Port != 0 && rh.Port != 443 {
+		port = ":" + strconv.Itoa(int(rh.Port))
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS != nil {
 			next.ServeHTTP(w, r)
@@ -134,11 +186,7 @@ func RedirectHTTPS(next http.Handler) http.Handler {
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
 			code = http.StatusMovedPermanently
 		}
-		host := r.Host
-		if h, _, ok := strings.Cut(host, ":"); ok && !strings.HasPrefix(host, "[") {
-			host = h
-		}
-		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), code)
+		http.Redirect(w, r, "https://"+stripPort(r.Host)+port+r.URL.RequestURI(), code)
 	})
 }
 
@@ -148,9 +196,9 @@ type IPFilterOptions struct {
 	Allow []string
 	// Deny lists client networks refused even if allowed.
 	Deny []string
-	// Trusted are the proxies whose X-Forwarded-For/Forwarded are believed;
-	// nil means the client is the TCP peer.
-	Trusted *sluice.TrustedProxies
+	// TrustedProxies are the proxies whose X-Forwarded-For and Forwarded headers are
+	// believed when finding the client IP. Nil trusts nobody: the client is the TCP peer.
+	TrustedProxies *sluice.TrustedProxies
 }
 
 // IPFilter refuses clients by CIDR with 403.
@@ -161,7 +209,7 @@ type IPFilter struct {
 
 // NewIPFilter parses the CIDRs (a bare address is a /32 or /128).
 func NewIPFilter(opts IPFilterOptions) (*IPFilter, error) {
-	f := &IPFilter{trusted: opts.Trusted}
+	f := &IPFilter{trusted: opts.TrustedProxies}
 	var err error
 	if f.allow, err = parseCIDRs("Allow", opts.Allow); err != nil {
 		return nil, err
@@ -222,8 +270,9 @@ func (f *IPFilter) Handler(next http.Handler) http.Handler {
 	})
 }
 
-// LimitsOptions bound request sizes. Zero fields mean no limit.
-type LimitsOptions struct {
+// Limits bounds request sizes without buffering the body. Zero or negative fields mean no
+// limit, so the zero value passes every request.
+type Limits struct {
 	// MaxHeaderBytes bounds the total size of header names and values;
 	// larger requests get 431.
 	MaxHeaderBytes int
@@ -233,33 +282,32 @@ type LimitsOptions struct {
 	MaxBodyBytes int64
 }
 
-// Limits returns a middleware enforcing opts without buffering the body.
-func Limits(opts LimitsOptions) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if opts.MaxHeaderBytes > 0 {
-				n := 0
-				for k, vs := range r.Header {
-					for _, v := range vs {
-						n += len(k) + len(v) + 4
-					}
-				}
-				if n > opts.MaxHeaderBytes {
-					http.Error(w, "middleware: request headers too large", http.StatusRequestHeaderFieldsTooLarge)
-					return
+// Handler refuses requests over l's limits and passes others to next.
+func (l Limits) Handler(next http.Handler) http.Handler {
+	maxHeader, maxBody := l.MaxHeaderBytes, l.MaxBodyBytes
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if maxHeader > 0 {
+			n := 0
+			for k, vs := range r.Header {
+				for _, v := range vs {
+					n += len(k) + len(v) + 4
 				}
 			}
-			if opts.MaxBodyBytes > 0 && r.Body != nil {
-				if r.ContentLength > opts.MaxBodyBytes {
-					http.Error(w, "middleware: request body too large", http.StatusRequestEntityTooLarge)
-					return
-				}
-				r2 := new(http.Request)
-				*r2 = *r
-				r2.Body = http.MaxBytesReader(w, r.Body, opts.MaxBodyBytes)
-				r = r2
+			if n > maxHeader {
+				http.Error(w, "middleware: request headers too large", http.StatusRequestHeaderFieldsTooLarge)
+				return
 			}
-			next.ServeHTTP(w, r)
-		})
-	}
+		}
+		if maxBody > 0 && r.Body != nil {
+			if r.ContentLength > maxBody {
+				http.Error(w, "middleware: request body too large", http.StatusRequestEntityTooLarge)
+				return
+			}
+			r2 := new(http.Request)
+			*r2 = *r
+			r2.Body = http.MaxBytesReader(w, r.Body, maxBody)
+			r = r2
+		}
+		next.ServeHTTP(w, r)
+	})
 }

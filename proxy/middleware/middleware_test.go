@@ -26,9 +26,10 @@ var echo = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 })
 
 func TestHeadersAndPaths(t *testing.T) {
-	h := Headers(HeaderRules{Set: map[string]string{"X-A": "set"}, Remove: []string{"Cookie"}},
-		HeaderRules{Remove: []string{"Server"}, Add: map[string]string{"X-Via": "sluice"}})(
-		StripPrefix("/api", "/v2")(Host("internal.test")(echo)))
+	h := Headers{
+		Request:  HeaderRules{Set: map[string]string{"X-A": "set"}, Remove: []string{"Cookie"}},
+		Response: HeaderRules{Remove: []string{"Server"}, Add: map[string]string{"X-Via": "sluice"}},
+	}.Handler(StripPrefix{Prefix: "/api", Replace: "/v2"}.Handler(SetHost{Host: "internal.test"}.Handler(echo)))
 	w := httptest.NewRecorder()
 	r := httptest.NewRequest("GET", "/api/items", nil)
 	r.Header.Set("Cookie", "a=b")
@@ -38,27 +39,96 @@ func TestHeadersAndPaths(t *testing.T) {
 	assert.Equal(t, "sluice", w.Header().Get("X-Via"))
 	assert.Equal(t, "a=b", r.Header.Get("Cookie"), "the caller's request is not mutated")
 
-	w = httptest.NewRecorder()
-	StripPrefix("/api", "")(echo).ServeHTTP(w, httptest.NewRequest("GET", "/apiary", nil))
-	assert.Equal(t, "example.com /apiary  ", w.Body.String(), "prefix by element only")
+	for _, c := range []struct {
+		strip      StripPrefix
+		path, want string
+	}{
+		{StripPrefix{Prefix: "/api"}, "/apiary", "/apiary"}, // prefix by element only
+		{StripPrefix{Prefix: "/api"}, "/api", "/"},
+		{StripPrefix{Prefix: "/api/"}, "/api/x", "/x"},
+		{StripPrefix{Replace: "/v1"}, "/x", "/v1/x"}, // an empty Prefix adds Replace
+		{StripPrefix{}, "/a%2Fb", "/a/b"},            // the zero value passes unchanged
+	} {
+		var got *http.Request
+		c.strip.Handler(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got = r })).
+			ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", c.path, nil))
+		require.NotNil(t, got, "%+v passes %s on", c.strip, c.path)
+		assert.Equal(t, c.want, got.URL.Path, "%+v on %s", c.strip, c.path)
+		if c.strip == (StripPrefix{}) {
+			assert.Equal(t, "/a%2Fb", got.URL.EscapedPath(), "the zero StripPrefix keeps the escaping")
+		}
+	}
+}
+
+// The zero SetHost clears Host, so that a Proxy sends the backend's address.
+func TestSetHostZero(t *testing.T) {
+	var host = "unset"
+	SetHost{}.Handler(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { host = r.Host })).
+		ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "http://a.test/", nil))
+	assert.Empty(t, host, "the zero SetHost clears Host")
 }
 
 func TestRedirectHTTPS(t *testing.T) {
 	for _, c := range []struct {
-		method string
-		code   int
-	}{{"GET", 301}, {"HEAD", 301}, {"POST", 308}, {"PUT", 308}} {
+		rh             RedirectHTTPS
+		method, target string
+		code           int
+		loc            string
+	}{
+		{RedirectHTTPS{}, "GET", "http://a.test:80/x?y=1", 301, "https://a.test/x?y=1"},
+		{RedirectHTTPS{}, "HEAD", "http://a.test:80/x?y=1", 301, "https://a.test/x?y=1"},
+		{RedirectHTTPS{}, "POST", "http://a.test:80/x?y=1", 308, "https://a.test/x?y=1"},
+		{RedirectHTTPS{}, "PUT", "http://a.test/x?y=1", 308, "https://a.test/x?y=1"},
+		{RedirectHTTPS{}, "GET", "http://[2001:db8::1]:80/x", 301, "https://[2001:db8::1]/x"},
+		{RedirectHTTPS{Port: 443}, "GET", "http://a.test:8080/x", 301, "https://a.test/x"},
+		{RedirectHTTPS{Port: 8443}, "GET", "http://a.test:8080/x", 301, "https://a.test:8443/x"},
+		{RedirectHTTPS{Port: 8443}, "GET", "http://[2001:db8::1]/x", 301, "https://[2001:db8::1]:8443/x"},
+	} {
 		w := httptest.NewRecorder()
-		RedirectHTTPS(echo).ServeHTTP(w, httptest.NewRequest(c.method, "http://a.test:80/x?y=1", nil))
-		assert.Equal(t, c.code, w.Code, c.method)
-		assert.Equal(t, "https://a.test/x?y=1", w.Header().Get("Location"))
+		c.rh.Handler(echo).ServeHTTP(w, httptest.NewRequest(c.method, c.target, nil))
+		assert.Equal(t, c.code, w.Code, "%s %s", c.method, c.target)
+		assert.Equal(t, c.loc, w.Header().Get("Location"), "%+v %s", c.rh, c.target)
 	}
+
+	// TLS requests go to next.
+	srv := httptest.NewTLSServer(RedirectHTTPS{}.Handler(echo))
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/x")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "a TLS request is passed on, not redirected")
+}
+
+// Every middleware has one shape: its Handler method value is a
+// func(http.Handler) http.Handler, so any of them drops into a chain.
+func TestOneShape(t *testing.T) {
+	ipf, err := NewIPFilter(IPFilterOptions{})
+	require.NoError(t, err)
+	rw, err := NewRewrite(RewriteOptions{Pattern: "^/old/", Replacement: "/new/"})
+	require.NoError(t, err)
+	chain := []func(http.Handler) http.Handler{
+		RedirectHTTPS{}.Handler,
+		Limits{MaxBodyBytes: 1 << 20}.Handler,
+		ipf.Handler,
+		Headers{Request: HeaderRules{Set: map[string]string{"X-A": "a"}}}.Handler,
+		StripPrefix{Prefix: "/api"}.Handler,
+		rw.Handler,
+		SetHost{Host: "backend.test"}.Handler,
+	}
+	var h http.Handler = echo
+	for i := len(chain) - 1; i >= 0; i-- {
+		h = chain[i](h)
+	}
+	r := httptest.NewRequest("GET", "https://a.test/api/old/x", nil)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	assert.Equal(t, "backend.test /new/x a ", w.Body.String(), "every link of the chain ran, in order")
 }
 
 func TestIPFilter(t *testing.T) {
 	trusted, err := sluice.ParseTrustedProxies("10.0.0.0/8")
 	require.NoError(t, err)
-	f, err := NewIPFilter(IPFilterOptions{Allow: []string{"192.0.2.0/24"}, Deny: []string{"192.0.2.66"}, Trusted: trusted})
+	f, err := NewIPFilter(IPFilterOptions{Allow: []string{"192.0.2.0/24"}, Deny: []string{"192.0.2.66"}, TrustedProxies: trusted})
 	require.NoError(t, err)
 	for _, c := range []struct {
 		peer, xff string
@@ -86,7 +156,7 @@ func TestIPFilter(t *testing.T) {
 }
 
 func TestLimits(t *testing.T) {
-	h := Limits(LimitsOptions{MaxHeaderBytes: 100, MaxBodyBytes: 10})(echo)
+	h := Limits{MaxHeaderBytes: 100, MaxBodyBytes: 10}.Handler(echo)
 	r := httptest.NewRequest("GET", "/", nil)
 	r.Header.Set("X-Big", strings.Repeat("a", 200))
 	w := httptest.NewRecorder()

@@ -9,6 +9,16 @@ import (
 	"strings"
 )
 
+// RewriteOptions configure a Rewrite.
+type RewriteOptions struct {
+	// Pattern is the regular expression (regexp syntax) matched against the cleaned path.
+	// Required.
+	Pattern string
+	// Replacement is the template every match is replaced by: $1, ${1} and ${name} stand
+	// for Pattern's submatches, $$ for a dollar. Every submatch it names must exist.
+	Replacement string
+}
+
 // Rewrite replaces the request path using a regular expression, as
 // regexp.Regexp.ReplaceAllString does: every match of Pattern in the path is
 // replaced by Replacement, in which $1, ${1} and ${name} stand for the
@@ -22,10 +32,11 @@ type Rewrite struct {
 	repl string
 }
 
-// NewRewrite compiles pattern and checks that every submatch replacement
+// NewRewrite compiles opts.Pattern and checks that every submatch opts.Replacement
 // refers to exists, since regexp would silently expand an unknown one to "".
 // The error names the field: Pattern or Replacement.
-func NewRewrite(pattern, replacement string) (*Rewrite, error) {
+func NewRewrite(opts RewriteOptions) (*Rewrite, error) {
+	pattern, replacement := opts.Pattern, opts.Replacement
 	if pattern == "" {
 		return nil, fmt.Errorf("middleware: Rewrite Pattern is required")
 	}
@@ -177,7 +188,8 @@ type RedirectOptions struct {
 }
 
 // Redirect is an http.Handler that answers every request with a redirect;
-// use it as a route's backend. RedirectHTTPS is the common special case that
+// use it as a route's backend. It is not a middleware, since it never passes a
+// request on; RedirectHTTPS is the middleware for the common special case, and
 // passes TLS requests through.
 type Redirect struct {
 	opts RedirectOptions

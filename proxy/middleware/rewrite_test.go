@@ -27,7 +27,7 @@ func TestRewrite(t *testing.T) {
 		{`^/api(/.*)?$`, "$1", "/api//x/./y/", "/x/y/"},
 		{`^/api(/.*)?$`, "/v2$1", "/api/%2e%2e/admin", "/api/../admin"},
 	} {
-		rw, err := NewRewrite(c.pattern, c.repl)
+		rw, err := NewRewrite(RewriteOptions{Pattern: c.pattern, Replacement: c.repl})
 		require.NoError(t, err, c.pattern)
 		var got string
 		h := rw.Handler(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got = r.URL.Path }))
@@ -51,7 +51,7 @@ func TestRewriteValidation(t *testing.T) {
 		{"^/(a)$", "/$-", `"$" must be followed by a group`},
 		{"^/(a)$", "/$", `"$" must be followed by a group`},
 	} {
-		_, err := NewRewrite(c.pattern, c.repl)
+		_, err := NewRewrite(RewriteOptions{Pattern: c.pattern, Replacement: c.repl})
 		assert.ErrorContains(t, err, c.want, "%q %q", c.pattern, c.repl)
 	}
 }

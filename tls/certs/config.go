@@ -166,7 +166,8 @@ type ClientOptions struct {
 	RootCAs *CAPool
 
 	// Certificates, if not nil, supplies the client certificate (mTLS to upstreams): its
-	// default certificate (see [Keyring.SetDefault]) is presented, read at each handshake.
+	// default certificate — the first stored unless [Keyring.SetDefault] chose one — is
+	// presented, read at each handshake.
 	Certificates *Keyring
 
 	// MinVersion is the lowest TLS version accepted. Zero means TLS 1.2; lower is refused.

@@ -12,8 +12,10 @@
 // names in another keyed by the parent domain — and publishes it with an atomic pointer swap.
 // [Keyring.GetCertificate] reads the index with no lock and no allocation: it lower-cases the
 // server name into a stack buffer, tries the exact map, then strips the first label and tries
-// the wildcard map, then falls back to the default certificate. A wildcard covers one label,
-// as RFC 6125 §6.4.3 and browsers have it.
+// the wildcard map, then falls back to the default certificate: the one [Keyring.SetDefault]
+// names or, if it was never called, the certificate stored first, so that clients without SNI
+// are served with no setup. A wildcard covers one label, as RFC 6125 §6.4.3 and browsers have
+// it.
 //
 // # Sources
 //

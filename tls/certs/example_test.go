@@ -9,21 +9,22 @@ import (
 )
 
 // Serve certificates from PEM files, picked by SNI, with a default for clients that send no
-// server name. In a program, run files.Run(ctx) in a goroutine to pick up rotations.
+// server name or an unknown one. In a program, run files.Run(ctx) in a goroutine to pick up
+// rotations.
 func Example() {
 	var store certs.Keyring
 	files := &certs.Files{
 		Keyring: &store,
 		KeyPairs: []certs.KeyPair{
+			// The first pair is the default; store.SetDefault(key) would choose another.
+			{CertFile: "testdata/default.crt", KeyFile: "testdata/default.key", Key: "default"},
 			{CertFile: "testdata/example.com.crt", KeyFile: "testdata/example.com.key"},
 			{CertFile: "testdata/wildcard.example.com.crt", KeyFile: "testdata/wildcard.example.com.key"},
-			{CertFile: "testdata/default.crt", KeyFile: "testdata/default.key", Key: "default"},
 		},
 	}
 	if err := files.Load(); err != nil {
 		log.Fatal(err)
 	}
-	store.SetDefault("default")
 
 	cfg, err := certs.ServerConfig(&store, certs.ServerOptions{})
 	if err != nil {

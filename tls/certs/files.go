@@ -50,7 +50,9 @@ func (p KeyPair) storeKey() string {
 type Files struct {
 	// Keyring receives the key pairs. It is required when KeyPairs is not empty.
 	Keyring *Keyring
-	// KeyPairs are the certificate and key files to serve.
+	// KeyPairs are the certificate and key files to serve. They are stored in this order, so
+	// that, unless [Keyring.SetDefault] has chosen another, the first pair that loads is the
+	// default certificate, served to clients without SNI.
 	KeyPairs []KeyPair
 
 	// CAs receives the pool parsed from CAFile, for client-certificate verification
@@ -95,6 +97,7 @@ func (f *Files) Load() error {
 
 	var errs []error
 	changes := make(map[string]*tls.Certificate)
+	var order []string // KeyPairs order, which decides the Keyring's default
 	for _, p := range f.KeyPairs {
 		key := p.storeKey()
 		certPEM, keyPEM, sum, err := readPair(p)
@@ -115,11 +118,12 @@ func (f *Files) Load() error {
 			continue
 		}
 		changes[key] = cert
+		order = append(order, key)
 		f.logger().Info("certs: loaded certificate", "key", key, "file", p.CertFile,
 			"names", cert.Leaf.DNSNames, "not_after", cert.Leaf.NotAfter)
 	}
 	if len(changes) > 0 {
-		if err := f.Keyring.Update(changes); err != nil {
+		if err := f.Keyring.update(order, changes); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -237,3 +237,32 @@ func mustPool(t *testing.T, cas ...*testcert.CA) *x509.CertPool {
 	}
 	return p
 }
+
+// Files stores its pairs in KeyPairs order, so the first pair that loads is the default,
+// whatever its key: here "z" sorts last, and the keys come from the file paths.
+func TestFilesFirstPairIsDefault(t *testing.T) {
+	ca := testcert.NewCA(t)
+	root := t.TempDir()
+	dirZ, dirA := filepath.Join(root, "z"), filepath.Join(root, "a") // a's path sorts first
+	require.NoError(t, os.Mkdir(dirZ, 0o700))
+	require.NoError(t, os.Mkdir(dirA, 0o700))
+	z, a := ca.Server(t, "z.test"), ca.Server(t, "a.test")
+	writePair(t, dirZ, z)
+	writePair(t, dirA, a)
+	pair := func(dir string) certs.KeyPair {
+		return certs.KeyPair{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key")}
+	}
+
+	var store certs.Keyring
+	files := &certs.Files{Keyring: &store, KeyPairs: []certs.KeyPair{pair(dirZ), pair(dirA)}, Logger: quiet}
+	require.NoError(t, files.Load())
+	assert.Equal(t, []string{pair(dirZ).CertFile, pair(dirA).CertFile}, store.Keys(), "keyed by file path, in KeyPairs order")
+	require.NotNil(t, store.Certificate(""))
+	assert.Equal(t, z.Leaf.SerialNumber, store.Certificate("").Leaf.SerialNumber, "the first KeyPair is the default")
+
+	// A rotation of the first pair keeps it the default.
+	z2 := ca.Server(t, "z.test")
+	writePair(t, dirZ, z2)
+	require.NoError(t, files.Load())
+	assert.Equal(t, z2.Leaf.SerialNumber, store.Certificate("").Leaf.SerialNumber, "the rotated first pair stays the default")
+}

@@ -117,11 +117,39 @@ func TestHandshakeFailsWithoutCertificate(t *testing.T) {
 	ca := testcert.NewCA(t)
 	var store certs.Keyring
 	require.NoError(t, store.Set("a", &ca.Server(t, "a.test").TLS))
+	store.SetDefault("") // no default, not even the first stored
 	cfg, err := certs.ServerConfig(&store, certs.ServerOptions{})
 	require.NoError(t, err)
 	url := serve(t, cfg)
 	_, err = handshakeInsecure(url, "b.test")
 	assert.Error(t, err, "with no default, an unknown SNI must fail the handshake")
+	_, err = handshakeInsecure(url, "")
+	assert.Error(t, err, "with no default, a handshake without SNI must fail")
+}
+
+// A client without SNI is served the first certificate loaded, with no SetDefault; SetDefault
+// overrides it.
+func TestHandshakeWithoutSNIGetsFirstCertificate(t *testing.T) {
+	ca := testcert.NewCA(t)
+	first := ca.Server(t, "first.test", "127.0.0.1")
+	second := ca.Server(t, "second.test", "127.0.0.1")
+	var store certs.Keyring
+	require.NoError(t, store.Set("z-first", &first.TLS))
+	require.NoError(t, store.Set("a-second", &second.TLS))
+	cfg, err := certs.ServerConfig(&store, certs.ServerOptions{})
+	require.NoError(t, err)
+	url := serve(t, cfg)
+
+	// Dialing 127.0.0.1 sends no SNI; the client verifies the IP.
+	resp, _, err := get(t, url, &tls.Config{RootCAs: ca.Pool})
+	require.NoError(t, err, "a client without SNI must be served")
+	assert.Equal(t, first.Leaf.SerialNumber, resp.TLS.PeerCertificates[0].SerialNumber,
+		"the first certificate stored is the default, not the first key in sorted order")
+
+	store.SetDefault("a-second")
+	resp, _, err = get(t, url, &tls.Config{RootCAs: ca.Pool})
+	require.NoError(t, err)
+	assert.Equal(t, second.Leaf.SerialNumber, resp.TLS.PeerCertificates[0].SerialNumber, "SetDefault overrides")
 }
 
 func TestServerConfigDefaults(t *testing.T) {

@@ -1,10 +1,13 @@
 package certs
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,8 +29,10 @@ const maxNameLen = 253
 // "example.com" or "a.b.example.com". An exact name wins over a wildcard. When several
 // certificates claim one name, the one that expires last wins, then the smaller key, so that
 // during a rotation the fresher certificate is served whatever order the sources report in.
-// When the server name is missing or matches nothing, the default certificate (see
-// [Keyring.SetDefault]) is served.
+// When the server name is missing or matches nothing, the default certificate is served: the
+// one named by [Keyring.SetDefault] or, until that is called, the certificate stored first, as
+// crypto/tls serves the first of Config.Certificates. So a keyring filled by one source serves
+// clients without SNI with no further setup.
 //
 // Writers (Set, Update, Delete, SetDefault) rebuild an immutable index and swap it in
 // atomically; [Keyring.Certificate] and [Keyring.GetCertificate] read it without locks or
@@ -37,9 +42,13 @@ const maxNameLen = 253
 type Keyring struct {
 	index atomic.Pointer[index]
 
-	// mu serializes writers and protects entries and defaultKey.
-	mu         sync.Mutex
-	entries    map[string]*entry
+	// mu serializes writers and protects the fields below.
+	mu      sync.Mutex
+	entries map[string]*entry
+	next    uint64 // the seq of the next key stored
+	// chosen records that SetDefault was called; defaultKey is then the default's key, and
+	// "" means none. Otherwise the entry with the lowest seq is the default.
+	chosen     bool
 	defaultKey string
 }
 
@@ -48,6 +57,7 @@ type entry struct {
 	key   string
 	cert  *tls.Certificate
 	names []string
+	seq   uint64 // when key was stored: kept when its certificate is replaced
 }
 
 // index is the immutable lookup structure the handshake path reads.
@@ -73,11 +83,20 @@ func (s *Keyring) Delete(key string) {
 // certificate, or deleted when the certificate is nil. Sources that report many certificates
 // (an informer's initial list) use it so that n certificates cost one rebuild, not n.
 //
+// Keys new to the keyring are stored in sorted order, which decides which of them becomes the
+// default when none has been chosen (see [Keyring.SetDefault]).
+//
 // If any certificate is unusable, Update returns an error naming its key and applies the other
 // changes; the key keeps its previous certificate.
 func (s *Keyring) Update(changes map[string]*tls.Certificate) error {
+	return s.update(slices.Sorted(maps.Keys(changes)), changes)
+}
+
+// update is Update storing the keys of changes in the given order, which lists each key of
+// changes at least once.
+func (s *Keyring) update(order []string, changes map[string]*tls.Certificate) error {
 	var errs []error
-	prepared := make(map[string]*entry, len(changes))
+	prepared := make(map[string]*entry, len(changes)) // nil: delete; absent: unusable
 	for key, cert := range changes {
 		if cert == nil {
 			prepared[key] = nil
@@ -96,10 +115,19 @@ func (s *Keyring) Update(changes map[string]*tls.Certificate) error {
 	if s.entries == nil {
 		s.entries = make(map[string]*entry)
 	}
-	for key, e := range prepared {
-		if e == nil {
+	for _, key := range order {
+		e, ok := prepared[key]
+		switch {
+		case !ok:
+		case e == nil:
 			delete(s.entries, key)
-		} else {
+		default:
+			if old := s.entries[key]; old != nil {
+				e.seq = old.seq
+			} else {
+				e.seq = s.next
+				s.next++
+			}
 			s.entries[key] = e
 		}
 	}
@@ -108,23 +136,36 @@ func (s *Keyring) Update(changes map[string]*tls.Certificate) error {
 }
 
 // SetDefault names the key whose certificate is served when the client sends no server name
-// or one that no certificate matches. The key need not be stored yet: a default can be named
-// before its source has loaded it. An empty key means no default; handshakes for unknown names
-// then fail with [ErrNoCertificate].
+// or one that no certificate matches.
+//
+// Until SetDefault is called, the default is the certificate stored first: the key that has
+// been in the keyring longest, which keeps its place when its certificate is replaced. When
+// that key is deleted, the next oldest takes over, so there is a default as long as the
+// keyring holds a certificate. Keys new to the keyring in one [Keyring.Update] are stored in
+// sorted order; [Files] stores its KeyPairs in their order, so its first pair that loads is the
+// default.
+//
+// Once SetDefault is called, its key alone is the default. The key need not be stored yet: a
+// default can be named before its source has loaded it. While no certificate is stored under
+// it, and always when the key is empty, there is no default: handshakes without a server name
+// or for unknown names fail with [ErrNoCertificate].
 func (s *Keyring) SetDefault(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.chosen = true
 	s.defaultKey = key
 	s.rebuildLocked()
 }
 
-// Keys returns the keys stored, in no particular order.
+// Keys returns the keys stored, in the order they were stored: unless SetDefault has been
+// called, the first is the default's.
 func (s *Keyring) Keys() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	keys := make([]string, 0, len(s.entries))
-	for k := range s.entries {
-		keys = append(keys, k)
+	es := slices.SortedFunc(maps.Values(s.entries), func(a, b *entry) int { return cmp.Compare(a.seq, b.seq) })
+	keys := make([]string, len(es))
+	for i, e := range es {
+		keys[i] = e.key
 	}
 	return keys
 }
@@ -155,9 +196,9 @@ func (s *Keyring) Certificate(serverName string) *tls.Certificate {
 // GetCertificate picks the certificate for a handshake by its server name. It has the
 // signature of [crypto/tls.Config.GetCertificate]; [ServerConfig] installs it.
 //
-// It returns an error wrapping [ErrNoCertificate] when nothing matches and there is no default,
-// so that the handshake fails with an alert rather than falling back to an unrelated
-// certificate.
+// It returns an error wrapping [ErrNoCertificate] when nothing matches and there is no default
+// (the keyring is empty, or SetDefault named a key not stored), so that the handshake fails
+// with an alert.
 func (s *Keyring) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if c := s.Certificate(hello.ServerName); c != nil {
 		return c, nil
@@ -207,7 +248,11 @@ func (s *Keyring) rebuildLocked() {
 		wildcard: make(map[string]*tls.Certificate),
 	}
 	winner := make(map[string]*entry) // which entry holds each name
+	var first *entry                  // the oldest entry
 	for _, e := range s.entries {
+		if first == nil || e.seq < first.seq {
+			first = e
+		}
 		for _, name := range e.names {
 			if prev := winner[name]; prev != nil && !better(e, prev) {
 				continue
@@ -220,8 +265,13 @@ func (s *Keyring) rebuildLocked() {
 			}
 		}
 	}
-	if e := s.entries[s.defaultKey]; e != nil {
-		idx.def = e.cert
+	switch {
+	case s.chosen:
+		if e := s.entries[s.defaultKey]; e != nil {
+			idx.def = e.cert
+		}
+	case first != nil:
+		idx.def = first.cert
 	}
 	s.index.Store(idx)
 }
@@ -235,9 +285,11 @@ func (s *Keyring) replaceIf(key string, prev, next *tls.Certificate) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cur := s.entries[key]; cur == nil || cur.cert != prev {
+	cur := s.entries[key]
+	if cur == nil || cur.cert != prev {
 		return false
 	}
+	e.seq = cur.seq
 	s.entries[key] = e
 	s.rebuildLocked()
 	return true

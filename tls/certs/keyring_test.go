@@ -61,18 +61,65 @@ func TestStoreNoDefault(t *testing.T) {
 	assert.ErrorIs(t, err, certs.ErrNoCertificate, "an empty store has nothing to serve")
 
 	require.NoError(t, s.Set("a", &ca.Server(t, "a.test").TLS))
+	s.SetDefault("") // no default at all
 	_, err = s.GetCertificate(&tls.ClientHelloInfo{ServerName: "b.test"})
 	assert.ErrorIs(t, err, certs.ErrNoCertificate, "an unknown name without a default must fail")
 	assert.Contains(t, err.Error(), `"b.test"`, "the error should name the server name")
 
 	s.SetDefault("later") // named before it exists
 	_, err = s.GetCertificate(&tls.ClientHelloInfo{})
-	assert.ErrorIs(t, err, certs.ErrNoCertificate)
+	assert.ErrorIs(t, err, certs.ErrNoCertificate, "a chosen default not yet stored is no default")
 	later := ca.Server(t, "later.test")
 	require.NoError(t, s.Set("later", &later.TLS))
 	got, err := s.GetCertificate(&tls.ClientHelloInfo{})
 	require.NoError(t, err)
 	assert.Equal(t, later.Leaf.SerialNumber, got.Leaf.SerialNumber, "the default should apply once its key is stored")
+
+	s.Delete("later")
+	_, err = s.GetCertificate(&tls.ClientHelloInfo{})
+	assert.ErrorIs(t, err, certs.ErrNoCertificate, "a chosen default that is deleted leaves none: \"a\" must not stand in")
+}
+
+// Until SetDefault is called the default is the certificate stored first: a batch stores its
+// new keys in sorted order, a replaced certificate keeps its key's place, and when the default
+// is deleted the next oldest takes over.
+func TestDefaultIsFirstStored(t *testing.T) {
+	ca := testcert.NewCA(t)
+	c := map[string]*testcert.Cert{}
+	for _, k := range []string{"a", "b", "c", "d"} {
+		c[k] = ca.Server(t, k+".test")
+	}
+	var s certs.Keyring
+	def := func() string {
+		got := s.Certificate("")
+		for k, cert := range c {
+			if got != nil && got.Leaf.SerialNumber.Cmp(cert.Leaf.SerialNumber) == 0 {
+				return k
+			}
+		}
+		return "none"
+	}
+	require.NoError(t, s.Update(map[string]*tls.Certificate{"c": &c["c"].TLS, "b": &c["b"].TLS}))
+	assert.Equal(t, "b", def(), "a batch stores its keys in sorted order")
+	require.NoError(t, s.Set("a", &c["a"].TLS))
+	assert.Equal(t, "b", def(), "a later key does not take over, even one that sorts first")
+	assert.Equal(t, []string{"b", "c", "a"}, s.Keys(), "Keys lists the keys in the order stored")
+
+	b2 := ca.Server(t, "b.test")
+	require.NoError(t, s.Set("b", &b2.TLS))
+	assert.Equal(t, b2.Leaf.SerialNumber, s.Certificate("unknown.test").Leaf.SerialNumber,
+		"a rotated certificate keeps its key's place and serves unknown names")
+	c["b"] = b2
+
+	s.Delete("b")
+	assert.Equal(t, "c", def(), "the next oldest takes over from a deleted default")
+	require.NoError(t, s.Set("b", &c["b"].TLS))
+	assert.Equal(t, "c", def(), "a key stored again goes to the back")
+
+	s.SetDefault("d")
+	assert.Equal(t, "none", def(), "SetDefault wins, even before its key is stored")
+	require.NoError(t, s.Set("d", &c["d"].TLS))
+	assert.Equal(t, "d", def(), "SetDefault wins over the first stored")
 }
 
 func TestStorePrecedenceAndDelete(t *testing.T) {

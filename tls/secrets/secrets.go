@@ -47,7 +47,10 @@ type Options struct {
 	Selector labels.Selector
 
 	// Default, if not empty, names the Secret whose certificate is served to clients that send
-	// no server name or an unknown one (see [certs.Keyring.SetDefault]).
+	// no server name or an unknown one (see [certs.Keyring.SetDefault]). Empty leaves the
+	// keyring's own choice, the certificate stored first: Run stores the initial list in one
+	// batch, in sorted order, so on a keyring no other source fills that is the Secret whose
+	// name sorts first.
 	Default string
 
 	// CAs and CASecret, if both set, keep CAs loaded from the ca.crt key of the named Secret

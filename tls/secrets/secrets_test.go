@@ -2,6 +2,7 @@ package secrets_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -159,8 +160,50 @@ func TestSecretsSelection(t *testing.T) {
 		_, err = client.CoreV1().Secrets(ns).Update(context.Background(), tlsSecret("b", b, map[string]string{"serve": "yes"}), metav1.UpdateOptions{})
 		require.NoError(t, err)
 		eventually(t, &store, "b.test", b, "after labelling b")
-		eventually(t, &store, "a.test", nil, "after unlabelling a")
+		require.Eventually(t, func() bool { return store.Get("web/a") == nil }, 10*time.Second, 5*time.Millisecond,
+			"after unlabelling a its certificate is withdrawn")
+		assert.Equal(t, []string{"web/b"}, store.Keys())
 	})
+}
+
+// Without Options.Default a client without SNI gets the first certificate stored: the initial
+// list is stored in one batch, in sorted order, so the Secret whose name sorts first.
+func TestSecretsNoDefaultServesFirst(t *testing.T) {
+	ca := testcert.NewCA(t)
+	a, b := ca.Server(t, "a.test", "127.0.0.1"), ca.Server(t, "b.test")
+	client := fake.NewClientset(tlsSecret("b", b, nil), tlsSecret("a", a, nil))
+	var store certs.Keyring
+	start(t, client, &store, secrets.Options{Namespace: ns})
+	assert.Equal(t, []string{"web/a", "web/b"}, store.Keys(), "the initial list is stored in sorted order")
+
+	cfg, err := certs.ServerConfig(&store, certs.ServerOptions{})
+	require.NoError(t, err)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = conn.(*tls.Conn).Handshake()
+			conn.Close()
+		}
+	}()
+	// Dialing an IP sends no SNI; the client verifies the IP, which a names.
+	conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: ca.Pool})
+	require.NoError(t, err, "a client without SNI must be served")
+	defer conn.Close()
+	assert.Equal(t, a.Leaf.SerialNumber, conn.ConnectionState().PeerCertificates[0].SerialNumber,
+		"the first Secret in sorted order is the default")
+
+	// A Secret added later does not take over.
+	c := ca.Server(t, "0.test")
+	_, err = client.CoreV1().Secrets(ns).Create(context.Background(), tlsSecret("0", c, nil), metav1.CreateOptions{})
+	require.NoError(t, err)
+	eventually(t, &store, "0.test", c, "after adding 0")
+	assert.Equal(t, a.Leaf.SerialNumber, store.Certificate("").Leaf.SerialNumber, "a later Secret does not become the default")
 }
 
 func TestSecretsSharedFactoryAndCAs(t *testing.T) {
