@@ -341,6 +341,8 @@ func TestNewErrors(t *testing.T) {
 		{ratelimit.Options{}, "ratelimit: Limits must hold at least one Limit"},
 		{ratelimit.Options{Limits: []ratelimit.Limit{{Rate: 1, Burst: 0}}}, "ratelimit: Burst must be ≥ 1, got 0 (Limits[0])"},
 		{ratelimit.Options{Limits: []ratelimit.Limit{{Rate: 0, Burst: 1}}}, "ratelimit: Rate must be > 0, got 0 (Limits[0])"},
+		{ratelimit.Options{Limits: []ratelimit.Limit{{Rate: math.NaN(), Burst: 1}}}, "ratelimit: Rate must be > 0, got NaN (Limits[0])"},
+		{ratelimit.Options{Limits: []ratelimit.Limit{{Rate: math.NaN(), Burst: 1, Store: &downStore{}}}}, "ratelimit: Limits[0] needs Rate > 0 and Burst ≥ 1 for its headers, got NaN and 1"},
 		{ratelimit.Options{Limits: []ratelimit.Limit{{Rate: 1, Burst: 1}, {Rate: 1, Burst: 1}}}, `ratelimit: Limits[1].Name "default" is used twice`},
 		{ratelimit.Options{Limits: []ratelimit.Limit{{Name: `a"b`, Rate: 1, Burst: 1}}}, `ratelimit: Limits[0].Name "a\"b" must be printable ASCII`},
 		{ratelimit.Options{Limits: []ratelimit.Limit{{Rate: 1, Burst: 1, By: ratelimit.ByCookie("a b")}}}, `ratelimit: Limits[0].By: cookie name "a b" is not a valid cookie name`},
