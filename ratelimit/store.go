@@ -35,16 +35,16 @@ type Store interface {
 	Take(ctx context.Context, key Key, now time.Time, maxDelay time.Duration) (Decision, error)
 
 	// Cancel gives back the token of a Decision that Take granted for key, because the
-	// request was not served: another limit refused it, its store failed, or the client
-	// went away while it waited. The Limiter calls it at most once per granted Decision and
+	// request was not served: another limit refused it (or its store failed with
+	// Options.FailClosed set), or the client went away before it was passed on. The Limiter calls it at most once per granted Decision and
 	// never for a request it passed on. ctx is the request's context, without its
 	// cancellation when the client has gone, so that the token can still be given back. An
 	// error is logged and otherwise ignored: the token stays taken.
 	Cancel(ctx context.Context, key Key, d Decision, now time.Time) error
 }
 
-// A Decision is a Store's answer to one Take. Its fields are all a Store sets and all the
-// Limiter reads.
+// A Decision is a Store's answer to one Take. A Store sets its fields; the Limiter reads all
+// of them but Token.
 type Decision struct {
 	// OK reports whether the token was granted.
 	OK bool
