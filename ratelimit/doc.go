@@ -45,11 +45,38 @@
 // # Concurrency
 //
 // [Concurrency] caps the requests in flight per key (per client) or for a whole pool
-// ([Global]), like NGINX limit_conn.
+// ([Global]), like NGINX limit_conn. It counts in memory and has no Store, so it cannot fail.
 //
 // # Distributed limits
 //
 // Each Limit stores its buckets in a [Store]. The default is the in-memory store described
 // above; a Store shared between replicas (Redis, say) can replace it without changing the
-// middleware.
+// middleware. Store, [Key] and [Decision] have only exported parts, so such a Store lives in
+// a package of its own, importing this one and its backend's client.
+//
+// # When the store fails
+//
+// A Store over the network can fail: its backend is down, failing over, or too slow for the
+// store's own timeout. Its Take then returns an error, and the Limiter fails open by
+// default: the Limit whose store failed does not count the request, which goes on if the
+// other Limits admit it, and the RateLimit field leaves that Limit out. Envoy's rate limit
+// filter does the same unless failure_mode_deny is set. A rate limit sheds the excess of a
+// few clients; refusing every client because the counter is unreachable would turn a store
+// outage into an outage of the whole service, a worse failure than the one the limit guards
+// against. NGINX limit_req does refuse (with its limit_req_status, 503 by default) when it
+// cannot count, but its counters live in shared memory that cannot be unreachable: it fails
+// only when its zone is full of keys, a sign of a flood, which MemoryStore meets with its
+// overflow bucket instead. To keep some protection while a shared store is down, give the
+// Limiter a second, looser Limit of the same kind on the default in-memory store: it
+// holds each replica to its share when the shared one cannot.
+//
+// With [Options.FailClosed] a failure refuses the request instead, with 503 Service
+// Unavailable and Retry-After: 1 (never 429: the client did nothing wrong), for services
+// where letting a flood through is worse than turning everyone away for a while. Either way
+// the tokens that the other Limits took for a refused request are given back, and the
+// failure is logged through [Options.Logger], at most one line a second with a count of the
+// failures left out. A request whose client goes away while a store decides is not served
+// and its error is not logged: the store is told through the request's context, which it
+// must honour. When Cancel fails the error is only logged and the token stays taken.
+// MemoryStore never fails, and its path allocates nothing.
 package ratelimit

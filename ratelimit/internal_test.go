@@ -207,7 +207,7 @@ func FuzzBucketMatchesRateLimiter(f *testing.F) {
 	f.Fuzz(func(t *testing.T, milli uint32, burst uint8, steps []byte) {
 		r := rate.Limit(float64(1+milli%10_000_000) / 1000) // 0.001 to 10,000 a second
 		b := 1 + int(burst%50)
-		s, err := NewMemoryStore(r, b, 1)
+		s, err := NewMemoryStore(float64(r), b, 1)
 		require.NoError(t, err)
 		lim := rate.NewLimiter(r, b)
 		perToken := time.Duration(float64(time.Second) / float64(r))
@@ -220,7 +220,8 @@ func FuzzBucketMatchesRateLimiter(f *testing.F) {
 			if step&1 != 0 {
 				maxDelay = 2 * perToken
 			}
-			got := s.Take(key, now, maxDelay)
+			got, err := s.Take(t.Context(), key, now, maxDelay)
+			require.NoError(t, err, "MemoryStore never fails")
 			res := lim.ReserveN(now, 1)
 			wait := res.DelayFrom(now)
 			wantOK := wait <= maxDelay
@@ -248,7 +249,7 @@ func FuzzBucketMatchesRateLimiter(f *testing.F) {
 				t.Fatalf("step %d: store reports %d left, rate.Limiter holds %v", i, got.Remaining, left)
 			}
 			if got.OK && step&2 != 0 {
-				s.Cancel(key, got, now)
+				require.NoError(t, s.Cancel(t.Context(), key, got, now))
 				res.CancelAt(now)
 			}
 			k := s.fold(key)

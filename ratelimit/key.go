@@ -11,12 +11,23 @@ import (
 	"github.com/sluiceproxy/sluice"
 )
 
-// A Key names one bucket. Client-IP keys use Addr (already grouped by prefix) and leave Str
-// empty; every other kind of key uses Str. Key is comparable so that the in-memory store can
-// index it without building a string per request.
+// A Key names one bucket of a [Store]. The Limiter sets one field and leaves the other zero:
+// Addr for client-IP keys, Str for every other kind. Key is comparable so that the in-memory
+// store can index it without building a string per request; a network store makes its own
+// key from it (Addr.AsSlice or Addr.String, and Str as bytes).
 type Key struct {
+	// Addr is the client's address grouped by Options.IPv4Prefix or IPv6Prefix (the first
+	// address of the network), never with a zone. An IPv4 client is an IPv4 address, not
+	// an IPv4-mapped IPv6 one. Requests whose peer has no IP (a Unix socket) share the zero
+	// Addr.
 	Addr netip.Addr
-	Str  string
+
+	// Str is the header value, cookie value, path or ByFunc result, or "" for Global (whose
+	// one bucket is the zero Key). A value longer than 64 bytes is replaced by a 17-byte
+	// hash that begins with a NUL byte, so Str may hold any bytes: a store whose keys must be
+	// text has to encode it. Str may share memory with the request; a store that keeps it
+	// past the call should copy it (strings.Clone) so as not to pin the request's headers.
+	Str string
 }
 
 // maxKeyLen is the longest string key stored as is. Longer keys (a header can be a megabyte)

@@ -1,13 +1,14 @@
 package ratelimit
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
-
-	"golang.org/x/time/rate"
 
 	"github.com/sluiceproxy/sluice"
 )
@@ -19,9 +20,10 @@ type Limit struct {
 	// Names must be unique within a Limiter; an empty Name is "default".
 	Name string
 
-	// Rate is the sustained rate in requests per second; it must be > 0. Use rate.Every to
-	// write "one per 10s" as a Rate.
-	Rate rate.Limit
+	// Rate is the sustained rate in requests per second; it must be > 0. It may be less
+	// than one: 0.1 is one request every ten seconds, 1.0/60 one a minute. math.Inf(1)
+	// means no limit: every request is admitted and reported as leaving a full bucket.
+	Rate float64
 
 	// Burst is the number of requests a key that has been idle may send at once; ≥ 1.
 	Burst int
@@ -34,6 +36,8 @@ type Limit struct {
 	MaxKeys int
 
 	// Store keeps the buckets. Nil means a [MemoryStore] with Rate, Burst and MaxKeys.
+	// Another Store must be made for the same Rate and Burst: the Limiter uses them only for
+	// the RateLimit-Policy field and does not pass them to the Store.
 	Store Store
 }
 
@@ -57,20 +61,43 @@ type Options struct {
 	// request that has no token now.
 	MaxDelay time.Duration
 
+	// FailClosed says what to do with a request when a Limit's Store fails (Take returns an
+	// error). False, the default, fails open: that Limit does not count the request, which
+	// is admitted if the other Limits admit it. True fails closed: the request is refused
+	// with 503 Service Unavailable and Retry-After: 1, never 429, since the client did
+	// nothing wrong. A failure is logged either way; see "When the store fails" in the
+	// package documentation. MemoryStore never fails.
+	FailClosed bool
+
+	// Logger receives store failures, at most one line a second (with the number of
+	// failures left out since the last line), so that an outage of a shared store does not
+	// flood the log. Nil means slog.Default().
+	Logger *slog.Logger
+
 	// Now returns the current time. Nil means time.Now; tests set a fake clock.
 	Now func() time.Time
 }
 
 // Limiter is rate-limiting middleware. It is safe for concurrent use.
 type Limiter struct {
-	limits   []limit
-	maxDelay time.Duration
-	now      func() time.Time
-	policy   []string // the RateLimit-Policy field value, built once
+	limits     []limit
+	maxDelay   time.Duration
+	failClosed bool
+	logger     *slog.Logger // nil: slog.Default() when a line is written
+	now        func() time.Time
+	policy     []string // the RateLimit-Policy field value, built once
+
+	// logNext is when the next store failure may be logged (Unix nanoseconds); logDropped
+	// counts the failures not logged since the last line.
+	logNext, logDropped atomic.Int64
 }
+
+// logEvery is the least time between two log lines about store failures.
+const logEvery = time.Second
 
 type limit struct {
 	keyer
+	plain    string // the policy name, for logs
 	name     string // the policy name as an sf-string, quotes included
 	store    Store
 	mem      *MemoryStore // store, when it is a MemoryStore: called without the interface
@@ -90,7 +117,7 @@ func New(opts Options) (*Limiter, error) {
 	if opts.MaxDelay < 0 {
 		return nil, fmt.Errorf("ratelimit: MaxDelay must be ≥ 0, got %v", opts.MaxDelay)
 	}
-	l := &Limiter{maxDelay: opts.MaxDelay, now: opts.Now}
+	l := &Limiter{maxDelay: opts.MaxDelay, failClosed: opts.FailClosed, logger: opts.Logger, now: opts.Now}
 	if l.now == nil {
 		l.now = time.Now
 	}
@@ -121,18 +148,18 @@ func New(opts Options) (*Limiter, error) {
 				return nil, fmt.Errorf("%w (Limits[%d])", err, i)
 			}
 		}
-		if lim.Rate <= 0 || lim.Burst < 1 {
-			return nil, fmt.Errorf("ratelimit: Limits[%d] needs Rate > 0 and Burst ≥ 1 for its headers, got %v and %d", i, float64(lim.Rate), lim.Burst)
+		if !(lim.Rate > 0) || lim.Burst < 1 { // NaN too
+			return nil, fmt.Errorf("ratelimit: Limits[%d] needs Rate > 0 and Burst ≥ 1 for its headers, got %v and %d", i, lim.Rate, lim.Burst)
 		}
 		sf := `"` + name + `"`
-		window := int64(float64(lim.Burst)/float64(lim.Rate) + 0.999999999)
+		window := int64(float64(lim.Burst)/lim.Rate + 0.999999999)
 		policy := sf + ";q=" + strconv.Itoa(lim.Burst) + ";w=" + strconv.FormatInt(max(window, 1), 10)
 		policies = append(policies, policy)
 		mem, _ := store.(*MemoryStore)
 		l.limits = append(l.limits, limit{
 			keyer: keyer{by: lim.By, trusted: opts.TrustedProxies, v4: v4, v6: v6},
-			name:  sf, store: store, policy: policy, mem: mem,
-			perToken: time.Duration(float64(time.Second) / float64(lim.Rate)),
+			plain: name, name: sf, store: store, policy: policy, mem: mem,
+			perToken: time.Duration(float64(time.Second) / lim.Rate),
 		})
 	}
 	l.policy = []string{strings.Join(policies, ", ")}
@@ -191,6 +218,8 @@ const maxInline = 4
 // that it can live on the stack.
 type decision struct {
 	ok     bool
+	failed bool          // refused because a store failed and FailClosed is set
+	gone   bool          // refused because the client went away while a store decided
 	delay  time.Duration // the longest wait any limit asks for
 	retry  time.Duration // when refused, the longest RetryAfter of the refusing limits
 	inline [maxInline]slot
@@ -199,8 +228,8 @@ type decision struct {
 
 // slot is one limit's part of a decision.
 type slot struct {
-	consulted bool // the limit applied and no earlier limit refused
-	key       Key  // for Cancel; a MemoryStore finds the bucket from d and is not told
+	consulted bool // the limit applied, its store answered and no earlier limit refused
+	key       Key
 	d         Decision
 }
 
@@ -213,7 +242,8 @@ func (d *decision) slot(i int) *slot {
 
 // decide asks every limit about r at now. A limit that refuses undoes the tokens the earlier
 // ones took, so that one limit's refusal does not use up another's budget; the later limits
-// are not consulted, so they take nothing and report nothing.
+// are not consulted, so they take nothing and report nothing. A limit whose store fails is
+// skipped (fail open) or refuses (FailClosed).
 func (l *Limiter) decide(r *http.Request, now time.Time, d *decision) {
 	if n := len(l.limits); n > maxInline {
 		d.extra = make([]slot, n-maxInline)
@@ -221,49 +251,114 @@ func (l *Limiter) decide(r *http.Request, now time.Time, d *decision) {
 	d.ok = true
 	for i := range l.limits {
 		lim := &l.limits[i]
-		var k Key
-		if !lim.keyInto(r, &k) {
+		s := d.slot(i)
+		if !lim.keyInto(r, &s.key) {
 			continue
 		}
-		s := d.slot(i)
-		s.consulted = true
 		if lim.mem != nil {
-			lim.mem.take(k, now, l.maxDelay, &s.d)
+			lim.mem.take(s.key, now, l.maxDelay, &s.d) // cannot fail
 		} else {
-			s.key = k
-			s.d = lim.store.Take(k, now, l.maxDelay)
+			var err error
+			if s.d, err = lim.store.Take(r.Context(), s.key, now, l.maxDelay); err != nil {
+				if !l.storeFailed(r.Context(), d, lim, now, err) {
+					s.d = Decision{}
+					continue // fail open: this limit does not count the request
+				}
+				d.ok = false
+				l.giveBack(r.Context(), d, i, now)
+				return
+			}
 		}
+		s.consulted = true
 		if !s.d.OK {
 			d.ok = false
 			d.retry = s.d.RetryAfter
-			for j := range i {
-				if p := d.slot(j); p.consulted && p.d.OK {
-					l.limits[j].store.Cancel(p.key, p.d, now)
-					// The token went back.
-					p.d.Remaining++
-					p.d.Reset = max(0, p.d.Reset-l.limits[j].perToken)
-				}
-			}
+			l.giveBack(r.Context(), d, i, now)
 			return
 		}
 		d.delay = max(d.delay, s.d.Delay)
 	}
 }
 
-// cancel gives back every token d holds.
-func (l *Limiter) cancel(d *decision, now time.Time) {
-	for i := range l.limits {
-		if s := d.slot(i); s.consulted && s.d.OK {
-			l.limits[i].store.Cancel(s.key, s.d, now)
+// storeFailed handles an error from lim's Take and reports whether the request is refused.
+// A request whose client went away is refused, and its error is not the store's fault; any
+// other error is logged, and refuses the request only with FailClosed.
+func (l *Limiter) storeFailed(ctx context.Context, d *decision, lim *limit, now time.Time, err error) bool {
+	if ctx.Err() != nil {
+		d.gone = true
+		return true
+	}
+	d.failed = l.failClosed
+	action := "admitted"
+	if l.failClosed {
+		action = "refused"
+	}
+	l.logStoreError(ctx, now, lim, "Take", err, action)
+	return l.failClosed
+}
+
+// giveBack cancels the tokens the limits before the i-th took for a request that will not be
+// served, and corrects what the RateLimit field reports for them.
+func (l *Limiter) giveBack(ctx context.Context, d *decision, i int, now time.Time) {
+	for j := range i {
+		if p := d.slot(j); p.consulted && p.d.OK {
+			if l.cancelSlot(ctx, j, p, now) {
+				p.d.Remaining++ // the token went back
+				p.d.Reset = max(0, p.d.Reset-l.limits[j].perToken)
+			}
 		}
 	}
+}
+
+// cancel gives back every token d holds.
+func (l *Limiter) cancel(ctx context.Context, d *decision, now time.Time) {
+	for i := range l.limits {
+		if s := d.slot(i); s.consulted && s.d.OK {
+			l.cancelSlot(ctx, i, s, now)
+		}
+	}
+}
+
+// cancelSlot gives back the token of the i-th limit and reports whether it went back. A
+// client that has gone must not stop its tokens from going back, so a done ctx loses its
+// cancellation (that allocates, but only then). A failure is only logged.
+func (l *Limiter) cancelSlot(ctx context.Context, i int, s *slot, now time.Time) bool {
+	lim := &l.limits[i]
+	if ctx.Err() != nil {
+		ctx = context.WithoutCancel(ctx)
+	}
+	if err := lim.store.Cancel(ctx, s.key, s.d, now); err != nil {
+		l.logStoreError(ctx, now, lim, "Cancel", err, "token not given back")
+		return false
+	}
+	return true
+}
+
+// logStoreError logs a store failure unless one was logged less than logEvery ago, in which
+// case it is only counted, and the next line reports how many were left out. A clock that
+// went back by more than logEvery does not silence the log.
+func (l *Limiter) logStoreError(ctx context.Context, now time.Time, lim *limit, op string, err error, action string) {
+	t := now.UnixNano()
+	next := l.logNext.Load()
+	if (t < next && next-t <= int64(logEvery)) || !l.logNext.CompareAndSwap(next, t+int64(logEvery)) {
+		l.logDropped.Add(1)
+		return
+	}
+	logger := l.logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger.LogAttrs(ctx, slog.LevelError, "ratelimit: store failed",
+		slog.String("limit", lim.plain), slog.String("op", op), slog.Any("err", err),
+		slog.String("action", action), slog.Int64("unlogged", l.logDropped.Swap(0)))
 }
 
 // Policy returns the RateLimit-Policy field value the Limiter sends with every response.
 func (l *Limiter) Policy() string { return l.policy[0] }
 
 // Handler returns middleware that passes the requests the limits admit to next, holds those
-// that must wait (with MaxDelay), and answers the rest with 429 Too Many Requests.
+// that must wait (with MaxDelay), and answers the rest with 429 Too Many Requests, or 503
+// Service Unavailable when a store failed and FailClosed is set.
 func (l *Limiter) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := l.now()
@@ -274,7 +369,15 @@ func (l *Limiter) Handler(next http.Handler) http.Handler {
 		if v := l.rateLimitField(&d); v != "" {
 			h["Ratelimit"] = []string{v}
 		}
-		if !d.ok {
+		switch {
+		case d.gone: // nobody reads this answer, but access logs do
+			http.Error(w, "ratelimit: request cancelled", http.StatusServiceUnavailable)
+			return
+		case d.failed:
+			h.Set("Retry-After", "1")
+			http.Error(w, "ratelimit: rate limit store unavailable", http.StatusServiceUnavailable)
+			return
+		case !d.ok:
 			h.Set("Retry-After", strconv.FormatInt(ceilSeconds(d.retry), 10))
 			http.Error(w, "ratelimit: too many requests", http.StatusTooManyRequests)
 			return
@@ -285,7 +388,7 @@ func (l *Limiter) Handler(next http.Handler) http.Handler {
 			case <-t.C:
 			case <-r.Context().Done():
 				t.Stop()
-				l.cancel(&d, l.now())
+				l.cancel(r.Context(), &d, l.now())
 				http.Error(w, "ratelimit: request cancelled while queued", http.StatusServiceUnavailable)
 				return
 			}

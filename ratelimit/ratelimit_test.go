@@ -17,7 +17,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/time/rate"
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/ratelimit"
@@ -96,7 +95,7 @@ func TestRateAndBurstOverRealServer(t *testing.T) {
 func TestRetryAfterRoundsUp(t *testing.T) {
 	clk := newClock()
 	l, err := ratelimit.New(ratelimit.Options{
-		Limits: []ratelimit.Limit{{Name: "slow", Rate: rate.Every(10 * time.Second), Burst: 1}},
+		Limits: []ratelimit.Limit{{Name: "slow", Rate: 0.1, Burst: 1}},
 		Now:    clk.Now,
 	})
 	require.NoError(t, err)
@@ -342,6 +341,8 @@ func TestNewErrors(t *testing.T) {
 		{ratelimit.Options{}, "ratelimit: Limits must hold at least one Limit"},
 		{ratelimit.Options{Limits: []ratelimit.Limit{{Rate: 1, Burst: 0}}}, "ratelimit: Burst must be ≥ 1, got 0 (Limits[0])"},
 		{ratelimit.Options{Limits: []ratelimit.Limit{{Rate: 0, Burst: 1}}}, "ratelimit: Rate must be > 0, got 0 (Limits[0])"},
+		{ratelimit.Options{Limits: []ratelimit.Limit{{Rate: math.NaN(), Burst: 1}}}, "ratelimit: Rate must be > 0, got NaN (Limits[0])"},
+		{ratelimit.Options{Limits: []ratelimit.Limit{{Rate: math.NaN(), Burst: 1, Store: &downStore{}}}}, "ratelimit: Limits[0] needs Rate > 0 and Burst ≥ 1 for its headers, got NaN and 1"},
 		{ratelimit.Options{Limits: []ratelimit.Limit{{Rate: 1, Burst: 1}, {Rate: 1, Burst: 1}}}, `ratelimit: Limits[1].Name "default" is used twice`},
 		{ratelimit.Options{Limits: []ratelimit.Limit{{Name: `a"b`, Rate: 1, Burst: 1}}}, `ratelimit: Limits[0].Name "a\"b" must be printable ASCII`},
 		{ratelimit.Options{Limits: []ratelimit.Limit{{Rate: 1, Burst: 1, By: ratelimit.ByCookie("a b")}}}, `ratelimit: Limits[0].By: cookie name "a b" is not a valid cookie name`},
@@ -424,9 +425,9 @@ func TestFloodKeepsMemoryBoundedAndLimitHolds(t *testing.T) {
 		// the flood lasts two seconds.
 		clk.Advance(2 * time.Microsecond)
 		k := ratelimit.Key{Addr: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})}
-		s.Take(k, clk.Now(), 0)
+		take(t, s, k, clk.Now())
 		if i%1000 == 0 {
-			if s.Take(hot, clk.Now(), 0).OK {
+			if take(t, s, hot, clk.Now()).OK {
 				admitted++
 			}
 		}
@@ -459,18 +460,18 @@ func TestEvictsOnlyRefilledBuckets(t *testing.T) {
 	a := ratelimit.Key{Str: "a"}
 	b := ratelimit.Key{Str: "b"}
 	for range 3 {
-		require.True(t, s.Take(a, clk.Now(), 0).OK)
+		require.True(t, take(t, s, a, clk.Now()).OK)
 	}
 	// b does not fit while a is draining: it shares the overflow bucket.
-	assert.True(t, s.Take(b, clk.Now(), 0).OK, "overflow bucket has its burst")
-	assert.False(t, s.Take(a, clk.Now(), 0).OK, "a keeps its drained bucket: no fresh burst")
+	assert.True(t, take(t, s, b, clk.Now()).OK, "overflow bucket has its burst")
+	assert.False(t, take(t, s, a, clk.Now()).OK, "a keeps its drained bucket: no fresh burst")
 	clk.Advance(3 * time.Second) // a is full again, so it may be forgotten
-	assert.True(t, s.Take(b, clk.Now(), 0).OK)
+	assert.True(t, take(t, s, b, clk.Now()).OK)
 	assert.Equal(t, 1, s.Len())
 	for range 3 {
-		assert.True(t, s.Take(a, clk.Now(), 0).OK, "a forgotten full bucket behaves as a full one")
+		assert.True(t, take(t, s, a, clk.Now()).OK, "a forgotten full bucket behaves as a full one")
 	}
-	assert.False(t, s.Take(a, clk.Now(), 0).OK, "and no more than full")
+	assert.False(t, take(t, s, a, clk.Now()).OK, "and no more than full")
 }
 
 // TestManyLimits covers more limits than a decision tracks inline.
@@ -512,10 +513,10 @@ func TestKeysKeepTheirOwnBuckets(t *testing.T) {
 		{},
 	}
 	for _, k := range keys {
-		assert.True(t, s.Take(k, now, 0).OK, "key %+v has its own full bucket", k)
+		assert.True(t, take(t, s, k, now).OK, "key %+v has its own full bucket", k)
 	}
 	for _, k := range keys {
-		assert.False(t, s.Take(k, now, 0).OK, "key %+v used its one token", k)
+		assert.False(t, take(t, s, k, now).OK, "key %+v used its one token", k)
 	}
 	assert.Equal(t, len(keys), s.Len())
 }
@@ -528,9 +529,9 @@ func TestGlacialRateDoesNotOverflow(t *testing.T) {
 	now := newClock().Now()
 	k := ratelimit.Key{Str: "k"}
 	for range 5 {
-		require.True(t, s.Take(k, now, 0).OK)
+		require.True(t, take(t, s, k, now).OK)
 	}
-	d := s.Take(k, now, 0)
+	d := take(t, s, k, now)
 	assert.False(t, d.OK)
 	assert.Equal(t, time.Duration(math.MaxInt64), d.RetryAfter, "a wait of 31,700 years does not fit")
 	assert.Equal(t, time.Duration(math.MaxInt64), d.Reset)
@@ -549,6 +550,15 @@ func TestGlacialRateHeaders(t *testing.T) {
 	assert.Equal(t, "9223372037", w.Header().Get("Retry-After"), "the longest Duration, rounded up, never negative")
 }
 
+// take asks s for one token with no MaxDelay. It is cheap enough for a loop of a million.
+func take(t *testing.T, s *ratelimit.MemoryStore, k ratelimit.Key, now time.Time) ratelimit.Decision {
+	d, err := s.Take(context.Background(), k, now, 0)
+	if err != nil {
+		t.Fatalf("MemoryStore never fails; Take: %v", err)
+	}
+	return d
+}
+
 // keyedStore is a Store over a MemoryStore that records the keys it is given, as a shared
 // store (Redis, say) would need them.
 type keyedStore struct {
@@ -557,18 +567,18 @@ type keyedStore struct {
 	taken, returned []ratelimit.Key
 }
 
-func (s *keyedStore) Take(k ratelimit.Key, now time.Time, maxDelay time.Duration) ratelimit.Decision {
+func (s *keyedStore) Take(ctx context.Context, k ratelimit.Key, now time.Time, maxDelay time.Duration) (ratelimit.Decision, error) {
 	s.mu.Lock()
 	s.taken = append(s.taken, k)
 	s.mu.Unlock()
-	return s.MemoryStore.Take(k, now, maxDelay)
+	return s.MemoryStore.Take(ctx, k, now, maxDelay)
 }
 
-func (s *keyedStore) Cancel(k ratelimit.Key, d ratelimit.Decision, now time.Time) {
+func (s *keyedStore) Cancel(ctx context.Context, k ratelimit.Key, d ratelimit.Decision, now time.Time) error {
 	s.mu.Lock()
 	s.returned = append(s.returned, k)
 	s.mu.Unlock()
-	s.MemoryStore.Cancel(k, d, now)
+	return s.MemoryStore.Cancel(ctx, k, d, now)
 }
 
 // TestCustomStoreGetsKeys checks that a Store other than the built-in one is asked with the

@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"hash/maphash"
@@ -9,27 +10,41 @@ import (
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
-	"golang.org/x/time/rate"
 )
 
-// A Store keeps the token buckets of one [Limit], one bucket per [Key].
+// A Store keeps the token buckets of one [Limit], one bucket per [Key]. [MemoryStore] is
+// the in-process Store; a Store shared between replicas (Redis, say) lives outside this
+// package and is built from the exported fields of Key and Decision alone.
+//
+// A Store is configured with its Limit's rate and burst when it is made: the Limiter does not
+// pass them, and uses Limit.Rate and Limit.Burst only for the RateLimit-Policy header field,
+// so the two must agree. Keys of different Limits never meet in one Store; a shared backend
+// holding several Limits must keep them apart itself (by a key prefix, say).
 //
 // Take and Cancel are called concurrently from many requests and must be safe for that. They
-// are on the path of every request, so they should not block for long; an implementation
-// over the network should bound its own latency and decide whether to admit or refuse when
-// its backend is unreachable.
+// are on the path of every request, so they must not block for long: an implementation over
+// the network should bound its own latency (a timeout of a few milliseconds, a circuit
+// breaker) and must return soon after ctx is done. An error means the Store could not decide;
+// the Limiter then admits or refuses the request as [Options.FailClosed] says and logs the
+// error (see "When the store fails" in the package documentation).
 type Store interface {
 	// Take takes one token from key's bucket at now. If the token is due no later than
 	// maxDelay from now, Take grants it (Decision.OK) and says how long to wait
-	// (Decision.Delay); otherwise it takes nothing and says when to retry.
-	Take(key Key, now time.Time, maxDelay time.Duration) Decision
+	// (Decision.Delay); otherwise it takes nothing and says when to retry. ctx is the
+	// request's context. When err is not nil the Decision is ignored.
+	Take(ctx context.Context, key Key, now time.Time, maxDelay time.Duration) (Decision, error)
 
-	// Cancel gives back the token of a granted Decision whose request was not served,
-	// because another limit refused it or the client went away while it waited.
-	Cancel(key Key, d Decision, now time.Time)
+	// Cancel gives back the token of a Decision that Take granted for key, because the
+	// request was not served: another limit refused it (or its store failed with
+	// Options.FailClosed set), or the client went away before it was passed on. The Limiter calls it at most once per granted Decision and
+	// never for a request it passed on. ctx is the request's context, without its
+	// cancellation when the client has gone, so that the token can still be given back. An
+	// error is logged and otherwise ignored: the token stays taken.
+	Cancel(ctx context.Context, key Key, d Decision, now time.Time) error
 }
 
-// A Decision is a Store's answer to one Take.
+// A Decision is a Store's answer to one Take. A Store sets its fields; the Limiter reads all
+// of them but Token.
 type Decision struct {
 	// OK reports whether the token was granted.
 	OK bool
@@ -37,17 +52,18 @@ type Decision struct {
 	Delay time.Duration
 	// RetryAfter, when OK is false, is how long until a token will be available.
 	RetryAfter time.Duration
-	// Remaining is the number of whole tokens left in the bucket.
+	// Remaining is the number of whole tokens left in the bucket, for the RateLimit header
+	// field.
 	Remaining int
-	// Reset is how long until the bucket is full again.
+	// Reset is how long until the bucket is full again, for the RateLimit header field.
 	Reset time.Duration
 
-	// The local store's grant, for Cancel: the bucket the token came from, when it is due
-	// (Unix nanoseconds; after that it has been used and cannot go back), and the shard
-	// whose lock guards the bucket.
-	b     *bucket
-	due   int64
-	shard uint32
+	// Token is the Store's own note of a granted token, for Cancel to give it back: the
+	// Limiter never reads it and hands it to Cancel unchanged. A Store may put anything
+	// there, or nothing: MemoryStore puts the bucket the token came from; a network store
+	// might put the value it wrote, so that Cancel can undo that write and no other. A
+	// pointer costs nothing to store here; other values allocate.
+	Token any
 }
 
 // numShards is the most LRU shards a MemoryStore splits its keys over. Sixteen independent
@@ -70,7 +86,7 @@ const evictProbes = 4
 // header, and those three locks were most of the cost of a decision. A bucket is also a third
 // of a rate.Limiter's size, which matters at a hundred thousand keys.
 type MemoryStore struct {
-	limit    rate.Limit
+	limit    float64 // tokens a second; +Inf admits everything
 	burst    int
 	perToken float64 // nanoseconds to refill one token: a multiplication is cheaper than a division
 	seed     maphash.Seed
@@ -104,12 +120,13 @@ const promoteEvery = int64(time.Second)
 
 var _ Store = (*MemoryStore)(nil)
 
-// NewMemoryStore returns a MemoryStore for buckets of the given rate and burst holding at
-// most maxKeys buckets (plus one overflow bucket per shard). A rate of rate.Inf admits every
-// request and keeps no buckets.
-func NewMemoryStore(r rate.Limit, burst, maxKeys int) (*MemoryStore, error) {
-	if math.IsNaN(float64(r)) || r <= 0 {
-		return nil, fmt.Errorf("ratelimit: Rate must be > 0, got %v", float64(r))
+// NewMemoryStore returns a MemoryStore for buckets that refill at r tokens a second (0.1 is
+// one every ten seconds) and hold at most burst tokens, keeping at most maxKeys buckets (plus
+// one overflow bucket per shard). A rate of math.Inf(1) admits every request and keeps no
+// buckets.
+func NewMemoryStore(r float64, burst, maxKeys int) (*MemoryStore, error) {
+	if !(r > 0) { // NaN too
+		return nil, fmt.Errorf("ratelimit: Rate must be > 0, got %v", r)
 	}
 	if burst < 1 {
 		return nil, fmt.Errorf("ratelimit: Burst must be ≥ 1, got %d", burst)
@@ -121,7 +138,7 @@ func NewMemoryStore(r rate.Limit, burst, maxKeys int) (*MemoryStore, error) {
 	for n > 1 && maxKeys/n < 64 {
 		n /= 2
 	}
-	s := &MemoryStore{limit: r, burst: burst, perToken: float64(time.Second) / float64(r), seed: maphash.MakeSeed(), mask: uint64(n - 1),
+	s := &MemoryStore{limit: r, burst: burst, perToken: float64(time.Second) / r, seed: maphash.MakeSeed(), mask: uint64(n - 1),
 		shards: make([]memShard, n)}
 	s.k0 = maphash.String(s.seed, "shard")
 	for i := range s.shards {
@@ -150,19 +167,19 @@ func (s *MemoryStore) Len() int {
 	return n
 }
 
-// Take implements [Store].
-func (s *MemoryStore) Take(key Key, now time.Time, maxDelay time.Duration) Decision {
+// Take implements [Store]. It never fails and does not block on ctx.
+func (s *MemoryStore) Take(_ context.Context, key Key, now time.Time, maxDelay time.Duration) (Decision, error) {
 	var d Decision
 	s.take(key, now, maxDelay, &d)
-	return d
+	return d, nil
 }
 
 // take is Take writing its answer into d field by field. The Limiter calls it directly:
 // a Decision returned by value through an interface went through two stack copies whose
 // 16-byte reloads of 8-byte stores stalled the CPU, a tenth of a decision.
 func (s *MemoryStore) take(key Key, now time.Time, maxDelay time.Duration, d *Decision) {
-	if s.limit == rate.Inf {
-		d.OK, d.Delay, d.RetryAfter, d.Remaining, d.Reset, d.b = true, 0, 0, s.burst, 0, nil
+	if math.IsInf(s.limit, 1) {
+		d.OK, d.Delay, d.RetryAfter, d.Remaining, d.Reset, d.Token = true, 0, 0, s.burst, 0, nil
 		return
 	}
 	t := now.UnixNano()
@@ -179,7 +196,7 @@ func (s *MemoryStore) take(key Key, now time.Time, maxDelay time.Duration, d *De
 	}
 	if wait > maxDelay {
 		sh.mu.Unlock()
-		d.OK, d.Delay, d.RetryAfter, d.Remaining, d.b = false, 0, wait, 0, nil
+		d.OK, d.Delay, d.RetryAfter, d.Remaining, d.Token = false, 0, wait, 0, nil
 		d.Reset = s.durationOf(float64(s.burst) - tokens)
 		return
 	}
@@ -187,21 +204,23 @@ func (s *MemoryStore) take(key Key, now time.Time, maxDelay time.Duration, d *De
 	sh.mu.Unlock()
 	d.OK, d.Delay, d.RetryAfter, d.Remaining = true, wait, 0, max(0, int(left))
 	d.Reset = s.durationOf(float64(s.burst) - left)
-	d.b, d.shard, d.due = b, i, t+int64(wait)
+	d.Token = b
 }
 
-// Cancel implements [Store]. A token is given back only before it is due: a request that has
-// already gone has used it.
-func (s *MemoryStore) Cancel(_ Key, d Decision, now time.Time) {
-	t := now.UnixNano()
-	if !d.OK || d.b == nil || t > d.due {
-		return
+// Cancel implements [Store]. It gives the token back to the bucket it came from, found from
+// d.Token, under the lock of key's shard; it never fails.
+func (s *MemoryStore) Cancel(_ context.Context, key Key, d Decision, now time.Time) error {
+	b, ok := d.Token.(*bucket)
+	if !d.OK || !ok || b == nil {
+		return nil
 	}
-	sh := &s.shards[d.shard]
+	t := now.UnixNano()
+	sh := &s.shards[s.shard(s.fold(key))]
 	sh.mu.Lock()
-	d.b.tokens = min(s.tokensAt(d.b, t)+1, float64(s.burst))
-	d.b.last = max(d.b.last, t)
+	b.tokens = min(s.tokensAt(b, t)+1, float64(s.burst))
+	b.last = max(b.last, t)
 	sh.mu.Unlock()
+	return nil
 }
 
 // tokensAt returns the tokens in b at t (Unix nanoseconds): what it held, plus the rate times
@@ -211,7 +230,7 @@ func (s *MemoryStore) tokensAt(b *bucket, t int64) float64 {
 	if t <= b.last {
 		return b.tokens
 	}
-	return min(b.tokens+time.Duration(t-b.last).Seconds()*float64(s.limit), float64(s.burst))
+	return min(b.tokens+time.Duration(t-b.last).Seconds()*s.limit, float64(s.burst))
 }
 
 // durationOf returns how long the bucket takes to refill n tokens.

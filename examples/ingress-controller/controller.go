@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
@@ -570,7 +569,7 @@ func (c *controller) wrap(owner *ingressConfig, h http.Handler, u *usage) http.H
 		if !ok {
 			var err error
 			l, err = ratelimit.New(ratelimit.Options{Limits: []ratelimit.Limit{{
-				Name: "ingress", Rate: rate.Limit(o.rateRPS), Burst: o.rateBurst}}})
+				Name: "ingress", Rate: o.rateRPS, Burst: o.rateBurst}}, Logger: c.logger})
 			if err != nil { // parseAnnotations keeps the values in range
 				c.logger.Error("rate limit", "ingress", owner.key(), "err", err)
 				return h
