@@ -114,6 +114,16 @@ func TestEntry_EncodingRoundTrip(t *testing.T) {
 	b[0] = 9
 	assert.ErrorIs(t, got.UnmarshalBinary(b), ErrBadEntry, "an unknown version is refused")
 	assert.ErrorIs(t, got.UnmarshalBinary(b[:0]), ErrBadEntry)
+
+	for _, bad := range []*Entry{
+		{Status: 200, Header: http.Header{"Content-Length": {"6"}}, Body: []byte("hello")},
+		{Status: 103, Header: http.Header{}},
+	} {
+		b, err := bad.MarshalBinary()
+		require.NoError(t, err)
+		assert.ErrorIs(t, got.UnmarshalBinary(b), ErrBadEntry,
+			"status %d, Content-Length %v for %d bytes: never served", bad.Status, bad.Header["Content-Length"], len(bad.Body))
+	}
 }
 
 // A store holding encoded entries (as Redis would) works behind the cache.
