@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
@@ -63,9 +64,26 @@ type Options struct {
 	// response with Set-Cookie is not stored, unless its Cache-Control says
 	// no-cache="Set-Cookie" or private="Set-Cookie": then it is stored without the field.
 	StoreSetCookie bool
+	// FailClosed answers 503 Service Unavailable, instead of forwarding the request to the
+	// origin, when the Store fails to look a request up. Set it for origins that cannot bear
+	// the load of every request a working cache would have answered. When it is false (fail
+	// open), a failed lookup is taken as a miss and the request goes to the origin, without
+	// waiting for identical requests. Either way, a failure to store or delete only logs: the
+	// response is served and not stored. See "When the store fails" in the package
+	// documentation.
+	FailClosed bool
+	// RefreshTimeout bounds a background revalidation (for stale-while-revalidate): its
+	// request to the origin and its calls to the Store. Those run after the client that
+	// started them has its answer, so they use a context of the cache's own, which
+	// [Cache.Close] cancels and which this deadline bounds, so that a hung origin or store
+	// never holds one of the MaxRefreshes for good. Zero means 30s.
+	RefreshTimeout time.Duration
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
-	// Logger receives failures of background revalidations. Nil means slog.Default().
+	// Logger receives failures of background revalidations and of the Store. Store failures
+	// are logged at most once every 10 seconds (on the Now clock), each record counting the
+	// failures left out since the last one, so that a store that is down does not flood the
+	// log. Nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -79,9 +97,12 @@ type Cache struct {
 	tagHeader string
 	maxObject int64
 	setCookie bool // Options.StoreSetCookie
+	failClose bool // Options.FailClosed
 	collapse  time.Duration
 	retention time.Duration
+	refreshTO time.Duration
 	log       *slog.Logger
+	storeLog  logLimiter
 
 	flights flightGroup
 	passes  passMemo
@@ -107,6 +128,8 @@ func New(opts Options) (*Cache, error) {
 		return nil, fmt.Errorf("cache: HitForPassBytes must be ≥ 0, got %d", opts.HitForPassBytes)
 	case opts.MaxRefreshes < 0:
 		return nil, fmt.Errorf("cache: MaxRefreshes must be ≥ 0, got %d", opts.MaxRefreshes)
+	case opts.RefreshTimeout < 0:
+		return nil, fmt.Errorf("cache: RefreshTimeout must be ≥ 0, got %v", opts.RefreshTimeout)
 	case opts.Name != "" && !sfToken(opts.Name):
 		return nil, fmt.Errorf("cache: Name must be a structured-field token (RFC 9211 §2), got %q", opts.Name)
 	}
@@ -117,8 +140,10 @@ func New(opts Options) (*Cache, error) {
 		tagHeader: http.CanonicalHeaderKey(cmp(opts.TagHeader, "Cache-Tag")),
 		maxObject: opts.MaxObjectSize,
 		setCookie: opts.StoreSetCookie,
+		failClose: opts.FailClosed,
 		collapse:  opts.CollapseTimeout,
 		retention: opts.StaleRetention,
+		refreshTO: opts.RefreshTimeout,
 		log:       opts.Logger,
 	}
 	if opts.HitForPassBytes == 0 {
@@ -136,6 +161,9 @@ func New(opts Options) (*Cache, error) {
 	}
 	if c.retention == 0 {
 		c.retention = time.Hour
+	}
+	if c.refreshTO == 0 {
+		c.refreshTO = 30 * time.Second
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -197,8 +225,8 @@ func (c *Cache) Handler(next http.Handler) http.Handler {
 }
 
 // Purge removes the stored responses for an absolute URL (every variant of it). It returns
-// an error if rawURL is not absolute.
-func (c *Cache) Purge(rawURL string) error {
+// an error if rawURL is not absolute or the Store fails; ctx bounds the Store's work.
+func (c *Cache) Purge(ctx context.Context, rawURL string) error {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return fmt.Errorf("cache: purge: %w", err)
@@ -206,24 +234,36 @@ func (c *Cache) Purge(rawURL string) error {
 	if u.Scheme == "" || u.Host == "" {
 		return fmt.Errorf("cache: purge: URL %q is not absolute", rawURL)
 	}
-	c.store.Delete(keyOf(u.Scheme, u.Host, u.EscapedPath(), u.RawQuery))
+	if err := c.store.Delete(ctx, keyOf(u.Scheme, u.Host, u.EscapedPath(), u.RawQuery)); err != nil {
+		return fmt.Errorf("cache: purge %s: %w", rawURL, err)
+	}
 	return nil
 }
 
 // PurgePrefix removes every stored response whose URL starts with prefix, such as
 // "https://example.com/static/". The scheme and host must be lower case. It returns how many
-// entries it removed.
-func (c *Cache) PurgePrefix(prefix string) int {
-	return c.store.Purge(Selector{Prefix: keyVersion + prefix})
+// entries it removed, and if the Store fails, how many it removed before it failed and the
+// error.
+func (c *Cache) PurgePrefix(ctx context.Context, prefix string) (int, error) {
+	n, err := c.store.Purge(ctx, Selector{Prefix: keyVersion + prefix})
+	if err != nil {
+		return n, fmt.Errorf("cache: purge prefix %q: %w", prefix, err)
+	}
+	return n, nil
 }
 
 // PurgeTag removes every stored response the origin tagged with tag (see
-// [Options.TagHeader]) and returns how many it removed.
-func (c *Cache) PurgeTag(tag string) int {
+// [Options.TagHeader]) and returns how many it removed, and if the Store fails, how many it
+// removed before it failed and the error. An empty tag removes nothing.
+func (c *Cache) PurgeTag(ctx context.Context, tag string) (int, error) {
 	if tag == "" {
-		return 0
+		return 0, nil
 	}
-	return c.store.Purge(Selector{Tag: tag})
+	n, err := c.store.Purge(ctx, Selector{Tag: tag})
+	if err != nil {
+		return n, fmt.Errorf("cache: purge tag %q: %w", tag, err)
+	}
+	return n, nil
 }
 
 // keyVersion starts every key; change it when the key layout changes.
@@ -295,7 +335,11 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		c.fetch(w, r, next, key, nil, "request", reqCC, false)
 		return
 	}
-	e, varyMiss := c.lookup(key, r)
+	e, varyMiss, err := c.lookup(r.Context(), key, r)
+	if err != nil {
+		c.lookupFailed(w, r, next, key, reqCC, err)
+		return
+	}
 	_, ranged := r.Header["Range"]
 	if e != nil {
 		u, age, fwdRequest := decide(e, reqCC, c.now())
@@ -358,41 +402,137 @@ func credentialed(r *http.Request) bool {
 // A stored response with Set-Cookie is a miss unless Options.StoreSetCookie is set: this
 // cache does not store one, but a store shared with replicas that do, or filled by a release
 // that stored Set-Cookie, may hold one, and it must not hand that cookie out.
-func (c *Cache) lookup(key string, r *http.Request) (e *Entry, varyMiss bool) {
-	e, ok := c.store.Get(key)
-	if !ok {
-		return nil, false
+//
+// An error is the Store's, and comes with no entry.
+func (c *Cache) lookup(ctx context.Context, key string, r *http.Request) (e *Entry, varyMiss bool, err error) {
+	e, err = c.get(ctx, key)
+	if e == nil || err != nil {
+		return nil, false, err
 	}
 	if e.Status != 0 {
 		if e.m.setCookie && !c.setCookie {
-			return nil, false
+			return nil, false, nil
 		}
-		return e, false
+		return e, false, nil
 	}
 	vk := varyKey(e.Vary, r.Header)
-	v, ok := c.store.Get(variantKey(key, e.VaryKey, vk))
-	if !ok || v.Status == 0 || v.VaryKey != vk || v.m.setCookie && !c.setCookie {
-		return nil, true
+	v, err := c.get(ctx, variantKey(key, e.VaryKey, vk))
+	if err != nil {
+		return nil, false, err
 	}
-	return v, false
+	if v == nil || v.Status == 0 || v.VaryKey != vk || v.m.setCookie && !c.setCookie {
+		return nil, true, nil
+	}
+	return v, false, nil
 }
 
-// put stores a prepared response for the request that fetched it.
-func (c *Cache) put(key string, r *http.Request, e *Entry) {
+// get asks the store for key. Bytes the store could not decode are a miss, as is an entry
+// that could never be served; an entry the store built itself is prepared (as a copy).
+func (c *Cache) get(ctx context.Context, key string) (*Entry, error) {
+	e, err := c.store.Get(ctx, key)
+	if err != nil {
+		if errors.Is(err, ErrBadEntry) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	if e == nil {
+		return nil, nil
+	}
+	return e.ready(), nil
+}
+
+// lookupFailed answers a request whose lookup failed with err: with a 504 if the client said
+// only-if-cached, with a 503 under Options.FailClosed, and otherwise from the origin, as a
+// miss that is neither collapsed nor stored. A request whose context ended while the store
+// was asked is answered 503 without a word to the origin or the log: its client is gone, or
+// its deadline has passed.
+func (c *Cache) lookupFailed(w http.ResponseWriter, r *http.Request, next http.Handler, key string,
+	reqCC cacheControl, err error) {
+	if r.Context().Err() != nil {
+		c.unavailable(w)
+		return
+	}
+	c.storeFailed(r.Context(), "get", key, err)
+	switch {
+	case reqCC.has(ccOnlyIfCached):
+		c.gatewayTimeout(w)
+	case c.failClose:
+		c.unavailable(w)
+	default:
+		// Collapsing would make this request wait for another's response to be stored and
+		// then look it up in a store that has just failed; storing would add a second
+		// failing call to its latency. It goes to the origin as it came.
+		c.pass(w, r, next, "miss", "store-error")
+	}
+}
+
+// unavailable answers 503 when the store failed and the request may not go to the origin.
+// Like any response the cache makes up, it carries no Cache-Status member (RFC 9211 §2).
+func (c *Cache) unavailable(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = w.Write([]byte("cache: the cache store is unavailable\n"))
+}
+
+// storeLogInterval is the least time between two records of Store failures.
+const storeLogInterval = 10 * time.Second
+
+// logLimiter lets one record through per storeLogInterval and counts the rest. It is not
+// touched while the store works.
+type logLimiter struct {
+	next       atomic.Int64 // Unix nanoseconds before which failures are only counted
+	suppressed atomic.Int64 // failures counted since the last record
+}
+
+// storeFailed logs a Store failure, unless ctx has ended: then the error is the caller's
+// deadline or departure, not the store's failure.
+func (c *Cache) storeFailed(ctx context.Context, op, key string, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	now := c.now().UnixNano()
+	next := c.storeLog.next.Load()
+	if now < next || !c.storeLog.next.CompareAndSwap(next, now+int64(storeLogInterval)) {
+		c.storeLog.suppressed.Add(1)
+		return
+	}
+	c.log.Error("cache: store failed", "op", op, "key", key, "err", err,
+		"suppressed", c.storeLog.suppressed.Swap(0))
+}
+
+// put stores a prepared response for the request that fetched it. It stops at the first
+// Store error: a variant index without its variant selects nothing, so a failure part way
+// leaves misses, never a wrong response.
+func (c *Cache) put(ctx context.Context, key string, e *Entry) error {
 	now := c.now()
 	ttl := max(e.m.lifetime-e.currentAge(now), 0) + max(c.retention,
 		seconds(e.m.cc.staleWhileRevalidate), seconds(e.m.cc.staleIfError))
 	if len(e.Vary) == 0 {
-		c.store.Set(key, e, ttl)
-		return
+		return c.store.Set(ctx, key, e, ttl)
 	}
-	idx, ok := c.store.Get(key)
-	if !ok || idx.Status != 0 || !slices.Equal(idx.Vary, e.Vary) {
+	idx, err := c.get(ctx, key)
+	if err != nil {
+		return err
+	}
+	if idx == nil || idx.Status != 0 || !slices.Equal(idx.Vary, e.Vary) {
 		idx = &Entry{Vary: e.Vary, VaryKey: newGeneration()}
 		idx.prepare()
 	}
-	c.store.Set(key, idx, ttl+c.retention)
-	c.store.Set(variantKey(key, idx.VaryKey, e.VaryKey), e, ttl)
+	if err := c.store.Set(ctx, key, idx, ttl+c.retention); err != nil {
+		return err
+	}
+	return c.store.Set(ctx, variantKey(key, idx.VaryKey, e.VaryKey), e, ttl)
+}
+
+// delete removes key from the store, logging a failure: the stored response then stays
+// until it expires or is purged.
+func (c *Cache) delete(ctx context.Context, key string) {
+	if err := c.store.Delete(ctx, key); err != nil {
+		c.storeFailed(ctx, "delete", key, err)
+	}
 }
 
 func newGeneration() string {
@@ -560,7 +700,7 @@ func (c *Cache) forwardMethod(w http.ResponseWriter, r *http.Request, next http.
 // invalidate removes the target URI and the same-origin Location and Content-Location
 // targets of a successful unsafe request.
 func (c *Cache) invalidate(r *http.Request, h http.Header) {
-	c.store.Delete(requestKey(r))
+	c.delete(r.Context(), requestKey(r))
 	scheme := requestScheme(r)
 	host := r.Host
 	if host == "" {
@@ -577,7 +717,7 @@ func (c *Cache) invalidate(r *http.Request, h http.Header) {
 			!strings.EqualFold(withoutDefaultPort(scheme, u.Host), withoutDefaultPort(scheme, host)) {
 			continue // only the same origin (§4.4), so one origin cannot purge another's
 		}
-		c.store.Delete(keyOf(scheme, host, u.EscapedPath(), u.RawQuery))
+		c.delete(r.Context(), keyOf(scheme, host, u.EscapedPath(), u.RawQuery))
 	}
 }
 
@@ -589,8 +729,9 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, next http.Handler,
 		f, leader := c.flights.join(key)
 		if leader {
 			defer c.flights.finish(key, f, flightIncomplete)
-			// Another flight may have stored a response between our lookup and join.
-			if e, _ := c.lookup(key, r); e != nil && e != stale {
+			// Another flight may have stored a response between our lookup and join. If the
+			// store fails now, this request goes to the origin as it was about to anyway.
+			if e, _, _ := c.lookup(r.Context(), key, r); e != nil && e != stale {
 				if u, age, _ := decide(e, reqCC, c.now()); u == useFresh || u == useStale {
 					c.flights.finish(key, f, flightStored)
 					c.serveEntry(w, r, e, age, nil)
@@ -617,7 +758,12 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, next http.Handler,
 		}
 		switch f.result {
 		case flightStored:
-			if e, _ := c.lookup(key, r); e != nil {
+			e, _, err := c.lookup(r.Context(), key, r)
+			if err != nil {
+				c.lookupFailed(w, r, next, key, reqCC, err)
+				return
+			}
+			if e != nil {
 				if u, age, _ := decide(e, reqCC, c.now()); u == useFresh || u == useStale {
 					c.serveEntry(w, r, e, age, []string{c.statusValue(e, age, "fwd="+reason, strconv.Itoa(e.Status)+"; collapsed", "")})
 					return
@@ -682,8 +828,9 @@ func (c *Cache) refresh(key string, r *http.Request, stale *Entry, next http.Han
 		<-c.refreshes
 		return
 	}
-	// The refresh must outlive the client's request but not the cache.
-	out := r.Clone(c.ctx)
+	// The refresh must outlive the client's request but not the cache, nor RefreshTimeout.
+	ctx, cancel := context.WithTimeout(c.ctx, c.refreshTO)
+	out := r.Clone(ctx)
 	out.Method = http.MethodGet
 	out.Body = http.NoBody
 	for _, h := range []string{"Cache-Control", "Pragma", "If-None-Match", "If-Modified-Since", "If-Match",
@@ -693,6 +840,7 @@ func (c *Cache) refresh(key string, r *http.Request, stale *Entry, next http.Han
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
+		defer cancel()
 		defer func() { <-c.refreshes }()
 		defer c.flights.finish(key, f, flightIncomplete)
 		defer func() {

@@ -100,7 +100,38 @@
 // by bytes. Keys are "1|" + scheme + "://" + host (lower case, without a default port) +
 // path and query (the prefix is the key format's version) and entries encode with
 // [Entry.MarshalBinary] (a version byte, then a length-prefixed layout), so a store shared
-// by several replicas, such as Redis, can hold them.
+// by several replicas, such as Redis, can hold them. Store methods take the request's
+// context, so a client that goes away or a deadline that passes ends a store call too; a
+// background revalidation uses a context of the cache's own instead, bounded by
+// Options.RefreshTimeout and cancelled by [Cache.Close], since its client has already been
+// answered.
+//
+// # When the store fails
+//
+// A store across a network can fail. The cache then never serves what it could not read
+// whole and never panics; what it does depends on the call:
+//
+//   - A failed lookup fails open by default: the request is a miss and goes to the origin,
+//     with "fwd=miss; detail=store-error" in its Cache-Status. It is not collapsed with
+//     identical requests, which would wait for a response to be stored in a store that has
+//     just failed, and its response is not stored, which would add a second failing call to
+//     its latency. With Options.FailClosed the cache answers 503 Service Unavailable
+//     instead, for origins that cannot bear the load of every request the cache would have
+//     answered. A request with only-if-cached gets its 504 either way.
+//   - A failed store (Set) serves the response all the same and does not store it; requests
+//     collapsed onto it go to the origin themselves. Its Cache-Status, sent before the body
+//     was stored, still says "stored".
+//   - A failed delete (an invalidation after an unsafe method, or the removal of a response
+//     the origin has made unstorable) serves the response; the old stored response stays
+//     until it expires or is purged. [Cache.Purge], [Cache.PurgePrefix] and [Cache.PurgeTag]
+//     return the error.
+//   - A lookup cut short by the request's own context (its client gone, its deadline
+//     passed) is answered 503 without going to the origin, and is not logged as a failure.
+//
+// Entries that do not decode ([ErrBadEntry]: written by another release, say) are misses,
+// not failures, and are overwritten. Failures are logged through Options.Logger at most once
+// every 10 seconds, each record counting the failures left out since the one before; while
+// the store works, nothing is logged and nothing allocated.
 //
 // # Cost of a hit
 //

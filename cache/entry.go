@@ -23,7 +23,10 @@ import (
 // Entries are immutable once they are handed to a Store: the cache and the store share them
 // between goroutines without copying. Fields that a hit needs but that can be derived from the
 // exported ones (the parsed Cache-Control, the freshness lifetime, the header map a hit
-// copies) are computed once, when the cache first uses the entry, and are not encoded.
+// copies) are computed once, by the cache when it creates an entry and by
+// [Entry.UnmarshalBinary] when it decodes one, and are not encoded: the exported fields are
+// the whole of an entry, so a store outside this package can keep one as bytes and give it
+// back.
 type Entry struct {
 	// Status is the response status code, or 0 for a variant index.
 	Status int
@@ -121,6 +124,41 @@ func (e *Entry) prepare() {
 	}
 	e.m.cacheStatusPrefix = prefix
 	e.m.prepared = true
+}
+
+// ready returns e prepared for serving: e itself when the cache or UnmarshalBinary prepared
+// it, else a prepared copy (for an entry a Store built field by field, which must not be
+// modified in place since the store may share it), or nil when e could never be served.
+func (e *Entry) ready() *Entry {
+	if e.m.prepared {
+		return e
+	}
+	if !validEntry(e.Status, e.Header, e.Body) {
+		return nil
+	}
+	cp := &Entry{
+		Status: e.Status, Header: e.Header.Clone(), Body: e.Body,
+		RequestTime: e.RequestTime, ResponseTime: e.ResponseTime,
+		Vary: e.Vary, VaryKey: e.VaryKey, Tags: e.Tags,
+	}
+	cp.prepare()
+	return cp
+}
+
+// validEntry reports whether an entry with these fields can be served: a variant index
+// (status 0) or a final status, and a body as long as the Content-Length the cache stored
+// with it, so that no store, however it fails, can make the cache serve part of a body.
+func validEntry(status int, h http.Header, body []byte) bool {
+	if status == 0 {
+		return true
+	}
+	if status < 200 || status > 999 {
+		return false
+	}
+	if cl, ok := h["Content-Length"]; ok && (len(cl) != 1 || cl[0] != strconv.Itoa(len(body))) {
+		return false
+	}
+	return true
 }
 
 // currentAge is current_age of RFC 9111 §4.2.3.
@@ -316,7 +354,8 @@ func (d *decoder) strings() []string {
 
 // UnmarshalBinary decodes an entry written by [Entry.MarshalBinary] and computes its derived
 // fields, so that the entry is ready for a Store to return. It returns an error
-// wrapping [ErrBadEntry] for unknown versions and malformed input, never panics, and
+// wrapping [ErrBadEntry] for unknown versions and malformed input (including a status that
+// is not final and a body whose length is not the stored Content-Length), never panics, and
 // copies the body so the caller may reuse data.
 func (e *Entry) UnmarshalBinary(data []byte) error {
 	if len(data) == 0 {
@@ -356,7 +395,7 @@ func (e *Entry) UnmarshalBinary(data []byte) error {
 	if d.err != nil {
 		return d.err
 	}
-	if len(d.b) != 0 || status > 999 || (status != 0 && status < 100) {
+	if len(d.b) != 0 || status > 999 || !validEntry(int(status), out.Header, body) {
 		return ErrBadEntry
 	}
 	out.Status = int(status)

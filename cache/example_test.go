@@ -1,12 +1,14 @@
 package cache_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 
 	"github.com/sluiceproxy/sluice/cache"
 )
@@ -41,4 +43,51 @@ func Example() {
 	// sluice; fwd=uri-miss; fwd-status=200; stored
 	// hello from the origin
 	// sluice; hit; ttl=60
+}
+
+// Purging by tag: the origin tags its responses with Cache-Tag, and a purge removes every
+// stored response with the tag. The context bounds the Store's work, which matters for a
+// store across a network.
+func ExampleCache_PurgeTag() {
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Cache-Tag", "products")
+		fmt.Fprintln(w, "product", r.URL.Path)
+	}))
+	defer origin.Close()
+	target, _ := url.Parse(origin.URL)
+
+	c, err := cache.New(cache.Options{})
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	front := httptest.NewServer(c.Handler(httputil.NewSingleHostReverseProxy(target)))
+	defer front.Close()
+
+	status := func(path string) string {
+		resp, err := http.Get(front.URL + path)
+		if err != nil {
+			panic(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		// "sluice; hit; ttl=600" or "sluice; fwd=uri-miss; ...": keep "hit" or "fwd=uri-miss",
+		// since the ttl depends on the second the response arrived in.
+		return strings.Split(resp.Header.Get("Cache-Status"), "; ")[1]
+	}
+	status("/1")
+	status("/2")
+	fmt.Println(status("/1"))
+
+	n, err := c.PurgeTag(context.Background(), "products")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("purged", n)
+	fmt.Println(status("/1"))
+	// Output:
+	// hit
+	// purged 2
+	// fwd=uri-miss
 }

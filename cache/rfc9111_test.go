@@ -486,19 +486,29 @@ func TestPurge(t *testing.T) {
 	require.EqualValues(t, 4, hs.hits.Load())
 	base := "http://" + strings.TrimPrefix(hs.front.URL, "http://")
 
-	require.NoError(t, hs.cache.Purge(base+"/a"))
+	ctx := t.Context()
+	require.NoError(t, hs.cache.Purge(ctx, base+"/a"))
 	hs.get("/a")
 	assert.EqualValues(t, 5, hs.hits.Load(), "purged by URL")
 
-	assert.Equal(t, 2, hs.cache.PurgeTag("images"))
+	n, err := hs.cache.PurgeTag(ctx, "images")
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
 	hs.get("/img/1")
 	assert.EqualValues(t, 6, hs.hits.Load(), "purged by tag")
 
-	assert.Equal(t, 1, hs.cache.PurgePrefix(base+"/img/"), "only /img/1 is stored again")
-	assert.GreaterOrEqual(t, hs.cache.PurgePrefix(base+"/"), 2)
+	n, err = hs.cache.PurgePrefix(ctx, base+"/img/")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "only /img/1 is stored again")
+	n, err = hs.cache.PurgePrefix(ctx, base+"/")
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, n, 2)
 	hs.get("/b")
 	assert.EqualValues(t, 7, hs.hits.Load(), "purged by prefix")
-	assert.Error(t, hs.cache.Purge("/relative"))
+	assert.Error(t, hs.cache.Purge(ctx, "/relative"))
+	n, err = hs.cache.PurgeTag(ctx, "")
+	assert.NoError(t, err)
+	assert.Zero(t, n, "an empty tag purges nothing")
 }
 
 // Bodies larger than MaxObjectSize stream through and are not stored.

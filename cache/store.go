@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"slices"
@@ -11,38 +12,67 @@ import (
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
-// A Store holds entries by key for a [Cache].
+// A Store holds entries by key for a [Cache]. The default is [MemoryStore]; a store outside
+// the process (Redis, memcached) implements the same four methods with the exported API:
+// it encodes entries with [Entry.MarshalBinary], decodes them with [Entry.UnmarshalBinary]
+// and matches purges with [Selector.Match].
 //
 // Keys are opaque strings built by the cache; they start with a version ("1|") followed by
 // the request's scheme, host and request URI, so a store shared by replicas of different
 // releases never confuses their keys. Entries are immutable once stored: a Store may hand the
-// same *Entry to many goroutines, and callers must not modify what Get returns. A store that
-// keeps entries outside the process (Redis, memcached) encodes them with
-// [Entry.MarshalBinary] and decodes them with [Entry.UnmarshalBinary], treating a decoding
-// error as a miss.
+// same *Entry to many goroutines, and neither it nor its callers may modify an entry passed
+// to Set or returned by Get.
 //
-// All methods must be safe for concurrent use. Get is on the hit path: it should be fast and,
-// for an in-process store, allocation-free.
+// All methods must be safe for concurrent use. The ctx of a call is the context of the
+// request the cache is handling (or, for a background revalidation, a context of the cache's
+// own with a deadline): a store that waits on I/O must return once ctx is done, with an
+// error, so that a client that goes away or a deadline that passes never leaves a request
+// hanging on the store. A store that does not block, like MemoryStore, may ignore ctx.
+//
+// An error means the store could not do what was asked; what the cache then does is
+// described under "When the store fails" in the package documentation. It never serves an
+// entry from a Get that returned an error.
 type Store interface {
-	// Get returns the entry stored under key, or false if there is none or it has expired.
-	Get(key string) (*Entry, bool)
+	// Get returns the entry stored under key. A miss (no entry, or an expired one) is
+	// (nil, nil), not an error: a miss is the ordinary outcome of a lookup, so a nil error
+	// always means that the store answered, every non-nil error is a failure worth
+	// reporting, and the cache tells the three outcomes apart with two comparisons, on a
+	// path that must not allocate. Bytes that do not decode as an entry this release can read
+	// (written by another release, say) may be reported as a miss or as an error wrapping
+	// [ErrBadEntry]: the cache takes both as a miss and overwrites the entry.
+	//
+	// The entry returned should be one passed to Set or decoded by [Entry.UnmarshalBinary],
+	// which compute what a hit needs once. Any other entry (one built field by field) is
+	// accepted, but then every hit on it copies and prepares it again.
+	Get(ctx context.Context, key string) (*Entry, error)
 	// Set stores e under key, replacing any entry there, for at most ttl. A store may drop
-	// entries earlier (to stay within its bounds) or refuse one that is too large.
-	Set(key string, e *Entry, ttl time.Duration)
-	// Delete removes the entry under key, if any.
-	Delete(key string)
-	// Purge removes every entry the selector matches and returns how many it removed.
-	Purge(sel Selector) int
+	// entries earlier (to stay within its bounds) or refuse one that is too large without
+	// reporting an error.
+	Set(ctx context.Context, key string, e *Entry, ttl time.Duration) error
+	// Delete removes the entry under key. Deleting a key that holds nothing is not an error.
+	Delete(ctx context.Context, key string) error
+	// Purge removes every entry sel matches and returns how many it removed. When it fails
+	// part way it returns the number removed so far with the error.
+	Purge(ctx context.Context, sel Selector) (int, error)
 }
 
-// A Selector chooses entries to purge. An entry matches when its key starts with Prefix and,
-// if Tag is not empty, its Tags include Tag. The zero Selector matches every entry.
+// A Selector chooses the entries [Store.Purge] removes: those whose key starts with Prefix
+// and, if Tag is not empty, whose Tags include Tag. The zero Selector matches every entry.
 type Selector struct {
+	// Prefix is the start of the keys to remove: the key version "1|" and an absolute URL
+	// prefix such as "https://example.com/static/", with the scheme and host in lower case
+	// ([Cache.PurgePrefix] adds the version).
+	// The variants of a URL have keys that start with the URL's key, so a prefix that
+	// matches a URL matches its variants too. Empty matches every key.
 	Prefix string
-	Tag    string
+	// Tag, if not empty, restricts the match to entries whose Tags include it exactly (case
+	// matters). Variant indexes carry no tags, so a tag purge leaves them to expire; without
+	// their variants they select nothing.
+	Tag string
 }
 
-func (s Selector) match(key string, e *Entry) bool {
+// Match reports whether the entry e stored under key is one the selector chooses.
+func (s Selector) Match(key string, e *Entry) bool {
 	return strings.HasPrefix(key, s.Prefix) && (s.Tag == "" || slices.Contains(e.Tags, s.Tag))
 }
 
@@ -99,8 +129,8 @@ func NewMemoryStore(opts MemoryOptions) (*MemoryStore, error) {
 	return s, nil
 }
 
-// Get implements [Store].
-func (s *MemoryStore) Get(key string) (*Entry, bool) {
+// Get implements [Store]. It never fails and ignores ctx: it does not block.
+func (s *MemoryStore) Get(_ context.Context, key string) (*Entry, error) {
 	now := s.now()
 	s.mu.Lock()
 	it, ok := s.lru.Get(key)
@@ -109,18 +139,21 @@ func (s *MemoryStore) Get(key string) (*Entry, bool) {
 		ok = false
 	}
 	s.mu.Unlock()
-	return it.e, ok
+	if !ok {
+		return nil, nil
+	}
+	return it.e, nil
 }
 
-// Set implements [Store]. Entries larger than MaxBytes are not stored.
-func (s *MemoryStore) Set(key string, e *Entry, ttl time.Duration) {
+// Set implements [Store]. It never fails. Entries larger than MaxBytes are not stored.
+func (s *MemoryStore) Set(_ context.Context, key string, e *Entry, ttl time.Duration) error {
 	size := e.size(key)
 	deadline := s.now().Add(ttl)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lru.Remove(key) // runs the callback, so bytes stay right when replacing
 	if size > s.max || ttl <= 0 {
-		return
+		return nil
 	}
 	s.lru.Add(key, memItem{e: e, size: size, deadline: deadline})
 	s.bytes += size
@@ -129,27 +162,29 @@ func (s *MemoryStore) Set(key string, e *Entry, ttl time.Duration) {
 			break
 		}
 	}
+	return nil
 }
 
-// Delete implements [Store].
-func (s *MemoryStore) Delete(key string) {
+// Delete implements [Store]. It never fails.
+func (s *MemoryStore) Delete(_ context.Context, key string) error {
 	s.mu.Lock()
 	s.lru.Remove(key)
 	s.mu.Unlock()
+	return nil
 }
 
-// Purge implements [Store]. It scans every entry, so it costs O(entries).
-func (s *MemoryStore) Purge(sel Selector) int {
+// Purge implements [Store]. It never fails; it scans every entry, so it costs O(entries).
+func (s *MemoryStore) Purge(_ context.Context, sel Selector) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
 	for _, k := range s.lru.Keys() {
-		if it, ok := s.lru.Peek(k); ok && sel.match(k, it.e) {
+		if it, ok := s.lru.Peek(k); ok && sel.Match(k, it.e) {
 			s.lru.Remove(k)
 			n++
 		}
 	}
-	return n
+	return n, nil
 }
 
 // Len returns the number of entries held.

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,55 +17,79 @@ func testEntry(body string, tags ...string) *Entry {
 	return e
 }
 
+// has reports whether s holds key, failing the test if Get fails (a MemoryStore never does).
+func has(t *testing.T, s Store, key string) bool {
+	t.Helper()
+	e, err := s.Get(t.Context(), key)
+	require.NoError(t, err, "Get(%q)", key)
+	return e != nil
+}
+
+// set stores e under key, failing the test if Set fails.
+func set(t *testing.T, s Store, key string, e *Entry, ttl time.Duration) {
+	t.Helper()
+	require.NoError(t, s.Set(t.Context(), key, e, ttl), "Set(%q)", key)
+}
+
 func TestMemoryStore_BytesBoundAndLRU(t *testing.T) {
 	one := testEntry(strings.Repeat("x", 1000)).size("k0")
 	s, err := NewMemoryStore(MemoryOptions{MaxBytes: 3 * one})
 	require.NoError(t, err)
 	for _, k := range []string{"k0", "k1", "k2"} {
-		s.Set(k, testEntry(strings.Repeat("x", 1000)), time.Hour)
+		set(t, s, k, testEntry(strings.Repeat("x", 1000)), time.Hour)
 	}
 	require.Equal(t, 3, s.Len())
-	_, ok := s.Get("k0") // k0 is now the most recently used
-	require.True(t, ok)
-	s.Set("k3", testEntry(strings.Repeat("x", 1000)), time.Hour)
+	require.True(t, has(t, s, "k0"), "k0 is now the most recently used")
+	set(t, s, "k3", testEntry(strings.Repeat("x", 1000)), time.Hour)
 	assert.Equal(t, 3, s.Len(), "bounded by bytes")
-	_, ok = s.Get("k1")
-	assert.False(t, ok, "the least recently used entry was evicted")
-	_, ok = s.Get("k0")
-	assert.True(t, ok)
+	assert.False(t, has(t, s, "k1"), "the least recently used entry was evicted")
+	assert.True(t, has(t, s, "k0"))
 	assert.LessOrEqual(t, s.Bytes(), 3*one)
 
-	s.Set("k0", testEntry("small"), time.Hour)
+	set(t, s, "k0", testEntry("small"), time.Hour)
 	assert.Less(t, s.Bytes(), 3*one, "replacing an entry replaces its size")
-	s.Set("huge", testEntry(strings.Repeat("x", 10_000)), time.Hour)
-	_, ok = s.Get("huge")
-	assert.False(t, ok, "an entry larger than the store is refused")
+	set(t, s, "huge", testEntry(strings.Repeat("x", 10_000)), time.Hour)
+	assert.False(t, has(t, s, "huge"), "an entry larger than the store is refused, without an error")
 }
 
 func TestMemoryStore_Expiry(t *testing.T) {
 	clock := newClock()
 	s, err := NewMemoryStore(MemoryOptions{Now: clock.Now})
 	require.NoError(t, err)
-	s.Set("k", testEntry("x"), time.Minute)
+	set(t, s, "k", testEntry("x"), time.Minute)
 	clock.Advance(59 * time.Second)
-	_, ok := s.Get("k")
-	assert.True(t, ok)
+	assert.True(t, has(t, s, "k"))
 	clock.Advance(2 * time.Second)
-	_, ok = s.Get("k")
-	assert.False(t, ok, "expired")
+	e, err := s.Get(t.Context(), "k")
+	assert.NoError(t, err, "an expired entry is a miss, not an error")
+	assert.Nil(t, e, "expired")
 	assert.Equal(t, 0, s.Len())
 	assert.Zero(t, s.Bytes())
 }
 
-func TestMemoryStore_Purge(t *testing.T) {
+func TestMemoryStore_DeleteAndPurge(t *testing.T) {
 	s, err := NewMemoryStore(MemoryOptions{})
 	require.NoError(t, err)
-	s.Set("1|http://a/x", testEntry("1", "red"), time.Hour)
-	s.Set("1|http://a/y", testEntry("2", "blue"), time.Hour)
-	s.Set("1|http://b/x", testEntry("3", "red"), time.Hour)
-	assert.Equal(t, 1, s.Purge(Selector{Prefix: "1|http://a/", Tag: "red"}))
-	assert.Equal(t, 1, s.Purge(Selector{Tag: "red"}))
-	assert.Equal(t, 1, s.Purge(Selector{}))
+	ctx := t.Context()
+	set(t, s, "1|http://a/x", testEntry("1", "red"), time.Hour)
+	set(t, s, "1|http://a/y", testEntry("2", "blue"), time.Hour)
+	set(t, s, "1|http://b/x", testEntry("3", "red"), time.Hour)
+	set(t, s, "1|http://b/y", testEntry("4"), time.Hour)
+	require.NoError(t, s.Delete(ctx, "1|http://b/y"))
+	assert.False(t, has(t, s, "1|http://b/y"), "deleted")
+	assert.NoError(t, s.Delete(ctx, "1|http://b/y"), "deleting nothing is not an error")
+	for _, tt := range []struct {
+		sel  Selector
+		want int
+	}{
+		{Selector{Prefix: "1|http://a/", Tag: "red"}, 1},
+		{Selector{Tag: "red"}, 1},
+		{Selector{}, 1},
+	} {
+		n, err := s.Purge(ctx, tt.sel)
+		require.NoError(t, err)
+		assert.Equal(t, tt.want, n, "Purge(%+v)", tt.sel)
+	}
 	assert.Equal(t, 0, s.Len())
 }
 
@@ -89,21 +114,31 @@ func TestEntry_EncodingRoundTrip(t *testing.T) {
 	b[0] = 9
 	assert.ErrorIs(t, got.UnmarshalBinary(b), ErrBadEntry, "an unknown version is refused")
 	assert.ErrorIs(t, got.UnmarshalBinary(b[:0]), ErrBadEntry)
+
+	for _, bad := range []*Entry{
+		{Status: 200, Header: http.Header{"Content-Length": {"6"}}, Body: []byte("hello")},
+		{Status: 103, Header: http.Header{}},
+	} {
+		b, err := bad.MarshalBinary()
+		require.NoError(t, err)
+		assert.ErrorIs(t, got.UnmarshalBinary(b), ErrBadEntry,
+			"status %d, Content-Length %v for %d bytes: never served", bad.Status, bad.Header["Content-Length"], len(bad.Body))
+	}
 }
 
 // A store holding encoded entries (as Redis would) works behind the cache.
 type encodingStore struct{ *MemoryStore }
 
-func (s encodingStore) Set(key string, e *Entry, ttl time.Duration) {
+func (s encodingStore) Set(ctx context.Context, key string, e *Entry, ttl time.Duration) error {
 	b, err := e.MarshalBinary()
 	if err != nil {
-		panic(err)
+		return err
 	}
 	var d Entry
 	if err := d.UnmarshalBinary(b); err != nil {
-		panic(err)
+		return err
 	}
-	s.MemoryStore.Set(key, &d, ttl)
+	return s.MemoryStore.Set(ctx, key, &d, ttl)
 }
 
 func TestCache_WithEncodingStore(t *testing.T) {

@@ -152,7 +152,7 @@ func (fw *fetchWriter) WriteHeader(code int) {
 		if fw.stale != nil && code < 500 && why != "too-large" && why != "request-no-store" && why != "authorization" {
 			// The origin replaced the stored response with one that may not be stored (now
 			// no-store or private, say): the old one must not outlive it.
-			fw.c.store.Delete(fw.key)
+			fw.c.delete(fw.out.Context(), fw.key)
 		}
 	}
 
@@ -280,12 +280,11 @@ func (fw *fetchWriter) finish() bool {
 		}
 		switch storable(fw.out, fw.reqCC, e.Status, e.Header, e.m.cc, c.setCookie) {
 		case "":
-			c.put(fw.key, fw.out, e)
-			c.flights.finish(fw.key, fw.flight, flightStored)
+			c.store304(fw, e)
 		case "no-store", "private", "must-understand", "vary-star":
 			// The 304 made the response one that may not be stored: serve it this once and
 			// drop the stored one, which it replaces.
-			c.store.Delete(fw.key)
+			c.delete(fw.out.Context(), fw.key)
 			c.flights.finish(fw.key, fw.flight, fw.failure())
 		default:
 			// The exchange itself may not be stored (a request with Authorization, say, or
@@ -313,9 +312,30 @@ func (fw *fetchWriter) finish() bool {
 			body = slices.Clone(body) // do not hold the slack of a buffer grown by appends
 		}
 		e := c.newEntry(fw.out, fw.status, fw.stored, body, fw.reqTime, fw.respTime)
-		c.put(fw.key, fw.out, e)
+		if err := c.put(fw.out.Context(), fw.key, e); err != nil {
+			fw.storeFailed(err)
+			return true
+		}
 		c.passes.forget(fw.key)
 		c.flights.finish(fw.key, fw.flight, flightStored)
 	}
 	return true
+}
+
+// store304 stores the response a 304 updated. If the store fails, the client is still
+// served the updated response; the stored one stays as it was, stale.
+func (c *Cache) store304(fw *fetchWriter, e *Entry) {
+	if err := c.put(fw.out.Context(), fw.key, e); err != nil {
+		fw.storeFailed(err)
+		return
+	}
+	c.flights.finish(fw.key, fw.flight, flightStored)
+}
+
+// storeFailed handles a response the store would not take: it has been (or is being) served,
+// and the requests waiting for it go to the origin themselves rather than look it up. The
+// URL is not marked hit-for-pass: its responses are storable, the store is what failed.
+func (fw *fetchWriter) storeFailed(err error) {
+	fw.c.storeFailed(fw.out.Context(), "set", fw.key, err)
+	fw.c.flights.finish(fw.key, fw.flight, flightUncacheable)
 }
