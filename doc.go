@@ -3,69 +3,119 @@
 // Sluice is not a proxy binary with a configuration language: it is a set of small packages
 // that an embedder composes into an [net/http.Handler] and serves from its own
 // [net/http.Server]. Each package does one job and they meet only through the small vocabulary
-// declared here.
+// declared here: [Endpoint], [Picker], [Outcome], [Observer] and [ClientIP].
 //
 // # Packages
 //
-//	sluice                 Endpoint, Picker, Outcome, Observer, ClientIP: the shared vocabulary
-//	balancer               picks an endpoint per try: round robin, least-request, peak-EWMA,
-//	                       consistent hashing, sticky sessions, slow start, zone preference
-//	discovery              keeps endpoint sets current: static lists and DNS
-//	discovery/kubernetes   EndpointSlices through client-go informers
-//	healthcheck            active probes and passive outlier detection
-//	proxy                  the forwarding http.Handler: HTTP/1.1, HTTP/2, h2c, WebSocket,
-//	                       streaming, retries, timeouts, X-Forwarded-*/Forwarded
-//	proxy/route            host and path routing, traffic splits, transformation, access control
-//	cache                  an RFC 9111 shared cache middleware with request collapsing
-//	ratelimit              per-client token buckets and concurrency limits
-//	tls                    certificates by SNI with rotation; tls/kubernetes for Secrets
-//	examples/...           runnable binaries: quickstart, gateway, lbsim, ingress-controller
+//	sluice                    the shared vocabulary: Endpoint, Picker, Outcome, Observer, ClientIP
+//	balancer                  picks an endpoint per try: round robin, least-request, peak-EWMA,
+//	                          consistent hashing (Maglev), sticky sessions, slow start, zones
+//	discovery                 keeps endpoint sets current: static lists and DNS
+//	discovery/endpointslices  Kubernetes EndpointSlices, read as kube-proxy reads them
+//	healthcheck               active HTTP, TCP and gRPC probes; passive outlier detection
+//	proxy                     the forwarding http.Handler: HTTP/1.1, HTTP/2, h2c, WebSocket,
+//	                          streaming, retries, timeouts, X-Forwarded-*/Forwarded; NewServer,
+//	                          the hardened http.Server to serve it from; Drain
+//	proxy/route               virtual hosts, path rules, header and weight splits, mirroring
+//	proxy/middleware          header and path rewrites, redirects, IP lists, auth, CORS, limits
+//	cache                     an RFC 9111 shared cache with request collapsing
+//	ratelimit                 per-client token buckets and concurrency limits
+//	tls/certs                 certificates by SNI, reloaded from files; tls.Config builders
+//	tls/secrets               certificates from Kubernetes Secrets
+//	pool                      one backend's chain, wired: source → health → balancer → proxy
+//	examples/...              runnable binaries: quickstart, service-proxy, gateway, lbsim,
+//	                          ingress-controller
+//
+// Packages are named for what they hold or read, so that none clashes with a package its users
+// import beside it (crypto/tls, client-go's kubernetes) and none needs an import alias.
 //
 // # How they compose
 //
 // A discovery source pushes whole endpoint sets; the health checker marks the ones that should
 // not get traffic; the balancer turns each set into an immutable snapshot it picks from without
 // locks; the proxy asks the balancer for an endpoint on every try and reports each try's
-// [Outcome] back, which is how load-aware policies and outlier detection learn. Middlewares
-// (cache, rate limiting, access control) wrap the proxy as ordinary handlers:
+// [Outcome] back, which is how load-aware policies and outlier detection learn. A
+// [github.com/sluiceproxy/sluice/pool.Pool] is that chain for one backend service, started by
+// one Run:
 //
-//	bal, err := balancer.New(balancer.PeakEWMA{}, balancer.Options{})
+//	api, err := pool.New(pool.Options{
+//		Source: &discovery.DNS{Name: "api.default.svc.cluster.local", Port: 8080},
+//		Policy: balancer.PeakEWMA{},
+//		Health: healthcheck.Options{Probe: &healthcheck.HTTP{Path: "/healthz"}},
+//		Proxy:  &proxy.Proxy{Logger: slog.Default()}, // one access-log line per request
+//	})
 //	if err != nil {
 //		return err // errors name the field that is wrong
 //	}
-//	hc, err := healthcheck.New(healthcheck.Options{Probe: &healthcheck.HTTP{Path: "/healthz"}})
-//	if err != nil {
-//		return err
-//	}
-//	src := discovery.Static{Endpoints: eps} // or discovery.DNS, or discovery/kubernetes
-//	go src.Watch(ctx, hc.Update)            // sources push whole sets
-//	go hc.Run(ctx, bal.Update)              // health marks them; the balancer rebuilds its snapshot
-//	p := &proxy.Proxy{Picker: bal, Observer: hc} // every try's outcome feeds outlier detection
-//	// ratelimit and cache wrap the proxy; NewServer adds header, idle and body timeouts and
-//	// size limits against slow or oversized clients, and speaks HTTP/1.1 and h2c.
-//	srv := proxy.NewServer(limiter.Handler(c.Handler(p)), proxy.ServerOptions{})
-//	srv.Addr = ":8080"
-//	go srv.ListenAndServe()
-//	<-ctx.Done()
-//	proxy.Drain(shutdownCtx, []*http.Server{srv}, p) // finish requests, then close WebSockets
+//	go func() { errc <- api.Run(ctx) }() // the first real error of the source or the checker
 //
-// examples/quickstart is this wiring as a program, with a static source and round robin.
+// Middlewares wrap it as ordinary handlers, and [github.com/sluiceproxy/sluice/proxy.NewServer]
+// serves the result with header, idle and body timeouts and size limits against slow or
+// oversized clients:
+//
+//	limiter, err := ratelimit.New(ratelimit.Options{Limits: []ratelimit.Limit{{Rate: 100, Burst: 200}}})
+//	...
+//	c, err := cache.New(cache.Options{})
+//	...
+//	srv := proxy.NewServer(limiter.Handler(c.Handler(api)), proxy.ServerOptions{})
+//	...
+//	proxy.Drain(shutdownCtx, []*http.Server{srv}, api.Proxy()) // finish requests, close WebSockets
+//
+// The Example of package pool is the whole program — discovery, health checks, balancer, proxy,
+// cache, rate limit, TLS, access log, hardened server and drain — and runs as it is;
+// examples/service-proxy serves two hosts that way.
+//
+// Every piece stays usable alone: a [Picker] is any balancer, an [Observer] any sink of
+// outcomes ([Observers] fans one out to several), and a discovery source any type with Watch.
+//
+// # One middleware shape
+//
+// Every middleware in sluice — cache.Cache, ratelimit.Limiter, ratelimit.Concurrency and those
+// of proxy/middleware — is a value with the method
+//
+//	Handler(next http.Handler) http.Handler
+//
+// Middlewares hold state (buckets, stored responses, parsed rules) that must be built once and
+// validated, so each is a value made by a New that names the field that is wrong, or a plain
+// struct whose zero value is documented; the wrapping is then a method of that value. The
+// method value x.Handler is a func(http.Handler) http.Handler, the shape chain libraries take,
+// so nothing needs an adapter. The outermost middleware runs first.
 //
 // # The dependency rule
 //
 // Dependencies point one way, so that a newcomer knows where a piece lives from its name and a
-// user who needs only the balancer compiles only the balancer:
+// user who needs only the balancer compiles only the balancer. Each library package may
+// import the standard library and exactly what this table lists for it (sluice is this
+// package; a third-party entry stands for its module's packages):
 //
-//	sluice (this package)   standard library only
-//	balancer                sluice
-//	discovery               sluice, golang.org/x/net
-//	discovery/kubernetes    sluice, discovery, client-go
-//	healthcheck             sluice (never balancer or proxy)
-//	proxy, proxy/...        sluice, golang.org/x/net (never balancer: it takes any Picker)
-//	cache, ratelimit        sluice and their third-party libraries (never proxy)
-//	tls, tls/kubernetes     sluice, tls, client-go
-//	examples/..., internal  anything
+//	sluice                    (nothing)
+//	balancer                  sluice
+//	discovery                 sluice, golang.org/x/net
+//	discovery/endpointslices  sluice, discovery, k8s.io/api, k8s.io/apimachinery, k8s.io/client-go
+//	healthcheck               sluice
+//	proxy                     sluice, golang.org/x/net
+//	proxy/route               proxy
+//	proxy/middleware          sluice, golang.org/x/crypto
+//	cache                     github.com/hashicorp/golang-lru/v2
+//	ratelimit                 sluice, github.com/hashicorp/golang-lru/v2
+//	tls/certs                 golang.org/x/crypto
+//	tls/secrets               tls/certs, k8s.io/api, k8s.io/apimachinery, k8s.io/client-go
+//	pool                      sluice, balancer, discovery, healthcheck, proxy
 //
-// Library packages never import one another sideways; only main packages and tests wire them
-// together. deps_test.go enforces this table.
+// No package imports a sibling, with two exceptions that stand a floor above what they use:
+// proxy/route and proxy/middleware build on proxy, and pool wires discovery, healthcheck,
+// balancer and proxy together; nothing imports pool. Main packages (examples/...) and test
+// harnesses (internal/...) may import anything.
+//
+// Tests may import what their package may, the package itself, sluice, testify
+// (github.com/stretchr/testify) and the harnesses under internal/, and also:
+//
+//	cache                     proxy
+//	discovery/endpointslices  balancer, proxy
+//	proxy                     balancer
+//	ratelimit                 golang.org/x/time
+//
+// deps_test.go reads both tables from this comment and fails on any import they do not list,
+// in library and test files alike, and on any entry that no file uses, so the tables cannot
+// rot.
 package sluice
