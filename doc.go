@@ -112,6 +112,7 @@
 //
 //	cache                     proxy
 //	discovery/endpointslices  balancer, proxy
+//	pool                      cache, ratelimit, tls/certs
 //	proxy                     balancer
 //	ratelimit                 golang.org/x/time
 //
