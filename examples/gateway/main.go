@@ -1,10 +1,10 @@
 // Command gateway routes two hosts and a 5% canary to demo backends started
 // in-process, and prints curl lines to try it. No cluster is needed.
 //
-// Each pool is a balancer over its pods with a *proxy.Proxy in front, which
-// is what a route's backend is in a real gateway; only the source of the
-// endpoints differs (here the addresses of local test servers, in a cluster
-// discovery/endpointslices feeding Balancer.Update).
+// Each pool is a pool.Pool — a balancer over its pods with a *proxy.Proxy in
+// front — which is what a route's backend is in a real gateway; only the
+// source of the endpoints differs (here a static list of local test servers,
+// in a cluster an endpointslices.Source).
 //
 //	go run ./examples/gateway -addr 127.0.0.1:8080
 package main
@@ -24,6 +24,8 @@ import (
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/balancer"
+	"github.com/sluiceproxy/sluice/discovery"
+	"github.com/sluiceproxy/sluice/pool"
 	"github.com/sluiceproxy/sluice/proxy"
 	"github.com/sluiceproxy/sluice/proxy/route"
 )
@@ -45,43 +47,47 @@ func (g *gateway) close() {
 	}
 }
 
-// pool starts n demo pods answering with the pool's name and their index,
-// and returns a proxy balancing over them.
-func (g *gateway) pool(name string, n int, logger *slog.Logger) (*proxy.Proxy, error) {
-	var eps []sluice.Endpoint
+// pool starts n demo pods answering with the pool's name and their index, and
+// returns a pool balancing over them, running until ctx ends.
+func (g *gateway) pool(ctx context.Context, name string, n int, logger *slog.Logger) (*pool.Pool, error) {
+	var src discovery.Static
 	for i := range n {
 		pod := fmt.Sprintf("%s-%d", name, i)
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, "%s %s %s\n", pod, r.Host, r.URL.Path)
 		}))
 		g.pods = append(g.pods, srv)
-		eps = append(eps, sluice.Endpoint{Addr: strings.TrimPrefix(srv.URL, "http://")})
+		src.Endpoints = append(src.Endpoints, sluice.Endpoint{Addr: strings.TrimPrefix(srv.URL, "http://")})
 	}
-	bal, err := balancer.New(balancer.PeakEWMA{}, balancer.Options{})
+	p, err := pool.New(pool.Options{Source: src, Policy: balancer.PeakEWMA{}, Proxy: &proxy.Proxy{Logger: logger}})
 	if err != nil {
 		return nil, err
 	}
-	bal.Update(eps)
-	p := &proxy.Proxy{Picker: bal, Logger: logger}
-	g.proxies = append(g.proxies, p)
+	go func() {
+		if err := p.Run(ctx); err != nil && ctx.Err() == nil {
+			slog.Error("pool", "name", name, "err", err)
+		}
+	}()
+	<-p.Synced()
+	g.proxies = append(g.proxies, p.Proxy())
 	return p, nil
 }
 
-// newGateway builds the route table over freshly started demo pods. A nil
-// logger means no access log.
-func newGateway(logger *slog.Logger) (*gateway, error) {
+// newGateway builds the route table over freshly started demo pods, whose pools
+// run until ctx ends. A nil logger means no access log.
+func newGateway(ctx context.Context, logger *slog.Logger) (*gateway, error) {
 	g := &gateway{}
-	shopV1, err := g.pool("shop-v1", 2, logger)
+	shopV1, err := g.pool(ctx, "shop-v1", 2, logger)
 	if err != nil {
 		g.close()
 		return nil, err
 	}
-	shopV2, err := g.pool("shop-v2", 1, logger)
+	shopV2, err := g.pool(ctx, "shop-v2", 1, logger)
 	if err != nil {
 		g.close()
 		return nil, err
 	}
-	api, err := g.pool("api", 2, logger)
+	api, err := g.pool(ctx, "api", 2, logger)
 	if err != nil {
 		g.close()
 		return nil, err
@@ -104,7 +110,9 @@ func newGateway(logger *slog.Logger) (*gateway, error) {
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "listen address")
 	flag.Parse()
-	g, err := newGateway(slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer cancel()
+	g, err := newGateway(ctx, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {
 		slog.Error("gateway", "err", err)
 		os.Exit(1)
@@ -121,8 +129,6 @@ func main() {
 	fmt.Printf("curl -H 'Host: api.localhost' http://%s/v1/orders\n", a)
 	fmt.Printf("curl -H 'Host: api.localhost' http://%s/v1/../admin   # 404: cleaned before matching\n", a)
 	srv := proxy.NewServer(g.router, proxy.ServerOptions{})
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer cancel()
 	go g.router.Run(ctx)
 	go func() {
 		if err := srv.Serve(ln); err != http.ErrServerClosed {

@@ -16,7 +16,7 @@ import (
 
 func TestGateway(t *testing.T) {
 	logs := &logbuf.Buffer{}
-	g, err := newGateway(slog.New(slog.NewTextHandler(logs, nil)))
+	g, err := newGateway(t.Context(), slog.New(slog.NewTextHandler(logs, nil)))
 	require.NoError(t, err)
 	defer g.close()
 	srv := httptest.NewServer(g.router)

@@ -26,6 +26,7 @@ import (
 	sluicecache "github.com/sluiceproxy/sluice/cache"
 	"github.com/sluiceproxy/sluice/discovery/endpointslices"
 	"github.com/sluiceproxy/sluice/healthcheck"
+	"github.com/sluiceproxy/sluice/pool"
 	"github.com/sluiceproxy/sluice/proxy"
 	"github.com/sluiceproxy/sluice/proxy/middleware"
 	"github.com/sluiceproxy/sluice/proxy/route"
@@ -67,7 +68,7 @@ type controller struct {
 	// The fields below belong to the goroutine running Run, except where noted.
 	runCtx   context.Context
 	wg       sync.WaitGroup
-	pools    map[poolKey]*pool
+	pools    map[poolKey]*backendPool
 	limiters map[limiterKey]*ratelimit.Limiter
 	lastGood map[string]*ingressConfig // by namespace/name
 	lastErr  map[string]string         // by namespace/name: the error last reported
@@ -89,10 +90,10 @@ func (ic *ingressConfig) key() string { return ic.ing.Namespace + "/" + ic.ing.N
 // poolKey names a backend pool: one Service port balanced with one policy.
 type poolKey struct{ namespace, service, port, policy string }
 
-// pool is the endpoint set of one Service port, health-checked and balanced.
-type pool struct {
-	bal    *balancer.Balancer
-	hc     *healthcheck.Checker
+// backendPool is the endpoint set of one Service port, health-checked and balanced, and the
+// means to stop it.
+type backendPool struct {
+	*pool.Pool
 	cancel context.CancelFunc
 }
 
@@ -137,7 +138,7 @@ func newController(cfg *config, client kubernetes.Interface, m *metrics) (*contr
 		cache:     c4e,
 		metrics:   m,
 		kick:      make(chan struct{}, 1),
-		pools:     make(map[poolKey]*pool),
+		pools:     make(map[poolKey]*backendPool),
 		limiters:  make(map[limiterKey]*ratelimit.Limiter),
 		lastGood:  make(map[string]*ingressConfig),
 		lastErr:   make(map[string]string),
@@ -506,9 +507,11 @@ func (c *controller) backend(ic *ingressConfig, b networkingv1.IngressBackend, u
 	if p, ok := c.proxies[xk]; ok {
 		return p
 	}
+	// Forwarders with other protocols or retry settings share the pool's balancer and health
+	// checker, so that a Service port is probed once however many Ingresses reach it.
 	pl := c.pools[pk]
 	p := &proxy.Proxy{
-		Picker: pl.bal, Observer: pl.hc, Protocol: xk.protocol,
+		Picker: pl.Balancer(), Observer: pl.Checker(), Protocol: xk.protocol,
 		Retry:       proxy.Retry{MaxTries: xk.maxTries, Timeout: xk.timeout, PerTryTimeout: xk.tryTimeout},
 		DialContext: c.cfg.Dial, Metrics: c.metrics,
 	}
@@ -530,30 +533,30 @@ var unavailable = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) 
 	http.Error(w, "503 service unavailable: the route's backend service does not exist", http.StatusServiceUnavailable)
 })
 
-// newPool starts the EndpointSlice source, health checker and balancer of one pool. It
-// primes the balancer from the informer's cache so that a route is never stored before its
-// endpoints are known.
-func (c *controller) newPool(k poolKey, policy balancer.Policy) (*pool, error) {
-	bal, err := balancer.New(policy, balancer.Options{})
-	if err != nil {
-		return nil, err
-	}
-	hopts := healthcheck.Options{Outlier: &healthcheck.Outlier{}, Logger: c.logger}
+// newPool starts the pool of one Service port: its EndpointSlice source, health checker and
+// balancer. It primes the balancer from the informer's cache so that a route is never stored
+// before its endpoints are known. A pool that stops with an error is logged; its balancer
+// keeps the last set.
+func (c *controller) newPool(k poolKey, policy balancer.Policy) (*backendPool, error) {
+	health := healthcheck.Options{Outlier: &healthcheck.Outlier{}, Logger: c.logger}
 	if c.cfg.HealthPath != "" {
-		hopts.Probe = &healthcheck.HTTP{Path: c.cfg.HealthPath}
-	}
-	hc, err := healthcheck.New(hopts)
-	if err != nil {
-		return nil, err
+		health.Probe = &healthcheck.HTTP{Path: c.cfg.HealthPath}
 	}
 	src := c.endpoints.Source(k.namespace, k.service, k.port)
+	p, err := pool.New(pool.Options{Source: src, Policy: policy, Health: health})
+	if err != nil {
+		return nil, err
+	}
 	eps := src.Endpoints()
-	hc.Update(eps)
-	bal.Update(eps)
+	p.Checker().Update(eps)
+	p.Balancer().Update(eps)
 	ctx, cancel := context.WithCancel(c.runCtx)
-	c.wg.Go(func() { _ = src.Watch(ctx, hc.Update) })
-	c.wg.Go(func() { _ = hc.Run(ctx, bal.Update) })
-	return &pool{bal: bal, hc: hc, cancel: cancel}, nil
+	c.wg.Go(func() {
+		if err := p.Run(ctx); err != nil && ctx.Err() == nil {
+			c.logger.Error("backend pool stopped", "namespace", k.namespace, "service", k.service, "port", k.port, "err", err)
+		}
+	})
+	return &backendPool{Pool: p, cancel: cancel}, nil
 }
 
 // wrap puts the route-level middlewares of the Ingress that owns a route in front of one of

@@ -31,8 +31,8 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice"
-	"github.com/sluiceproxy/sluice/balancer"
 	"github.com/sluiceproxy/sluice/discovery"
+	"github.com/sluiceproxy/sluice/pool"
 	"github.com/sluiceproxy/sluice/proxy"
 )
 
@@ -75,15 +75,20 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		endpoints = src.Endpoints
 	}
 
-	bal, err := balancer.New(balancer.RoundRobin{}, balancer.Options{})
-	if err != nil {
-		return err
-	}
-	bal.Update(endpoints)
-	p := &proxy.Proxy{Picker: bal}
+	// A pool wires a discovery source to a balancer (round robin unless Policy says otherwise)
+	// and a proxy; health checks and other policies are fields of pool.Options.
+	p := &proxy.Proxy{}
 	if *accessLog {
 		p.Logger = slog.New(slog.NewTextHandler(stdout, nil))
 	}
+	backendPool, err := pool.New(pool.Options{Source: discovery.Static{Endpoints: endpoints}, Proxy: p})
+	if err != nil {
+		return err
+	}
+	poolCtx, stopPool := context.WithCancel(context.Background()) // outlives ctx while draining
+	defer stopPool()
+	pooled := make(chan error, 1)
+	go func() { pooled <- backendPool.Run(poolCtx) }()
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -91,7 +96,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	// Header, idle and body timeouts and size limits against slow or oversized clients;
 	// HTTP/1.1 and h2c.
-	srv := proxy.NewServer(p, proxy.ServerOptions{})
+	srv := proxy.NewServer(backendPool, proxy.ServerOptions{})
 	url := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "sluice is proxying %s to %d backends, round robin\n", url, len(endpoints))
 	fmt.Fprintf(stdout, "try: curl %s/hello\n", url)
@@ -100,6 +105,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	go func() { served <- srv.Serve(ln) }()
 	select {
 	case err := <-served:
+		return err
+	case err := <-pooled:
 		return err
 	case <-ctx.Done():
 	}
