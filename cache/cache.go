@@ -27,10 +27,10 @@ type Options struct {
 	// MaxBytes bounds the default store; see [MemoryOptions.MaxBytes]. Zero means 64 MiB.
 	// It is ignored when Store is set.
 	MaxBytes int64
-	// MaxObjectSize is the largest body the cache stores. Larger bodies stream to the client
+	// MaxBodyBytes is the largest body the cache stores. Larger bodies stream to the client
 	// uncached; the cache buffers at most this much of a body while it decides. Zero means
 	// 1 MiB.
-	MaxObjectSize int64
+	MaxBodyBytes int64
 	// Name identifies this cache in the Cache-Status field (RFC 9211). It must be a
 	// structured-field token: a letter or "*", then token characters, ":" or "/". Empty
 	// means "sluice".
@@ -118,8 +118,8 @@ type Cache struct {
 // New returns a Cache configured by opts.
 func New(opts Options) (*Cache, error) {
 	switch {
-	case opts.MaxObjectSize < 0:
-		return nil, fmt.Errorf("cache: MaxObjectSize must be ≥ 0, got %d", opts.MaxObjectSize)
+	case opts.MaxBodyBytes < 0:
+		return nil, fmt.Errorf("cache: MaxBodyBytes must be ≥ 0, got %d", opts.MaxBodyBytes)
 	case opts.CollapseTimeout < 0:
 		return nil, fmt.Errorf("cache: CollapseTimeout must be ≥ 0, got %v", opts.CollapseTimeout)
 	case opts.StaleRetention < 0:
@@ -138,7 +138,7 @@ func New(opts Options) (*Cache, error) {
 		now:       opts.Now,
 		name:      cmp(opts.Name, "sluice"),
 		tagHeader: http.CanonicalHeaderKey(cmp(opts.TagHeader, "Cache-Tag")),
-		maxObject: opts.MaxObjectSize,
+		maxObject: opts.MaxBodyBytes,
 		setCookie: opts.StoreSetCookie,
 		failClose: opts.FailClosed,
 		collapse:  opts.CollapseTimeout,

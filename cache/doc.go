@@ -19,7 +19,7 @@
 // forms no-cache="..." and private="..." list, are not stored; the rest of such a response
 // is. A response that is stale on arrival and has no validator is not stored, since it
 // could never be reused. A request with no-store goes to the origin and nothing of it is
-// stored. Bodies larger than Options.MaxObjectSize stream to the client and are not stored:
+// stored. Bodies larger than Options.MaxBodyBytes stream to the client and are not stored:
 // the cache copies at most that many bytes while it decides, never a whole large body.
 //
 // A response with Set-Cookie is not stored, although RFC 9111 allows it, because the cookie

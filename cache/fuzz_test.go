@@ -110,7 +110,7 @@ func FuzzMiddleware(f *testing.F) {
 		code := 200 + int(status)%400
 		cookies := status&0x8000 != 0
 		clock := newClock()
-		c, err := New(Options{Now: clock.Now, MaxObjectSize: 64})
+		c, err := New(Options{Now: clock.Now, MaxBodyBytes: 64})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -511,9 +511,9 @@ func TestPurge(t *testing.T) {
 	assert.Zero(t, n, "an empty tag purges nothing")
 }
 
-// Bodies larger than MaxObjectSize stream through and are not stored.
+// Bodies larger than MaxBodyBytes stream through and are not stored.
 func TestLargeBodyStreamsThrough(t *testing.T) {
-	hs := newHarness(t, Options{MaxObjectSize: 1000}, nil)
+	hs := newHarness(t, Options{MaxBodyBytes: 1000}, nil)
 	big := strings.Repeat("x", 5000)
 	hs.setHandler(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")
@@ -526,7 +526,7 @@ func TestLargeBodyStreamsThrough(t *testing.T) {
 	r := hs.get("/big")
 	assert.Equal(t, big, r.body, "the whole body reaches the client")
 	hs.get("/big")
-	assert.EqualValues(t, 2, hs.hits.Load(), "a body over MaxObjectSize is not stored")
+	assert.EqualValues(t, 2, hs.hits.Load(), "a body over MaxBodyBytes is not stored")
 
 	hs.setHandler(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")
@@ -539,8 +539,8 @@ func TestLargeBodyStreamsThrough(t *testing.T) {
 }
 
 func TestNew_Validation(t *testing.T) {
-	_, err := New(Options{MaxObjectSize: -1})
-	assert.ErrorContains(t, err, "MaxObjectSize")
+	_, err := New(Options{MaxBodyBytes: -1})
+	assert.ErrorContains(t, err, "MaxBodyBytes")
 	_, err = New(Options{Name: "a b"})
 	assert.ErrorContains(t, err, "Name")
 	_, err = New(Options{MaxBytes: -1})

@@ -62,7 +62,7 @@ const (
 
 // fetchWriter is the ResponseWriter the next handler sees on a miss or a validation. It holds
 // the response header until WriteHeader, decides there what to do with the response, then
-// streams the body to the client while copying it into a buffer bounded by MaxObjectSize.
+// streams the body to the client while copying it into a buffer bounded by MaxBodyBytes.
 type fetchWriter struct {
 	c      *Cache
 	client http.ResponseWriter

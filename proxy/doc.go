@@ -44,7 +44,7 @@
 //     stopped waiting for it.
 //   - Responses of unknown length, text/event-stream and gRPC are flushed chunk by chunk;
 //     others are copied through a pooled buffer. Request bodies stream to the upstream as they
-//     arrive; only their first Retry.BodyLimit bytes are kept, for a retry. No body is ever
+//     arrive; only their first Retry.MaxBodyBytes bytes are kept, for a retry. No body is ever
 //     held whole.
 //   - Trailers travel end to end, so gRPC works over h2 and h2c.
 //   - Upgrade requests (WebSocket and others) become a bidirectional tunnel with an idle

@@ -25,7 +25,7 @@ import (
 //     timeout, or a status listed in RetryOn.
 //
 // In both cases the request body must be replayable: either nothing of it was read yet, or
-// all that was read fits in BodyLimit. Larger bodies stream to the first endpoint and are
+// all that was read fits in MaxBodyBytes. Larger bodies stream to the first endpoint and are
 // never retried, so a 1 GiB upload is never held in memory. Nothing is retried once an
 // informational (1xx) response reached the client, nor when the client's own body was at
 // fault.
@@ -53,9 +53,9 @@ type Retry struct {
 	// MaxBackoff caps the backoff. Zero means 10 × Backoff.
 	MaxBackoff time.Duration
 
-	// BodyLimit is how many bytes of a request body are kept so it can be sent again. Zero
+	// MaxBodyBytes is how many bytes of a request body are kept so it can be sent again. Zero
 	// means 64 KiB; negative means none (only a body nothing was read of can be retried).
-	BodyLimit int64
+	MaxBodyBytes int64
 
 	// RetryOn lists response statuses that make an idempotent request retriable. Empty means
 	// none: like NGINX's proxy_next_upstream and unlike a naive proxy, statuses are not
@@ -90,7 +90,7 @@ type retryConfig struct {
 func (r Retry) resolve() retryConfig {
 	c := retryConfig{
 		maxTries: r.MaxTries, perTry: r.PerTryTimeout, timeout: r.Timeout,
-		base: r.Backoff, max: r.MaxBackoff, bodyLimit: r.BodyLimit,
+		base: r.Backoff, max: r.MaxBackoff, bodyLimit: r.MaxBodyBytes,
 		budgetRatio: r.BudgetRatio, budgetMin: int64(r.BudgetMin),
 	}
 	if c.maxTries <= 0 {

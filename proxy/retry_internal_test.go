@@ -31,7 +31,7 @@ func TestRetryDefaults(t *testing.T) {
 	assert.False(t, many.retryOn(404))
 	one := Retry{MaxTries: 1}.resolve()
 	assert.False(t, one.retryOn(503), "MaxTries 1 never retries")
-	assert.EqualValues(t, 0, Retry{BodyLimit: -1}.resolve().bodyLimit)
+	assert.EqualValues(t, 0, Retry{MaxBodyBytes: -1}.resolve().bodyLimit)
 }
 
 // The backoff before retry n is drawn uniformly from [0, min(max, base·2ⁿ⁻¹)].

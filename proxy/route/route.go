@@ -58,7 +58,7 @@
 // flip a change of two weights; a new table starts a new schedule. [Pin]s send
 // requests carrying a given header or cookie value to a named backend, for
 // A/B tests and for letting testers reach a canary. A route's Mirror receives
-// a copy of each request (body up to Options.MirrorMaxBody) from workers
+// a copy of each request (body up to Options.MirrorMaxBodyBytes) from workers
 // started by [Router.Run]; its response is discarded, and when the mirror
 // queue is full the copy is dropped, so mirroring never slows the primary.
 package route
@@ -152,9 +152,9 @@ type Route struct {
 type Options struct {
 	// NotFound serves requests no route matches. Nil means a 404 reply.
 	NotFound http.Handler
-	// MirrorMaxBody is the largest request body copied to a mirror; bigger
+	// MirrorMaxBodyBytes is the largest request body copied to a mirror; bigger
 	// requests are not mirrored. Zero means 64 KiB.
-	MirrorMaxBody int64
+	MirrorMaxBodyBytes int64
 }
 
 // Table is an immutable, validated route table. It is safe for concurrent use.
@@ -212,10 +212,10 @@ func New(routes []Route, opts Options) (*Table, error) {
 		exact:     map[string]*group{},
 		wildcard:  map[string]*group{},
 		notFound:  opts.NotFound,
-		mirrorMax: opts.MirrorMaxBody,
+		mirrorMax: opts.MirrorMaxBodyBytes,
 	}
-	if opts.MirrorMaxBody < 0 {
-		return nil, fmt.Errorf("route: MirrorMaxBody must be ≥ 0, got %d", opts.MirrorMaxBody)
+	if opts.MirrorMaxBodyBytes < 0 {
+		return nil, fmt.Errorf("route: MirrorMaxBodyBytes must be ≥ 0, got %d", opts.MirrorMaxBodyBytes)
 	}
 	if t.mirrorMax == 0 {
 		t.mirrorMax = 64 << 10

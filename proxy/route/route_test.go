@@ -301,7 +301,7 @@ func TestMirror(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		w.Write(b)
 	})
-	tab, err := New([]Route{{Name: "app", Backends: []Backend{{Handler: primary}}, Mirror: shadow}}, Options{MirrorMaxBody: 8})
+	tab, err := New([]Route{{Name: "app", Backends: []Backend{{Handler: primary}}, Mirror: shadow}}, Options{MirrorMaxBodyBytes: 8})
 	require.NoError(t, err)
 	rt := NewRouter(tab, RouterOptions{MirrorQueue: 1, MirrorWorkers: 1})
 
@@ -314,7 +314,7 @@ func TestMirror(t *testing.T) {
 	}
 	assert.Equal(t, int64(2), rt.MirrorsDropped())
 
-	// A body over MirrorMaxBody is not mirrored but reaches the primary whole.
+	// A body over MirrorMaxBodyBytes is not mirrored but reaches the primary whole.
 	w := httptest.NewRecorder()
 	rt.ServeHTTP(w, httptest.NewRequest("POST", "/m", strings.NewReader("0123456789abcdef")))
 	assert.Equal(t, "0123456789abcdef", w.Body.String())
