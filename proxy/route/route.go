@@ -104,34 +104,34 @@ const (
 
 // HeaderMatch is a condition on a request header. Name is case-insensitive.
 type HeaderMatch struct {
-	Name  string
-	Value string
-	Type  MatchType
+	Name  string    // the field name
+	Value string    // what the field's value is compared with; unused with MatchPresent
+	Type  MatchType // how it is compared
 }
 
 // QueryMatch is a condition on a query parameter. Name is case-sensitive.
 type QueryMatch struct {
-	Name  string
-	Value string
-	Type  MatchType
+	Name  string    // the parameter name
+	Value string    // what the parameter's value is compared with; unused with MatchPresent
+	Type  MatchType // how it is compared
 }
 
 // Backend is one destination of a route, typically a *proxy.Proxy over one
 // pool. Weight is its share of the route's traffic; a route with a single
 // backend may leave it 0.
 type Backend struct {
-	Name    string
-	Handler http.Handler
-	Weight  int
+	Name    string       // names the backend for Pins and errors; may be empty if unpinned
+	Handler http.Handler // serves the requests sent to this backend; required
+	Weight  int          // share of the route's traffic, ≥ 0
 }
 
 // Pin sends requests whose Header (or, if Header is empty, Cookie) equals
 // Value to the backend named Backend, bypassing the weights.
 type Pin struct {
-	Header  string
-	Cookie  string
-	Value   string
-	Backend string
+	Header  string // the request header compared with Value
+	Cookie  string // the cookie compared with Value when Header is empty
+	Value   string // the value that pins a request
+	Backend string // the Name of the backend pinned requests go to
 }
 
 // Route is one routing rule. See the package doc for how routes are ranked.
@@ -139,12 +139,12 @@ type Route struct {
 	Name     string   // required, unique; used in errors
 	Hosts    []string // exact or "*.suffix"; empty means any host
 	Path     string   // "/" if empty
-	PathType PathType
-	Method   string // empty means any method
-	Headers  []HeaderMatch
-	Query    []QueryMatch
-	Backends []Backend // at least one; total weight > 0 unless only one
-	Pins     []Pin
+	PathType PathType      // how Path matches; the zero value is PathPrefix
+	Method   string        // empty means any method
+	Headers  []HeaderMatch // all must match
+	Query    []QueryMatch  // all must match
+	Backends []Backend     // at least one; total weight > 0 unless only one
+	Pins     []Pin         // checked before the weights, in order
 	Mirror   http.Handler // optional shadow destination
 }
 
