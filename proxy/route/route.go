@@ -136,16 +136,16 @@ type Pin struct {
 
 // Route is one routing rule. See the package doc for how routes are ranked.
 type Route struct {
-	Name     string   // required, unique; used in errors
-	Hosts    []string // exact or "*.suffix"; empty means any host
-	Path     string   // "/" if empty
+	Name     string        // required, unique; used in errors
+	Hosts    []string      // exact or "*.suffix"; empty means any host
+	Path     string        // "/" if empty
 	PathType PathType      // how Path matches; the zero value is PathPrefix
 	Method   string        // empty means any method
 	Headers  []HeaderMatch // all must match
 	Query    []QueryMatch  // all must match
 	Backends []Backend     // at least one; total weight > 0 unless only one
 	Pins     []Pin         // checked before the weights, in order
-	Mirror   http.Handler // optional shadow destination
+	Mirror   http.Handler  // optional shadow destination
 }
 
 // Options configure a table. The zero value is usable.
