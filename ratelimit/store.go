@@ -36,10 +36,11 @@ type Store interface {
 
 	// Cancel gives back the token of a Decision that Take granted for key, because the
 	// request was not served: another limit refused it (or its store failed with
-	// Options.FailClosed set), or the client went away before it was passed on. The Limiter calls it at most once per granted Decision and
-	// never for a request it passed on. ctx is the request's context, without its
-	// cancellation when the client has gone, so that the token can still be given back. An
-	// error is logged and otherwise ignored: the token stays taken.
+	// Options.FailClosed set), or the client went away before it was passed on. The Limiter
+	// calls it at most once per granted Decision and never for a request it passed on. ctx
+	// is the request's context, without its cancellation when the client has gone, so that
+	// the token can still be given back. An error is logged and otherwise ignored: the token
+	// stays taken.
 	Cancel(ctx context.Context, key Key, d Decision, now time.Time) error
 }
 
