@@ -169,6 +169,7 @@ func TestSecretLabelSelectionAgainstAPIServer(t *testing.T) {
 	require.NoError(t, err)
 
 	var store certs.Keyring
+	store.SetDefault("") // no default certificate: an unknown name gets none, so removals show
 	sel, err := labels.Parse("sluice.dev/serve=true")
 	require.NoError(t, err)
 	start(t, cluster.Client, &store, secrets.Options{Namespace: ns, Selector: sel})
