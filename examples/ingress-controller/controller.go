@@ -145,6 +145,10 @@ func newController(cfg *config, client kubernetes.Interface, m *metrics) (*contr
 		proxies:   make(map[proxyKey]*proxy.Proxy),
 		secrets:   make(map[string]context.CancelFunc),
 	}
+	// The Secrets belong to many tenants: a client that sends no server name, or one no
+	// Ingress names, must not be handed whichever tenant's certificate was stored first, so
+	// the controller chooses no default and such handshakes fail.
+	c.certs.SetDefault("")
 	kick := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { c.changed() },
 		UpdateFunc: func(any, any) { c.changed() },

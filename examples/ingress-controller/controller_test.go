@@ -322,6 +322,16 @@ spec:
 	apply(t, client, tlsSecret("default", "shop-tls", rotated))
 	want(rotated)
 
+	// A client that names no host, or one no Ingress serves, gets no tenant's certificate.
+	for _, name := range []string{"", "other.example.com"} {
+		conn, err := tls.Dial("tcp", r.https, &tls.Config{ServerName: name, InsecureSkipVerify: true})
+		if err == nil {
+			served := conn.ConnectionState().PeerCertificates[0].DNSNames
+			conn.Close()
+			t.Errorf("a handshake for %q was served the certificate for %v", name, served)
+		}
+	}
+
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	code, _, err := r.get(noFollow, "shop.example.com", "/x")
 	require.NoError(t, err)
