@@ -1,9 +1,6 @@
-// Command service-proxy serves two hosts on one TLS listener: a cached, rate-limited API over
-// pods found by DNS and balanced by peak EWMA, and a health-checked gRPC service over h2c. It
-// reloads its certificate files when they change, logs every request to stdout as JSON, serves
-// Prometheus metrics on a second listener, and drains on SIGINT or SIGTERM:
-//
-//	go run ./examples/service-proxy -cert tls.crt -key tls.key -grpc-backends 10.0.0.7:9000
+// Command service-proxy serves two hosts on one TLS listener, its certificate reloaded from files:
+// a cached, rate-limited API over peak-EWMA pods found by DNS, and gRPC over h2c to health-checked
+// backends. It logs requests to stdout as JSON, serves Prometheus metrics, drains on SIGTERM.
 package main
 
 import (
@@ -67,10 +64,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 
 	logger := slog.New(slog.NewJSONHandler(stdout, nil))
 	registry := prometheus.NewRegistry()
-	metrics := &metrics{
-		promauto.With(registry).NewCounterVec(prometheus.CounterOpts{Name: "sluice_requests_total"}, []string{"route", "code"}),
-		promauto.With(registry).NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_request_duration_seconds"}, []string{"route"}),
-	}
+	requests := promauto.With(registry).NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_requests_total", Help: "Requests by route and status class."}, []string{"route", "code"})
+	seconds := promauto.With(registry).NewHistogramVec(prometheus.HistogramOpts{
+		Name: "sluice_request_duration_seconds", Help: "Request durations by route."}, []string{"route"})
+	metrics := metricsFunc(func(_ *http.Request, s proxy.Stats) {
+		requests.WithLabelValues(s.Route, fmt.Sprintf("%dxx", s.Status/100)).Inc()
+		seconds.WithLabelValues(s.Route).Observe(s.Duration.Seconds())
+	})
 	api, errAPI := pool.New(pool.Options{
 		Source: &discovery.DNS{Name: *apiDNS, Port: *apiPort, Servers: strings.Fields(*dnsServers), Logger: logger},
 		Policy: balancer.PeakEWMA{},
@@ -84,13 +85,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	})
 	limiter, errLimit := ratelimit.New(ratelimit.Options{Limits: []ratelimit.Limit{{Rate: *rate, Burst: *burst}}})
 	shared, errCache := cache.New(cache.Options{Logger: logger})
-	var keyring certs.Keyring
-	files := &certs.Files{Keyring: &keyring, Interval: *reload, Logger: logger,
+	files := &certs.Files{Keyring: new(certs.Keyring), Interval: *reload, Logger: logger,
 		KeyPairs: []certs.KeyPair{{CertFile: *certFile, KeyFile: *keyFile}}}
-	tlsConfig, errTLS := certs.ServerConfig(&keyring, certs.ServerOptions{})
+	tlsConfig, errTLS := certs.ServerConfig(files.Keyring, certs.ServerOptions{})
 	ln, errListen := net.Listen("tcp", *listen)
 	metricsLn, errMetrics := net.Listen("tcp", *metricsAddr)
-	if err := errors.Join(errAPI, errSource, errGRPC, errLimit, errCache, errTLS, files.Load(), errListen, errMetrics); err != nil {
+	err := errors.Join(errAPI, errSource, errGRPC, errLimit, errCache, errTLS, files.Load(), errListen, errMetrics)
+	if err != nil {
 		return err
 	}
 	defer shared.Close()
@@ -103,11 +104,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	srv := proxy.NewServer(route.NewRouter(table, route.RouterOptions{}), proxy.ServerOptions{})
 	srv.TLSConfig = tlsConfig
-	metricsSrv := &http.Server{Handler: promhttp.HandlerFor(registry, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+	metricsSrv := proxy.NewServer(promhttp.HandlerFor(registry, promhttp.HandlerOpts{}), proxy.ServerOptions{})
 	logger.Info("serving", "listen", ln.Addr().String(), "metrics", metricsLn.Addr().String())
 
-	// The parts stop only after the drain, so that health checks go on while requests finish.
-	parts, stop := context.WithCancel(context.WithoutCancel(ctx))
+	parts, stop := context.WithCancel(context.WithoutCancel(ctx)) // outlives ctx until drained
 	defer stop()
 	errc := make(chan error, 5)
 	go func() { errc <- api.Run(parts) }()
@@ -124,13 +124,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	return errors.Join(err, proxy.Drain(drainCtx, []*http.Server{srv, metricsSrv}, api.Proxy(), grpc.Proxy()))
 }
 
-// metrics is a proxy.Metrics that counts requests by route and status class, and times them.
-type metrics struct {
-	requests *prometheus.CounterVec
-	seconds  *prometheus.HistogramVec
-}
+// metricsFunc turns a function into a proxy.Metrics, as http.HandlerFunc does for handlers.
+type metricsFunc func(*http.Request, proxy.Stats)
 
-func (m *metrics) RequestDone(_ *http.Request, s proxy.Stats) {
-	m.requests.WithLabelValues(s.Route, fmt.Sprintf("%dxx", s.Status/100)).Inc()
-	m.seconds.WithLabelValues(s.Route).Observe(s.Duration.Seconds())
-}
+func (f metricsFunc) RequestDone(r *http.Request, s proxy.Stats) { f(r, s) }

@@ -460,3 +460,16 @@ func TestRateLimit(t *testing.T) {
 	cancel()
 	assert.NoError(t, <-p.done)
 }
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	err := run(context.Background(), []string{
+		"-listen", "127.0.0.1:0", "-metrics", "127.0.0.1:0",
+		"-cert", filepath.Join(dir, "missing.crt"), "-key", filepath.Join(dir, "missing.key"),
+		"-burst", "0", "-grpc-backends", "no-port",
+	}, io.Discard)
+	require.Error(t, err, "run refuses a bad configuration before serving")
+	for _, want := range []string{"missing.crt", "Burst", "no-port"} {
+		assert.ErrorContains(t, err, want, "one error names every mistake")
+	}
+}
