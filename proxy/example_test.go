@@ -38,3 +38,35 @@ func Example() {
 	fmt.Println(res.StatusCode, string(body))
 	// Output: 200 backend got GET /hello from 127.0.0.1
 }
+
+// MetricsFunc feeds a metrics library from a function: here it prints what a counter would be
+// labelled with.
+func ExampleMetricsFunc() {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	defer backend.Close()
+
+	ep := sluice.Endpoint{Addr: backend.Listener.Addr().String()}
+	done := make(chan proxy.Stats, 1)
+	p := &proxy.Proxy{
+		Picker: sluice.PickerFunc(func(sluice.PickInfo) (sluice.PickResult, error) {
+			return sluice.PickResult{Endpoint: ep}, nil
+		}),
+		Metrics: proxy.MetricsFunc(func(r *http.Request, s proxy.Stats) { done <- s }),
+	}
+	defer p.CloseIdleConnections()
+	front := httptest.NewServer(p)
+	defer front.Close()
+
+	res, err := http.Get(front.URL + "/")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	s := <-done
+	fmt.Println(s.Status, s.Tries, s.Bytes)
+	// Output: 200 1 2
+}

@@ -173,6 +173,13 @@ type Metrics interface {
 	RequestDone(r *http.Request, s Stats)
 }
 
+// MetricsFunc adapts a function to [Metrics], as [net/http.HandlerFunc] adapts one to a
+// handler, so that feeding a metrics library needs no type of its own.
+type MetricsFunc func(r *http.Request, s Stats)
+
+// RequestDone calls f(r, s).
+func (f MetricsFunc) RequestDone(r *http.Request, s Stats) { f(r, s) }
+
 // Stats describes one finished request, for access logs and metrics.
 type Stats struct {
 	// Route is the route name set with WithRoute, or "".

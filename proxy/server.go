@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -88,12 +89,17 @@ type ServerOptions struct {
 	// connection once over half of at least 500 streams were reset prematurely); negative
 	// means never.
 	MaxStreamResets int
+
+	// Logger receives the errors net/http reports on its own — failed TLS handshakes, accept
+	// errors, handler panics — at level Warn, so that they join the program's structured log.
+	// Nil leaves http.Server.ErrorLog nil: the log package's standard logger.
+	Logger *slog.Logger
 }
 
 // NewServer returns an http.Server for h with limits that keep slow or oversized clients
 // from holding connections and memory: see ServerOptions. Its Protocols are
 // [ServerProtocols]: HTTP/1.1, HTTP/2 over TLS and h2c with prior knowledge. The caller sets
-// Addr, TLSConfig, ErrorLog and the like on the result before serving it.
+// Addr, TLSConfig and the like on the result before serving it.
 //
 // ReadTimeout and WriteTimeout stay zero on purpose: they bound a whole request and a whole
 // response, so they would cut a long upload, a download, a server-sent event stream or a
@@ -137,6 +143,9 @@ func NewServer(h http.Handler, opts ServerOptions) *http.Server {
 		srv.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
 			return context.WithValue(ctx, connStreamsKey{}, new(connStreams))
 		}
+	}
+	if opts.Logger != nil {
+		srv.ErrorLog = slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn)
 	}
 	if g.maxHeader > 0 {
 		// net/http reads up to 4 KiB past MaxHeaderBytes before it answers 431; the guard

@@ -3,9 +3,11 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +22,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/sluiceproxy/sluice/internal/testcert"
 	"github.com/sluiceproxy/sluice/proxy"
 )
 
@@ -703,4 +706,43 @@ func TestServerHijackClearsDeadlines(t *testing.T) {
 		t.Fatal("the handler never wrote")
 	}
 	assert.NoError(t, err, "a hijacked connection carries no deadline")
+}
+
+// The server's own errors (here a failed TLS handshake) reach ServerOptions.Logger.
+func TestServerLogger(t *testing.T) {
+	var buf syncBuffer
+	ca := testcert.NewCA(t)
+	srv := proxy.NewServer(http.NotFoundHandler(), proxy.ServerOptions{Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{ca.Server(t, "localhost").TLS}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { srv.Close() })
+
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") // plain HTTP to a TLS port
+	io.Copy(io.Discard, conn)
+	conn.Close()
+	require.Eventually(t, func() bool { return strings.Contains(buf.String(), "TLS handshake error") }, 10*time.Second, 5*time.Millisecond,
+		"the handshake error is logged through the Logger")
+	assert.Contains(t, buf.String(), `"level":"WARN"`)
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger writing while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -68,7 +68,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		Name: "sluice_requests_total", Help: "Requests by route and status class."}, []string{"route", "code"})
 	seconds := promauto.With(registry).NewHistogramVec(prometheus.HistogramOpts{
 		Name: "sluice_request_duration_seconds", Help: "Request durations by route."}, []string{"route"})
-	metrics := metricsFunc(func(_ *http.Request, s proxy.Stats) {
+	metrics := proxy.MetricsFunc(func(_ *http.Request, s proxy.Stats) {
 		requests.WithLabelValues(s.Route, fmt.Sprintf("%dxx", s.Status/100)).Inc()
 		seconds.WithLabelValues(s.Route).Observe(s.Duration.Seconds())
 	})
@@ -102,9 +102,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv := proxy.NewServer(route.NewRouter(table, route.RouterOptions{}), proxy.ServerOptions{})
+	srv := proxy.NewServer(route.NewRouter(table, route.RouterOptions{}), proxy.ServerOptions{Logger: logger})
 	srv.TLSConfig = tlsConfig
-	metricsSrv := proxy.NewServer(promhttp.HandlerFor(registry, promhttp.HandlerOpts{}), proxy.ServerOptions{})
+	metricsSrv := proxy.NewServer(promhttp.HandlerFor(registry, promhttp.HandlerOpts{}), proxy.ServerOptions{Logger: logger})
 	logger.Info("serving", "listen", ln.Addr().String(), "metrics", metricsLn.Addr().String())
 
 	parts, stop := context.WithCancel(context.WithoutCancel(ctx)) // outlives ctx until drained
@@ -123,8 +123,3 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	defer cancel()
 	return errors.Join(err, proxy.Drain(drainCtx, []*http.Server{srv, metricsSrv}, api.Proxy(), grpc.Proxy()))
 }
-
-// metricsFunc turns a function into a proxy.Metrics, as http.HandlerFunc does for handlers.
-type metricsFunc func(*http.Request, proxy.Stats)
-
-func (f metricsFunc) RequestDone(r *http.Request, s proxy.Stats) { f(r, s) }
