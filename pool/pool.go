@@ -129,6 +129,11 @@ func (p *Pool) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.proxy.Serve
 // of either stage — a source that cannot watch (a misconfigured DNS name, say) or a checker
 // that cannot run — after stopping the other, wrapped with the stage's name; or ctx.Err()
 // once ctx ends and both have returned. Run may be called once.
+//
+// When Run returns, the balancer keeps the last set it was given and the proxy keeps
+// forwarding to it, unchecked. A program that drains on a signal therefore runs its pools on
+// a context that outlives the signal (context.WithoutCancel of it, say) and cancels that one
+// after [proxy.Drain] returns, so that endpoints are still checked while requests finish.
 func (p *Pool) Run(ctx context.Context) error {
 	if !p.running.CompareAndSwap(false, true) {
 		return errors.New("pool: Run called twice")
