@@ -10,8 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,11 +18,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	appsv1 "k8s.io/api/apps/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
-	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/sluiceproxy/sluice/internal/kubetest"
 	"github.com/sluiceproxy/sluice/internal/testcert"
@@ -402,35 +397,6 @@ func newServer(t *testing.T, h http.Handler) string {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv.Listener.Addr().String()
-}
-
-// TestDeployManifests checks that every manifest in deploy/ decodes as the kinds an operator
-// applies, and that the IngressClass names this controller.
-func TestDeployManifests(t *testing.T) {
-	files, err := filepath.Glob("deploy/*.yaml")
-	require.NoError(t, err)
-	require.NotEmpty(t, files, "deploy/ should hold manifests")
-	kinds := map[string]bool{}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		require.NoError(t, err)
-		for _, doc := range strings.Split(string(b), "\n---\n") {
-			obj, gvk, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
-			require.NoError(t, err, "%s should decode", f)
-			kinds[gvk.Kind] = true
-			if ic, ok := obj.(*networkingv1.IngressClass); ok {
-				assert.Equal(t, controllerName, ic.Spec.Controller, "%s: the IngressClass must name this controller", f)
-			}
-			if d, ok := obj.(*appsv1.Deployment); ok {
-				c := d.Spec.Template.Spec.Containers[0]
-				assert.Equal(t, "/readyz", c.ReadinessProbe.HTTPGet.Path)
-				assert.Equal(t, "/healthz", c.LivenessProbe.HTTPGet.Path)
-			}
-		}
-	}
-	for _, k := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "IngressClass", "Deployment", "Service"} {
-		assert.True(t, kinds[k], "deploy/ should have a %s", k)
-	}
 }
 
 // TestAnnotationsTakeEffect checks each option on live traffic: rate limit, cache, timeout,
