@@ -267,6 +267,8 @@ func TestDeployManifests(t *testing.T) {
 		assert.Empty(t, c.SecurityContext.Capabilities.Add)
 		require.NotNil(t, pod.SecurityContext.RunAsUser)
 		assert.Equal(t, dockerfileUser(t), *pod.SecurityContext.RunAsUser, "runAsUser should be the Dockerfile's USER")
+		// TestIntegrationDeploy relies on it: the API server then refuses a pod that breaks it.
+		assert.Equal(t, "restricted", only[*corev1.Namespace](t, ms).Labels["pod-security.kubernetes.io/enforce"], "the Namespace should enforce the restricted Pod Security Standard")
 	})
 
 	t.Run("resources", func(t *testing.T) {
