@@ -21,6 +21,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -128,14 +129,14 @@ func TestKustomization(t *testing.T) {
 	ns, ok := ms[0].obj.(*corev1.Namespace)
 	require.True(t, ok, "the first object applied should be the Namespace, got %T", ms[0].obj)
 	for _, m := range ms[1:] {
-		meta, err := metaOf(m.obj)
+		o, err := meta.Accessor(m.obj)
 		require.NoError(t, err)
 		_, isNS := m.obj.(*corev1.Namespace)
 		assert.False(t, isNS, "%s: only one Namespace, first", m.file)
 		if clusterScoped(m.obj) {
-			assert.Empty(t, meta.Namespace, "%s: %s %s is cluster-scoped", m.file, m.obj.GetObjectKind().GroupVersionKind().Kind, meta.Name)
+			assert.Empty(t, o.GetNamespace(), "%s: %s %s is cluster-scoped", m.file, m.obj.GetObjectKind().GroupVersionKind().Kind, o.GetName())
 		} else {
-			assert.Equal(t, ns.Name, meta.Namespace, "%s: %s %s should live in the Namespace", m.file, m.obj.GetObjectKind().GroupVersionKind().Kind, meta.Name)
+			assert.Equal(t, ns.Name, o.GetNamespace(), "%s: %s %s should live in the Namespace", m.file, m.obj.GetObjectKind().GroupVersionKind().Kind, o.GetName())
 		}
 	}
 
@@ -147,18 +148,6 @@ func TestKustomization(t *testing.T) {
 	for _, img := range k.Images { // none as committed; `kustomize edit set image` adds one
 		assert.Equal(t, "sluice-ingress-controller", img.Name, "images: should replace the placeholder")
 	}
-}
-
-// metaOf returns obj's ObjectMeta.
-func metaOf(obj runtime.Object) (*metav1.ObjectMeta, error) {
-	b, err := json.Marshal(obj)
-	if err != nil {
-		return nil, err
-	}
-	var o struct {
-		Metadata metav1.ObjectMeta `json:"metadata"`
-	}
-	return &o.Metadata, json.Unmarshal(b, &o)
 }
 
 // clusterScoped reports whether obj is one of the cluster-scoped kinds deploy/ uses.
