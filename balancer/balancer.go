@@ -47,7 +47,8 @@ type Options struct {
 	// hints (as kube-proxy does with EndpointSlice hints), else those whose Zone is Zone.
 	// A try spills over to every zone when
 	//   - the local zone is degraded: it has no Ready endpoint, or fewer Ready endpoints
-	//     than PanicThreshold of its members (then every try spills);
+	//     than PanicThreshold of its Ready and Unhealthy ones, its Terminating endpoints
+	//     counting neither way (then every try spills);
 	//   - the local zone is busy: see ZoneSpillFactor;
 	//   - it is a retry and every local endpoint was already tried.
 	// A sticky session pinned to an endpoint in another zone stays there. Empty disables
@@ -68,7 +69,10 @@ type Options struct {
 
 	// PanicThreshold is the fraction of Ready endpoints below which the balancer stops trusting
 	// health and spreads load over Ready and Unhealthy endpoints alike, as Envoy's
-	// healthy_panic_threshold does. Zero means 0.5; a negative value disables panic mode.
+	// healthy_panic_threshold does: panic mode starts when ready < PanicThreshold ×
+	// (ready + unhealthy). Terminating endpoints count neither way, as Envoy leaves draining
+	// hosts out: a rollout draining many pods at once must not push the load of a healthy
+	// few onto Unhealthy ones. Zero means 0.5; a negative value disables panic mode.
 	PanicThreshold float64
 
 	// TrustedProxies says whose X-Forwarded-For and Forwarded headers are believed when Maglev
@@ -683,18 +687,26 @@ func (c health) kept(keep uint8) int {
 	return n
 }
 
+// degraded reports whether a set with the counts c has too few Ready endpoints to be trusted
+// with its traffic: fewer than PanicThreshold of its Ready and Unhealthy ones. Terminating
+// endpoints count neither way: they are leaving whatever their health, and a rollout that
+// drains many at once must not make the healthy rest look like a minority, nor hide that
+// they are one. Envoy leaves draining hosts out of its panic threshold in the same way.
+func (b *Balancer) degraded(c health) bool {
+	return float64(c.ready) < b.opts.PanicThreshold*float64(c.ready+c.unhealthy)
+}
+
 // keep applies Endpoint.State to a set with the counts c, as a mask with bit s set for each
-// State s that enters the pool: Ready endpoints normally; Ready and Unhealthy ones when fewer
-// than PanicThreshold are Ready (panic mode); Terminating ones only when nothing is Ready.
+// State s that enters the pool: Ready endpoints normally; Ready and Unhealthy ones when
+// the set is degraded (panic mode); Terminating ones only when nothing is Ready.
 func (b *Balancer) keep(c health) uint8 {
 	const (
 		ready       = 1 << sluice.Ready
 		terminating = 1 << sluice.Terminating
 		everything  = 0xff
 	)
-	total := c.ready + c.terminating + c.unhealthy
 	switch {
-	case c.ready > 0 && b.opts.PanicThreshold > 0 && float64(c.ready) < b.opts.PanicThreshold*float64(total):
+	case c.ready > 0 && b.opts.PanicThreshold > 0 && b.degraded(c):
 		return everything &^ terminating
 	case c.ready == 0 && c.terminating > 0:
 		return terminating
@@ -709,7 +721,7 @@ func (b *Balancer) keep(c health) uint8 {
 // indexes in pool of the endpoints that are not, or a nil slice when picks should not be
 // confined to the zone: zone preference is off, the zone has no endpoints, every endpoint is
 // in it, or it is too degraded to carry its traffic (no Ready endpoint, or fewer Ready than
-// PanicThreshold of its members).
+// PanicThreshold of its Ready and Unhealthy members).
 func (b *Balancer) local(pool []entry, eps []sluice.Endpoint, at []int32) ([]entry, []int32) {
 	if b.opts.Zone == "" || len(pool) == 0 {
 		return nil, nil
@@ -722,16 +734,13 @@ func (b *Balancer) local(pool []entry, eps []sluice.Endpoint, at []int32) ([]ent
 			break
 		}
 	}
-	var members, ready int
+	var c health
 	for _, i := range at {
 		if ep := &eps[i]; b.isLocal(hinted, ep) {
-			members++
-			if ep.State == sluice.Ready {
-				ready++
-			}
+			c.count(ep.State)
 		}
 	}
-	if ready == 0 || float64(ready) < b.opts.PanicThreshold*float64(members) {
+	if c.ready == 0 || b.degraded(c) {
 		return nil, nil // the local zone is too degraded to carry its traffic: spill over
 	}
 	nl, nr := 0, 0

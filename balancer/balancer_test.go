@@ -278,6 +278,40 @@ func TestHealth(t *testing.T) {
 	})
 }
 
+// TestPanicThresholdIgnoresTerminating checks the case of issue 16: one Ready, one Unhealthy
+// and three Terminating endpoints. Terminating endpoints are leaving whatever their health,
+// so they count neither way: one Ready of two members is not below the 50% threshold, and
+// every try goes to the Ready endpoint. Counting them (1 < 0.5 × 5) had sent half the
+// traffic to the Unhealthy one.
+func TestPanicThresholdIgnoresTerminating(t *testing.T) {
+	eps := endpoints(5)
+	eps[1].State = sluice.Unhealthy
+	for i := 2; i < 5; i++ {
+		eps[i].State = sluice.Terminating
+	}
+	for _, tc := range allPolicies() {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBalancer(t, tc.p, balancer.Options{}, eps)
+			got := map[string]int{}
+			for i := range 1000 {
+				got[pick(t, b, sluice.PickInfo{Request: userRequest(strconv.Itoa(i))})]++
+			}
+			assert.Equal(t, map[string]int{eps[0].Addr: 1000}, got, "every try should go to the Ready endpoint")
+		})
+	}
+	t.Run("still panics when Ready are too few of Ready and Unhealthy", func(t *testing.T) {
+		e := append([]sluice.Endpoint(nil), eps...)
+		e[2].State = sluice.Unhealthy // 1 Ready, 2 Unhealthy, 2 Terminating: 1 < 0.5 × 3
+		b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{}, e)
+		seen := map[string]bool{}
+		for range 100 {
+			seen[pick(t, b, sluice.PickInfo{})] = true
+		}
+		assert.Equal(t, map[string]bool{e[0].Addr: true, e[1].Addr: true, e[2].Addr: true}, seen,
+			"panic mode should spread over Ready and Unhealthy, never Terminating")
+	})
+}
+
 func TestRetryAvoidsTried(t *testing.T) {
 	eps := endpoints(3)
 	for _, tc := range allPolicies() {
@@ -469,6 +503,22 @@ func TestZonePreference(t *testing.T) {
 		d[4].State = sluice.Unhealthy
 		b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{Zone: "b"}, d)
 		assert.Len(t, picks(b), 4, "every healthy endpoint in other zones")
+	})
+	t.Run("terminating endpoints do not degrade the local zone", func(t *testing.T) {
+		// Zone b: one Ready, one Unhealthy and three Terminating endpoints. Only Ready and
+		// Unhealthy ones are weighed, 1 of 2, so the zone keeps its traffic.
+		d := append([]sluice.Endpoint(nil), eps...)
+		d[4].State = sluice.Unhealthy
+		for i := range 3 {
+			d = append(d, sluice.Endpoint{Addr: fmt.Sprintf("10.9.0.%d:8080", i), Zone: "b", State: sluice.Terminating})
+		}
+		b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{Zone: "b"}, d)
+		assert.Equal(t, map[string]bool{eps[1].Addr: true}, picks(b), "only zone b's Ready endpoint")
+
+		d[7].State = sluice.Unhealthy // now 1 Ready of 3: degraded
+		b.Update(d)
+		assert.Equal(t, map[string]bool{eps[0].Addr: true, eps[1].Addr: true, eps[2].Addr: true, eps[3].Addr: true, eps[5].Addr: true},
+			picks(b), "a zone with too few Ready endpoints spills to every Ready endpoint")
 	})
 	t.Run("spill over when the local zone is busy", func(t *testing.T) {
 		// Zone b has two of six endpoints. Hold 120 requests in flight: once a local endpoint

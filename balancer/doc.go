@@ -21,9 +21,12 @@
 //
 // Endpoint.State is an input. Unhealthy endpoints are skipped; Terminating ones are used only
 // when no endpoint is Ready. When fewer than Options.PanicThreshold (default 50%) of the
-// endpoints are Ready, the balancer assumes the health signal is wrong or the service is
-// overloaded, and spreads load over Ready and Unhealthy endpoints alike, as Envoy does. Every
-// policy honours PickInfo.Tried: a retry goes to an endpoint not yet tried while there is one.
+// Ready and Unhealthy endpoints are Ready, the balancer assumes the health signal is wrong or
+// the service is overloaded, and spreads load over Ready and Unhealthy endpoints alike, as
+// Envoy does. Terminating endpoints count neither way, as Envoy leaves draining hosts out of
+// its threshold: they are leaving whatever their health, so one Ready, one Unhealthy and three
+// Terminating endpoints send every try to the Ready one. Every policy honours PickInfo.Tried:
+// a retry goes to an endpoint not yet tried while there is one.
 //
 // # Choosing a policy
 //
@@ -100,6 +103,7 @@
 // (default 2) × (n + 1) requests in flight, n being the count of a random endpoint in another
 // zone. An idle zone keeps all its traffic; a zone with too few endpoints for the proxies in
 // it carries about twice the load per endpoint of the others and sheds the rest. A zone with
-// fewer Ready endpoints than PanicThreshold of its members spills over entirely, and a retry
-// whose local endpoints were all tried goes elsewhere.
+// fewer Ready endpoints than PanicThreshold of its Ready and Unhealthy ones (its Terminating
+// endpoints left out, as above) spills over entirely, and a retry whose local endpoints were
+// all tried goes elsewhere.
 package balancer
