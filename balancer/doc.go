@@ -1,7 +1,7 @@
 // Package balancer picks the endpoint for each try of a request: round robin, random,
 // least-request and peak-EWMA with the power of two choices, Maglev consistent hashing with
-// bounded loads, and cookie-based sticky sessions, with slow start, zone preference and
-// Envoy-style health handling on top.
+// bounded loads, and cookie-based sticky sessions, with slow start, zone and node preference
+// and Envoy-style health handling on top.
 //
 // # Snapshots
 //
@@ -86,7 +86,7 @@
 // another zone or to endpoints outside the pool; with zone preference and both pools
 // changed, the two tables fill on two goroutines: 3.6 ms of wall time, 5.3 ms of CPU.
 //
-// # Slow start and zones
+// # Slow start, zones and nodes
 //
 // With Options.SlowStart, an endpoint that joins (or comes back from Unhealthy or
 // Terminating) starts at a tenth of its share and ramps up over the window, as Envoy's
@@ -106,4 +106,14 @@
 // fewer Ready endpoints than PanicThreshold of its Ready and Unhealthy ones (its Terminating
 // endpoints left out, as above) spills over entirely, and a retry whose local endpoints were
 // all tried goes elsewhere.
+//
+// With Options.Node as well, picks stay on the proxy's own node when the Service asks for it
+// with trafficDistribution: PreferSameNode, whose EndpointSlice hints list each endpoint's
+// node. kube-proxy's rule decides: node hints count when every Ready endpoint has them and
+// some Ready endpoint is hinted for this node; they then win over zone hints. When no Ready
+// endpoint is hinted for the node, the zone rule applies, and failing that every endpoint is
+// used. The node's endpoints spill over to the zone's (or to every endpoint, without a zone)
+// by the same rules as a zone's do to every zone: degraded, busy, or all tried by a retry.
+// So a try falls back one tier at a time — node, zone, everywhere — and Pick still reads one
+// snapshot, whose tiers are built by Update.
 package balancer
