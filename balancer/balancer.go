@@ -355,9 +355,9 @@ type picker interface {
 // Pick chooses an endpoint for one try. It implements sluice.Picker.
 //
 // Pick loads the current snapshot and, for the policies that compare loads (LeastRequest,
-// PeakEWMA, bounded-load Maglev, and any policy with zone or node preference), touches a few atomic
-// counters; it takes no lock and allocates nothing. The caller must call the result's Done
-// exactly once.
+// PeakEWMA, bounded-load Maglev, and any policy with zone or node preference), touches a few
+// atomic counters; it takes no lock and allocates nothing. The caller must call the result's
+// Done exactly once.
 func (b *Balancer) Pick(info sluice.PickInfo) (sluice.PickResult, error) {
 	s := b.snap.Load()
 	if s == nil || len(s.pool) == 0 {
@@ -409,9 +409,9 @@ func (s *snapshot) top() *snapshot {
 // over to the next wider tier instead: because pool[i] was already tried (so was every local
 // endpoint, or choose would not have offered it), or because it is busier, per unit of
 // weight, than ZoneSpillFactor × (n + 1) where n is the in-flight count of an endpoint drawn
-// at random from the wider tier's endpoints outside this one. Comparing with one random remote endpoint, as the power of two choices
-// does, needs no global counter: Pick still touches only the counters of the endpoints it
-// looks at.
+// at random from the wider tier's endpoints outside this one. Comparing with one random
+// remote endpoint, as the power of two choices does, needs no global counter: Pick still
+// touches only the counters of the endpoints it looks at.
 func (s *snapshot) leave(i int, info sluice.PickInfo) bool {
 	e := &s.pool[i]
 	if len(info.Tried) > 0 && tried(info.Tried, e.ep.Addr) {
@@ -728,8 +728,8 @@ func (c health) kept(keep uint8) int {
 // degraded reports whether a set with the counts c has too few Ready endpoints to be trusted
 // with its traffic: fewer than PanicThreshold of its Ready and Unhealthy ones. Terminating
 // endpoints count neither way: they are leaving whatever their health, and a rollout that
-// drains many at once must not make the healthy rest look like a minority, nor hide that
-// they are one. Envoy leaves draining hosts out of its panic threshold in the same way.
+// drains many at once must not make the healthy rest look like a minority. Envoy leaves
+// draining hosts out of its panic threshold in the same way.
 func (b *Balancer) degraded(c health) bool {
 	return float64(c.ready) < b.opts.PanicThreshold*float64(c.ready+c.unhealthy)
 }
