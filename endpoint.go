@@ -63,7 +63,8 @@ type Endpoint struct {
 	ForZones string
 
 	// ForNodes lists the nodes that should prefer this endpoint, comma-separated, as
-	// EndpointSlice hints.forNodes does; empty when there are no node hints.
+	// EndpointSlice hints.forNodes does (set for Services with trafficDistribution
+	// PreferSameNode); empty when there are no node hints.
 	ForNodes string
 
 	// State says whether the endpoint takes new traffic.

@@ -43,8 +43,11 @@ type Options struct {
 	SlowStartMinWeight float64
 
 	// Zone is the topology zone this proxy runs in. When set, picks prefer the endpoints
-	// meant for this zone: those whose ForZones hint lists Zone when every endpoint carries
-	// hints (as kube-proxy does with EndpointSlice hints), else those whose Zone is Zone.
+	// meant for this zone: those whose ForZones hint lists Zone when every endpoint that is
+	// not Terminating carries hints, else those whose Zone is Zone. That is kube-proxy's rule
+	// for EndpointSlice hints, which looks at ready endpoints only: the EndpointSlice
+	// controller never hints terminating ones, so counting them would turn hints off for
+	// every rollout (Unhealthy endpoints count, being ready ones a health check failed).
 	// A try spills over to every zone when
 	//   - the local zone is degraded: it has no Ready endpoint, or fewer Ready endpoints
 	//     than PanicThreshold of its Ready and Unhealthy ones, its Terminating endpoints
@@ -764,14 +767,20 @@ func (b *Balancer) local(pool []entry, eps []sluice.Endpoint, at []int32) ([]ent
 	if b.opts.Zone == "" || len(pool) == 0 {
 		return nil, nil
 	}
-	// The set is hinted when every endpoint carries ForZones hints (as kube-proxy requires).
-	hinted := true
+	// The set is hinted when every endpoint that is not Terminating carries ForZones hints,
+	// as kube-proxy requires of ready endpoints (it ignores hints when none is ready).
+	hinted, anyReady := true, false
 	for _, i := range at {
+		if eps[i].State == sluice.Terminating {
+			continue
+		}
+		anyReady = true
 		if eps[i].ForZones == "" {
 			hinted = false
 			break
 		}
 	}
+	hinted = hinted && anyReady
 	var c health
 	for _, i := range at {
 		if ep := &eps[i]; b.isLocal(hinted, ep) {

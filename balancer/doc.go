@@ -97,7 +97,8 @@
 // affinity they exist for (new Sticky sessions ramp through the fallback policy).
 //
 // With Options.Zone, picks stay in the proxy's zone (following EndpointSlice hints when every
-// endpoint has them, as trafficDistribution: PreferClose asks) while the zone has capacity.
+// endpoint that is not Terminating has them, as kube-proxy does for trafficDistribution:
+// PreferSameZone) while the zone has capacity.
 // Capacity is judged per try, from in-flight counts, with no global counter: a try leaves the
 // zone when the local endpoint the policy chose has more than Options.ZoneSpillFactor
 // (default 2) × (n + 1) requests in flight, n being the count of a random endpoint in another
