@@ -36,8 +36,9 @@ const (
 // TestIntegrationLeaderElection runs three replicas of the controller in one process against
 // one API server, as the ServiceAccount of deploy/rbac.yaml (so its Lease rule is proven
 // enough), and checks that only the holder of the Lease writes status and Events, that
-// another replica takes over when the leader stops, that the new leader rewrites nothing
-// already right, and that an Ingress leaving the class has its status cleared.
+// another replica takes over when the leader stops or is cut off, that the new leader
+// rewrites nothing already right, and that an Ingress leaving the class has its status
+// cleared.
 func TestIntegrationLeaderElection(t *testing.T) {
 	cluster := kubetest.Start(t)
 	admin := cluster.Client
@@ -120,7 +121,7 @@ spec:
 		assert.Equal(t, addr[next], writes[len(writes)-1].status, "the last status is the new leader's")
 	})
 
-	t.Run("a new leader rewrites nothing; leaving the class clears the status", func(t *testing.T) {
+	t.Run("a new leader rewrites nothing; leaving the class clears the status; a cut-off leader is replaced", func(t *testing.T) {
 		// All replicas publish the same address, as the replicas of one Deployment do.
 		const lb = "203.0.113.20"
 		ids := []string{"b-0", "b-1", "b-2"}
@@ -163,6 +164,15 @@ spec:
 		foreign, err = admin.NetworkingV1().Ingresses("b").Get(context.Background(), "foreign", metav1.GetOptions{})
 		require.NoError(t, err)
 		assert.Equal(t, lb, statusString(foreign), "the status of an Ingress that was never of the class is not ours to clear")
+
+		// A leader cut off from the API server cannot release the Lease: the last replica
+		// takes it once it expires.
+		start := time.Now()
+		puts.cutOff(next)
+		last := waitLeader(t, admin, "b-leader", next)
+		t.Logf("%s cut off; %s leads %v later (lease %v)", next, last, time.Since(start), testLeaseDuration)
+		apply(t, admin, leaderIngress("b", "probe2", "sluice", false, "probe2.b.test"))
+		assert.Equal(t, last, statusManager(waitStatus(t, admin, "b", "probe2", lb)), "the last replica should write status")
 	})
 }
 
@@ -172,11 +182,14 @@ spec:
 func startReplicas(t *testing.T, rc *rest.Config, pods *kubetest.AddrMap, ns, lease string, ids []string, publish func(string) string) (map[string]*rig, *statusPuts) {
 	t.Helper()
 	rigs := make(map[string]*rig, len(ids))
-	puts := &statusPuts{n: make(map[string]int)}
+	puts := &statusPuts{n: make(map[string]int), cut: make(map[string]bool)}
 	for _, id := range ids {
 		rc := rest.CopyConfig(rc)
 		rc.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
 			return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+				if puts.isCut(id) {
+					return nil, fmt.Errorf("test: %s is cut off from the API server", id)
+				}
 				// PUT /apis/networking.k8s.io/v1/namespaces/NS/ingresses/NAME/status
 				p := strings.Split(req.URL.Path, "/")
 				if req.Method == http.MethodPut && len(p) == 9 && p[6] == "ingresses" && p[8] == "status" {
@@ -196,10 +209,24 @@ func startReplicas(t *testing.T, rc *rest.Config, pods *kubetest.AddrMap, ns, le
 	return rigs, puts
 }
 
-// statusPuts counts status writes by replica and Ingress.
+// statusPuts counts status writes by replica and Ingress, and cuts replicas off the API
+// server.
 type statusPuts struct {
-	mu sync.Mutex
-	n  map[string]int // by identity and namespace/name
+	mu  sync.Mutex
+	n   map[string]int  // by identity and namespace/name
+	cut map[string]bool // by identity
+}
+
+func (p *statusPuts) cutOff(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut[id] = true
+}
+
+func (p *statusPuts) isCut(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cut[id]
 }
 
 func (p *statusPuts) add(id, key string) {
