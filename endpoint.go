@@ -62,6 +62,11 @@ type Endpoint struct {
 	// EndpointSlice hints.forZones does; empty when there are no hints.
 	ForZones string
 
+	// ForNodes lists the nodes that should prefer this endpoint, comma-separated, as
+	// EndpointSlice hints.forNodes does (set for Services with trafficDistribution
+	// PreferSameNode); empty when there are no node hints.
+	ForNodes string
+
 	// State says whether the endpoint takes new traffic.
 	State State
 }

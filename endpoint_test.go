@@ -50,6 +50,14 @@ func TestEndpointDefaults(t *testing.T) {
 	assert.Equal(t, "internal", InternalFailure.String())
 }
 
+func TestEndpointComparable(t *testing.T) {
+	a := Endpoint{Addr: "10.0.0.1:80", ForZones: "a", ForNodes: "node-1,node-2"}
+	b := a
+	assert.True(t, a == b, "endpoints with equal fields compare equal")
+	b.ForNodes = "node-1"
+	assert.False(t, a == b, "ForNodes takes part in ==, so a hint change is an update")
+}
+
 func TestObservers(t *testing.T) {
 	var got []string
 	rec := func(name string) Observer {

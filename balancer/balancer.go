@@ -18,8 +18,8 @@ import (
 // value so that the error path allocates nothing either.
 var errNoEndpoint = fmt.Errorf("balancer: no usable endpoint: %w", sluice.ErrNoEndpoint)
 
-// Options configures a Balancer. The zero value is ready to use: no slow start, no zone
-// preference, a 50% panic threshold, the wall clock and an unseeded random source.
+// Options configures a Balancer. The zero value is ready to use: no slow start, no zone or
+// node preference, a 50% panic threshold, the wall clock and an unseeded random source.
 type Options struct {
 	// SlowStart is the window over which a new or recovered endpoint ramps up to its full share
 	// of traffic, as Envoy's slow_start_config does. Zero disables slow start. Endpoints in the
@@ -43,16 +43,34 @@ type Options struct {
 	SlowStartMinWeight float64
 
 	// Zone is the topology zone this proxy runs in. When set, picks prefer the endpoints
-	// meant for this zone: those whose ForZones hint lists Zone when every endpoint carries
-	// hints (as kube-proxy does with EndpointSlice hints), else those whose Zone is Zone.
+	// meant for this zone: those whose ForZones hint lists Zone when every endpoint that is
+	// not Terminating carries hints, else those whose Zone is Zone. That is kube-proxy's rule
+	// for EndpointSlice hints, which looks at ready endpoints only: the EndpointSlice
+	// controller never hints terminating ones, so counting them would turn hints off for
+	// every rollout (Unhealthy endpoints count, being ready ones a health check failed).
 	// A try spills over to every zone when
 	//   - the local zone is degraded: it has no Ready endpoint, or fewer Ready endpoints
-	//     than PanicThreshold of its members (then every try spills);
+	//     than PanicThreshold of its Ready and Unhealthy ones, its Terminating endpoints
+	//     counting neither way (then every try spills);
 	//   - the local zone is busy: see ZoneSpillFactor;
 	//   - it is a retry and every local endpoint was already tried.
 	// A sticky session pinned to an endpoint in another zone stays there. Empty disables
 	// zone preference.
 	Zone string
+
+	// Node is the name of the node this proxy runs on. When set and the set carries usable
+	// node hints — every Ready endpoint has ForNodes, and some Ready endpoint's ForNodes lists
+	// Node, as the EndpointSlice controller writes them for trafficDistribution:
+	// PreferSameNode — picks prefer the Ready endpoints hinted for Node over those of the
+	// zone. That is kube-proxy's rule: node hints for this node win over zone hints; when no
+	// Ready endpoint is hinted for this node, the zone rule above applies, and without a
+	// usable zone either, every endpoint. A try leaves the node's endpoints for the zone's
+	// (or for every endpoint, when Zone is empty or the zone's endpoints are all on this
+	// node) under the same rules as a try leaving the zone: the node's endpoints are
+	// degraded, the chosen one is busy (ZoneSpillFactor), or a retry has tried them all.
+	// Endpoint.Node alone does not make an endpoint local: a Service asks for node-local
+	// traffic with its hints. Empty disables node preference.
+	Node string
 
 	// ZoneSpillFactor says how much busier than the other zones the local zone may get before
 	// tries spill over. A try leaves the local zone when the local endpoint chosen for it has
@@ -62,13 +80,18 @@ type Options struct {
 	// traffic local, and a zone with too few endpoints for the proxies in it sheds the excess
 	// instead of queueing it. Envoy reaches the same end by comparing the sizes of the proxy
 	// and upstream fleets per zone, which a library does not know; in-flight counts measure
-	// the capacity that matters directly. Zero means 2. A negative value turns load-based
+	// the capacity that matters directly. The same factor governs tries leaving the local
+	// node's endpoints (Options.Node) for the zone's, n then being the count of one of the
+	// zone's endpoints off the node. Zero means 2. A negative value turns load-based
 	// spill-over off, leaving only the health rule above.
 	ZoneSpillFactor float64
 
 	// PanicThreshold is the fraction of Ready endpoints below which the balancer stops trusting
 	// health and spreads load over Ready and Unhealthy endpoints alike, as Envoy's
-	// healthy_panic_threshold does. Zero means 0.5; a negative value disables panic mode.
+	// healthy_panic_threshold does: panic mode starts when ready < PanicThreshold ×
+	// (ready + unhealthy). Terminating endpoints count neither way, as Envoy leaves draining
+	// hosts out: a rollout draining many pods at once must not push the load of a healthy
+	// few onto Unhealthy ones. Zero means 0.5; a negative value disables panic mode.
 	PanicThreshold float64
 
 	// TrustedProxies says whose X-Forwarded-For and Forwarded headers are believed when Maglev
@@ -188,8 +211,8 @@ func New(policy Policy, opts Options) (*Balancer, error) {
 		b.rng.state.Store(opts.Seed)
 	}
 	policy.configure(b)
-	// Zone spill-over compares in-flight counts whatever the policy.
-	b.countLoad = b.countLoad || opts.Zone != ""
+	// Zone and node spill-over compare in-flight counts whatever the policy.
+	b.countLoad = b.countLoad || opts.Zone != "" || opts.Node != ""
 	return b, nil
 }
 
@@ -311,9 +334,10 @@ type snapshot struct {
 
 	sticky *stickyTable
 
-	// Zone preference: when spill is not nil, pool holds the local zone's endpoints and spill
-	// is a full snapshot over every zone, which a try uses when leave says so. remote indexes
-	// spill.pool's endpoints outside the local zone.
+	// Zone and node preference: when spill is not nil, pool holds the Ready endpoints of the
+	// local node or zone, and spill is the snapshot of the next wider tier (the node's spills
+	// to the zone's, the zone's to every endpoint), which a try uses when leave says so.
+	// remote indexes spill.pool's endpoints outside this tier.
 	spill  *snapshot
 	remote []int32
 
@@ -334,23 +358,23 @@ type picker interface {
 // Pick chooses an endpoint for one try. It implements sluice.Picker.
 //
 // Pick loads the current snapshot and, for the policies that compare loads (LeastRequest,
-// PeakEWMA, bounded-load Maglev, and any policy with zone preference), touches a few atomic
-// counters; it takes no lock and allocates nothing. The caller must call the result's Done
-// exactly once.
+// PeakEWMA, bounded-load Maglev, and any policy with zone or node preference), touches a few
+// atomic counters; it takes no lock and allocates nothing. The caller must call the result's
+// Done exactly once.
 func (b *Balancer) Pick(info sluice.PickInfo) (sluice.PickResult, error) {
 	s := b.snap.Load()
 	if s == nil || len(s.pool) == 0 {
 		return sluice.PickResult{}, errNoEndpoint
 	}
-	// A sticky cookie is honoured wherever its endpoint is: in another zone too, since the
-	// session may have spilled over there.
+	// A sticky cookie is honoured wherever its endpoint is: on another node or in another
+	// zone too, since the session may have spilled over there.
 	if top := s.top(); top.sticky != nil {
 		if j := top.sticky.lookup(info.Request); j >= 0 && !tried(info.Tried, top.pool[j].ep.Addr) {
 			return b.result(&top.pool[j], nil), nil
 		}
 	}
 	i := s.choose(info)
-	if s.spill != nil && s.leave(i, info) {
+	for s.spill != nil && s.leave(i, info) {
 		s = s.spill
 		i = s.choose(info)
 	}
@@ -375,22 +399,22 @@ func (b *Balancer) result(e *entry, cookie *http.Cookie) sluice.PickResult {
 	return sluice.PickResult{Endpoint: *e.ep, Done: e.st.done, Cookie: cookie}
 }
 
-// top returns the snapshot that holds every pickable endpoint: s, or its spill-over set when
-// s is confined to the local zone.
+// top returns the snapshot that holds every pickable endpoint: s, or the widest of its
+// spill-over sets when s is confined to the local node or zone.
 func (s *snapshot) top() *snapshot {
-	if s.spill != nil {
-		return s.spill
+	for s.spill != nil {
+		s = s.spill
 	}
 	return s
 }
 
-// leave reports whether a try for which the local zone offered pool[i] should spill over to
-// every zone instead: because pool[i] was already tried (so was every local endpoint, or
-// choose would not have offered it), or because it is busier, per unit of weight, than
-// ZoneSpillFactor × (n + 1) where n is the in-flight count of an endpoint drawn at random from
-// the other zones. Comparing with one random remote endpoint, as the power of two choices
-// does, needs no global counter: Pick still touches only the counters of the endpoints it
-// looks at.
+// leave reports whether a try for which the local node or zone offered pool[i] should spill
+// over to the next wider tier instead: because pool[i] was already tried (so was every local
+// endpoint, or choose would not have offered it), or because it is busier, per unit of
+// weight, than ZoneSpillFactor × (n + 1) where n is the in-flight count of an endpoint drawn
+// at random from the wider tier's endpoints outside this one. Comparing with one random
+// remote endpoint, as the power of two choices does, needs no global counter: Pick still
+// touches only the counters of the endpoints it looks at.
 func (s *snapshot) leave(i int, info sluice.PickInfo) bool {
 	e := &s.pool[i]
 	if len(info.Tried) > 0 && tried(info.Tried, e.ep.Addr) {
@@ -597,14 +621,27 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 		}
 	}
 
-	local, remote := b.local(pool, eps, at)
-	var s *snapshot
-	if local == nil {
-		s = b.compile(pool, now)
-	} else {
-		s = b.compile(local, now)
-		s.spill = b.compile(pool, now)
-		s.remote = remote
+	// Tiers, narrowest first: the node's endpoints, the zone's, every endpoint. A tier that
+	// would add nothing to the one inside it is left out, so that no try spills in vain.
+	zone, zoneOut := b.local(pool, eps, at)
+	node := b.onNode(pool, eps, at)
+	var nodeOut []int32
+	if node != nil && zone != nil {
+		if nodeOut = b.offNode(zone); nodeOut == nil {
+			zone, zoneOut = nil, nil // the zone's endpoints are all on this node
+		}
+	}
+	if node != nil && zone == nil {
+		if nodeOut = b.offNode(pool); nodeOut == nil {
+			node = nil // every endpoint is on this node
+		}
+	}
+	s := b.compile(pool, now)
+	if zone != nil {
+		s = b.narrow(zone, zoneOut, s, now)
+	}
+	if node != nil {
+		s = b.narrow(node, nodeOut, s, now)
 	}
 	b.runFills()
 	b.snap.Store(s)
@@ -612,10 +649,10 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 	b.hashTables, b.hashTablesNext = b.hashTablesNext, b.hashTables[:0]
 }
 
-// runFills runs the Maglev table fills that compile left to do. When there are two (the local
-// zone's table and the spill-over set's), they run on two goroutines: they share nothing, and
-// an Update then takes as long as the longer fill rather than both; the CPU they use is the
-// same either way.
+// runFills runs the Maglev table fills that compile left to do. When there are several (the
+// local node's or zone's table and the spill-over sets'), they run on their own goroutines:
+// they share nothing, and an Update then takes as long as the longest fill rather than all;
+// the CPU they use is the same either way.
 func (b *Balancer) runFills() {
 	fills := b.fills
 	if len(fills) == 0 {
@@ -629,6 +666,14 @@ func (b *Balancer) runFills() {
 	wg.Wait()
 	clear(fills)
 	b.fills = fills[:0]
+}
+
+// narrow compiles the snapshot of a local tier, pool, that spills over to wider, remote
+// being the indexes in wider.pool of the endpoints outside the tier.
+func (b *Balancer) narrow(pool []entry, remote []int32, wider *snapshot, now int64) *snapshot {
+	s := b.compile(pool, now)
+	s.spill, s.remote = wider, remote
+	return s
 }
 
 // compile builds the snapshot of one pool: slow-start window, weights, the policy's tables.
@@ -683,18 +728,26 @@ func (c health) kept(keep uint8) int {
 	return n
 }
 
+// degraded reports whether a set with the counts c has too few Ready endpoints to be trusted
+// with its traffic: fewer than PanicThreshold of its Ready and Unhealthy ones. Terminating
+// endpoints count neither way: they are leaving whatever their health, and a rollout that
+// drains many at once must not make the healthy rest look like a minority. Envoy leaves
+// draining hosts out of its panic threshold in the same way.
+func (b *Balancer) degraded(c health) bool {
+	return float64(c.ready) < b.opts.PanicThreshold*float64(c.ready+c.unhealthy)
+}
+
 // keep applies Endpoint.State to a set with the counts c, as a mask with bit s set for each
-// State s that enters the pool: Ready endpoints normally; Ready and Unhealthy ones when fewer
-// than PanicThreshold are Ready (panic mode); Terminating ones only when nothing is Ready.
+// State s that enters the pool: Ready endpoints normally; Ready and Unhealthy ones when
+// the set is degraded (panic mode); Terminating ones only when nothing is Ready.
 func (b *Balancer) keep(c health) uint8 {
 	const (
 		ready       = 1 << sluice.Ready
 		terminating = 1 << sluice.Terminating
 		everything  = 0xff
 	)
-	total := c.ready + c.terminating + c.unhealthy
 	switch {
-	case c.ready > 0 && b.opts.PanicThreshold > 0 && float64(c.ready) < b.opts.PanicThreshold*float64(total):
+	case c.ready > 0 && b.opts.PanicThreshold > 0 && b.degraded(c):
 		return everything &^ terminating
 	case c.ready == 0 && c.terminating > 0:
 		return terminating
@@ -709,29 +762,32 @@ func (b *Balancer) keep(c health) uint8 {
 // indexes in pool of the endpoints that are not, or a nil slice when picks should not be
 // confined to the zone: zone preference is off, the zone has no endpoints, every endpoint is
 // in it, or it is too degraded to carry its traffic (no Ready endpoint, or fewer Ready than
-// PanicThreshold of its members).
+// PanicThreshold of its Ready and Unhealthy members).
 func (b *Balancer) local(pool []entry, eps []sluice.Endpoint, at []int32) ([]entry, []int32) {
 	if b.opts.Zone == "" || len(pool) == 0 {
 		return nil, nil
 	}
-	// The set is hinted when every endpoint carries ForZones hints (as kube-proxy requires).
-	hinted := true
+	// The set is hinted when every endpoint that is not Terminating carries ForZones hints,
+	// as kube-proxy requires of ready endpoints (it ignores hints when none is ready).
+	hinted, anyReady := true, false
 	for _, i := range at {
+		if eps[i].State == sluice.Terminating {
+			continue
+		}
+		anyReady = true
 		if eps[i].ForZones == "" {
 			hinted = false
 			break
 		}
 	}
-	var members, ready int
+	hinted = hinted && anyReady
+	var c health
 	for _, i := range at {
 		if ep := &eps[i]; b.isLocal(hinted, ep) {
-			members++
-			if ep.State == sluice.Ready {
-				ready++
-			}
+			c.count(ep.State)
 		}
 	}
-	if ready == 0 || float64(ready) < b.opts.PanicThreshold*float64(members) {
+	if c.ready == 0 || b.degraded(c) {
 		return nil, nil // the local zone is too degraded to carry its traffic: spill over
 	}
 	nl, nr := 0, 0
@@ -758,6 +814,63 @@ func (b *Balancer) local(pool []entry, eps []sluice.Endpoint, at []int32) ([]ent
 	}
 	return local, remote
 }
+
+// onNode applies node preference to the healthy pool, given the whole set as local is. It
+// returns the Ready endpoints of pool hinted for Options.Node, or nil when picks should not
+// prefer them: node preference is off, the node hints are unusable — a Ready endpoint has
+// none, or no Ready endpoint is hinted for Node, kube-proxy's rule for
+// trafficDistribution: PreferSameNode — or the node's endpoints are degraded as a zone's can
+// be. Only Ready endpoints decide whether the hints are usable, as in kube-proxy: an
+// Unhealthy or Terminating endpoint is not picked here whatever its hints say.
+func (b *Balancer) onNode(pool []entry, eps []sluice.Endpoint, at []int32) []entry {
+	if b.opts.Node == "" || len(pool) == 0 {
+		return nil
+	}
+	var c health
+	for _, i := range at {
+		ep := &eps[i]
+		if ep.State == sluice.Ready && ep.ForNodes == "" {
+			return nil // the set is not node-hinted
+		}
+		if b.forNode(ep) {
+			c.count(ep.State)
+		}
+	}
+	if c.ready == 0 || b.degraded(c) {
+		return nil // nothing Ready for this node, or too little of it: fall back to the zone
+	}
+	node := make([]entry, 0, c.ready)
+	for i := range pool {
+		if e := &pool[i]; e.ep.State == sluice.Ready && b.forNode(e.ep) {
+			node = append(node, *e)
+		}
+	}
+	return node
+}
+
+// offNode returns the indexes in pool of the endpoints not hinted for Options.Node, or nil
+// when there are none.
+func (b *Balancer) offNode(pool []entry) []int32 {
+	n := 0
+	for i := range pool {
+		if !b.forNode(pool[i].ep) {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	off := make([]int32, 0, n)
+	for i := range pool {
+		if !b.forNode(pool[i].ep) {
+			off = append(off, int32(i))
+		}
+	}
+	return off
+}
+
+// forNode reports whether ep's node hints list Options.Node.
+func (b *Balancer) forNode(ep *sluice.Endpoint) bool { return listHas(ep.ForNodes, b.opts.Node) }
 
 // isLocal reports whether ep is meant for Options.Zone: by its ForZones hint when the set is
 // hinted, else by its Zone.

@@ -28,6 +28,20 @@ func endpoints(n int) []sluice.Endpoint {
 	return eps
 }
 
+// hintedEndpoints returns n Ready endpoints like endpoints(n), spread over zones a, b and c,
+// endpoint i on node "node-i", with the hints the EndpointSlice controller writes for a
+// Service with trafficDistribution: PreferSameNode (each endpoint for its own zone and node).
+func hintedEndpoints(n int) []sluice.Endpoint {
+	eps := endpoints(n)
+	for i := range eps {
+		eps[i].Zone = string(rune('a' + i%3))
+		eps[i].Node = "node-" + strconv.Itoa(i)
+		eps[i].ForZones = eps[i].Zone
+		eps[i].ForNodes = eps[i].Node
+	}
+	return eps
+}
+
 // allPolicies names every policy with a configuration worth testing.
 func allPolicies() []struct {
 	name string
@@ -139,19 +153,30 @@ func TestPickDoesNotAllocate(t *testing.T) {
 		for _, n := range []int{10, 1000} {
 			t.Run(fmt.Sprintf("%s/%d", tc.name, n), func(t *testing.T) {
 				b := newBalancer(t, tc.p, balancer.Options{}, endpoints(n))
-				info := sluice.PickInfo{Request: userRequest("alice"), Tried: []string{"10.0.0.1:8080"}}
-				info.Request.AddCookie(&http.Cookie{Name: "sluice_affinity", Value: "0123456789abcdef"})
-				allocs := testing.AllocsPerRun(1000, func() {
-					res, err := b.Pick(info)
-					if err != nil {
-						panic(err)
-					}
-					res.Done(sluice.Outcome{Status: 200, Latency: time.Millisecond})
-				})
-				assert.Zero(t, allocs, "Pick and Done should not allocate")
+				assertPickDoesNotAllocate(t, b)
+			})
+			// Node and zone preference: the tried endpoint is the node's only one, so every
+			// pick spills from the node to the zone.
+			t.Run(fmt.Sprintf("%s/%d/NodeAndZone", tc.name, n), func(t *testing.T) {
+				b := newBalancer(t, tc.p, balancer.Options{Zone: "b", Node: "node-1"}, hintedEndpoints(n))
+				assertPickDoesNotAllocate(t, b)
 			})
 		}
 	}
+}
+
+func assertPickDoesNotAllocate(t *testing.T, b *balancer.Balancer) {
+	t.Helper()
+	info := sluice.PickInfo{Request: userRequest("alice"), Tried: []string{"10.0.0.1:8080"}}
+	info.Request.AddCookie(&http.Cookie{Name: "sluice_affinity", Value: "0123456789abcdef"})
+	allocs := testing.AllocsPerRun(1000, func() {
+		res, err := b.Pick(info)
+		if err != nil {
+			panic(err)
+		}
+		res.Done(sluice.Outcome{Status: 200, Latency: time.Millisecond})
+	})
+	assert.Zero(t, allocs, "Pick and Done should not allocate")
 }
 
 // TestWeightsConverge checks that weighted policies give each endpoint its share of 100,000
@@ -275,6 +300,40 @@ func TestHealth(t *testing.T) {
 		b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{PanicThreshold: -1}, mk(U, U))
 		_, err := b.Pick(sluice.PickInfo{})
 		assert.ErrorIs(t, err, sluice.ErrNoEndpoint)
+	})
+}
+
+// TestPanicThresholdIgnoresTerminating checks the case of issue 16: one Ready, one Unhealthy
+// and three Terminating endpoints. Terminating endpoints are leaving whatever their health,
+// so they count neither way: one Ready of two members is not below the 50% threshold, and
+// every try goes to the Ready endpoint. Counting them (1 < 0.5 × 5) had sent half the
+// traffic to the Unhealthy one.
+func TestPanicThresholdIgnoresTerminating(t *testing.T) {
+	eps := endpoints(5)
+	eps[1].State = sluice.Unhealthy
+	for i := 2; i < 5; i++ {
+		eps[i].State = sluice.Terminating
+	}
+	for _, tc := range allPolicies() {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBalancer(t, tc.p, balancer.Options{}, eps)
+			got := map[string]int{}
+			for i := range 1000 {
+				got[pick(t, b, sluice.PickInfo{Request: userRequest(strconv.Itoa(i))})]++
+			}
+			assert.Equal(t, map[string]int{eps[0].Addr: 1000}, got, "every try should go to the Ready endpoint")
+		})
+	}
+	t.Run("still panics when Ready are too few of Ready and Unhealthy", func(t *testing.T) {
+		e := append([]sluice.Endpoint(nil), eps...)
+		e[2].State = sluice.Unhealthy // 1 Ready, 2 Unhealthy, 2 Terminating: 1 < 0.5 × 3
+		b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{}, e)
+		seen := map[string]bool{}
+		for range 100 {
+			seen[pick(t, b, sluice.PickInfo{})] = true
+		}
+		assert.Equal(t, map[string]bool{e[0].Addr: true, e[1].Addr: true, e[2].Addr: true}, seen,
+			"panic mode should spread over Ready and Unhealthy, never Terminating")
 	})
 }
 
@@ -470,6 +529,22 @@ func TestZonePreference(t *testing.T) {
 		b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{Zone: "b"}, d)
 		assert.Len(t, picks(b), 4, "every healthy endpoint in other zones")
 	})
+	t.Run("terminating endpoints do not degrade the local zone", func(t *testing.T) {
+		// Zone b: one Ready, one Unhealthy and three Terminating endpoints. Only Ready and
+		// Unhealthy ones are weighed, 1 of 2, so the zone keeps its traffic.
+		d := append([]sluice.Endpoint(nil), eps...)
+		d[4].State = sluice.Unhealthy
+		for i := range 3 {
+			d = append(d, sluice.Endpoint{Addr: fmt.Sprintf("10.9.0.%d:8080", i), Zone: "b", State: sluice.Terminating})
+		}
+		b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{Zone: "b"}, d)
+		assert.Equal(t, map[string]bool{eps[1].Addr: true}, picks(b), "only zone b's Ready endpoint")
+
+		d[7].State = sluice.Unhealthy // now 1 Ready of 3: degraded
+		b.Update(d)
+		assert.Equal(t, map[string]bool{eps[0].Addr: true, eps[1].Addr: true, eps[2].Addr: true, eps[3].Addr: true, eps[5].Addr: true},
+			picks(b), "a zone with too few Ready endpoints spills to every Ready endpoint")
+	})
 	t.Run("spill over when the local zone is busy", func(t *testing.T) {
 		// Zone b has two of six endpoints. Hold 120 requests in flight: once a local endpoint
 		// has more than 2 × (n+1) in flight, n being a remote endpoint's count, tries go to
@@ -532,6 +607,146 @@ func TestZonePreference(t *testing.T) {
 	t.Run("unknown zone uses all", func(t *testing.T) {
 		b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{Zone: "z"}, eps)
 		assert.Len(t, picks(b), 6)
+	})
+}
+
+func TestNodePreference(t *testing.T) {
+	eps := hintedEndpoints(9) // zone b: 1, 4, 7; node-1: 1
+	set := func(idx ...int) map[string]bool {
+		m := map[string]bool{}
+		for _, i := range idx {
+			m[eps[i].Addr] = true
+		}
+		return m
+	}
+	picks := func(b *balancer.Balancer, tried ...string) map[string]bool {
+		seen := map[string]bool{}
+		for i := range 300 {
+			seen[pick(t, b, sluice.PickInfo{Request: userRequest(strconv.Itoa(i)), Tried: tried})] = true
+		}
+		return seen
+	}
+	opts := balancer.Options{Zone: "b", Node: "node-1"}
+	t.Run("node hints win over zone hints", func(t *testing.T) {
+		for _, tc := range allPolicies() {
+			t.Run(tc.name, func(t *testing.T) {
+				b := newBalancer(t, tc.p, opts, eps)
+				assert.Equal(t, set(1), picks(b), "only the endpoint hinted for node-1")
+			})
+		}
+	})
+	t.Run("no Ready endpoint for the node falls back to the zone", func(t *testing.T) {
+		d := append([]sluice.Endpoint(nil), eps...)
+		d[1].State = sluice.Unhealthy
+		b := newBalancer(t, balancer.RoundRobin{}, opts, d)
+		assert.Equal(t, set(4, 7), picks(b), "zone b's Ready endpoints")
+	})
+	t.Run("no endpoint hinted for the node falls back to the zone", func(t *testing.T) {
+		b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{Zone: "b", Node: "node-99"}, eps)
+		assert.Equal(t, set(1, 4, 7), picks(b), "zone b's endpoints")
+	})
+	t.Run("without a zone the fallback is every endpoint", func(t *testing.T) {
+		d := append([]sluice.Endpoint(nil), eps...)
+		d[1].State = sluice.Unhealthy
+		b := newBalancer(t, balancer.RoundRobin{}, balancer.Options{Node: "node-1"}, d)
+		assert.Equal(t, set(0, 2, 3, 4, 5, 6, 7, 8), picks(b), "every Ready endpoint")
+	})
+	t.Run("hints are usable only when every Ready endpoint has them", func(t *testing.T) {
+		d := append([]sluice.Endpoint(nil), eps...)
+		d[5].ForNodes = ""
+		b := newBalancer(t, balancer.RoundRobin{}, opts, d)
+		assert.Equal(t, set(1, 4, 7), picks(b), "a Ready endpoint without node hints: the zone rule")
+		d[5].State = sluice.Unhealthy
+		b.Update(d)
+		assert.Equal(t, set(1), picks(b), "an Unhealthy endpoint without node hints does not count")
+	})
+	t.Run("node endpoints are not found by Endpoint.Node alone", func(t *testing.T) {
+		d := append([]sluice.Endpoint(nil), eps...)
+		for i := range d {
+			d[i].ForNodes = ""
+		}
+		b := newBalancer(t, balancer.RoundRobin{}, opts, d)
+		assert.Equal(t, set(1, 4, 7), picks(b), "without node hints, the zone rule")
+	})
+	t.Run("a degraded node spills to the zone", func(t *testing.T) {
+		// node-1 gets two more endpoints: one Ready of three Ready and Unhealthy is degraded;
+		// once the third is Terminating instead, one of two is not.
+		d := append([]sluice.Endpoint(nil), eps...)
+		for i := range 2 {
+			d = append(d, sluice.Endpoint{Addr: fmt.Sprintf("10.9.0.%d:8080", i), Zone: "b", Node: "node-1",
+				ForZones: "b", ForNodes: "node-1", State: sluice.Unhealthy})
+		}
+		b := newBalancer(t, balancer.RoundRobin{}, opts, d)
+		assert.Equal(t, set(1, 4, 7), picks(b), "zone b's Ready endpoints")
+		d[10].State = sluice.Terminating
+		b.Update(d)
+		assert.Equal(t, set(1), picks(b), "a Terminating endpoint on the node counts neither way")
+	})
+	t.Run("a retry leaves the node for the zone, then every zone", func(t *testing.T) {
+		b := newBalancer(t, balancer.RoundRobin{}, opts, eps)
+		assert.Equal(t, set(4, 7), picks(b, eps[1].Addr), "the zone's other endpoints")
+		assert.Equal(t, set(0, 2, 3, 5, 6, 8), picks(b, eps[1].Addr, eps[4].Addr, eps[7].Addr), "the other zones")
+	})
+	t.Run("a zone all on this node is skipped", func(t *testing.T) {
+		d := append([]sluice.Endpoint(nil), eps...)
+		d[4].ForNodes, d[7].ForNodes = "node-1", "node-1"
+		b := newBalancer(t, balancer.RoundRobin{}, opts, d)
+		assert.Equal(t, set(1, 4, 7), picks(b), "the node's endpoints")
+		assert.Equal(t, set(0, 2, 3, 5, 6, 8), picks(b, eps[1].Addr, eps[4].Addr, eps[7].Addr),
+			"a retry goes straight to every endpoint")
+	})
+	t.Run("a busy node spills to the zone first", func(t *testing.T) {
+		// Hold 60 requests. The node's endpoint holds about 2 × (n+1), n being a zone
+		// endpoint's load, which holds about 2 × (m+1), m being a remote one's: roughly
+		// 20, 9 and 4.
+		for _, tc := range []struct {
+			name   string
+			factor float64
+		}{{"default factor", 0}, {"load-based spill off", -1}} {
+			t.Run(tc.name, func(t *testing.T) {
+				o := opts
+				o.ZoneSpillFactor, o.Seed = tc.factor, 7
+				b := newBalancer(t, balancer.LeastRequest{}, o, eps)
+				load := map[string]float64{}
+				var held []sluice.PickResult
+				for range 60 {
+					res, err := b.Pick(sluice.PickInfo{})
+					require.NoError(t, err)
+					switch {
+					case res.Endpoint.Node == "node-1":
+						load["node"]++
+					case res.Endpoint.Zone == "b":
+						load["zone"] += 1.0 / 2
+					default:
+						load["remote"] += 1.0 / 6
+					}
+					held = append(held, res)
+				}
+				if tc.factor < 0 {
+					assert.Equal(t, map[string]float64{"node": 60}, load, "without load-based spill, all on the node")
+				} else {
+					assert.Greater(t, load["node"], load["zone"], "per endpoint, the node's should carry the most: %v", load)
+					assert.Greater(t, load["zone"], load["remote"], "per endpoint, the zone's should carry more than others: %v", load)
+					assert.Greater(t, load["remote"], 0.0, "the zone should spill too: %v", load)
+				}
+				for _, r := range held {
+					r.Done(sluice.Outcome{Status: 200, Latency: time.Millisecond})
+				}
+				assert.Equal(t, set(1), picks(b), "once the load is gone, tries should stay on the node")
+			})
+		}
+	})
+	t.Run("sticky session kept off the node", func(t *testing.T) {
+		b := newBalancer(t, balancer.Sticky{}, opts, eps)
+		res, err := b.Pick(sluice.PickInfo{Tried: []string{eps[1].Addr, eps[4].Addr, eps[7].Addr}})
+		require.NoError(t, err)
+		res.Done(sluice.Outcome{Status: 200})
+		require.NotEqual(t, "b", res.Endpoint.Zone, "the first try was made to spill over twice")
+		require.NotNil(t, res.Cookie)
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.AddCookie(res.Cookie)
+		assert.Equal(t, res.Endpoint.Addr, pick(t, b, sluice.PickInfo{Request: r}),
+			"a session pinned to another zone should stay there")
 	})
 }
 

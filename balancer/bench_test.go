@@ -116,7 +116,9 @@ func BenchmarkPick(b *testing.B) {
 // BenchmarkPickZoned measures Pick with zone preference (Options.Zone) over three zones, with
 // every endpoint Ready: a try stays in the local third unless the local endpoint is busier
 // than a random remote one. Zone preference makes every policy count requests in flight,
-// which is most of its cost over BenchmarkPick.
+// which is most of its cost over BenchmarkPick. The Node variants add node preference
+// (Options.Node) over PreferSameNode hints: a try stays on the node's one endpoint unless it
+// is busier than one of the zone's, and then the zone's rule applies.
 func BenchmarkPickZoned(b *testing.B) {
 	reqs := benchRequests()
 	for _, n := range []int{10, 1000, 10_000} {
@@ -124,9 +126,14 @@ func BenchmarkPickZoned(b *testing.B) {
 		for i := range eps {
 			eps[i].Zone = string(rune('a' + i%3))
 		}
+		hinted := hintedEndpoints(n)
 		for _, tc := range allPolicies() {
 			b.Run(fmt.Sprintf("%s/%d", tc.name, n), func(b *testing.B) {
 				bal := newBalancer(b, tc.p, balancer.Options{Zone: "a"}, eps)
+				runPicks(b, bal, reqs, sluice.Outcome{Failure: sluice.Canceled}, nil)
+			})
+			b.Run(fmt.Sprintf("Node/%s/%d", tc.name, n), func(b *testing.B) {
+				bal := newBalancer(b, tc.p, balancer.Options{Zone: "b", Node: "node-1"}, hinted)
 				runPicks(b, bal, reqs, sluice.Outcome{Failure: sluice.Canceled}, nil)
 			})
 		}

@@ -1,7 +1,7 @@
 // Package balancer picks the endpoint for each try of a request: round robin, random,
 // least-request and peak-EWMA with the power of two choices, Maglev consistent hashing with
-// bounded loads, and cookie-based sticky sessions, with slow start, zone preference and
-// Envoy-style health handling on top.
+// bounded loads, and cookie-based sticky sessions, with slow start, zone and node preference
+// and Envoy-style health handling on top.
 //
 // # Snapshots
 //
@@ -21,9 +21,12 @@
 //
 // Endpoint.State is an input. Unhealthy endpoints are skipped; Terminating ones are used only
 // when no endpoint is Ready. When fewer than Options.PanicThreshold (default 50%) of the
-// endpoints are Ready, the balancer assumes the health signal is wrong or the service is
-// overloaded, and spreads load over Ready and Unhealthy endpoints alike, as Envoy does. Every
-// policy honours PickInfo.Tried: a retry goes to an endpoint not yet tried while there is one.
+// Ready and Unhealthy endpoints are Ready, the balancer assumes the health signal is wrong or
+// the service is overloaded, and spreads load over Ready and Unhealthy endpoints alike, as
+// Envoy does. Terminating endpoints count neither way, as Envoy leaves draining hosts out of
+// its threshold: they are leaving whatever their health, so one Ready, one Unhealthy and three
+// Terminating endpoints send every try to the Ready one. Every policy honours PickInfo.Tried:
+// a retry goes to an endpoint not yet tried while there is one.
 //
 // # Choosing a policy
 //
@@ -83,7 +86,7 @@
 // another zone or to endpoints outside the pool; with zone preference and both pools
 // changed, the two tables fill on two goroutines: 3.6 ms of wall time, 5.3 ms of CPU.
 //
-// # Slow start and zones
+// # Slow start, zones and nodes
 //
 // With Options.SlowStart, an endpoint that joins (or comes back from Unhealthy or
 // Terminating) starts at a tenth of its share and ramps up over the window, as Envoy's
@@ -94,12 +97,24 @@
 // affinity they exist for (new Sticky sessions ramp through the fallback policy).
 //
 // With Options.Zone, picks stay in the proxy's zone (following EndpointSlice hints when every
-// endpoint has them, as trafficDistribution: PreferClose asks) while the zone has capacity.
+// endpoint that is not Terminating has them, as kube-proxy does for trafficDistribution:
+// PreferSameZone) while the zone has capacity.
 // Capacity is judged per try, from in-flight counts, with no global counter: a try leaves the
 // zone when the local endpoint the policy chose has more than Options.ZoneSpillFactor
 // (default 2) × (n + 1) requests in flight, n being the count of a random endpoint in another
 // zone. An idle zone keeps all its traffic; a zone with too few endpoints for the proxies in
 // it carries about twice the load per endpoint of the others and sheds the rest. A zone with
-// fewer Ready endpoints than PanicThreshold of its members spills over entirely, and a retry
-// whose local endpoints were all tried goes elsewhere.
+// fewer Ready endpoints than PanicThreshold of its Ready and Unhealthy ones (its Terminating
+// endpoints left out, as above) spills over entirely, and a retry whose local endpoints were
+// all tried goes elsewhere.
+//
+// With Options.Node as well, picks stay on the proxy's own node when the Service asks for it
+// with trafficDistribution: PreferSameNode, whose EndpointSlice hints list each endpoint's
+// node. kube-proxy's rule decides: node hints count when every Ready endpoint has them and
+// some Ready endpoint is hinted for this node; they then win over zone hints. When no Ready
+// endpoint is hinted for the node, the zone rule applies, and failing that every endpoint is
+// used. The node's endpoints spill over to the zone's (or to every endpoint, without a zone)
+// by the same rules as a zone's do to every zone: degraded, busy, or all tried by a retry.
+// So a try falls back one tier at a time — node, zone, everywhere — and Pick still reads one
+// snapshot, whose tiers are built by Update.
 package balancer

@@ -10,12 +10,43 @@
 //     reported once (a ready copy wins over a terminating one);
 //   - the port is resolved in each slice separately, by name or number, because slices of one
 //     Service may carry different target ports during a rollout;
-//   - IPv4, IPv6 and FQDN slices are all used; the first address of each endpoint is dialled,
-//     written canonically, and an address that does not fit its slice's type is skipped;
+//   - IPv4 and IPv6 slices are used; the first address of each endpoint is dialled, written
+//     canonically, and an address that does not fit its slice's type is skipped;
+//   - FQDN slices are ignored, as kube-proxy ignores them, unless [Options.FQDN] turns them
+//     on (see below);
 //   - an endpoint whose ready condition is true or unset is [sluice.Ready]; one that is not
 //     ready but serving and terminating is [sluice.Terminating], which balancers use only while
 //     no ready endpoint exists, so connections drain during a rollout; any other is dropped;
-//   - zone, node name and hints.forZones are copied to Endpoint.Zone, Node and ForZones.
+//   - zone, node name, hints.forZones and hints.forNodes are copied to Endpoint.Zone, Node,
+//     ForZones and ForNodes.
+//
+// # Topology
+//
+// A Service's trafficDistribution (PreferSameZone, its older name PreferClose, and
+// PreferSameNode) and the topology-mode annotation are not read here: the EndpointSlice
+// controller implements them by writing hints.forZones and hints.forNodes, and kube-proxy
+// honours the hints, not the Service field. Sluice does the same: a balancer given its own
+// zone or node (package balancer) prefers the endpoints hinted for it. Following kube-proxy,
+// hints are used only when every ready endpoint carries them; terminating endpoints, which
+// the controller never hints, do not count.
+//
+// # FQDN slices
+//
+// An FQDN slice's addresses are only checked to be DNS names by the API server, so a slice
+// any namespace user can write may hold "127.0.0.1" or "169.254.169.254", which the API
+// server refuses in IPv4 slices: a proxy that dialled them would reach its own loopback or
+// the cloud's metadata service. FQDN slices are therefore off by default (each ignored slice
+// is logged once). With [Options.FQDN] set, a Source resolves each name itself and pushes IP
+// endpoints: IP literals in FQDN slices are never used, names are re-resolved every
+// FQDNOptions.Refresh, and addresses a name resolves to are used only when
+// FQDNOptions.Allow (by default [PublicAddr]) accepts them, which keeps loopback,
+// link-local, unspecified, multicast and cloud metadata addresses out.
+//
+// # Application protocol
+//
+// [Source.AppProtocol] reports the matched port's appProtocol (kubernetes.io/h2c,
+// kubernetes.io/ws, kubernetes.io/wss, http, https, grpc, ...), so that the protocol spoken to
+// the endpoints can follow the Service port, as the Gateway API specifies.
 //
 // Bursts of changes (a rollout of hundreds of pods, a re-list after a watch expired) are
 // coalesced: after a change, a Source waits [Options.Coalesce] (100 ms by default) before it
@@ -33,6 +64,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -69,6 +101,55 @@ type Options struct {
 
 	// Logger receives notes about slices that cannot be used. Nil means slog.Default().
 	Logger *slog.Logger
+
+	// FQDN, when not nil, turns on FQDN EndpointSlices, which are ignored by default (see the
+	// package documentation for why).
+	FQDN *FQDNOptions
+}
+
+// FQDNOptions configures how a Source uses FQDN EndpointSlices. The zero value is ready to
+// use.
+//
+// A Source resolves every name of its Service's FQDN slices in its Watch goroutine, one name
+// after another, and pushes an endpoint for each accepted address a name resolves to, with
+// the zone, node, hints and state of the slice endpoint. A name that fails to resolve keeps
+// the addresses of its last good answer; a name never resolved contributes nothing.
+type FQDNOptions struct {
+	// Resolver looks names up. Nil means net.DefaultResolver. Only LookupIPAddr is used.
+	Resolver discovery.Resolver
+
+	// Refresh is how often every name is resolved again; each lookup is also given at
+	// most Refresh to answer. A name that appears in a slice is resolved when the Source sees
+	// it. Zero means 30 seconds.
+	Refresh time.Duration
+
+	// Allow reports whether an address a name resolved to may be dialled. Nil means
+	// PublicAddr. Allow cannot let an IP literal written in an FQDN slice through: those are
+	// never used. To allow one more address, wrap PublicAddr:
+	//
+	//	Allow: func(a netip.Addr) bool { return a == sidecar || endpointslices.PublicAddr(a) }
+	Allow func(netip.Addr) bool
+}
+
+// metadataAddrs are cloud metadata services that are not link-local: AWS's IPv6 address and
+// Alibaba Cloud's.
+var metadataAddrs = [...]netip.Addr{
+	netip.MustParseAddr("fd00:ec2::254"),
+	netip.MustParseAddr("100.100.100.200"),
+}
+
+// PublicAddr reports whether a is an address a name in an FQDN slice may resolve to by
+// default: not loopback, link-local (169.254.0.0/16, fe80::/10, where cloud metadata services
+// such as 169.254.169.254 live), unspecified, multicast, or another known metadata address
+// (fd00:ec2::254, 100.100.100.200). IPv4-mapped IPv6 addresses are judged as IPv4. Private
+// addresses are allowed: pods and in-cluster services use them.
+func PublicAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	if !a.IsValid() || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsUnspecified() || a.IsMulticast() {
+		return false
+	}
+	a = a.WithZone("")
+	return !slices.Contains(metadataAddrs[:], a)
 }
 
 // Watcher follows the EndpointSlices of many Services through one shared informer.
@@ -80,9 +161,17 @@ type Watcher struct {
 	ownsFactory  bool // NewForClient made factory: Run shuts it down
 	coalesce     time.Duration
 	log          *slog.Logger
+	fqdn         *fqdnConfig // nil: FQDN slices are ignored
 
 	mu   sync.Mutex // mu protects subs
 	subs map[string]map[*subscriber]struct{}
+}
+
+// fqdnConfig is FQDNOptions with defaults filled in.
+type fqdnConfig struct {
+	resolver discovery.Resolver
+	refresh  time.Duration
+	allow    func(netip.Addr) bool
 }
 
 // subscriber is one running Source.Watch; notify holds at most one pending wake-up.
@@ -130,6 +219,21 @@ func newWatcher(factory informers.SharedInformerFactory, owned bool, opts Option
 	}
 	if w.log == nil {
 		w.log = slog.Default()
+	}
+	if f := opts.FQDN; f != nil {
+		if f.Refresh < 0 {
+			return nil, fmt.Errorf("endpointslices: Options.FQDN.Refresh must not be negative, got %v", f.Refresh)
+		}
+		w.fqdn = &fqdnConfig{resolver: f.Resolver, refresh: f.Refresh, allow: f.Allow}
+		if w.fqdn.resolver == nil {
+			w.fqdn.resolver = net.DefaultResolver
+		}
+		if w.fqdn.refresh == 0 {
+			w.fqdn.refresh = 30 * time.Second
+		}
+		if w.fqdn.allow == nil {
+			w.fqdn.allow = PublicAddr
+		}
 	}
 	// Several Watchers may share one factory: add the index only once.
 	if _, ok := informer.GetIndexer().GetIndexers()[serviceIndex]; !ok {
@@ -200,7 +304,10 @@ var _ discovery.Source = (*Source)(nil)
 
 // Watch waits for the informer to sync, pushes the Service's set (possibly empty), and then
 // pushes a new set, at most once per Options.Coalesce, whenever the Service's slices change
-// what it contains. It returns ctx.Err() when ctx ends.
+// what it contains, or the port's appProtocol (then with the same set, so that a subscriber
+// that reads AppProtocol in update sees every change). With Options.FQDN set, it also
+// resolves the names of FQDN slices, and resolves them again every FQDNOptions.Refresh.
+// It returns ctx.Err() when ctx ends.
 func (s *Source) Watch(ctx context.Context, update func([]sluice.Endpoint)) error {
 	sub := &subscriber{notify: make(chan struct{}, 1)}
 	s.w.subscribe(s.key, sub)
@@ -209,7 +316,8 @@ func (s *Source) Watch(ctx context.Context, update func([]sluice.Endpoint)) erro
 	if err := s.w.WaitForSync(ctx); err != nil {
 		return err
 	}
-	last := s.Endpoints()
+	v := &view{src: s, names: make(map[string]*resolution), logged: make(map[string]bool)}
+	last, lastProto := v.build(ctx, false), s.AppProtocol()
 	update(last)
 
 	timer := time.NewTimer(0)
@@ -217,34 +325,89 @@ func (s *Source) Watch(ctx context.Context, update func([]sluice.Endpoint)) erro
 		<-timer.C
 	}
 	defer timer.Stop()
+	var refresh <-chan time.Time
+	if s.w.fqdn != nil {
+		tick := time.NewTicker(s.w.fqdn.refresh)
+		defer tick.Stop()
+		refresh = tick.C
+	}
 	for {
+		again := false
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-refresh:
+			again = true
 		case <-sub.notify:
+			// Let the burst land, then take one snapshot of everything that arrived.
+			timer.Reset(s.w.coalesce)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-timer.C:
+			}
+			select { // the snapshot below covers any change signalled while waiting
+			case <-sub.notify:
+			default:
+			}
 		}
-		// Let the burst land, then take one snapshot of everything that arrived.
-		timer.Reset(s.w.coalesce)
-		select {
-		case <-ctx.Done():
+		eps, proto := v.build(ctx, again), s.AppProtocol()
+		if ctx.Err() != nil {
 			return ctx.Err()
-		case <-timer.C:
 		}
-		select { // the snapshot below covers any change signalled while waiting
-		case <-sub.notify:
-		default:
-		}
-		eps := s.Endpoints()
-		if !slices.Equal(eps, last) {
-			last = eps
+		if !slices.Equal(eps, last) || proto != lastProto {
+			last, lastProto = eps, proto
 			update(eps)
 		}
 	}
 }
 
 // Endpoints returns the Service's current set from the informer's cache, sorted by Addr.
-// It does not wait for the informer to sync.
+// It does not wait for the informer to sync, and resolves no names: endpoints of FQDN
+// slices come only from Watch.
 func (s *Source) Endpoints() []sluice.Endpoint {
+	return merge(s.slices(), s.port, nil)
+}
+
+// AppProtocol returns the appProtocol of the Source's port (kubernetes.io/h2c,
+// kubernetes.io/ws, kubernetes.io/wss, http, https, grpc, ...) from the informer's cache, or
+// "" when the port has none or no slice has the port. Only slices the Source uses count:
+// IPv4 and IPv6 ones, and FQDN ones with Options.FQDN set. The EndpointSlice controller
+// copies appProtocol from the Service port to every slice, so slices disagree only while it
+// rewrites them after the Service changed; AppProtocol then returns the value most slices
+// carry, a tie going to the value that sorts first ("" before any name), so that every
+// caller sees the same answer from the same cache.
+func (s *Source) AppProtocol() string {
+	votes := make(map[string]int)
+	for _, es := range s.slices() {
+		if !s.w.uses(es.AddressType) {
+			continue
+		}
+		if p, ok := slicePort(es, s.port); ok {
+			proto := ""
+			if p.AppProtocol != nil {
+				proto = *p.AppProtocol
+			}
+			votes[proto]++
+		}
+	}
+	best, n := "", 0
+	for proto, c := range votes {
+		if c > n || c == n && proto < best {
+			best, n = proto, c
+		}
+	}
+	return best
+}
+
+// uses reports whether slices of address type typ contribute endpoints.
+func (w *Watcher) uses(typ discoveryv1.AddressType) bool {
+	return typ == discoveryv1.AddressTypeIPv4 || typ == discoveryv1.AddressTypeIPv6 ||
+		typ == discoveryv1.AddressTypeFQDN && w.fqdn != nil
+}
+
+// slices returns the Service's slices in the informer's cache.
+func (s *Source) slices() []*discoveryv1.EndpointSlice {
 	objs, err := s.w.informer.GetIndexer().ByIndex(serviceIndex, s.key)
 	if err != nil {
 		s.w.log.Error("endpointslices: read EndpointSlice index", "service", s.key, "err", err)
@@ -256,7 +419,141 @@ func (s *Source) Endpoints() []sluice.Endpoint {
 			list = append(list, es)
 		}
 	}
-	return Merge(list, s.port)
+	return list
+}
+
+// view is the state one Source.Watch keeps between sets: the names of FQDN slices it has
+// resolved, and what it has already logged, so that each note appears once.
+type view struct {
+	src    *Source
+	names  map[string]*resolution // by name, for the names the Service's slices hold now
+	logged map[string]bool        // notes already logged, for the slices present now
+}
+
+// resolution is the last good answer for one name.
+type resolution struct {
+	addrs   []netip.Addr // accepted addresses, sorted
+	refused string       // addresses Allow refused, for logging changes only
+}
+
+// build returns the Service's set, resolving the names of FQDN slices it has not resolved
+// yet, or every name when again is true.
+func (v *view) build(ctx context.Context, again bool) []sluice.Endpoint {
+	w := v.src.w
+	list := v.src.slices()
+	seen := make(map[string]bool)
+	note := func(key, msg string, es *discoveryv1.EndpointSlice, args ...any) {
+		seen[key] = true
+		if !v.logged[key] {
+			v.logged[key] = true
+			w.log.Warn(msg, append([]any{"service", v.src.key, "slice", es.Name}, args...)...)
+		}
+	}
+	var resolve func(string) []netip.Addr
+	if w.fqdn != nil {
+		resolve = func(name string) []netip.Addr {
+			if r := v.names[name]; r != nil {
+				return r.addrs
+			}
+			return nil
+		}
+	}
+	present := make(map[string]bool)
+	for _, es := range list {
+		if es.AddressType != discoveryv1.AddressTypeFQDN {
+			continue
+		}
+		key := string(es.UID) + "/" + es.Name
+		if w.fqdn == nil {
+			note(key, "endpointslices: ignoring an FQDN EndpointSlice; set Options.FQDN to use FQDN slices", es)
+			continue
+		}
+		if _, ok := slicePort(es, v.src.port); !ok {
+			continue
+		}
+		for _, e := range es.Endpoints {
+			if len(e.Addresses) == 0 {
+				continue
+			}
+			name := e.Addresses[0]
+			if !fqdnName(name) {
+				note(key+"/"+name, "endpointslices: ignoring an FQDN slice address that is an IP address or not a DNS name", es, "address", name)
+				continue
+			}
+			present[name] = true
+		}
+	}
+	for key := range v.logged { // forget slices that are gone, so that the map stays small
+		if !seen[key] {
+			delete(v.logged, key)
+		}
+	}
+	for name := range v.names {
+		if !present[name] {
+			delete(v.names, name)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(present)) {
+		if v.names[name] == nil || again {
+			v.lookup(ctx, name)
+		}
+	}
+	return merge(list, v.src.port, resolve)
+}
+
+// lookup resolves name, keeping the addresses Allow accepts; after a failure the last good
+// answer stays.
+func (v *view) lookup(ctx context.Context, name string) {
+	cfg := v.src.w.fqdn
+	lctx, cancel := context.WithTimeout(ctx, cfg.refresh)
+	defer cancel()
+	ips, err := cfg.resolver.LookupIPAddr(lctx, name)
+	if err != nil {
+		if ctx.Err() == nil {
+			v.src.w.log.Warn("endpointslices: resolve FQDN endpoint", "service", v.src.key, "name", name, "err", err)
+		}
+		return
+	}
+	r := &resolution{}
+	var refused []string
+	for _, ip := range ips {
+		a, ok := netip.AddrFromSlice(ip.IP)
+		if !ok {
+			continue
+		}
+		a = a.Unmap().WithZone(ip.Zone)
+		if !cfg.allow(a) {
+			refused = append(refused, a.String())
+			continue
+		}
+		r.addrs = append(r.addrs, a)
+	}
+	slices.SortFunc(r.addrs, netip.Addr.Compare)
+	r.addrs = slices.Compact(r.addrs)
+	r.refused = strings.Join(refused, ",")
+	if old := v.names[name]; r.refused != "" && (old == nil || old.refused != r.refused) {
+		v.src.w.log.Warn("endpointslices: FQDN endpoint resolved to addresses that are not allowed; dropping them",
+			"service", v.src.key, "name", name, "addresses", r.refused)
+	}
+	v.names[name] = r
+}
+
+// fqdnName reports whether addr, from an FQDN slice, is a DNS name worth resolving: a valid
+// name that is not an IP address in any spelling a resolver might accept ("127.0.0.1",
+// "127.1", "0x7f.1"), which the last label being a number catches, since no top-level
+// domain is numeric.
+func fqdnName(addr string) bool {
+	if len(validation.IsDNS1123Subdomain(addr)) > 0 {
+		return false
+	}
+	if _, err := netip.ParseAddr(addr); err == nil {
+		return false
+	}
+	last := addr[strings.LastIndexByte(addr, '.')+1:]
+	if _, err := strconv.ParseUint(last, 0, 64); err == nil {
+		return false
+	}
+	return true
 }
 
 func (w *Watcher) subscribe(key string, sub *subscriber) {
@@ -322,8 +619,15 @@ func indexByService(obj any) ([]string, error) {
 
 // Merge builds the endpoint set of one Service from its slices, resolving port in each
 // slice as Watcher.Source describes. It is exported for embedders that keep their own
-// caches; the result is sorted by Addr with each Addr once.
+// caches; the result is sorted by Addr with each Addr once. FQDN slices are ignored: using
+// them takes the name resolution and address checks Options.FQDN gives a Source.
 func Merge(eslices []*discoveryv1.EndpointSlice, port string) []sluice.Endpoint {
+	return merge(eslices, port, nil)
+}
+
+// merge is Merge, with FQDN slices when resolve is not nil: resolve returns the accepted
+// addresses of a name that fqdnName accepts.
+func merge(eslices []*discoveryv1.EndpointSlice, port string, resolve func(name string) []netip.Addr) []sluice.Endpoint {
 	n := 0
 	for _, es := range eslices {
 		if es != nil {
@@ -332,21 +636,30 @@ func Merge(eslices []*discoveryv1.EndpointSlice, port string) []sluice.Endpoint 
 	}
 	eps := make([]sluice.Endpoint, 0, n)
 	for _, es := range eslices {
-		if es == nil {
+		if es == nil || es.AddressType == discoveryv1.AddressTypeFQDN && resolve == nil {
 			continue
 		}
-		num, ok := slicePort(es, port)
+		p, ok := slicePort(es, port)
 		if !ok {
 			continue
 		}
+		num := uint16(*p.Port)
 		ps := strconv.Itoa(int(num))
 		for i := range es.Endpoints {
 			e := &es.Endpoints[i]
 			if len(e.Addresses) == 0 {
 				continue
 			}
-			host, ok := endpointHost(es.AddressType, e.Addresses[0])
-			if !ok {
+			var hosts []netip.Addr
+			host := ""
+			if es.AddressType == discoveryv1.AddressTypeFQDN {
+				if !fqdnName(e.Addresses[0]) {
+					continue
+				}
+				if hosts = resolve(e.Addresses[0]); len(hosts) == 0 {
+					continue
+				}
+			} else if host, ok = endpointHost(es.AddressType, e.Addresses[0]); !ok {
 				continue
 			}
 			c := e.Conditions
@@ -362,21 +675,25 @@ func Merge(eslices []*discoveryv1.EndpointSlice, port string) []sluice.Endpoint 
 			default:
 				continue
 			}
-			ep := sluice.Endpoint{Addr: net.JoinHostPort(host, ps), State: state}
+			ep := sluice.Endpoint{State: state}
 			if e.Zone != nil {
 				ep.Zone = *e.Zone
 			}
 			if e.NodeName != nil {
 				ep.Node = *e.NodeName
 			}
-			if e.Hints != nil && len(e.Hints.ForZones) > 0 {
-				zones := make([]string, len(e.Hints.ForZones))
-				for i, z := range e.Hints.ForZones {
-					zones[i] = z.Name
-				}
-				ep.ForZones = strings.Join(zones, ",")
+			if e.Hints != nil {
+				ep.ForZones = joinNames(e.Hints.ForZones, func(z discoveryv1.ForZone) string { return z.Name })
+				ep.ForNodes = joinNames(e.Hints.ForNodes, func(n discoveryv1.ForNode) string { return n.Name })
 			}
-			eps = append(eps, ep)
+			if hosts == nil {
+				ep.Addr = net.JoinHostPort(host, ps)
+				eps = append(eps, ep)
+			}
+			for _, a := range hosts {
+				ep.Addr = netip.AddrPortFrom(a, num).String()
+				eps = append(eps, ep)
+			}
 		}
 	}
 	// Sort so that, for one Addr, a Ready copy comes first and is the one kept.
@@ -389,11 +706,27 @@ func Merge(eslices []*discoveryv1.EndpointSlice, port string) []sluice.Endpoint 
 	return slices.CompactFunc(eps, func(a, b sluice.Endpoint) bool { return a.Addr == b.Addr })
 }
 
-// endpointHost returns the host to dial for an endpoint's address in a slice of type typ:
-// an IP address of the slice's family in canonical form, so that one endpoint written two
-// ways is still one endpoint, or a DNS name for FQDN slices. The API server validates
-// addresses, but Merge also serves embedders' own caches, so an address it would reject, or
-// an unknown address type, yields nothing rather than an Addr no dialer can use.
+// joinNames returns the names of hints, comma-separated, as Endpoint.ForZones and ForNodes
+// hold them.
+func joinNames[H any](hints []H, name func(H) string) string {
+	switch len(hints) {
+	case 0:
+		return ""
+	case 1:
+		return name(hints[0])
+	}
+	names := make([]string, len(hints))
+	for i, h := range hints {
+		names[i] = name(h)
+	}
+	return strings.Join(names, ",")
+}
+
+// endpointHost returns the host to dial for an endpoint's address in an IP slice of type
+// typ: an IP address of the slice's family in canonical form, so that one endpoint written
+// two ways is still one endpoint. The API server validates addresses, but Merge also serves
+// embedders' own caches, so an address it would reject, or another address type, yields
+// nothing rather than an Addr no dialer can use.
 func endpointHost(typ discoveryv1.AddressType, addr string) (string, bool) {
 	switch typ {
 	case discoveryv1.AddressTypeIPv4, discoveryv1.AddressTypeIPv6:
@@ -402,39 +735,38 @@ func endpointHost(typ discoveryv1.AddressType, addr string) (string, bool) {
 			return "", false
 		}
 		return a.String(), true
-	case discoveryv1.AddressTypeFQDN:
-		return addr, len(validation.IsDNS1123Subdomain(addr)) == 0
 	}
 	return "", false
 }
 
-// slicePort finds the port number for want in es: by name, by number, or the unnamed/only
-// port when want is empty. Only TCP ports (or ports without a protocol) in 1..65535 match.
-func slicePort(es *discoveryv1.EndpointSlice, want string) (int32, bool) {
+// slicePort finds the port for want in es: by name, by number, or the unnamed/only port when
+// want is empty. Only TCP ports (or ports without a protocol) in 1..65535 match; the port
+// returned has a non-nil Port.
+func slicePort(es *discoveryv1.EndpointSlice, want string) (discoveryv1.EndpointPort, bool) {
 	num, numErr := strconv.ParseUint(want, 10, 16)
 	tcp := 0
-	var only int32
+	var only discoveryv1.EndpointPort
 	for _, p := range es.Ports {
 		if p.Protocol != nil && *p.Protocol != "TCP" || p.Port == nil || *p.Port < 1 || *p.Port > 65535 {
 			continue
 		}
 		tcp++
-		only = *p.Port
+		only = p
 		name := ""
 		if p.Name != nil {
 			name = *p.Name
 		}
 		switch {
 		case want == "" && name == "":
-			return *p.Port, true
+			return p, true
 		case want != "" && name == want:
-			return *p.Port, true
+			return p, true
 		case numErr == nil && uint64(*p.Port) == num:
-			return *p.Port, true
+			return p, true
 		}
 	}
 	if want == "" && tcp == 1 {
 		return only, true
 	}
-	return 0, false
+	return discoveryv1.EndpointPort{}, false
 }

@@ -51,7 +51,10 @@ func TestMerge(t *testing.T) {
 	httpPort := []discoveryv1.EndpointPort{port("http", 8080), port("metrics", 9090)}
 	zoned := ep("10.244.0.9", yes, yes, no)
 	zoned.Zone, zoned.NodeName = ptr("zone-a"), ptr("node-1")
-	zoned.Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: "zone-a"}, {Name: "zone-b"}}}
+	zoned.Hints = &discoveryv1.EndpointHints{
+		ForZones: []discoveryv1.ForZone{{Name: "zone-a"}, {Name: "zone-b"}},
+		ForNodes: []discoveryv1.ForNode{{Name: "node-1"}},
+	}
 
 	tests := []struct {
 		name   string
@@ -100,18 +103,18 @@ func TestMerge(t *testing.T) {
 		port:   "",
 		want:   []sluice.Endpoint{{Addr: "10.244.0.1:53"}},
 	}, {
-		name: "IPv6 and FQDN",
+		name: "IPv6 is used; FQDN slices are not, Merge resolves no names",
 		slices: []*discoveryv1.EndpointSlice{
 			slice("s6", "web", discoveryv1.AddressTypeIPv6, httpPort, ep("fd00::1", nil, nil, nil)),
 			slice("sf", "web", discoveryv1.AddressTypeFQDN, httpPort, ep("db.example.com", nil, nil, nil)),
 		},
 		port: "http",
-		want: []sluice.Endpoint{{Addr: "[fd00::1]:8080"}, {Addr: "db.example.com:8080"}},
+		want: []sluice.Endpoint{{Addr: "[fd00::1]:8080"}},
 	}, {
 		name:   "zone, node and hints",
 		slices: []*discoveryv1.EndpointSlice{slice("s1", "web", discoveryv1.AddressTypeIPv4, httpPort, zoned)},
 		port:   "http",
-		want:   []sluice.Endpoint{{Addr: "10.244.0.9:8080", Zone: "zone-a", Node: "node-1", ForZones: "zone-a,zone-b"}},
+		want:   []sluice.Endpoint{{Addr: "10.244.0.9:8080", Zone: "zone-a", Node: "node-1", ForZones: "zone-a,zone-b", ForNodes: "node-1"}},
 	}, {
 		name:   "no matching port",
 		slices: []*discoveryv1.EndpointSlice{slice("s1", "web", discoveryv1.AddressTypeIPv4, httpPort, ep("10.244.0.1", nil, nil, nil)), nil},

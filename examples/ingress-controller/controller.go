@@ -72,6 +72,7 @@ type controller struct {
 	limiters map[limiterKey]*ratelimit.Limiter
 	lastGood map[string]*ingressConfig // by namespace/name
 	lastErr  map[string]string         // by namespace/name: the error last reported
+	status   statusState               // status.go: who writes status, what left the class
 
 	// mu protects proxies (read by Drain after Run) and secrets (read by secret goroutines).
 	mu      sync.Mutex

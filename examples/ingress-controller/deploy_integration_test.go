@@ -6,6 +6,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -50,7 +51,7 @@ func (w *warnings) take() []string {
 // kustomization's order, to a real kube-apiserver: every object must be accepted without a
 // warning (the namespace warns about, and enforces, the restricted Pod Security Standard), a
 // pod made from the Deployment's template must be admitted, and the controller must become
-// ready with only the permissions of the ServiceAccount the pods run as.
+// ready and take its Lease with only the permissions of the ServiceAccount the pods run as.
 func TestIntegrationDeploy(t *testing.T) {
 	cluster := kubetest.Start(t)
 	warned := &warnings{}
@@ -107,6 +108,15 @@ func TestIntegrationDeploy(t *testing.T) {
 		require.NoError(t, err)
 		// startRig waits for /readyz: every informer listed and watched as the ServiceAccount.
 		svc := only[*corev1.Service](t, ms)
-		startRig(t, saClient, &kubetest.AddrMap{}, func(c *config) { c.PublishService = svc.Namespace + "/" + svc.Name })
+		startRig(t, saClient, &kubetest.AddrMap{}, func(c *config) {
+			c.PublishService = svc.Namespace + "/" + svc.Name
+			// As the pods run it: elected, with the flags' defaults, in the pod's namespace.
+			c.Election, c.ElectionNamespace, c.ElectionIdentity = true, d.Namespace, "deploy-test"
+			c.LeaseDuration, c.RenewDeadline, c.RetryPeriod = 15*time.Second, 10*time.Second, 2*time.Second
+		})
+		require.Eventually(t, func() bool {
+			l, err := cluster.Client.CoordinationV1().Leases(d.Namespace).Get(ctx, "sluice-ingress-sluice", metav1.GetOptions{})
+			return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity == "deploy-test"
+		}, 20*time.Second, 10*time.Millisecond, "the replica should take the Lease in %s", d.Namespace)
 	})
 }

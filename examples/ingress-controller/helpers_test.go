@@ -198,6 +198,10 @@ func applyObject(ctx context.Context, c kubernetes.Interface, obj runtime.Object
 		return upsert(ctx, c.RbacV1().ClusterRoles(), o, func(cur *rbacv1.ClusterRole) { o.ResourceVersion = cur.ResourceVersion })
 	case *rbacv1.ClusterRoleBinding:
 		return upsert(ctx, c.RbacV1().ClusterRoleBindings(), o, func(cur *rbacv1.ClusterRoleBinding) { o.ResourceVersion = cur.ResourceVersion })
+	case *rbacv1.Role:
+		return upsert(ctx, c.RbacV1().Roles(o.Namespace), o, func(cur *rbacv1.Role) { o.ResourceVersion = cur.ResourceVersion })
+	case *rbacv1.RoleBinding:
+		return upsert(ctx, c.RbacV1().RoleBindings(o.Namespace), o, func(cur *rbacv1.RoleBinding) { o.ResourceVersion = cur.ResourceVersion })
 	case *networkingv1.IngressClass:
 		return upsert(ctx, c.NetworkingV1().IngressClasses(), o, func(cur *networkingv1.IngressClass) { o.ResourceVersion = cur.ResourceVersion })
 	}

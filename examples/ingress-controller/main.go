@@ -11,6 +11,9 @@
 // The admin listener serves /healthz, /readyz (ready after the first full sync, not ready
 // while draining) and /metrics. SIGTERM drains: listeners close, in-flight requests and
 // upgraded connections finish, up to -drain.
+//
+// Several replicas may run: all serve traffic, and the one holding a Lease (client-go leader
+// election, -election) writes Ingress status and Events.
 package main
 
 import (
@@ -52,6 +55,16 @@ type config struct {
 	Debounce       time.Duration
 	Coalesce       time.Duration
 
+	// Election, when true, lets only the replica holding the Lease ElectionID in
+	// ElectionNamespace write status and Events (leader.go has the defaults of the others).
+	Election          bool
+	ElectionNamespace string
+	ElectionID        string
+	ElectionIdentity  string
+	LeaseDuration     time.Duration
+	RenewDeadline     time.Duration
+	RetryPeriod       time.Duration
+
 	// Client, when not nil, is used instead of one built from Kubeconfig.
 	Client kubernetes.Interface
 	// Dial, when not nil, opens the connections to backends (tests map pod IPs with it).
@@ -77,6 +90,13 @@ func main() {
 	flag.DurationVar(&cfg.Drain, "drain", 30*time.Second, "how long SIGTERM waits for in-flight requests")
 	flag.DurationVar(&cfg.Debounce, "debounce", 5*time.Millisecond, "how long a rebuild waits for more changes after the first")
 	flag.DurationVar(&cfg.Coalesce, "coalesce", 50*time.Millisecond, "shortest time between two endpoint updates of one Service")
+	flag.BoolVar(&cfg.Election, "election", true, "elect one replica, by a Lease, to write Ingress status and Events; false for a single replica")
+	flag.StringVar(&cfg.ElectionNamespace, "election-namespace", "", "namespace of the Lease; empty means the pod's (or the kubeconfig context's)")
+	flag.StringVar(&cfg.ElectionID, "election-id", "", "name of the Lease; empty means sluice-ingress-CLASS, so that two classes never share one")
+	flag.StringVar(&cfg.ElectionIdentity, "election-identity", "", "this replica's name in the Lease; empty means $POD_NAME, else the host name")
+	flag.DurationVar(&cfg.LeaseDuration, "lease-duration", 15*time.Second, "how long a Lease not renewed keeps other replicas from taking over")
+	flag.DurationVar(&cfg.RenewDeadline, "renew-deadline", 10*time.Second, "how long the leader tries to renew before it stops writing (< -lease-duration)")
+	flag.DurationVar(&cfg.RetryPeriod, "retry-period", 2*time.Second, "time between two tries to acquire or renew the Lease")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
@@ -114,6 +134,11 @@ func run(ctx context.Context, cfg *config) error {
 		return err
 	}
 	defer c.cache.Close()
+	if cfg.Election {
+		if c.status.elector, err = newElector(cfg, client, c.changed); err != nil {
+			return err
+		}
+	}
 
 	var lns []net.Listener
 	listen := func(addr string) (net.Listener, error) {
@@ -173,6 +198,13 @@ func run(ctx context.Context, cfg *config) error {
 		})
 	}
 	wg.Go(func() { _ = c.Run(ctrlCtx) })
+	// The election stops first when draining, so that another replica takes over the status
+	// while this one finishes its requests.
+	electCtx, stopElection := context.WithCancel(context.Background())
+	defer stopElection()
+	if el := c.status.elector; el != nil {
+		wg.Go(func() { _ = el.Run(electCtx) })
+	}
 	if httpLn != nil {
 		serve(func() error { return httpSrv.Serve(httpLn) })
 	}
@@ -200,6 +232,7 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	// Drain: say not ready, stop accepting, let requests and upgraded connections finish.
 	draining.Store(true)
+	stopElection()
 	cfg.Logger.Info("draining", "timeout", cfg.Drain)
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.Drain)
 	defer cancel()

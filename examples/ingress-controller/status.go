@@ -12,23 +12,45 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // apiTimeout bounds each status write and event, so that a slow API server delays the next
 // rebuild by at most this much.
 const apiTimeout = 5 * time.Second
 
+// statusState is what the status writer keeps between rebuilds. Its zero value is ready to
+// use, without election: the replica writes.
+type statusState struct {
+	// elector says whether this replica writes status and Events; nil means it always does.
+	// main sets it before Run.
+	elector *elector
+
+	// The maps below belong to the goroutine running Run. Every replica keeps them, leader
+	// or not, so that a replica that becomes leader knows what left the class before.
+	ours   map[string]bool   // namespace/name of the Ingresses of our class at the last rebuild
+	left   map[string]bool   // namespace/name of Ingresses that left the class, status not yet cleared
+	events map[string]string // namespace/name → the error last recorded as an Event
+}
+
 // reportInvalid logs why an Ingress was refused and, once per distinct error, records a
-// Warning Event on it so that `kubectl describe ingress` shows the reason.
+// Warning Event on it so that `kubectl describe ingress` shows the reason. Only the leader
+// records Events; a replica that becomes leader records the current errors once more.
 func (c *controller) reportInvalid(ctx context.Context, ing *networkingv1.Ingress, err error) {
 	key := ing.Namespace + "/" + ing.Name
 	msg := err.Error()
-	if c.lastErr[key] == msg {
+	kept := c.lastGood[key] != nil
+	if c.lastErr[key] != msg {
+		c.lastErr[key] = msg
+		c.logger.Error("invalid ingress", "ingress", key, "err", err, "keeping_last_good_config", kept)
+	}
+	if c.status.events[key] == msg || !c.status.elector.Leading() {
 		return
 	}
-	c.lastErr[key] = msg
-	kept := c.lastGood[key] != nil
-	c.logger.Error("invalid ingress", "ingress", key, "err", err, "keeping_last_good_config", kept)
+	if c.status.events == nil {
+		c.status.events = make(map[string]string)
+	}
+	c.status.events[key] = msg
 	if kept {
 		msg += " (the last valid configuration stays in effect)"
 	}
@@ -55,13 +77,26 @@ func (c *controller) reportInvalid(ctx context.Context, ing *networkingv1.Ingres
 }
 
 // writeStatus sets status.loadBalancer.ingress of every served Ingress to the addresses this
-// controller is reached at, writing only those that differ.
+// controller is reached at, and clears it on the Ingresses that left the class, writing only
+// what differs. Only the leader writes: every replica tracks which Ingresses left the class,
+// but a follower only forgets those whose status is already clear.
+//
+// Writing only what differs is what keeps a change of leader quiet: the new leader publishes
+// the same addresses, finds them in place, and writes nothing.
 func (c *controller) writeStatus(ctx context.Context, ics []*ingressConfig) {
+	s := &c.status
+	c.trackClass()
+	for key := range s.events {
+		if _, ok := c.lastErr[key]; !ok {
+			delete(s.events, key) // valid again, or gone: a new error deserves a new Event
+		}
+	}
 	want, err := c.publishAddresses()
 	if err != nil {
 		c.logger.Warn("publish address", "err", err)
 		return
 	}
+	c.clearLeft(ctx, want)
 	if want == nil {
 		return // nothing to publish: leave statuses to whoever set them
 	}
@@ -69,17 +104,82 @@ func (c *controller) writeStatus(ctx context.Context, ics []*ingressConfig) {
 		if equality.Semantic.DeepEqual(ic.ing.Status.LoadBalancer.Ingress, want) {
 			continue
 		}
-		ing := ic.ing.DeepCopy()
-		ing.Status.LoadBalancer.Ingress = want
-		uctx, cancel := context.WithTimeout(ctx, apiTimeout)
-		_, err := c.client.NetworkingV1().Ingresses(ing.Namespace).UpdateStatus(uctx, ing, metav1.UpdateOptions{})
-		cancel()
-		if err != nil {
-			// A conflict means a newer version is on its way to the informer, and with it
-			// another rebuild that retries.
-			c.logger.Warn("update ingress status", "ingress", ic.key(), "err", err)
+		if !s.elector.Leading() {
+			return
+		}
+		c.updateStatus(ctx, ic.ing, want)
+	}
+}
+
+// trackClass records which Ingresses are of our class and which of those seen at the last
+// rebuild no longer are: their class changed, or their legacy annotation went.
+func (c *controller) trackClass() {
+	s := &c.status
+	all, err := c.ingresses.List(labels.Everything())
+	if err != nil {
+		c.logger.Error("list ingresses", "err", err)
+		return
+	}
+	ours := make(map[string]bool, len(s.ours))
+	for _, ing := range all {
+		key := ing.Namespace + "/" + ing.Name
+		switch {
+		case c.ours(ing):
+			ours[key] = true
+			delete(s.left, key)
+		case s.ours[key]:
+			if s.left == nil {
+				s.left = make(map[string]bool)
+			}
+			s.left[key] = true
 		}
 	}
+	s.ours = ours
+}
+
+// clearLeft clears the status of the Ingresses that left the class, if it is still the one
+// this controller publishes (want): an Ingress another controller took over may carry that
+// controller's status already, which is not ours to clear. It forgets the Ingresses that are
+// gone, clear, or carry another status; a follower clears none itself.
+func (c *controller) clearLeft(ctx context.Context, want []networkingv1.IngressLoadBalancerIngress) {
+	s := &c.status
+	for key := range s.left {
+		ns, name, _ := strings.Cut(key, "/")
+		ing, err := c.ingresses.Ingresses(ns).Get(name)
+		if err != nil { // deleted
+			delete(s.left, key)
+			continue
+		}
+		cur := ing.Status.LoadBalancer.Ingress
+		if len(cur) == 0 || want == nil || !equality.Semantic.DeepEqual(cur, want) {
+			delete(s.left, key)
+			continue
+		}
+		if !s.elector.Leading() {
+			continue
+		}
+		if c.updateStatus(ctx, ing, nil) {
+			c.logger.Info("cleared the status of an Ingress that left the class", "ingress", key)
+			delete(s.left, key)
+		}
+	}
+}
+
+// updateStatus writes lb as the status.loadBalancer.ingress of ing and reports whether the
+// write succeeded.
+func (c *controller) updateStatus(ctx context.Context, ing *networkingv1.Ingress, lb []networkingv1.IngressLoadBalancerIngress) bool {
+	ing = ing.DeepCopy()
+	ing.Status.LoadBalancer.Ingress = lb
+	uctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	opts := metav1.UpdateOptions{FieldManager: c.status.elector.fieldManager()}
+	if _, err := c.client.NetworkingV1().Ingresses(ing.Namespace).UpdateStatus(uctx, ing, opts); err != nil {
+		// A conflict means a newer version is on its way to the informer, and with it
+		// another rebuild that retries.
+		c.logger.Warn("update ingress status", "ingress", ing.Namespace+"/"+ing.Name, "err", err)
+		return false
+	}
+	return true
 }
 
 // publishAddresses returns the addresses to publish: -publish-address, else the load
