@@ -62,7 +62,7 @@ func (x *exchange) switchProtocols(res *http.Response, pr sluice.PickResult, o s
 		x.report(pr, o)
 		return
 	}
-	x.stats.Bytes = x.p.tunnels.run(conn, brw.Reader, back, x.p.idle, strings.EqualFold(x.upgrade, "websocket"))
+	x.stats.Bytes = x.p.tunnels.run(conn, brw.Reader, back, pr.Endpoint.Addr, x.p.idle, strings.EqualFold(x.upgrade, "websocket"))
 	x.report(pr, o)
 }
 
@@ -75,6 +75,7 @@ type tunnels struct {
 }
 
 type tunnel struct {
+	addr   string // the endpoint's address, for CloseTunnels
 	client net.Conn
 	back   io.ReadWriteCloser
 	once   sync.Once
@@ -104,8 +105,8 @@ func (t *tunnel) close() {
 // bytes the server buffered) and the upstream until either side ends, then closes both. A
 // tunnel with no traffic for idle is closed. A WebSocket tunnel (ws) follows its frames, so
 // that Shutdown can close it cleanly. It returns the bytes sent to the client.
-func (ts *tunnels) run(client net.Conn, clientR io.Reader, back io.ReadWriteCloser, idle time.Duration, ws bool) int64 {
-	t := &tunnel{client: client, back: back}
+func (ts *tunnels) run(client net.Conn, clientR io.Reader, back io.ReadWriteCloser, addr string, idle time.Duration, ws bool) int64 {
+	t := &tunnel{addr: addr, client: client, back: back}
 	if ws {
 		t.toClient, t.toBack = new(wsStream), new(wsStream)
 	}
@@ -198,6 +199,41 @@ func (p *Proxy) Upgraded() int {
 	p.tunnels.mu.Lock()
 	defer p.tunnels.mu.Unlock()
 	return len(p.tunnels.active)
+}
+
+// InFlight returns the number of requests p is serving, upgraded connections included: a
+// request whose connection switched protocols is served until its tunnel closes. A proxy
+// taken out of use (by a route change, say) still has work to drain until InFlight is 0.
+func (p *Proxy) InFlight() int { return int(p.inflight.Load()) }
+
+// CloseTunnels closes the upgraded connections through p whose endpoint address keep
+// rejects, and returns how many it closed. It does not wait for them to end. A WebSocket
+// tunnel is closed as Shutdown closes one: both peers are sent close 1001 "going away" and
+// are cut off a second later if they have not closed by then; other tunnels are closed at
+// once. Upgrades still in progress are not affected.
+//
+// It is for endpoints that left the service while still running: requests stop reaching
+// them as soon as the balancer has the new set, but a tunnel stays with the endpoint it was
+// opened to until someone closes it (package pool does, after Options.TunnelGrace). keep is
+// called with p's tunnels locked and must not call back into p.
+func (p *Proxy) CloseTunnels(keep func(addr string) bool) int {
+	ts := &p.tunnels
+	ts.mu.Lock()
+	var gone []*tunnel
+	for t := range ts.active {
+		if !keep(t.addr) {
+			gone = append(gone, t)
+		}
+	}
+	ts.mu.Unlock()
+	for _, t := range gone {
+		if t.goAway() {
+			time.AfterFunc(goAwayGrace, t.close)
+		} else {
+			t.close()
+		}
+	}
+	return len(gone)
 }
 
 // Shutdown closes every upgraded connection through p, and any that completes its upgrade

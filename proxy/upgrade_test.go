@@ -652,3 +652,55 @@ func TestDrainSeveralServers(t *testing.T) {
 		assert.Error(t, err, "a drained server accepts nothing")
 	}
 }
+
+// CloseTunnels closes only the tunnels to endpoints keep rejects, each with close 1001 "going
+// away", and leaves the others echoing; InFlight counts a tunnel as a request until it ends.
+func TestCloseTunnels(t *testing.T) {
+	c := newCluster()
+	kept := &wsFrameBackend{closed: make(chan []byte, 1)}
+	gone := &wsFrameBackend{closed: make(chan []byte, 1)}
+	c.backend(t, "10.0.0.1:80", kept)
+	c.backend(t, "10.0.0.2:80", gone)
+	p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80", "10.0.0.2:80"), DialContext: c.dial}
+	srv := front(t, p)
+	keptConn, keptBr := wsDial(t, srv.Listener.Addr().String()) // round robin: 10.0.0.1 first
+	goneConn, goneBr := wsDial(t, srv.Listener.Addr().String())
+	keptConn.SetDeadline(time.Now().Add(10 * time.Second))
+	goneConn.SetDeadline(time.Now().Add(10 * time.Second))
+	echo := func(conn net.Conn, br *bufio.Reader, msg string) error {
+		if err := writeFrame(conn, 0x1, []byte(msg), true); err != nil {
+			return err
+		}
+		f, err := readFrame(br)
+		if err == nil && string(f.payload) != msg {
+			err = errors.New("echoed " + string(f.payload))
+		}
+		return err
+	}
+	require.NoError(t, echo(keptConn, keptBr, "a"))
+	require.NoError(t, echo(goneConn, goneBr, "b"))
+	require.Equal(t, 2, p.Upgraded())
+	require.Equal(t, 2, p.InFlight(), "an open tunnel is a request in flight")
+
+	n := p.CloseTunnels(func(addr string) bool { return addr != "10.0.0.2:80" })
+	assert.Equal(t, 1, n, "one tunnel goes to the rejected endpoint")
+	goingAway := append([]byte{0x03, 0xe9}, "going away"...)
+	f, err := readFrame(goneBr)
+	require.NoError(t, err, "the client of the closed tunnel is sent a close frame")
+	assert.Equal(t, goingAway, f.payload)
+	readEOF(t, goneConn, goneBr, "then its connection is closed")
+	select {
+	case got := <-gone.closed:
+		assert.Equal(t, goingAway, got, "its upstream is sent close 1001")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the rejected endpoint got no close frame")
+	}
+
+	assert.NoError(t, echo(keptConn, keptBr, "still here"), "the kept tunnel still echoes")
+	require.Eventually(t, func() bool { return p.Upgraded() == 1 && p.InFlight() == 1 },
+		10*time.Second, time.Millisecond, "one tunnel is left, and one request in flight")
+	assert.Equal(t, 0, p.CloseTunnels(func(string) bool { return true }), "keeping every address closes nothing")
+	keptConn.Close()
+	require.Eventually(t, func() bool { return p.InFlight() == 0 },
+		10*time.Second, time.Millisecond, "InFlight falls to 0 once the last tunnel ends")
+}
