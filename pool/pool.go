@@ -30,9 +30,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/balancer"
@@ -65,7 +67,27 @@ type Options struct {
 	// of its Observer, which keeps receiving every outcome. The pool owns the Proxy from New
 	// on: its fields must not change afterwards.
 	Proxy *proxy.Proxy
+
+	// TunnelGrace is how long an endpoint may be missing from Source's set before the
+	// upgraded connections (WebSockets) still open to it are closed, with close 1001 "going
+	// away" (see [proxy.Proxy.CloseTunnels]). Zero means 30s; negative means never.
+	//
+	// Requests stop going to an endpoint as soon as it leaves the set, but a tunnel stays
+	// with the endpoint it was opened to, and an endpoint that leaves while its process keeps
+	// running (a pod relabelled out of its Service, a scale-down whose pod lingers, a rollout
+	// that drops it) would keep serving its WebSockets for as long as the peers like: old code,
+	// a backend nobody routes to, connections nobody counts. kube-proxy removes the conntrack
+	// entries of an endpoint that left for the same reason. The grace lets an endpoint that
+	// blinks out of the set (a readiness flap, a re-created EndpointSlice) come back without
+	// losing its tunnels. An endpoint that is terminating but still serving stays in the
+	// set (as [sluice.Terminating]) and keeps its tunnels until its process ends them; one
+	// that is not ready is out of the set. Use a negative value for a source whose sets are
+	// not the whole pool, such as DNS answers that carry only some of the addresses.
+	TunnelGrace time.Duration
 }
+
+// defaultTunnelGrace is Options.TunnelGrace's zero value.
+const defaultTunnelGrace = 30 * time.Second
 
 // Pool is one backend service: a discovery source feeding a health checker, which feeds a
 // balancer, which a proxy picks from on every try, each try's outcome going back to the health
@@ -83,6 +105,16 @@ type Pool struct {
 	running    atomic.Bool
 	synced     chan struct{} // closed by the first set pushed to the balancer
 	syncedOnce sync.Once
+
+	grace time.Duration    // TunnelGrace with its default; negative for never
+	now   func() time.Time // time.Now; tests replace it
+	wake  chan struct{}    // capacity 1: an endpoint left the set, sweep soon
+
+	// mu protects the fields below.
+	mu      sync.Mutex
+	present map[string]bool      // the addresses of Source's last set
+	left    map[string]time.Time // when each address that left present left it
+	proxies map[*proxy.Proxy]struct{}
 }
 
 // New returns a Pool for opts. Nothing runs until [Pool.Run]. The error names the field that
@@ -111,13 +143,23 @@ func New(opts Options) (*Pool, error) {
 		return nil, errors.New("pool: Options.Proxy.Picker must be nil: the pool's balancer picks")
 	}
 	px.Picker = bal
+	grace := opts.TunnelGrace
+	if grace == 0 {
+		grace = defaultTunnelGrace
+	}
 	px.Observer = sluice.Observers(check, px.Observer)
 	return &Pool{
-		src:    opts.Source,
-		bal:    bal,
-		check:  check,
-		proxy:  px,
-		synced: make(chan struct{}),
+		src:     opts.Source,
+		bal:     bal,
+		check:   check,
+		proxy:   px,
+		synced:  make(chan struct{}),
+		grace:   grace,
+		now:     time.Now,
+		wake:    make(chan struct{}, 1),
+		present: map[string]bool{},
+		left:    map[string]time.Time{},
+		proxies: map[*proxy.Proxy]struct{}{px: {}},
 	}, nil
 }
 
@@ -125,7 +167,8 @@ func New(opts Options) (*Pool, error) {
 func (p *Pool) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.proxy.ServeHTTP(w, r) }
 
 // Run watches the source and runs the health checks until ctx ends or a stage fails, pushing
-// every endpoint set through the checker into the balancer. It returns the first real error
+// every endpoint set through the checker into the balancer, and closes the tunnels to
+// endpoints that have left the set for Options.TunnelGrace. It returns the first real error
 // of either stage — a source that cannot watch (a misconfigured DNS name, say) or a checker
 // that cannot run — after stopping the other, wrapped with the stage's name; or ctx.Err()
 // once ctx ends and both have returned. Run may be called once.
@@ -138,8 +181,18 @@ func (p *Pool) Run(ctx context.Context) error {
 	if !p.running.CompareAndSwap(false, true) {
 		return errors.New("pool: Run called twice")
 	}
+	var sweeper sync.WaitGroup
+	defer sweeper.Wait() // after cancel, which the next defer runs first
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	watch := p.check.Update
+	if p.grace > 0 {
+		watch = func(eps []sluice.Endpoint) {
+			p.noteSet(eps)
+			p.check.Update(eps)
+		}
+		sweeper.Go(func() { p.sweep(ctx) })
+	}
 
 	type result struct {
 		stage string
@@ -147,7 +200,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	}
 	results := make(chan result, 2)
 	go func() { results <- result{"health checker", p.check.Run(ctx, p.update)} }()
-	go func() { results <- result{"source", p.src.Watch(ctx, p.check.Update)} }()
+	go func() { results <- result{"source", p.src.Watch(ctx, watch)} }()
 
 	var first error
 	for range 2 {
@@ -171,6 +224,106 @@ func (p *Pool) Run(ctx context.Context) error {
 func (p *Pool) update(eps []sluice.Endpoint) {
 	p.bal.Update(eps)
 	p.syncedOnce.Do(func() { close(p.synced) })
+}
+
+// noteSet records which addresses left the set and when, and wakes the sweeper if any did.
+func (p *Pool) noteSet(eps []sluice.Endpoint) {
+	now := p.now()
+	present := make(map[string]bool, len(eps))
+	for _, ep := range eps {
+		present[ep.Addr] = true
+	}
+	p.mu.Lock()
+	gone := false
+	for addr := range p.present {
+		if !present[addr] {
+			p.left[addr] = now
+			gone = true
+		}
+	}
+	for addr := range present {
+		delete(p.left, addr) // back within the grace: its tunnels stay
+	}
+	p.present = present
+	p.mu.Unlock()
+	if gone {
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// sweep closes the tunnels to endpoints that have been out of the set for the grace, until
+// ctx ends.
+func (p *Pool) sweep(ctx context.Context) {
+	timer := time.NewTimer(0)
+	<-timer.C
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.wake:
+		case <-timer.C:
+		}
+		if next := p.closeExpired(p.now()); next > 0 {
+			timer.Reset(next)
+		}
+	}
+}
+
+// closeExpired closes, on every proxy of the pool, the tunnels to addresses that are not in
+// the set and did not leave it less than the grace before now. It returns the time until the
+// next address's grace ends, or 0 if none is pending.
+func (p *Pool) closeExpired(now time.Time) (next time.Duration) {
+	p.mu.Lock()
+	expired := 0
+	for addr, t := range p.left {
+		if wait := t.Add(p.grace).Sub(now); wait > 0 {
+			if next == 0 || wait < next {
+				next = wait
+			}
+			continue
+		}
+		delete(p.left, addr)
+		expired++
+	}
+	var proxies []*proxy.Proxy
+	if expired > 0 {
+		proxies = make([]*proxy.Proxy, 0, len(p.proxies))
+		for px := range p.proxies {
+			proxies = append(proxies, px)
+		}
+	}
+	present, left := p.present, maps.Clone(p.left)
+	p.mu.Unlock()
+	keep := func(addr string) bool {
+		_, waiting := left[addr]
+		return present[addr] || waiting
+	}
+	for _, px := range proxies {
+		px.CloseTunnels(keep)
+	}
+	return next
+}
+
+// Attach makes the pool close the tunnels of px to endpoints that left the set, as it closes
+// its own proxy's: px is a further proxy picking from [Pool.Balancer] (another protocol, or
+// other retry settings), which would otherwise keep them. [Pool.Detach] undoes it.
+func (p *Pool) Attach(px *proxy.Proxy) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.proxies[px] = struct{}{}
+}
+
+// Detach stops the pool closing px's tunnels; px was given to [Pool.Attach].
+func (p *Pool) Detach(px *proxy.Proxy) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if px != p.proxy {
+		delete(p.proxies, px)
+	}
 }
 
 // Synced returns a channel that is closed once the balancer has received its first endpoint
