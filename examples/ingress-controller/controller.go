@@ -74,10 +74,15 @@ type controller struct {
 	lastErr  map[string]string         // by namespace/name: the error last reported
 	status   statusState               // status.go: who writes status, what left the class
 
-	// mu protects proxies (read by Drain after Run) and secrets (read by secret goroutines).
+	// mu protects proxies and retiring (read by Drain after Run) and secrets (read by
+	// secret goroutines).
 	mu      sync.Mutex
 	proxies map[proxyKey]*proxy.Proxy
-	secrets map[string]context.CancelFunc // by namespace/name of a TLS Secret
+	// retiring holds the proxies the table no longer uses that still serve requests or
+	// tunnels (WebSockets survive route changes), so that Drain closes those too. A rebuild
+	// forgets the ones that have emptied; one whose key comes back is used again.
+	retiring map[proxyKey]*proxy.Proxy
+	secrets  map[string]context.CancelFunc // by namespace/name of a TLS Secret
 }
 
 // ingressConfig is one accepted Ingress with its parsed annotations.
@@ -144,6 +149,7 @@ func newController(cfg *config, client kubernetes.Interface, m *metrics) (*contr
 		lastGood:  make(map[string]*ingressConfig),
 		lastErr:   make(map[string]string),
 		proxies:   make(map[proxyKey]*proxy.Proxy),
+		retiring:  make(map[proxyKey]*proxy.Proxy),
 		secrets:   make(map[string]context.CancelFunc),
 	}
 	// The Secrets belong to many tenants: a client that sends no server name, or one no
@@ -224,12 +230,16 @@ func (c *controller) Run(ctx context.Context) error {
 // Ready reports whether the first full sync has been served.
 func (c *controller) Ready() bool { return c.ready.Load() }
 
-// Proxies returns every forwarder in use, for Drain.
+// Proxies returns every forwarder in use, and those retired by a route change that may still
+// hold requests or tunnels, for Drain.
 func (c *controller) Proxies() []*proxy.Proxy {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ps := make([]*proxy.Proxy, 0, len(c.proxies))
+	ps := make([]*proxy.Proxy, 0, len(c.proxies)+len(c.retiring))
 	for _, p := range c.proxies {
+		ps = append(ps, p)
+	}
+	for _, p := range c.retiring {
 		ps = append(ps, p)
 	}
 	return ps
@@ -512,6 +522,11 @@ func (c *controller) backend(ic *ingressConfig, b networkingv1.IngressBackend, u
 	if p, ok := c.proxies[xk]; ok {
 		return p
 	}
+	if p, ok := c.retiring[xk]; ok { // back before it emptied: its tunnels are ours again
+		delete(c.retiring, xk)
+		c.proxies[xk] = p
+		return p
+	}
 	// Forwarders with other protocols or retry settings share the pool's balancer and health
 	// checker, so that a Service port is probed once however many Ingresses reach it.
 	pl := c.pools[pk]
@@ -528,6 +543,7 @@ func (c *controller) backend(ic *ingressConfig, b networkingv1.IngressBackend, u
 	if c.cfg.AccessLog {
 		p.Logger = c.logger
 	}
+	pl.Attach(p) // its tunnels to endpoints that left the Service are closed too
 	c.proxies[xk] = p
 	return p
 }
@@ -548,7 +564,7 @@ func (c *controller) newPool(k poolKey, policy balancer.Policy) (*backendPool, e
 		health.Probe = &healthcheck.HTTP{Path: c.cfg.HealthPath}
 	}
 	src := c.endpoints.Source(k.namespace, k.service, k.port)
-	p, err := pool.New(pool.Options{Source: src, Policy: policy, Health: health})
+	p, err := pool.New(pool.Options{Source: src, Policy: policy, Health: health, TunnelGrace: c.cfg.TunnelGrace})
 	if err != nil {
 		return nil, err
 	}
@@ -593,8 +609,33 @@ func (c *controller) wrap(owner *ingressConfig, h http.Handler, u *usage) http.H
 	return h
 }
 
-// prune stops the pools and forgets the proxies and limiters the current table does not use.
+// prune retires the proxies the current table does not use, forgets the retired ones that
+// have emptied, and stops the pools and limiters that nothing uses any more.
 func (c *controller) prune(u usage) {
+	c.mu.Lock()
+	for k, p := range c.proxies {
+		if !u.proxies[k] {
+			delete(c.proxies, k)
+			// Requests on the previous table may still use it; only idle connections go.
+			p.CloseIdleConnections()
+			c.retiring[k] = p
+		}
+	}
+	for k, p := range c.retiring {
+		// A request of the previous table counts in InFlight from its first byte to its last
+		// (a tunnel's included), so an empty proxy is one no running request holds.
+		if p.InFlight() == 0 && p.Upgraded() == 0 {
+			delete(c.retiring, k)
+			if pl, ok := c.pools[k.pool]; ok {
+				pl.Detach(p)
+			}
+			continue
+		}
+		// Its pool keeps running, so that its tunnels are still closed when their endpoint
+		// leaves the Service.
+		u.pools[k.pool] = true
+	}
+	c.mu.Unlock()
 	for k, p := range c.pools {
 		if !u.pools[k] {
 			p.cancel()
@@ -606,15 +647,6 @@ func (c *controller) prune(u usage) {
 			delete(c.limiters, k)
 		}
 	}
-	c.mu.Lock()
-	for k, p := range c.proxies {
-		if !u.proxies[k] {
-			delete(c.proxies, k)
-			// Requests on the previous table may still use it; only idle connections go.
-			p.CloseIdleConnections()
-		}
-	}
-	c.mu.Unlock()
 	c.metrics.pools.Store(int64(len(c.pools)))
 }
 

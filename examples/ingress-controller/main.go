@@ -54,6 +54,12 @@ type config struct {
 	Drain          time.Duration
 	Debounce       time.Duration
 	Coalesce       time.Duration
+	// TunnelGrace is how long WebSockets to an endpoint that left its EndpointSlice stay open
+	// (pool.Options.TunnelGrace: zero means 30s, negative never).
+	TunnelGrace time.Duration
+	// DefaultBackend, "namespace/name:port", serves the requests no Ingress rule or
+	// spec.defaultBackend matches; empty means a 404. The port is a number or a name.
+	DefaultBackend string
 
 	// Election, when true, lets only the replica holding the Lease ElectionID in
 	// ElectionNamespace write status and Events (leader.go has the defaults of the others).
@@ -90,6 +96,8 @@ func main() {
 	flag.DurationVar(&cfg.Drain, "drain", 30*time.Second, "how long SIGTERM waits for in-flight requests")
 	flag.DurationVar(&cfg.Debounce, "debounce", 5*time.Millisecond, "how long a rebuild waits for more changes after the first")
 	flag.DurationVar(&cfg.Coalesce, "coalesce", 50*time.Millisecond, "shortest time between two endpoint updates of one Service")
+	flag.DurationVar(&cfg.TunnelGrace, "tunnel-grace", 30*time.Second, "how long WebSockets to an endpoint that left its Service's EndpointSlices stay open before they are closed; negative means until they end")
+	flag.StringVar(&cfg.DefaultBackend, "default-backend", "", "namespace/name:port of the Service that serves requests no Ingress matches; empty means 404")
 	flag.BoolVar(&cfg.Election, "election", true, "elect one replica, by a Lease, to write Ingress status and Events; false for a single replica")
 	flag.StringVar(&cfg.ElectionNamespace, "election-namespace", "", "namespace of the Lease; empty means the pod's (or the kubeconfig context's)")
 	flag.StringVar(&cfg.ElectionID, "election-id", "", "name of the Lease; empty means sluice-ingress-CLASS, so that two classes never share one")
@@ -240,8 +248,13 @@ func run(ctx context.Context, cfg *config) error {
 	if httpsSrv != nil {
 		servers = append(servers, httpsSrv)
 	}
-	// One Drain for both: a proxy's tunnels close only once neither server has requests.
-	drainErr := proxy.Drain(dctx, servers, c.Proxies()...)
+	// Both servers first, then the proxies: a proxy's tunnels close only once neither server
+	// has requests, and the list, taken when no request can start, has every proxy that
+	// still holds requests or tunnels, those a route change retired included.
+	drainErr := proxy.Drain(dctx, servers)
+	if err := proxy.Drain(dctx, nil, c.Proxies()...); drainErr == nil {
+		drainErr = err
+	}
 	stopCtrl()
 	_ = adminSrv.Shutdown(dctx)
 	wg.Wait()
