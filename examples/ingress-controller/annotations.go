@@ -26,8 +26,11 @@ type options struct {
 	rateRPS   float64
 	rateBurst int
 
-	cache       bool
-	sslRedirect bool
+	cache bool
+	// sslRedirect sends plain HTTP to HTTPS; when the annotation is absent (sslRedirectSet
+	// false), the hosts the Ingress has TLS for are redirected and others are not, as
+	// ingress-nginx's ssl-redirect does.
+	sslRedirect, sslRedirectSet bool
 
 	// timeout and tryTimeout bound the wait for response headers (proxy.Retry.Timeout and
 	// PerTryTimeout); maxTries is retries+1, 0 meaning the proxy's default.
@@ -120,7 +123,9 @@ func parseAnnotations(ann map[string]string) (options, error) {
 	if o.cache, err = parseBool(get("cache")); err != nil {
 		return o, bad("cache", "%v", err)
 	}
-	if o.sslRedirect, err = parseBool(get("ssl-redirect")); err != nil {
+	v, present := get("ssl-redirect")
+	o.sslRedirectSet = present
+	if o.sslRedirect, err = parseBool(v, present); err != nil {
 		return o, bad("ssl-redirect", "%v", err)
 	}
 	for _, d := range []struct {

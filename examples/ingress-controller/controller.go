@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,6 +62,11 @@ type controller struct {
 	certs   *certs.Keyring
 	cache   *sluicecache.Cache
 	metrics *metrics
+
+	// fallback, when -default-backend is set, is the Service port that serves the requests no
+	// route matches, as backend() takes it.
+	fallback        *ingressConfig
+	fallbackBackend networkingv1.IngressBackend
 
 	kick  chan struct{} // capacity 1: "something changed, rebuild"
 	ready atomic.Bool   // the first full sync is served
@@ -151,6 +157,19 @@ func newController(cfg *config, client kubernetes.Interface, m *metrics) (*contr
 		proxies:   make(map[proxyKey]*proxy.Proxy),
 		retiring:  make(map[proxyKey]*proxy.Proxy),
 		secrets:   make(map[string]context.CancelFunc),
+	}
+	if cfg.DefaultBackend != "" {
+		ns, b, err := parseDefaultBackend(cfg.DefaultBackend)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Namespace != "" && ns != cfg.Namespace {
+			return nil, fmt.Errorf("-default-backend %q: namespace %s is not the watched -namespace %s", cfg.DefaultBackend, ns, cfg.Namespace)
+		}
+		opts, _ := parseAnnotations(nil)
+		c.fallback = &ingressConfig{ing: &networkingv1.Ingress{}, opts: opts}
+		c.fallback.ing.Namespace, c.fallback.ing.Name = ns, "(-default-backend)"
+		c.fallbackBackend = b
 	}
 	// The Secrets belong to many tenants: a client that sends no server name, or one no
 	// Ingress names, must not be handed whichever tenant's certificate was stored first, so
@@ -337,7 +356,7 @@ func (c *controller) rebuild(ctx context.Context) []*secrets.Watcher {
 			index[k], owners[k] = len(routes), ic
 			routes = append(routes, route.Route{
 				Name: routeName(ic, host, pt, p), Hosts: hosts(host), Path: p, PathType: pt,
-				Backends: []route.Backend{{Name: "main", Handler: c.wrap(ic, c.backend(ic, b, &u), &u), Weight: 100}},
+				Backends: []route.Backend{{Name: "main", Handler: c.wrap(ic, host, c.backend(ic, b, &u), &u), Weight: 100}},
 			})
 		})
 	}
@@ -353,12 +372,17 @@ func (c *controller) rebuild(ctx context.Context) []*secrets.Watcher {
 			r := &routes[i]
 			w := ic.opts.canaryWeight
 			r.Backends[0].Weight = 100 - w
-			r.Backends = append(r.Backends, route.Backend{Name: "canary", Handler: c.wrap(owners[k], c.backend(ic, b, &u), &u), Weight: w})
+			r.Backends = append(r.Backends, route.Backend{Name: "canary", Handler: c.wrap(owners[k], host, c.backend(ic, b, &u), &u), Weight: w})
 			r.Pins = canaryPins(ic.opts)
 		})
 	}
 
-	t, err := route.New(routes, route.Options{})
+	// The -default-backend serves what no route matches, spec.defaultBackend included.
+	var notFound http.Handler
+	if c.fallback != nil {
+		notFound = c.backend(c.fallback, c.fallbackBackend, &u)
+	}
+	t, err := route.New(routes, route.Options{NotFound: notFound})
 	if err != nil {
 		// Each Ingress was validated alone, so this is a conflict between them: keep serving
 		// the previous table rather than a partial one.
@@ -548,6 +572,29 @@ func (c *controller) backend(ic *ingressConfig, b networkingv1.IngressBackend, u
 	return p
 }
 
+// parseDefaultBackend reads -default-backend, "namespace/name:port", the port a number or a
+// name.
+func parseDefaultBackend(v string) (namespace string, b networkingv1.IngressBackend, err error) {
+	bad := func(why string) error {
+		return fmt.Errorf("-default-backend %q: want namespace/name:port, %s", v, why)
+	}
+	ns, rest, ok := strings.Cut(v, "/")
+	name, port, ok2 := strings.Cut(rest, ":")
+	if !ok || !ok2 || ns == "" || name == "" || port == "" {
+		return "", b, bad("such as default/fallback:80 or default/fallback:http")
+	}
+	b.Service = &networkingv1.IngressServiceBackend{Name: name}
+	if n, err := strconv.ParseInt(port, 10, 32); err == nil {
+		if n < 1 || n > 65535 {
+			return "", b, bad("the port number in [1, 65535]")
+		}
+		b.Service.Port.Number = int32(n)
+	} else {
+		b.Service.Port.Name = port
+	}
+	return ns, b, nil
+}
+
 // unavailable answers for backends whose Service or port does not exist.
 var unavailable = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Retry-After", "1")
@@ -580,9 +627,9 @@ func (c *controller) newPool(k poolKey, policy balancer.Policy) (*backendPool, e
 	return &backendPool{Pool: p, cancel: cancel}, nil
 }
 
-// wrap puts the route-level middlewares of the Ingress that owns a route in front of one of
-// its backends: HTTPS redirect, then rate limit, then cache.
-func (c *controller) wrap(owner *ingressConfig, h http.Handler, u *usage) http.Handler {
+// wrap puts the route-level middlewares of the Ingress that owns a route for host in front of
+// one of its backends: HTTPS redirect, then rate limit, then cache.
+func (c *controller) wrap(owner *ingressConfig, host string, h http.Handler, u *usage) http.Handler {
 	o := owner.opts
 	if o.cache {
 		h = c.cache.Handler(h)
@@ -603,10 +650,32 @@ func (c *controller) wrap(owner *ingressConfig, h http.Handler, u *usage) http.H
 		u.limiters[lk] = true
 		h = l.Handler(h)
 	}
-	if o.sslRedirect {
+	if redirects(owner, host, c.cfg.HTTPSAddr != "") {
 		h = middleware.RedirectHTTPS{}.Handler(h)
 	}
 	return h
+}
+
+// redirects reports whether plain HTTP to host on a route of owner is sent to HTTPS: as the
+// ssl-redirect annotation says, or, without it, when owner has TLS for host and the controller
+// serves HTTPS. Like ingress-nginx, a host is redirected by default only by the Ingress that
+// lists it under spec.tls, so that another Ingress's route on that host (an ACME HTTP-01
+// solver's, say) stays reachable over plain HTTP.
+func redirects(owner *ingressConfig, host string, https bool) bool {
+	if owner.opts.sslRedirectSet {
+		return owner.opts.sslRedirect
+	}
+	if !https || host == "" {
+		return false
+	}
+	for _, t := range owner.ing.Spec.TLS {
+		for _, h := range t.Hosts {
+			if strings.EqualFold(h, host) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // prune retires the proxies the current table does not use, forgets the retired ones that
