@@ -53,6 +53,7 @@ metadata:
   annotations:
     sluiceproxy.io/load-balance: round-robin
     sluiceproxy.io/retries: "2"
+    sluiceproxy.io/ssl-redirect: "false" # the loop below checks plain HTTP too
 spec:
   ingressClassName: sluice
   tls:
