@@ -154,5 +154,8 @@
 // [http.Server.Shutdown] waits for in-flight requests but not for hijacked connections such as
 // WebSockets. [Drain] does both: it shuts the server down, then closes the proxies' upgraded
 // connections (WebSocket peers get a close frame "going away") rather than wait for them to
-// end by themselves, and closes whatever is left at the deadline.
+// end by themselves, and closes whatever is left at the deadline. A proxy taken out of use
+// while the program runs (a route change) keeps its tunnels; [Proxy.InFlight] says when it has
+// nothing left to drain. [Proxy.CloseTunnels] closes the tunnels to endpoints that left the
+// service, as package pool does after its Options.TunnelGrace.
 package proxy
