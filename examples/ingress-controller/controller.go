@@ -682,6 +682,18 @@ func redirects(owner *ingressConfig, host string, https bool) bool {
 // have emptied, and stops the pools and limiters that nothing uses any more.
 func (c *controller) prune(u usage) {
 	c.mu.Lock()
+	// Proxies retired by an earlier rebuild first: one retired just now may yet receive a
+	// request that matched the previous table an instant before the swap.
+	for k, p := range c.retiring {
+		// A request counts in InFlight from its first byte to its last (a tunnel's
+		// included), so an empty proxy is one that no running request holds.
+		if p.InFlight() == 0 && p.Upgraded() == 0 {
+			delete(c.retiring, k)
+			if pl, ok := c.pools[k.pool]; ok {
+				pl.Detach(p)
+			}
+		}
+	}
 	for k, p := range c.proxies {
 		if !u.proxies[k] {
 			delete(c.proxies, k)
@@ -690,16 +702,7 @@ func (c *controller) prune(u usage) {
 			c.retiring[k] = p
 		}
 	}
-	for k, p := range c.retiring {
-		// A request of the previous table counts in InFlight from its first byte to its last
-		// (a tunnel's included), so an empty proxy is one no running request holds.
-		if p.InFlight() == 0 && p.Upgraded() == 0 {
-			delete(c.retiring, k)
-			if pl, ok := c.pools[k.pool]; ok {
-				pl.Detach(p)
-			}
-			continue
-		}
+	for k := range c.retiring {
 		// Its pool keeps running, so that its tunnels are still closed when their endpoint
 		// leaves the Service.
 		u.pools[k.pool] = true
