@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -150,11 +151,14 @@ func (r *rig) waitBody(t *testing.T, host, path, want string, hdr ...string) {
 	t.Helper()
 	c := &http.Client{Timeout: 5 * time.Second}
 	var last string
-	require.Eventually(t, func() bool {
+	ok := assert.Eventually(t, func() bool {
 		code, body, err := r.get(c, host, path, hdr...)
 		last = fmt.Sprintf("%d %q %v", code, body, err)
 		return err == nil && code == http.StatusOK && body == want
-	}, 20*time.Second, 2*time.Millisecond, "GET %s%s should reach %s (last: %s)", host, path, want, &last)
+	}, 20*time.Second, 2*time.Millisecond)
+	if !ok {
+		t.Fatalf("GET %s%s should reach %s (last answer: %s)", host, path, want, last)
+	}
 }
 
 // apply creates or updates every object of a multi-document YAML manifest, as kubectl apply
