@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -114,32 +115,66 @@ type wsStream struct {
 	mu     sync.Mutex // mu guards the fields below and orders writes to the destination
 	frames wsFrames
 	shut   bool // a close frame was sent: what the source sends after it is dropped
+
+	// pending is set by a goAway that could not send its close frame at once (a write was
+	// in progress, or the stream was inside a frame): 1 for an unmasked frame, 2 for a
+	// masked one. The pump sends it after its write, at the next frame boundary.
+	pending atomic.Int32
 }
 
-// write sends p to dst unless a close frame was sent, and follows its frames.
+// write sends p to dst unless a close frame was sent, and follows its frames. A close frame
+// that goAway left pending goes out as soon as the stream is between two frames.
 func (s *wsStream) write(dst io.Writer, p []byte) (int, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.shut {
+		s.mu.Unlock()
 		return 0, nil
 	}
 	n, err := dst.Write(p)
 	s.frames.feed(p[:n])
+	s.mu.Unlock()
+	// Checked after unlocking: a goAway that found the lock taken set pending before it
+	// tried, so either it got the lock after this write, or this check sees pending.
+	if s.pending.Load() != 0 {
+		s.sendPending(dst)
+	}
 	return n, err
 }
 
-// goAway sends dst a close frame if the stream is between two frames, and reports whether it
-// did. It does not wait for a write in progress, which may be blocked by a peer that reads
-// nothing: that stream gets no close frame.
-func (s *wsStream) goAway(dst io.Writer, masked bool) bool {
+// sendPending sends the pending close frame if the stream is free and between two frames.
+func (s *wsStream) sendPending(dst io.Writer) bool {
 	if !s.mu.TryLock() {
 		return false
 	}
 	defer s.mu.Unlock()
-	if s.shut || !s.frames.canClose() {
+	mode := s.pending.Load()
+	if mode == 0 || s.shut || !s.frames.canClose() {
 		return false
 	}
 	s.shut = true
-	_, err := dst.Write(wsCloseFrame(masked))
+	s.pending.Store(0)
+	_, err := dst.Write(wsCloseFrame(mode == 2))
 	return err == nil
+}
+
+// goAway sends dst a close frame at the next boundary between two frames: now if the stream
+// is idle there, or else right after the frame being written. It never waits for a write in
+// progress, which may be blocked by a peer that reads nothing; a stream that sends nothing
+// more after being caught inside a frame gets no close frame. It reports whether the close
+// frame was sent or is pending.
+func (s *wsStream) goAway(dst io.Writer, masked bool) bool {
+	mode := int32(1)
+	if masked {
+		mode = 2
+	}
+	if s.mu.TryLock() {
+		done := s.shut || s.frames.bad || s.frames.closed // nothing a close frame can follow
+		s.mu.Unlock()
+		if done {
+			return false
+		}
+	}
+	s.pending.Store(mode)
+	s.sendPending(dst)
+	return true
 }

@@ -3,7 +3,9 @@ package proxy
 import (
 	"bytes"
 	"encoding/binary"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -105,5 +107,88 @@ func FuzzWSFrames(f *testing.F) {
 		if whole != split {
 			t.Fatalf("state after one feed %+v, after two %+v", whole, split)
 		}
+	})
+}
+
+// textFrame returns an unmasked text frame carrying payload (under 126 bytes).
+func textFrame(payload string) []byte {
+	return append([]byte{0x81, byte(len(payload))}, payload...)
+}
+
+// lockedBuffer is a bytes.Buffer whose writes may be held back by the test.
+type lockedBuffer struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	gate chan struct{} // when not nil, each Write waits for a receive
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	if b.gate != nil {
+		<-b.gate
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
+}
+
+func TestWSStreamGoAway(t *testing.T) {
+	closeFrame := wsCloseFrame(false)
+
+	t.Run("between frames, at once", func(t *testing.T) {
+		var s wsStream
+		var dst lockedBuffer
+		s.write(&dst, textFrame("a"))
+		require.True(t, s.goAway(&dst, false))
+		assert.Equal(t, append(textFrame("a"), closeFrame...), dst.bytes())
+		n, _ := s.write(&dst, textFrame("late"))
+		assert.Zero(t, n, "nothing is forwarded after the close frame")
+		assert.Equal(t, append(textFrame("a"), closeFrame...), dst.bytes())
+	})
+
+	t.Run("inside a frame, right after it", func(t *testing.T) {
+		var s wsStream
+		var dst lockedBuffer
+		f := textFrame("hello")
+		s.write(&dst, f[:4])
+		require.True(t, s.goAway(&dst, false), "the close frame is pending")
+		assert.Equal(t, f[:4], dst.bytes(), "never inside a frame")
+		s.write(&dst, f[4:])
+		assert.Equal(t, append(f, closeFrame...), dst.bytes(), "the close frame follows the frame's end")
+	})
+
+	t.Run("behind a blocked write, without waiting for it", func(t *testing.T) {
+		var s wsStream
+		dst := lockedBuffer{gate: make(chan struct{})}
+		wrote := make(chan struct{})
+		go func() {
+			s.write(&dst, textFrame("slow"))
+			close(wrote)
+		}()
+		// Wait until the pump holds the stream's lock inside its write.
+		require.Eventually(t, func() bool {
+			if s.mu.TryLock() {
+				s.mu.Unlock()
+				return false
+			}
+			return true
+		}, 10*time.Second, time.Millisecond)
+		returned := make(chan bool)
+		go func() { returned <- s.goAway(&dst, false) }()
+		select {
+		case ok := <-returned:
+			assert.True(t, ok, "the close frame is pending")
+		case <-time.After(10 * time.Second):
+			t.Fatal("goAway waited for a blocked write")
+		}
+		close(dst.gate) // the peer reads again
+		<-wrote
+		assert.Equal(t, append(textFrame("slow"), closeFrame...), dst.bytes(),
+			"the close frame goes out once the write in progress is done")
 	})
 }
