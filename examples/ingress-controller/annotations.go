@@ -38,6 +38,9 @@ type options struct {
 	maxTries            int
 
 	protocol proxy.Protocol
+	// protocolSet says the backend-protocol annotation chose protocol; without it the Service
+	// port's appProtocol does.
+	protocolSet bool
 
 	// canary marks an Ingress whose backends join the main Ingress's routes for the same
 	// host and path, as ingress-nginx's canary annotations do.
@@ -148,6 +151,7 @@ func parseAnnotations(ann map[string]string) (options, error) {
 		o.maxTries = n + 1
 	}
 	if v, ok := get("backend-protocol"); ok {
+		o.protocolSet = true
 		switch strings.ToUpper(v) {
 		case "HTTP":
 			o.protocol = proxy.HTTP1

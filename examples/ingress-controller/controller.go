@@ -516,11 +516,14 @@ func (c *controller) backend(ic *ingressConfig, b networkingv1.IngressBackend, u
 		}
 		return unavailable
 	}
-	port, found := "", false
+	port, found, protocol := "", false, ic.opts.protocol
 	for _, sp := range svc.Spec.Ports {
 		if (b.Service.Port.Name != "" && sp.Name == b.Service.Port.Name) ||
 			(b.Service.Port.Name == "" && sp.Port == b.Service.Port.Number) {
 			port, found = sp.Name, true // EndpointSlice ports carry the Service port's name
+			if p, ok := appProtocol(sp.AppProtocol); ok && !ic.opts.protocolSet {
+				protocol = p
+			}
 			break
 		}
 	}
@@ -539,7 +542,7 @@ func (c *controller) backend(ic *ingressConfig, b networkingv1.IngressBackend, u
 		c.pools[pk] = p
 	}
 	u.pools[pk] = true
-	xk := proxyKey{pk, ic.opts.protocol, ic.opts.maxTries, ic.opts.timeout, ic.opts.tryTimeout}
+	xk := proxyKey{pk, protocol, ic.opts.maxTries, ic.opts.timeout, ic.opts.tryTimeout}
 	u.proxies[xk] = true
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -593,6 +596,26 @@ func parseDefaultBackend(v string) (namespace string, b networkingv1.IngressBack
 		b.Service.Port.Name = port
 	}
 	return ns, b, nil
+}
+
+// appProtocol maps a Service port's appProtocol to the protocol spoken to its pods, as the
+// Gateway API specifies for kubernetes.io/h2c, kubernetes.io/ws and kubernetes.io/wss, with
+// the IANA names http and https and the common grpc (cleartext HTTP/2, as Istio reads it).
+// Other values, and none, leave the default (HTTP/1.1) or the backend-protocol annotation,
+// which wins when both are set.
+func appProtocol(v *string) (proxy.Protocol, bool) {
+	if v == nil {
+		return 0, false
+	}
+	switch strings.ToLower(*v) {
+	case "http", "kubernetes.io/ws":
+		return proxy.HTTP1, true
+	case "kubernetes.io/h2c", "grpc", "h2c":
+		return proxy.H2C, true
+	case "https", "kubernetes.io/wss":
+		return proxy.HTTPS, true
+	}
+	return 0, false
 }
 
 // unavailable answers for backends whose Service or port does not exist.

@@ -477,6 +477,9 @@ spec:
 		ing("team", "hurried", "hurried.test", "slow", map[string]string{"timeout": "100ms", "retries": "0"})+"---"+
 		service("team", "grpc", 8080, "10.244.1.9")+"\n---"+
 		ing("team", "h2c", "h2c.test", "grpc", map[string]string{"backend-protocol": "GRPC"})+"---"+
+		strings.Replace(service("team", "grpc-app", 8080, "10.244.1.9"), "    targetPort:", "    appProtocol: kubernetes.io/h2c\n    targetPort:", 1)+"\n---"+
+		ing("team", "by-port", "by-port.test", "grpc-app", nil)+"---"+
+		ing("team", "annotated", "annotated.test", "grpc-app", map[string]string{"backend-protocol": "HTTP"})+"---"+
 		service("elsewhere", "app", 8080, "10.244.1.2")+"\n---"+
 		ing("elsewhere", "outside", "outside.test", "app", nil))
 	r := startRig(t, client, pods, func(c *config) { c.Namespace = "team" })
@@ -548,6 +551,12 @@ spec:
 		_, body, err := r.get(c, "h2c.test", "/")
 		require.NoError(t, err)
 		assert.Equal(t, "HTTP/2.0", body, "GRPC backends are reached over h2c")
+		_, body, err = r.get(c, "by-port.test", "/")
+		require.NoError(t, err)
+		assert.Equal(t, "HTTP/2.0", body, "a Service port with appProtocol kubernetes.io/h2c is reached over h2c")
+		_, body, err = r.get(c, "annotated.test", "/")
+		require.NoError(t, err)
+		assert.Equal(t, "HTTP/1.1", body, "the backend-protocol annotation wins over appProtocol")
 	})
 
 	t.Run("namespace scope", func(t *testing.T) {
