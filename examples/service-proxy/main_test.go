@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -13,14 +12,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/net/dns/dnsmessage"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -28,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/sluiceproxy/sluice/internal/dnstest"
 	"github.com/sluiceproxy/sluice/internal/logbuf"
 	"github.com/sluiceproxy/sluice/internal/testcert"
 )
@@ -61,7 +59,9 @@ func newWorld(t *testing.T) *world {
 	w.certFile, w.keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	w.writeCert(t)
 	w.startAPI(t)
-	w.dnsAddr = startDNS(t, podsName, [4]byte{127, 0, 0, 1}, [4]byte{127, 0, 0, 2})
+	dns := dnstest.Start(t)
+	dns.Set(dnstest.Addr(podsName, "127.0.0.1", 60), dnstest.Addr(podsName, "127.0.0.2", 60))
+	w.dnsAddr = dns.Addr
 	for i, name := range []string{"a", "b"} {
 		w.grpcAddrs[i], w.grpcHealth[i] = startGRPC(t, name)
 	}
@@ -109,92 +109,6 @@ func (w *world) startAPI(t *testing.T) {
 		go srv.Serve(ln)
 		t.Cleanup(func() { srv.Close() })
 	}
-}
-
-// startDNS starts an authoritative DNS server on loopback, UDP and TCP on one port, that
-// answers the A records of name with addrs, no AAAA records, and NXDOMAIN for other names.
-func startDNS(t *testing.T, name string, addrs ...[4]byte) string {
-	answer := func(msg []byte) []byte {
-		var req dnsmessage.Message
-		if err := req.Unpack(msg); err != nil || len(req.Questions) != 1 {
-			return nil
-		}
-		q := req.Questions[0]
-		resp := dnsmessage.Message{
-			Header:    dnsmessage.Header{ID: req.ID, Response: true, Authoritative: true},
-			Questions: req.Questions,
-		}
-		switch {
-		case !strings.EqualFold(q.Name.String(), name):
-			resp.RCode = dnsmessage.RCodeNameError
-		case q.Type == dnsmessage.TypeA:
-			for _, a := range addrs {
-				resp.Answers = append(resp.Answers, dnsmessage.Resource{
-					Header: dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
-					Body:   &dnsmessage.AResource{A: a},
-				})
-			}
-		}
-		out, err := resp.Pack()
-		if err != nil {
-			return nil
-		}
-		return out
-	}
-
-	var udp net.PacketConn
-	var tcp net.Listener
-	for range 10 { // the UDP port the kernel picks may be taken for TCP: try another
-		var err error
-		udp, err = net.ListenPacket("udp", "127.0.0.1:0")
-		require.NoError(t, err)
-		if tcp, err = net.Listen("tcp", udp.LocalAddr().String()); err == nil {
-			break
-		}
-		udp.Close()
-	}
-	require.NotNil(t, tcp, "listening on TCP on the UDP port")
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		udp.Close()
-		tcp.Close()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := udp.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if out := answer(buf[:n]); out != nil {
-				udp.WriteTo(out, from)
-			}
-		}
-	})
-	wg.Go(func() {
-		for {
-			conn, err := tcp.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer conn.Close()
-				var size [2]byte
-				if _, err := io.ReadFull(conn, size[:]); err != nil {
-					return
-				}
-				msg := make([]byte, binary.BigEndian.Uint16(size[:]))
-				if _, err := io.ReadFull(conn, msg); err != nil {
-					return
-				}
-				if out := answer(msg); out != nil {
-					conn.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(out))), out...))
-				}
-			})
-		}
-	})
-	return udp.LocalAddr().String()
 }
 
 // whoService is a one-method gRPC service, written out by hand instead of generated: Name

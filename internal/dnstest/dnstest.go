@@ -1,4 +1,10 @@
-package discovery_test
+// Package dnstest runs an authoritative DNS server on loopback for tests: records the test
+// changes as it goes, answer codes and truncation on demand, and a log of the queries asked.
+//
+//	srv := dnstest.Start(t)
+//	srv.Set(dnstest.Addr("api.test.", "10.0.0.1", 30))
+//	src := &discovery.DNS{Name: "api.test.", Port: 8080, Servers: []string{srv.Addr}}
+package dnstest
 
 import (
 	"encoding/binary"
@@ -14,11 +20,11 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 )
 
-// dnsServer is an authoritative DNS server on loopback, over UDP and TCP on one port, that
+// Server is an authoritative DNS server on loopback, over UDP and TCP on one port, that
 // answers from records the test changes as it goes. It runs outside any synctest bubble:
 // start it before synctest.Test.
-type dnsServer struct {
-	addr string // "127.0.0.1:port", for DNS.Servers
+type Server struct {
+	Addr string // "127.0.0.1:port", for discovery.DNS.Servers
 
 	mu       sync.Mutex
 	records  map[string][]dnsmessage.Resource // by lower-case owner name
@@ -27,9 +33,10 @@ type dnsServer struct {
 	queries  []string                         // "network type name" of each query, in order
 }
 
-func startDNSServer(t *testing.T) *dnsServer {
+// Start starts a Server with no records, stopped when the test ends.
+func Start(t testing.TB) *Server {
 	t.Helper()
-	s := &dnsServer{records: map[string][]dnsmessage.Resource{}}
+	s := &Server{records: map[string][]dnsmessage.Resource{}}
 	var udp net.PacketConn
 	var tcp net.Listener
 	for range 10 { // the UDP port the kernel picks may be taken for TCP: try another
@@ -43,7 +50,7 @@ func startDNSServer(t *testing.T) *dnsServer {
 		udp.Close()
 	}
 	require.NotNil(t, tcp, "listening on TCP on the UDP port")
-	s.addr = udp.LocalAddr().String()
+	s.Addr = udp.LocalAddr().String()
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
 		udp.Close()
@@ -91,8 +98,8 @@ func startDNSServer(t *testing.T) *dnsServer {
 	return s
 }
 
-// set replaces all records of the owner names that rrs name.
-func (s *dnsServer) set(rrs ...dnsmessage.Resource) {
+// Set replaces all records of the owner names that rrs name.
+func (s *Server) Set(rrs ...dnsmessage.Resource) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, rr := range rrs {
@@ -104,29 +111,31 @@ func (s *dnsServer) set(rrs ...dnsmessage.Resource) {
 	}
 }
 
-func (s *dnsServer) setRCode(c dnsmessage.RCode) {
+// SetRCode makes every answer carry c and no records; RCodeSuccess restores normal answers.
+func (s *Server) SetRCode(c dnsmessage.RCode) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.rcode = c
 }
 
-func (s *dnsServer) setTruncate(on bool) {
+// SetTruncate makes every UDP answer truncated and empty, so clients retry over TCP.
+func (s *Server) SetTruncate(on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.truncate = on
 }
 
-// log returns the queries answered so far.
-func (s *dnsServer) log() []string {
+// Log returns the queries answered so far, each as "network type name".
+func (s *Server) Log() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.queries...)
 }
 
-// count returns how many queries of "network type name" were answered.
-func (s *dnsServer) count(query string) int {
+// Count returns how many queries of "network type name" were answered.
+func (s *Server) Count(query string) int {
 	n := 0
-	for _, q := range s.log() {
+	for _, q := range s.Log() {
 		if q == query {
 			n++
 		}
@@ -136,7 +145,7 @@ func (s *dnsServer) count(query string) int {
 
 // answer returns the response to msg, or nil to drop it. It answers the records of the
 // name and type asked, after the CNAME chain leading to them.
-func (s *dnsServer) answer(msg []byte, network string) []byte {
+func (s *Server) answer(msg []byte, network string) []byte {
 	var req dnsmessage.Message
 	if err := req.Unpack(msg); err != nil || len(req.Questions) != 1 {
 		return nil
@@ -185,8 +194,8 @@ func header(name string, typ dnsmessage.Type, ttl uint32) dnsmessage.ResourceHea
 	return dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName(name), Type: typ, Class: dnsmessage.ClassINET, TTL: ttl}
 }
 
-// addr makes an A or AAAA record.
-func addr(name, ip string, ttl uint32) dnsmessage.Resource {
+// Addr makes an A or AAAA record.
+func Addr(name, ip string, ttl uint32) dnsmessage.Resource {
 	a := netip.MustParseAddr(ip)
 	if a.Is4() {
 		return dnsmessage.Resource{Header: header(name, dnsmessage.TypeA, ttl), Body: &dnsmessage.AResource{A: a.As4()}}
@@ -194,12 +203,14 @@ func addr(name, ip string, ttl uint32) dnsmessage.Resource {
 	return dnsmessage.Resource{Header: header(name, dnsmessage.TypeAAAA, ttl), Body: &dnsmessage.AAAAResource{AAAA: a.As16()}}
 }
 
-func srvRR(name, target string, port, priority, weight uint16, ttl uint32) dnsmessage.Resource {
+// SRV makes an SRV record.
+func SRV(name, target string, port, priority, weight uint16, ttl uint32) dnsmessage.Resource {
 	return dnsmessage.Resource{Header: header(name, dnsmessage.TypeSRV, ttl), Body: &dnsmessage.SRVResource{
 		Target: dnsmessage.MustNewName(target), Port: port, Priority: priority, Weight: weight,
 	}}
 }
 
-func cname(name, target string, ttl uint32) dnsmessage.Resource {
+// CNAME makes a CNAME record.
+func CNAME(name, target string, ttl uint32) dnsmessage.Resource {
 	return dnsmessage.Resource{Header: header(name, dnsmessage.TypeCNAME, ttl), Body: &dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName(target)}}
 }
