@@ -1,8 +1,11 @@
 // Command demobackend serves fixed-size responses on one or more addresses, as the backends
 // of scripts/bench-process.sh. Every listener answers every request with -size bytes of
-// application/octet-stream, after reading and discarding the request body.
+// application/octet-stream, after reading and discarding the request body; a size query
+// parameter (?size=1048576) asks for a body of that many bytes instead, up to 64 MiB, so one
+// set of backends serves both the small and the large responses of the benchmark.
 //
 //	go run ./internal/cmd/demobackend -listen 127.0.0.1:9001,127.0.0.1:9002 -size 1024
+//	curl -s 'http://127.0.0.1:9001/?size=1048576' | wc -c
 package main
 
 import (
@@ -16,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -31,15 +35,36 @@ func main() {
 	}
 }
 
+// maxSize bounds the size query parameter.
+const maxSize = 64 << 20
+
 func run(listen string, size int) error {
 	if size < 0 {
 		return fmt.Errorf("-size must be ≥ 0, got %d", size)
 	}
 	body := bytes.Repeat([]byte("x"), size)
+	chunk := bytes.Repeat([]byte("x"), 64<<10)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Write(body)
+		q := r.URL.Query().Get("size")
+		if q == "" {
+			w.Write(body)
+			return
+		}
+		n, err := strconv.Atoi(q)
+		if err != nil || n < 0 || n > maxSize {
+			http.Error(w, fmt.Sprintf("size must be an integer from 0 to %d, got %q", maxSize, q), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		for n > 0 {
+			k := min(n, len(chunk))
+			if _, err := w.Write(chunk[:k]); err != nil {
+				return
+			}
+			n -= k
+		}
 	})
 	var protos http.Protocols
 	protos.SetHTTP1(true)
