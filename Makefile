@@ -61,7 +61,9 @@ $(APISERVER):
 bench:
 	$(GO) test -run=NONE -bench=. -benchmem ./...
 
-## bench-process: whole-process CPU per request, sluice vs httputil.ReverseProxy, under wrk.
+## bench-process: whole-process CPU per request, req/s, latency and peak RSS of sluice,
+## httputil.ReverseProxy, NGINX and HAProxy side by side under wrk (keep-alive, Connection: close,
+## POST, 1 MiB); installs nginx-light and haproxy from Debian when root and they are missing.
 bench-process:
 	./scripts/bench-process.sh
 
