@@ -31,8 +31,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/sluiceproxy/sluice/proxy"
 	"github.com/sluiceproxy/sluice/tls/certs"
@@ -106,6 +108,9 @@ func main() {
 	flag.DurationVar(&cfg.RenewDeadline, "renew-deadline", 10*time.Second, "how long the leader tries to renew before it stops writing (< -lease-duration)")
 	flag.DurationVar(&cfg.RetryPeriod, "retry-period", 2*time.Second, "time between two tries to acquire or renew the Lease")
 	flag.Parse()
+	// client-go (leader election, informers) logs through klog: send it to the same structured
+	// log as the controller's own lines.
+	klog.SetLogger(logr.FromSlogHandler(slog.Default().Handler()))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
