@@ -117,7 +117,7 @@ func Example() {
 	// Shutdown: stop accepting, let requests finish, close tunnels, then stop the pool.
 	drainCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := proxy.Drain(drainCtx, []*http.Server{srv}, api.Proxy()); err != nil {
+	if err := proxy.Drain(drainCtx, []proxy.Server{srv}, api.Proxy()); err != nil {
 		fmt.Println(err)
 	}
 	stop()

@@ -291,6 +291,13 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 }
 
+// Server is what Drain shuts down: an *http.Server, or an *h1.Server serving HTTP/1.1 in
+// front of one.
+type Server interface {
+	Shutdown(ctx context.Context) error
+	Close() error
+}
+
 // Drain shuts servers down gracefully, all at once: they stop accepting connections and let
 // in-flight requests finish (http.Server.Shutdown). Only when every server is done does it
 // close the upgraded connections of proxies (Proxy.Shutdown) and wait for their tunnels to
@@ -306,10 +313,10 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 //	<-ctx.Done()
 //	drainCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 //	defer cancel()
-//	if err := proxy.Drain(drainCtx, []*http.Server{srv}, p); err != nil {
+//	if err := proxy.Drain(drainCtx, []proxy.Server{srv}, p); err != nil {
 //		// Requests were still running at the deadline and were cut off.
 //	}
-func Drain(ctx context.Context, servers []*http.Server, proxies ...*Proxy) error {
+func Drain(ctx context.Context, servers []Server, proxies ...*Proxy) error {
 	errs := make([]error, len(servers))
 	var wg sync.WaitGroup
 	for i, srv := range servers {

@@ -259,7 +259,7 @@ func TestDrain(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		drained := make(chan error, 1)
-		go func() { drained <- proxy.Drain(ctx, []*http.Server{srv.Config}, p) }()
+		go func() { drained <- proxy.Drain(ctx, []proxy.Server{srv.Config}, p) }()
 
 		// While a request is in flight the tunnel still works.
 		io.WriteString(conn, "still here\n")
@@ -318,7 +318,7 @@ func TestDrain(t *testing.T) {
 		waitClosed(t, arrived, "the slow request reaches its upstream")
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
-		err := proxy.Drain(ctx, []*http.Server{srv.Config}, p)
+		err := proxy.Drain(ctx, []proxy.Server{srv.Config}, p)
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 		select {
 		case err := <-inflight:
@@ -642,7 +642,7 @@ func TestDrainSeveralServers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	drained := make(chan error, 1)
-	go func() { drained <- proxy.Drain(ctx, []*http.Server{a.Config, b.Config}, p) }()
+	go func() { drained <- proxy.Drain(ctx, []proxy.Server{a.Config, b.Config}, p) }()
 	close(release)
 	require.NoError(t, <-drained, "both servers drained before the deadline")
 	assert.Equal(t, "done", <-results, "in-flight requests finish")

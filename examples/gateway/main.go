@@ -139,7 +139,7 @@ func main() {
 	<-ctx.Done()
 	drainCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
 	defer stop()
-	if err := proxy.Drain(drainCtx, []*http.Server{srv}, g.proxies...); err != nil {
+	if err := proxy.Drain(drainCtx, []proxy.Server{srv}, g.proxies...); err != nil {
 		// Requests were still running at the deadline and were cut off.
 		slog.Error("drain", "err", err)
 		g.close()

@@ -249,7 +249,7 @@ func run(ctx context.Context, cfg *config) error {
 	cfg.Logger.Info("draining", "timeout", cfg.Drain)
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.Drain)
 	defer cancel()
-	servers := []*http.Server{httpSrv}
+	servers := []proxy.Server{httpSrv}
 	if httpsSrv != nil {
 		servers = append(servers, httpsSrv)
 	}

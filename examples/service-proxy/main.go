@@ -121,5 +121,5 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	drainCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return errors.Join(err, proxy.Drain(drainCtx, []*http.Server{srv, metricsSrv}, api.Proxy(), grpc.Proxy()))
+	return errors.Join(err, proxy.Drain(drainCtx, []proxy.Server{srv, metricsSrv}, api.Proxy(), grpc.Proxy()))
 }
