@@ -17,6 +17,8 @@
 //	                          streaming, retries, timeouts, X-Forwarded-*/Forwarded; NewServer,
 //	                          the hardened http.Server to serve it from; Drain
 //	proxy/route               virtual hosts, path rules, header and weight splits, mirroring
+//	h1                        sluice's own HTTP/1.1 server for any http.Handler, in front of an
+//	                          http.Server that keeps HTTP/2: less CPU and memory per connection
 //	proxy/middleware          header and path rewrites, redirects, IP lists, auth, CORS, limits
 //	cache                     an RFC 9111 shared cache with request collapsing
 //	ratelimit                 per-client token buckets and concurrency limits
@@ -59,7 +61,7 @@
 //	...
 //	srv := proxy.NewServer(limiter.Handler(c.Handler(api)), proxy.ServerOptions{})
 //	...
-//	proxy.Drain(shutdownCtx, []*http.Server{srv}, api.Proxy()) // finish requests, close WebSockets
+//	proxy.Drain(shutdownCtx, []proxy.Server{srv}, api.Proxy()) // finish requests, close WebSockets
 //
 // The Example of package pool is the whole program — discovery, health checks, balancer, proxy,
 // cache, rate limit, TLS, access log, hardened server and drain — and runs as it is;
@@ -95,6 +97,7 @@
 //	healthcheck               sluice
 //	proxy                     sluice, golang.org/x/net
 //	proxy/route               proxy
+//	h1                        golang.org/x/net
 //	proxy/middleware          sluice, golang.org/x/crypto
 //	cache                     github.com/hashicorp/golang-lru/v2
 //	ratelimit                 sluice, github.com/hashicorp/golang-lru/v2

@@ -58,7 +58,7 @@ for s in "${scenarios[@]}"; do
 	esac
 done
 for p in "${proxies[@]}"; do
-	case $p in sluice | stdlib | nginx | haproxy) ;; *)
+	case $p in sluice | sluice-nethttp | stdlib | nginx | haproxy) ;; *)
 		echo "PROXIES: unknown proxy $p (want sluice, stdlib, nginx, haproxy)" >&2
 		exit 2
 		;;
@@ -128,7 +128,7 @@ cleanup() {
 trap cleanup EXIT
 
 go build -o "$tmp/demobackend" ./internal/cmd/demobackend
-want sluice && go build -o "$tmp/quickstart" ./examples/quickstart
+{ want sluice || want sluice-nethttp; } && go build -o "$tmp/quickstart" ./examples/quickstart
 want stdlib && go build -o "$tmp/stdproxy" ./internal/cmd/stdproxy
 
 proxy_addr=127.0.0.1:$PORT
@@ -249,6 +249,10 @@ start_proxy() {
 	sluice)
 		taskset -c "$PROXY_CPU" "$tmp/quickstart" -listen "$proxy_addr" -backends "$backends" \
 			-access-log="$ACCESS_LOG" >/dev/null 2>&1 &
+		;;
+	sluice-nethttp)
+		taskset -c "$PROXY_CPU" "$tmp/quickstart" -listen "$proxy_addr" -backends "$backends" \
+			-access-log="$ACCESS_LOG" -server net/http >/dev/null 2>&1 &
 		;;
 	stdlib)
 		taskset -c "$PROXY_CPU" "$tmp/stdproxy" -listen "$proxy_addr" -backends "$backends" \

@@ -13,6 +13,7 @@
 //	-listen host:port          where the proxy listens (default 127.0.0.1:8080)
 //	-backends host:port,...    forward to these servers instead of the demo backends
 //	-access-log=false          no access log (for benchmarks)
+//	-server net/http           serve HTTP/1.1 with net/http's server instead of sluice's (h1)
 package main
 
 import (
@@ -32,6 +33,7 @@ import (
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/discovery"
+	"github.com/sluiceproxy/sluice/h1"
 	"github.com/sluiceproxy/sluice/pool"
 	"github.com/sluiceproxy/sluice/proxy"
 )
@@ -53,8 +55,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	listen := fs.String("listen", "127.0.0.1:8080", "`host:port` the proxy listens on")
 	backends := fs.String("backends", "", "comma-separated `host:port` list of backends (default: three demo backends)")
 	accessLog := fs.Bool("access-log", true, "log one line per request")
+	front := fs.String("server", "h1", "who serves HTTP/1.1: `h1` (sluice's server) or net/http")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *front != "h1" && *front != "net/http" {
+		return fmt.Errorf("-server: want h1 or net/http, got %q", *front)
 	}
 
 	var endpoints []sluice.Endpoint
@@ -97,12 +103,20 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	// Header, idle and body timeouts and size limits against slow or oversized clients;
 	// HTTP/1.1 and h2c.
 	srv := proxy.NewServer(backendPool, proxy.ServerOptions{})
+	// sluice's HTTP/1.1 server takes srv's settings and hands it the h2c connections.
+	var server interface {
+		proxy.Server
+		Serve(net.Listener) error
+	} = srv
+	if *front == "h1" {
+		server = h1.New(srv)
+	}
 	url := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "sluice is proxying %s to %d backends, round robin\n", url, len(endpoints))
 	fmt.Fprintf(stdout, "try: curl %s/hello\n", url)
 
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- server.Serve(ln) }()
 	select {
 	case err := <-served:
 		return err
@@ -112,7 +126,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	drainCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := proxy.Drain(drainCtx, []*http.Server{srv}, p); err != nil {
+	if err := proxy.Drain(drainCtx, []proxy.Server{server}, p); err != nil {
 		return fmt.Errorf("draining: %w", err)
 	}
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {

@@ -17,15 +17,35 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/h1"
 	"github.com/sluiceproxy/sluice/proxy"
 )
 
+// The front ends every case runs through: net/http's server, and sluice's own HTTP/1.1
+// server (package h1) in front of the same http.Server.
+const (
+	frontNetHTTP = "sluice"
+	frontH1      = "sluice-h1"
+)
+
+var fronts = []string{frontNetHTTP, frontH1}
+
+// server is what a front end serves with: *http.Server or *h1.Server.
+type server interface {
+	Serve(net.Listener) error
+	Close() error
+}
+
 // newProxyServer is the one place the proxy under test is wired, as the root doc.go shows:
 // proxy.NewServer with its defaults, but for a body read timeout short enough that a case
-// whose client never finishes its body ends within the case's deadline.
-func newProxyServer(h http.Handler) *http.Server {
+// whose client never finishes its body ends within the case's deadline; front picks who
+// serves HTTP/1.1.
+func newProxyServer(h http.Handler, front string) server {
 	srv := proxy.NewServer(h, proxy.ServerOptions{BodyReadTimeout: time.Second})
 	srv.ErrorLog = log.New(io.Discard, "", 0)
+	if front == frontH1 {
+		return h1.New(srv)
+	}
 	return srv
 }
 
@@ -35,15 +55,16 @@ type sluiceTarget struct {
 	view *view
 }
 
-// startSluice serves a proxy.Proxy whose only endpoint is upstream until the test ends.
-func startSluice(tb testing.TB, upstream string) *sluiceTarget {
+// startSluice serves a proxy.Proxy whose only endpoint is upstream until the test ends,
+// behind the front end front.
+func startSluice(tb testing.TB, upstream, front string) *sluiceTarget {
 	tb.Helper()
 	ep := sluice.Endpoint{Addr: upstream}
 	p := &proxy.Proxy{Picker: sluice.PickerFunc(func(sluice.PickInfo) (sluice.PickResult, error) {
 		return sluice.PickResult{Endpoint: ep}, nil
 	})}
 	v := &view{}
-	srv := newProxyServer(v.wrap(p))
+	srv := newProxyServer(v.wrap(p), front)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(tb, err, "listen for the proxy")
 	go srv.Serve(ln)
@@ -137,34 +158,41 @@ func play(c *kase, addr string, up *upstream, v *view) *result {
 // fails on any UNSAFE outcome that is not a marked known defect.
 func TestFraming(t *testing.T) {
 	cases := allCases()
-	verdicts := make([]verdict, len(cases))
+	verdicts := map[string][]verdict{}
+	for _, front := range fronts {
+		verdicts[front] = make([]verdict, len(cases))
+	}
 	t.Run("case", func(t *testing.T) {
 		for i := range cases {
 			c := &cases[i]
-			t.Run(c.name, func(t *testing.T) {
-				t.Parallel()
-				up := startUpstream(t, "127.0.0.1:0")
-				sl := startSluice(t, up.addr())
-				r := play(c, sl.addr, up, sl.view)
-				v := classify(r)
-				verdicts[i] = v
-				judge(t, c, v, r)
-			})
+			for _, front := range fronts {
+				t.Run(front+"/"+c.name, func(t *testing.T) {
+					t.Parallel()
+					up := startUpstream(t, "127.0.0.1:0")
+					sl := startSluice(t, up.addr(), front)
+					r := play(c, sl.addr, up, sl.view)
+					v := classify(r)
+					verdicts[front][i] = v
+					judge(t, c, v, r, front)
+				})
+			}
 		}
 	})
-	t.Log(summary(cases, map[string][]verdict{"sluice": verdicts}, []string{"sluice"}))
+	t.Log(summary(cases, verdicts, fronts))
 }
 
-// judge fails t on an UNSAFE verdict, unless the case marks it a known defect.
-func judge(t *testing.T, c *kase, v verdict, r *result) {
+// judge fails t on an UNSAFE verdict, unless the case marks it a known defect of net/http's
+// server (front).
+func judge(t *testing.T, c *kase, v verdict, r *result, front string) {
 	t.Helper()
 	detail := strings.Join(v.reasons, "\n") + "\n" + describe(r)
+	known := c.knownDefect != "" && front == frontNetHTTP
 	switch {
-	case v.class == unsafe && c.knownDefect != "":
+	case v.class == unsafe && known:
 		t.Logf("known defect %s, not failing:\n%s", c.knownDefect, detail)
 	case v.class == unsafe:
 		assert.Fail(t, "UNSAFE outcome", detail)
-	case c.knownDefect != "":
+	case known:
 		t.Logf("marked %s but no longer UNSAFE: remove the mark\n%s", c.knownDefect, detail)
 	case v.class == questionable:
 		t.Logf("questionable:\n%s", detail)
@@ -183,7 +211,7 @@ func summary(cases []kase, verdicts map[string][]verdict, targets []string) stri
 		fmt.Fprintf(&b, "%-44s", c.side[:3]+" "+c.name)
 		for _, t := range targets {
 			cl := verdicts[t][i].class.String()
-			if t == "sluice" && c.knownDefect != "" && verdicts[t][i].class == unsafe {
+			if t == frontNetHTTP && c.knownDefect != "" && verdicts[t][i].class == unsafe {
 				cl += "(known)"
 			}
 			fmt.Fprintf(&b, " %-13s", cl)
@@ -194,7 +222,7 @@ func summary(cases []kase, verdicts map[string][]verdict, targets []string) stri
 	for _, t := range targets {
 		n := 0
 		for i, v := range verdicts[t] {
-			if v.class == unsafe && cases[i].knownDefect != "" && t == "sluice" {
+			if v.class == unsafe && cases[i].knownDefect != "" && t == frontNetHTTP {
 				n++
 			}
 		}
@@ -238,9 +266,13 @@ func TestCompare(t *testing.T) {
 		t.Skip("FRAMING_UPSTREAM and FRAMING_TARGETS not set: run scripts/framing-compare.sh")
 	}
 	up := startUpstream(t, upAddr)
-	sl := startSluice(t, up.addr())
-	targets := []string{"sluice"}
-	addrs := map[string]string{"sluice": sl.addr}
+	targets := fronts
+	addrs := map[string]string{}
+	views := map[string]*view{}
+	for _, front := range fronts {
+		sl := startSluice(t, up.addr(), front)
+		addrs[front], views[front] = sl.addr, sl.view
+	}
 	for _, kv := range strings.Split(spec, ",") {
 		name, addr, ok := strings.Cut(kv, "=")
 		if !ok {
@@ -264,11 +296,7 @@ func TestCompare(t *testing.T) {
 	for i := range cases {
 		c := &cases[i]
 		for _, name := range targets {
-			var v *view
-			if name == "sluice" {
-				v = sl.view
-			}
-			r := play(c, addrs[name], up, v)
+			r := play(c, addrs[name], up, views[name])
 			vd := classify(r)
 			verdicts[name] = append(verdicts[name], vd)
 			if vd.class != ok {

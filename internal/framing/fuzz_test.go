@@ -23,18 +23,20 @@ func FuzzRequestHeads(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		up := startUpstream(t, "127.0.0.1:0")
-		sl := startSluice(t, up.addr())
-		up.begin("fuzz", nil)
-		conn, err := net.DialTimeout("tcp", sl.addr, time.Second)
-		require.NoError(t, err, "dial the proxy")
-		conn.SetWriteDeadline(time.Now().Add(time.Second))
-		conn.Write(data) // the proxy may close early on bad input: not a failure
-		drain(conn, sl.view, up)
-		conn.Close()
-		sl.view.quiet(2 * time.Second)
-		up.quiet(time.Second)
-		checkBoundaries(t, data, up.requests(), sl.view.snapshot())
+		for _, front := range fronts {
+			up := startUpstream(t, "127.0.0.1:0")
+			sl := startSluice(t, up.addr(), front)
+			up.begin("fuzz", nil)
+			conn, err := net.DialTimeout("tcp", sl.addr, time.Second)
+			require.NoError(t, err, "dial the proxy")
+			conn.SetWriteDeadline(time.Now().Add(time.Second))
+			conn.Write(data) // the proxy may close early on bad input: not a failure
+			drain(conn, sl.view, up)
+			conn.Close()
+			sl.view.quiet(2 * time.Second)
+			up.quiet(time.Second)
+			checkBoundaries(t, data, up.requests(), sl.view.snapshot())
+		}
 	})
 }
 

@@ -1,0 +1,83 @@
+package h1_test
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+
+	"github.com/sluiceproxy/sluice/h1"
+)
+
+// BenchmarkServe measures one keep-alive request and its 1 KiB response through each server
+// over loopback TCP: the client writes raw requests and reads raw responses on one
+// connection, so nearly all of the allocations and CPU per op are the server's.
+func BenchmarkServe(b *testing.B) {
+	body := make([]byte, 1024)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write(body)
+	})
+	for _, front := range []string{"net/http", "h1"} {
+		b.Run(front, func(b *testing.B) {
+			srv := &http.Server{Handler: handler}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			var s interface {
+				Serve(net.Listener) error
+				Close() error
+			} = srv
+			if front == "h1" {
+				s = h1.New(srv)
+			}
+			go s.Serve(ln)
+			defer s.Close()
+			conn, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			br := bufio.NewReader(conn)
+			req := []byte("GET /bench?x=1 HTTP/1.1\r\nHost: bench.test\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := conn.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				if n := readResponse(b, br); n != len(body) {
+					b.Fatalf("body of %d bytes, want %d", n, len(body))
+				}
+			}
+		})
+	}
+}
+
+// readResponse reads one response with a Content-Length and returns its body's length.
+func readResponse(b *testing.B, br *bufio.Reader) int {
+	length := -1
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(line) <= 2 {
+			break
+		}
+		if len(line) > 16 && string(line[:16]) == "Content-Length: " {
+			length, _ = strconv.Atoi(string(line[16 : len(line)-2]))
+		}
+	}
+	if length < 0 {
+		b.Fatal("no Content-Length")
+	}
+	n, err := io.CopyN(io.Discard, br, int64(length))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return int(n)
+}

@@ -1,0 +1,371 @@
+package h1
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Server serves HTTP/1.1 itself and hands HTTP/2 connections to the http.Server it was made
+// from. Create it with New; the zero value is not usable.
+type Server struct {
+	srv      *http.Server
+	handler  http.Handler
+	h2c      bool // prior-knowledge HTTP/2 connections go to srv
+	h2       bool // TLS connections that negotiate h2 go to srv
+	h1       bool // HTTP/1 is served at all
+	maxHead  int
+	idle     time.Duration
+	readHead time.Duration
+
+	closing atomic.Bool // Shutdown or Close began
+
+	mu        sync.Mutex
+	listeners map[*net.Listener]struct{}
+	conns     map[*conn]struct{}
+	h2ln      *connListener // HTTP/2 connections handed to srv.Serve; nil until the first
+	h2done    chan struct{} // closed when srv.Serve on h2ln returned
+	stopped   chan struct{} // closed when the last conn is gone during Shutdown
+}
+
+// New returns a Server that takes its configuration from srv: Handler (nil means
+// http.DefaultServeMux), ReadTimeout, ReadHeaderTimeout, WriteTimeout, IdleTimeout,
+// MaxHeaderBytes, TLSConfig, ConnState, ConnContext, BaseContext, ErrorLog, Protocols and
+// DisableGeneralOptionsHandler, with net/http's meaning and defaults. Connections that
+// speak HTTP/2 — with prior knowledge in cleartext when srv.Protocols allows unencrypted
+// HTTP/2, or negotiated with ALPN over TLS — are handed to srv itself, so srv's HTTP2
+// settings apply to them.
+//
+// The caller serves through the returned Server (Serve, ServeTLS, Shutdown, Close), not
+// through srv: srv serves only the HTTP/2 connections it is handed. Changing srv's fields
+// after New has no effect on HTTP/1.
+func New(srv *http.Server) *Server {
+	s := &Server{
+		srv:       srv,
+		handler:   srv.Handler,
+		maxHead:   srv.MaxHeaderBytes,
+		idle:      srv.IdleTimeout,
+		readHead:  srv.ReadHeaderTimeout,
+		listeners: make(map[*net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+		h1:        true,
+		h2:        true,
+	}
+	if s.handler == nil {
+		s.handler = http.DefaultServeMux
+	}
+	if s.maxHead <= 0 {
+		s.maxHead = http.DefaultMaxHeaderBytes
+	}
+	// net/http's rules: an idle connection falls back to ReadTimeout, and so does the wait for
+	// a request's header.
+	if s.idle == 0 {
+		s.idle = srv.ReadTimeout
+	}
+	if s.readHead == 0 {
+		s.readHead = srv.ReadTimeout
+	}
+	if p := srv.Protocols; p != nil {
+		s.h1 = p.HTTP1()
+		s.h2 = p.HTTP2()
+		s.h2c = p.UnencryptedHTTP2()
+	}
+	return s
+}
+
+// Serve accepts connections on ln and serves each on its own goroutine until ln fails or
+// the server is shut down; it then returns http.ErrServerClosed. Connections are plain text,
+// unless ln is a tls.NewListener: then their handshake runs on their own goroutine and ALPN
+// decides between HTTP/1.1 and HTTP/2.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.serve(ln, nil)
+}
+
+// ServeTLS serves TLS connections on ln, with srv.TLSConfig (cloned) and, when certFile
+// and keyFile are not empty, the certificate they name, as http.Server.ServeTLS does.
+// NextProtos defaults to h2 (when srv.Protocols allows HTTP/2) and http/1.1.
+func (s *Server) ServeTLS(ln net.Listener, certFile, keyFile string) error {
+	cfg := &tls.Config{}
+	if s.srv.TLSConfig != nil {
+		cfg = s.srv.TLSConfig.Clone()
+	}
+	if len(cfg.NextProtos) == 0 {
+		if s.h2 {
+			cfg.NextProtos = append(cfg.NextProtos, "h2")
+		}
+		if s.h1 {
+			cfg.NextProtos = append(cfg.NextProtos, "http/1.1")
+		}
+	}
+	if certFile != "" || keyFile != "" || (len(cfg.Certificates) == 0 && cfg.GetCertificate == nil && cfg.GetConfigForClient == nil) {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return fmt.Errorf("h1: loading the certificate: %w", err)
+		}
+		cfg.Certificates = append(slices.Clip(cfg.Certificates), cert)
+	}
+	return s.serve(ln, cfg)
+}
+
+func (s *Server) serve(ln net.Listener, tlsConfig *tls.Config) error {
+	if !s.track(&ln, true) {
+		return http.ErrServerClosed
+	}
+	defer s.track(&ln, false)
+
+	base := context.Background()
+	if s.srv.BaseContext != nil {
+		base = s.srv.BaseContext(ln)
+		if base == nil {
+			panic("h1: BaseContext returned a nil context")
+		}
+	}
+	base = context.WithValue(base, http.ServerContextKey, s.srv)
+	var delay time.Duration // how long to sleep on accept failure
+	for {
+		rw, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return http.ErrServerClosed
+			}
+			var te interface{ Temporary() bool }
+			if errors.As(err, &te) && te.Temporary() {
+				// Out of descriptors, most often: back off as net/http does.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.logf("h1: Accept error: %v; retrying in %v", err, delay)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		ctx := context.WithValue(base, http.LocalAddrContextKey, rw.LocalAddr())
+		if cc := s.srv.ConnContext; cc != nil {
+			if ctx = cc(ctx, rw); ctx == nil {
+				panic("h1: ConnContext returned nil")
+			}
+		}
+		c := newConn(s, rw, ctx, tlsConfig)
+		if !s.trackConn(c, true) {
+			rw.Close()
+			return http.ErrServerClosed
+		}
+		s.setState(c, http.StateNew)
+		go c.serve()
+	}
+}
+
+func (s *Server) track(ln *net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.closing.Load() {
+			return false
+		}
+		s.listeners[ln] = struct{}{}
+	} else {
+		delete(s.listeners, ln)
+	}
+	return true
+}
+
+func (s *Server) trackConn(c *conn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.closing.Load() {
+			return false
+		}
+		s.conns[c] = struct{}{}
+		return true
+	}
+	delete(s.conns, c)
+	if s.stopped != nil && len(s.conns) == 0 {
+		close(s.stopped)
+		s.stopped = nil
+	}
+	return true
+}
+
+func (s *Server) setState(c *conn, st http.ConnState) {
+	if f := s.srv.ConnState; f != nil {
+		f(c.rwc, st)
+	}
+}
+
+// handOff gives an HTTP/2 connection to srv, starting srv's Serve on the first one.
+func (s *Server) handOff(nc net.Conn) {
+	s.mu.Lock()
+	if s.h2ln == nil {
+		if s.closing.Load() {
+			s.mu.Unlock()
+			nc.Close()
+			return
+		}
+		s.h2ln = newConnListener(nc.LocalAddr())
+		s.h2done = make(chan struct{})
+		ln, done := s.h2ln, s.h2done
+		go func() {
+			s.srv.Serve(ln)
+			close(done)
+		}()
+	}
+	ln := s.h2ln
+	s.mu.Unlock()
+	ln.push(nc)
+}
+
+// Shutdown stops the server gracefully, as http.Server.Shutdown does: it closes the
+// listeners, then idle connections, and waits for the connections serving a request to
+// finish it (their responses say Connection: close) before closing them too. HTTP/2
+// connections are shut down by srv.Shutdown. If ctx ends first, Shutdown returns its error
+// and leaves the remaining connections open; Close ends them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing.Store(true)
+	var lerr error
+	for ln := range s.listeners {
+		if err := (*ln).Close(); err != nil && lerr == nil {
+			lerr = err
+		}
+	}
+	h2 := s.h2ln != nil
+	var stopped chan struct{}
+	if len(s.conns) > 0 {
+		stopped = make(chan struct{})
+		s.stopped = stopped
+	}
+	s.mu.Unlock()
+
+	h2err := make(chan error, 1)
+	if h2 {
+		go func() { h2err <- s.srv.Shutdown(ctx) }()
+	} else {
+		h2err <- nil
+	}
+	// Idle connections close now; a connection that turns idle later closes itself, since
+	// closing is set. Polling covers the few that were between the two.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for stopped != nil {
+		s.closeIdle()
+		select {
+		case <-stopped:
+			stopped = nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	if err := <-h2err; err != nil {
+		return err
+	}
+	return lerr
+}
+
+// closeIdle closes the connections waiting for a request.
+func (s *Server) closeIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.closeIfIdle()
+	}
+}
+
+// Close closes the listeners and every connection at once, including srv's HTTP/2 ones, as
+// http.Server.Close does.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing.Store(true)
+	var err error
+	for ln := range s.listeners {
+		if e := (*ln).Close(); e != nil && err == nil {
+			err = e
+		}
+	}
+	for c := range s.conns {
+		c.rwc.Close()
+	}
+	h2 := s.h2ln != nil
+	s.mu.Unlock()
+	if h2 {
+		if e := s.srv.Close(); e != nil && err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// logf reports an error through srv.ErrorLog, or the log package's standard logger.
+func (s *Server) logf(format string, args ...any) {
+	if l := s.srv.ErrorLog; l != nil {
+		l.Printf(format, args...)
+	} else {
+		log.Printf(format, args...)
+	}
+}
+
+// connListener is the net.Listener srv serves HTTP/2 connections from.
+type connListener struct {
+	addr   net.Addr
+	ch     chan net.Conn
+	mu     sync.Mutex
+	closed bool
+	done   chan struct{}
+}
+
+func newConnListener(addr net.Addr) *connListener {
+	return &connListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *connListener) push(nc net.Conn) {
+	select {
+	case l.ch <- nc:
+	case <-l.done:
+		nc.Close()
+	}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case nc := <-l.ch:
+		return nc, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.closed {
+		l.closed = true
+		close(l.done)
+	}
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return l.addr }
+
+// prefixConn replays bytes already read from a connection before reading it further.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
