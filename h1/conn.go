@@ -132,8 +132,9 @@ func (c *conn) serve() {
 		if !c.await(first) {
 			return
 		}
+		var tmpl http.Request // WithContext copies it to the heap
 		x := &exchange{}
-		err := c.readRequest(x, first)
+		err := c.readRequest(x, &tmpl, first)
 		if err != nil {
 			c.refuse(err)
 			return
@@ -143,7 +144,7 @@ func (c *conn) serve() {
 			return
 		}
 		first = false
-		if !c.serveOne(x) {
+		if !c.serveOne(x, &tmpl) {
 			return
 		}
 	}
@@ -321,7 +322,7 @@ var errBufferFull = errors.New("h1: buffer full")
 
 // serveOne runs the handler for x and finishes its response. It reports whether the
 // connection may carry another request.
-func (c *conn) serveOne(x *exchange) bool {
+func (c *conn) serveOne(x *exchange, tmpl *http.Request) bool {
 	s := c.s
 	if s.srv.WriteTimeout > 0 {
 		c.rwc.SetWriteDeadline(time.Now().Add(s.srv.WriteTimeout))
@@ -333,7 +334,7 @@ func (c *conn) serveOne(x *exchange) bool {
 		c.staleRead.Store(true)
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
-	req := x.req.WithContext(ctx)
+	req := tmpl.WithContext(ctx)
 	x.res.req = req
 	x.body.req = req
 	c.startWatch(cancel, x)

@@ -11,9 +11,9 @@ import (
 )
 
 // exchange holds one request and its response: one allocation for the URL, the response
-// writer and the body reader. The Request itself is a copy WithContext makes.
+// writer and the body reader. The Request is parsed into a template on the serving
+// goroutine's stack, of which WithContext makes the one heap copy.
 type exchange struct {
-	req  http.Request
 	url  url.URL
 	res  response
 	body body
@@ -35,7 +35,7 @@ var errQuiet = errors.New("h1: connection ended")
 func badRequest(why string) error { return &requestError{http.StatusBadRequest, why} }
 
 // readRequest reads the next request head into x.
-func (c *conn) readRequest(x *exchange, first bool) error {
+func (c *conn) readRequest(x *exchange, req *http.Request, first bool) error {
 	skipped := 0
 	for {
 		// RFC 9112 §2.2: empty lines before a request line are ignored.
@@ -57,7 +57,7 @@ func (c *conn) readRequest(x *exchange, first bool) error {
 			if end-c.r > c.s.maxHead {
 				return &requestError{http.StatusRequestHeaderFieldsTooLarge, "request header fields too large"}
 			}
-			return c.parse(x, end, first)
+			return c.parse(x, req, end, first)
 		}
 		if c.w-c.r > c.s.maxHead {
 			return &requestError{http.StatusRequestHeaderFieldsTooLarge, "request header fields too large"}
@@ -97,8 +97,8 @@ func headEnd(b []byte, start int, scan *int) int {
 	}
 }
 
-// parse parses the head in rbuf[c.r:end] into x.
-func (c *conn) parse(x *exchange, end int, first bool) error {
+// parse parses the head in rbuf[c.r:end] into x and req.
+func (c *conn) parse(x *exchange, req *http.Request, end int, first bool) error {
 	raw := c.rbuf[c.r:end]
 	// The request line.
 	nl := bytes.IndexByte(raw, '\n')
@@ -137,7 +137,6 @@ func (c *conn) parse(x *exchange, end int, first bool) error {
 	if !validTarget(target) {
 		return badRequest("invalid request target")
 	}
-	req := &x.req
 	req.Method = method
 	req.RequestURI = target
 	req.ProtoMajor, req.ProtoMinor = 1, minor
@@ -147,7 +146,7 @@ func (c *conn) parse(x *exchange, end int, first bool) error {
 	} else if minor != 1 {
 		req.Proto = proto
 	}
-	if err := x.parseTarget(method, target); err != nil {
+	if err := x.parseTarget(req, method, target); err != nil {
 		return err
 	}
 	req.RemoteAddr = c.remoteAddr()
@@ -211,14 +210,14 @@ func (c *conn) parse(x *exchange, end int, first bool) error {
 	if x.url.Host != "" {
 		req.Host = x.url.Host
 	}
-	return x.framing(c)
+	return x.framing(c, req)
 }
 
 // parseTarget fills x.url from the request target: the origin form on a fast path, the
 // others (and any target with a percent-encoding) through url.ParseRequestURI.
-func (x *exchange) parseTarget(method, target string) error {
+func (x *exchange) parseTarget(req *http.Request, method, target string) error {
 	u := &x.url
-	x.req.URL = u
+	req.URL = u
 	if target[0] == '/' && strings.IndexByte(target, '%') < 0 {
 		path, query, hasQuery := strings.Cut(target, "?")
 		u.Path = path
@@ -244,8 +243,7 @@ func (x *exchange) parseTarget(method, target string) error {
 // framing decides how the request body is delimited (RFC 9112 §6), refusing every message
 // whose framing is ambiguous: a sender that cannot frame its message is not trusted with
 // the connection.
-func (x *exchange) framing(c *conn) error {
-	req := &x.req
+func (x *exchange) framing(c *conn, req *http.Request) error {
 	h := req.Header
 	b := &x.body
 	b.c = c
