@@ -30,4 +30,3 @@ func ListenConfig() *net.ListenConfig {
 		},
 	}
 }
-
