@@ -81,6 +81,9 @@ type conn struct {
 	// staleRead that a deadline meant for the head is left, which a handler's read clears.
 	headArmed bool
 	staleRead atomic.Bool
+	// staleWrite says the write deadline was left by the last request; it is cleared before
+	// a write, unless the handler sets one first. Guarded by wmu once a handler runs.
+	staleWrite bool
 	woke      time.Time // when the request's first bytes came, for ReadTimeout
 
 	wmu sync.Mutex // wmu serializes writes: a 100 Continue sent from a body Read
@@ -326,6 +329,7 @@ func (c *conn) serveOne(x *exchange, tmpl *http.Request) bool {
 	s := c.s
 	if s.srv.WriteTimeout > 0 {
 		c.rwc.SetWriteDeadline(time.Now().Add(s.srv.WriteTimeout))
+		c.staleWrite = false
 	}
 	if s.srv.ReadTimeout > 0 {
 		// ReadTimeout covers the head and body together, as with net/http.
@@ -358,7 +362,9 @@ func (c *conn) serveOne(x *exchange, tmpl *http.Request) bool {
 		c.flushOut()
 	}
 	if s.srv.WriteTimeout > 0 || x.res.deadlines {
-		c.rwc.SetWriteDeadline(time.Time{})
+		// Cleared before the next request's first write, unless that request sets its own
+		// first (as proxy.NewServer's guard does before each response), which saves the move.
+		c.staleWrite = true
 	}
 	if c.werr != nil {
 		return false
@@ -421,12 +427,21 @@ func (c *conn) end() {
 	c.release()
 }
 
+// freshWrite clears a write deadline left by the last request before this one writes.
+func (c *conn) freshWrite() {
+	if c.staleWrite {
+		c.staleWrite = false
+		c.rwc.SetWriteDeadline(time.Time{})
+	}
+}
+
 // flushOut writes the collected response bytes.
 func (c *conn) flushOut() {
 	if c.werr != nil || len(c.out) == 0 {
 		c.out = c.out[:0]
 		return
 	}
+	c.freshWrite()
 	_, err := c.rwc.Write(c.out)
 	c.out = c.out[:0]
 	if err != nil {
@@ -439,6 +454,7 @@ func (c *conn) writeOut(p ...[]byte) {
 	if c.werr != nil {
 		return
 	}
+	c.freshWrite()
 	c.bufs = append(c.bufs[:0], c.out)
 	c.bufs = append(c.bufs, p...)
 	_, err := c.bufs.WriteTo(c.rwc)

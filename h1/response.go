@@ -98,6 +98,7 @@ func (w *response) informational(code int) {
 	b = w.appendFields(b, false)
 	b = append(b, "\r\n"...)
 	c.hbuf = b
+	c.freshWrite()
 	c.bufs = append(c.bufs[:0], b)
 	if _, err := c.bufs.WriteTo(c.rwc); err != nil {
 		c.werr = err
@@ -113,6 +114,7 @@ func (w *response) sendContinue() {
 	if w.committed || c.werr != nil {
 		return
 	}
+	c.freshWrite()
 	if _, err := io.WriteString(c.rwc, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
 		c.werr = err
 	}
@@ -535,6 +537,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	w.hijacked = true
 	rwc := c.rwc
 	rwc.SetDeadline(time.Time{})
+	c.staleWrite = false
 	pending := append([]byte(nil), c.rbuf[c.r:c.w]...)
 	c.r = c.w
 	br := bufio.NewReaderSize(&prefixConn{Conn: rwc, prefix: pending}, max(bufSize, len(pending)))
@@ -566,7 +569,11 @@ func (w *response) SetWriteDeadline(t time.Time) error {
 		return errDone
 	}
 	w.deadlines = true
-	return w.c.rwc.SetWriteDeadline(t)
+	c := w.c
+	c.wmu.Lock()
+	c.staleWrite = false
+	c.wmu.Unlock()
+	return c.rwc.SetWriteDeadline(t)
 }
 
 // EnableFullDuplex is accepted for http.ResponseController: the server lets a handler read
