@@ -130,27 +130,28 @@ func (c *conn) serve() {
 		c.rwc.SetReadDeadline(time.Now().Add(c.s.readHead))
 		c.headArmed = true
 	}
-	first := true
-	for {
-		if !c.await(first) {
-			return
-		}
-		var tmpl http.Request // WithContext copies it to the heap
-		x := &exchange{}
-		err := c.readRequest(x, &tmpl, first)
-		if err != nil {
-			c.refuse(err)
-			return
-		}
-		if x.h2c {
-			c.handOffH2c()
-			return
-		}
-		first = false
-		if !c.serveOne(x, &tmpl) {
+	for first := true; c.await(first); first = false {
+		if !c.next(first) {
 			return
 		}
 	}
+}
+
+// next reads the request whose first bytes came and serves it. It reports whether the
+// connection may carry another. The request's template lives in its frame, not in serve's,
+// so that the stack of a goroutine waiting for a request stays small.
+func (c *conn) next(first bool) bool {
+	var tmpl http.Request // WithContext copies it to the heap
+	x := &exchange{}
+	if err := c.readRequest(x, &tmpl, first); err != nil {
+		c.refuse(err)
+		return false
+	}
+	if x.h2c {
+		c.handOffH2c()
+		return false
+	}
+	return c.serveOne(x, &tmpl)
 }
 
 // handshake runs the TLS handshake and hands the connection to srv when it negotiated h2.

@@ -37,6 +37,11 @@ func TestIdleConnectionMemory(t *testing.T) {
 		{"net/http", 64 << 10}, // measured for comparison, not a target
 	} {
 		t.Run(tc.front, func(t *testing.T) {
+			if raceEnabled {
+				// The detector's larger frames keep an idle goroutine's stack at 8 KiB
+				// where it is otherwise shrunk to 4 KiB; a held 4 KiB buffer still fails.
+				tc.limit += 4 << 10
+			}
 			per := idleBytes(t, tc.front, conns)
 			t.Logf("%s: %.0f bytes per idle keep-alive connection", tc.front, per)
 			require.Less(t, per, tc.limit, "memory per idle connection")
