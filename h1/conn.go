@@ -84,7 +84,7 @@ type conn struct {
 	// staleWrite says the write deadline was left by the last request; it is cleared before
 	// a write, unless the handler sets one first. Guarded by wmu once a handler runs.
 	staleWrite bool
-	woke      time.Time // when the request's first bytes came, for ReadTimeout
+	woke       time.Time // when the request's first bytes came, for ReadTimeout
 
 	wmu sync.Mutex // wmu serializes writes: a 100 Continue sent from a body Read
 
