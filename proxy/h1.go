@@ -204,17 +204,20 @@ func (c *h1Client) get(ctx context.Context, pool *h1Pool, addr string, deadline 
 // idleClean reports whether an idle connection has received nothing, not even its end: any
 // byte would otherwise be read as the next request's response. It does not block.
 func (cc *h1Conn) idleClean() bool {
-	if cc.br.Buffered() > 0 {
-		return false
-	}
-	if ok, done := cc.peek(); done {
+	if cc.canPeek() {
+		if cc.br.Buffered() > 0 {
+			return false
+		}
+		ok, _ := cc.peek()
 		return ok
 	}
 	// No socket to look at (a DialContext returned a conn of its own): stop the read that
-	// watch started. A timeout means nothing arrived; the buffer keeps what did. This is
-	// net/http's guarantee, not the socket's: bytes that reached the kernel but not yet the
-	// reader (the runtime polls for them) are missed. A read with a deadline already past
-	// would miss them too: Go's conns fail it before they look for data.
+	// watch started, before looking at the buffer, which is that read's until it returns
+	// (bufio slides its contents before it reads). A timeout means nothing arrived; the
+	// buffer keeps what did. This is net/http's guarantee, not the socket's: bytes that
+	// reached the kernel but not yet the reader (the runtime polls for them) are missed. A
+	// read with a deadline already past would miss them too: Go's conns fail it before they
+	// look for data.
 	done := cc.watching
 	cc.watching = nil
 	if done == nil || cc.nc.SetReadDeadline(aLongTimeAgo) != nil {
