@@ -19,17 +19,25 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// h1Client is the lean HTTP/1.1 client the default HTTP1 transport uses for GET and HEAD
-// requests without a body: the bulk of a proxy's traffic.
+// h1Client is the lean HTTP/1.1 client the default HTTP1 transport uses for requests without
+// a body and for requests whose small body the proxy read whole beforehand (see
+// exchange.readBody): the bulk of a proxy's traffic.
 //
 // net/http's Transport runs a reader and a writer goroutine per connection and hands every
-// request and response between them and the caller over channels. For a request with no body
-// none of that is needed: h1Client writes the request and reads the response head on the
-// handler's goroutine, and the handler then reads the body straight from the connection's
-// buffer. That saves two goroutine handoffs and a dozen allocations per request, which is most
-// of the proxy's own CPU cost on small responses.
+// request and response between them and the caller over channels, and it writes a request's
+// head and body in separate writes. For a request whose body is already in memory none of
+// that is needed: h1Client writes the head and the body in one write and reads the response
+// head on the handler's goroutine, and the handler then reads the body straight from the
+// connection's buffer. That saves two goroutine handoffs, a system call or two and a dozen
+// allocations per request, which is most of the proxy's own CPU cost on small responses.
 //
-// Requests with a body, upgrades and every other protocol go through net/http's Transport.
+// Request bodies of unknown length or larger than the proxy reads ahead, upgrades and every
+// other protocol go through net/http's Transport.
+//
+// A request is sent again on a new connection only when a reused connection fails it and
+// either none of it left (the write failed before the kernel took a byte) or it may be resent
+// unasked (resendable), the rules net/http's Transport follows for its own retries: a POST
+// whose connection closes after it was written is never sent twice.
 //
 // Without a reader goroutine, nobody watches an idle connection. net/http's reader notices
 // bytes an upstream sends unasked (after a HEAD, a 204 or a 304, or at any moment) and drops
@@ -72,7 +80,9 @@ type h1Conn struct {
 	nc     net.Conn
 	lr     limitReader // counts header bytes under br
 	br     *bufio.Reader
-	bw     *bufio.Writer
+	wbuf   []byte      // the request head being written, kept for the next request
+	iov    [2][]byte   // head and body of a request written with one writev
+	bufs   net.Buffers // iov's slice, which net.Buffers.WriteTo consumes
 	tp     textproto.Reader
 	pool   *h1Pool
 	idleAt time.Time
@@ -194,7 +204,6 @@ func (c *h1Client) get(ctx context.Context, pool *h1Pool, addr string, deadline 
 	cc := &h1Conn{nc: nc, pool: pool}
 	cc.lr.r = nc
 	cc.br = bufio.NewReaderSize(&cc.lr, 16<<10)
-	cc.bw = bufio.NewWriterSize(nc, 4<<10)
 	cc.tp.R = cc.br
 	cc.cancel = func() { nc.SetDeadline(aLongTimeAgo) }
 	cc.initPeek()
@@ -356,8 +365,12 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 		}
 		return err
 	}
-	if err := writeRequest(cc.bw, &x.out, &x.url); err != nil {
-		if reused && isNetError(err) {
+	if n, err := cc.write(&x.out, &x.url, x.reqBody); err != nil {
+		// A reused connection its endpoint closed as it was taken from the pool fails here.
+		// The request may go again on a new connection when none of it left (the kernel took
+		// no byte), or when it may be resent anyway; otherwise the endpoint may have read
+		// enough of it to act.
+		if reused && isNetError(err) && (n == 0 || resendable(x.in)) {
 			return fail(errStale)
 		}
 		return fail(err)
@@ -370,7 +383,11 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 	for informational := 0; ; informational++ {
 		code, minor, reason, err := readStatusLine(cc.br)
 		if err != nil {
-			if reused && informational == 0 && err == errNoResponse {
+			if reused && informational == 0 && err == errNoResponse && resendable(x.in) {
+				// The endpoint closed the connection without answering: it was closing it
+				// as idle, or it read the request, acted on it and failed. Only a request
+				// that may be resent unasked is (net/http's errServerClosedIdle rule); a
+				// POST fails rather than risk being processed twice.
 				return fail(errStale)
 			}
 			return fail(err)
@@ -574,63 +591,105 @@ func asciiEqualFold(a, b string) bool {
 	return true
 }
 
-// writeRequest writes the head of a bodiless request. It validates what it writes, since
-// handlers before the proxy may have changed the request.
-func writeRequest(bw *bufio.Writer, req *http.Request, u *url.URL) error {
+// maxCopiedBody is the largest request body, together with its head, that write copies behind
+// the head into one buffer; a larger one goes out with the head in one writev, uncopied. It is
+// the size of the write buffer a connection used to have, so that an idle connection keeps no
+// larger buffer than it did.
+const maxCopiedBody = 4 << 10
+
+// write sends req's head and body in one write, so that the endpoint gets them in as few
+// segments as the kernel makes and one system call does it. It returns how many bytes the
+// connection took: a failed write that took none left nothing of the request behind.
+func (cc *h1Conn) write(req *http.Request, u *url.URL, body []byte) (int64, error) {
+	head, err := appendRequest(cc.wbuf[:0], req, u, len(body))
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	if len(head)+len(body) <= maxCopiedBody {
+		head = append(head, body...)
+		var m int
+		m, err = cc.nc.Write(head)
+		n = int64(m)
+	} else {
+		// The array keeps net.Buffers from allocating; WriteTo consumes cc.bufs and clears
+		// the array's slices as it goes.
+		cc.iov = [2][]byte{head, body}
+		cc.bufs = cc.iov[:]
+		n, err = cc.bufs.WriteTo(cc.nc)
+	}
+	if cap(head) <= 64<<10 {
+		cc.wbuf = head // kept for the next request; a huge head's buffer is not
+	} else {
+		cc.wbuf = nil
+	}
+	return n, err
+}
+
+// appendRequest appends the head of req to b. It validates what it writes, since handlers
+// before the proxy may have changed the request. bodyLen is the length of the body that
+// follows; like net/http, a POST, PUT or PATCH announces an empty one with Content-Length: 0,
+// since many servers want a length for those methods.
+func appendRequest(b []byte, req *http.Request, u *url.URL, bodyLen int) ([]byte, error) {
 	host := req.Host
 	if host == "" {
 		host = u.Host
 	}
 	if !validMethod(req.Method) {
-		return fmt.Errorf("proxy: invalid method %q", req.Method)
+		return b, fmt.Errorf("proxy: invalid method %q", req.Method)
 	}
 	if !httpguts.ValidHostHeader(host) {
-		return fmt.Errorf("proxy: invalid Host %q", host)
+		return b, fmt.Errorf("proxy: invalid Host %q", host)
 	}
-	bw.WriteString(req.Method)
-	bw.WriteByte(' ')
+	b = append(b, req.Method...)
+	b = append(b, ' ')
 	if u.Opaque != "" {
 		uri := u.RequestURI()
 		if !validTarget(uri) {
-			return fmt.Errorf("proxy: invalid request target %q", uri)
+			return b, fmt.Errorf("proxy: invalid request target %q", uri)
 		}
-		bw.WriteString(uri)
+		b = append(b, uri...)
 	} else {
 		p := u.EscapedPath()
 		if p == "" || (p[0] != '/' && p != "*") {
-			bw.WriteByte('/')
+			b = append(b, '/')
 		}
-		bw.WriteString(p)
+		b = append(b, p...)
 		if u.ForceQuery || u.RawQuery != "" {
 			if !validTarget(u.RawQuery) {
-				return fmt.Errorf("proxy: invalid query %q", u.RawQuery)
+				return b, fmt.Errorf("proxy: invalid query %q", u.RawQuery)
 			}
-			bw.WriteByte('?')
-			bw.WriteString(u.RawQuery)
+			b = append(b, '?')
+			b = append(b, u.RawQuery...)
 		}
 	}
-	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	bw.WriteString(host)
-	bw.WriteString("\r\n")
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, host...)
+	b = append(b, "\r\n"...)
+	if bodyLen > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut ||
+		req.Method == http.MethodPatch {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, int64(bodyLen), 10)
+		b = append(b, "\r\n"...)
+	}
 	for k, vv := range req.Header {
-		if k == "Host" {
+		if k == "Host" || k == "Content-Length" {
 			continue
 		}
 		if !httpguts.ValidHeaderFieldName(k) {
-			return fmt.Errorf("proxy: invalid header field name %q", k)
+			return b, fmt.Errorf("proxy: invalid header field name %q", k)
 		}
 		for _, v := range vv {
 			if !httpguts.ValidHeaderFieldValue(v) {
-				return fmt.Errorf("proxy: invalid value for header field %q", k)
+				return b, fmt.Errorf("proxy: invalid value for header field %q", k)
 			}
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			bw.WriteString(v)
-			bw.WriteString("\r\n")
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
 		}
 	}
-	bw.WriteString("\r\n")
-	return bw.Flush()
+	return append(b, "\r\n"...), nil
 }
 
 func validMethod(m string) bool {

@@ -79,8 +79,12 @@ type Proxy struct {
 	// Transport sends the requests. Nil means transports built from Protocol,
 	// TLSClientConfig, DialContext and MaxIdleConnsPerEndpoint: connection pools tuned for a
 	// proxy (no environment proxy, no transparent compression, large idle pools). For
-	// HTTP1, GET and HEAD requests without a body then take a leaner HTTP/1.1 client that
-	// writes and reads on the handler's goroutine.
+	// HTTP1, requests without a body, or with a body of known length up to 64 KiB (and
+	// Retry.MaxBodyBytes) that is not awaiting 100 Continue, then take a leaner HTTP/1.1
+	// client that writes and reads on the handler's goroutine. Such a body is read whole
+	// before an endpoint is picked, and sent with the request's head in one write: an
+	// endpoint never gets part of it, and a client that sends too little, or too slowly,
+	// fails without one being tried.
 	Transport http.RoundTripper
 
 	// TLSClientConfig configures TLS to upstreams for HTTPS and HTTP2. Nil means a default
@@ -326,6 +330,7 @@ type exchange struct {
 	upgrade string // the Upgrade protocol requested, or ""
 	fastOK  bool   // the request may take the lean HTTP/1.1 client
 	body    *replayBody
+	reqBody []byte // with fastOK, the client's whole body, read before the first try
 
 	start    time.Time
 	deadline time.Time // overall deadline, zero when none
@@ -452,6 +457,13 @@ func (x *exchange) serve() {
 		return
 	}
 	x.prepare()
+	if x.fastOK && x.out.ContentLength > 0 {
+		if err := x.readBody(); err != nil {
+			// Nothing was picked: no endpoint is charged with the client's fault.
+			x.fail(&Error{Status: clientStatus(err), Failure: sluice.ClientFailure, Err: err})
+			return
+		}
+	}
 	if p.cfg.timeout > 0 {
 		x.deadline = x.start.Add(p.cfg.timeout)
 	}
@@ -529,11 +541,15 @@ func (x *exchange) prepare() {
 	// A server request without a body has http.NoBody. Over HTTP/2 a body that is already
 	// over has ContentLength 0 and may be read as empty; over HTTP/1.1 a body with
 	// ContentLength 0 was put there by a handler, and is sent for what it holds.
-	if in.Body == nil || in.Body == http.NoBody || (in.ContentLength == 0 && in.ProtoMajor != 1) {
+	switch {
+	case in.Body == nil || in.Body == http.NoBody || (in.ContentLength == 0 && in.ProtoMajor != 1):
 		x.out.Body, x.out.GetBody, x.out.ContentLength = nil, nil, 0
-		x.fastOK = x.p.fast != nil && x.upgrade == "" &&
-			(in.Method == http.MethodGet || in.Method == http.MethodHead)
-	} else {
+		x.fastOK = x.p.fast != nil && x.upgrade == ""
+	case x.readAhead():
+		// serve reads the body whole before the first try; the lean client writes it.
+		x.out.Body, x.out.GetBody = nil, nil
+		x.fastOK = true
+	default:
 		x.body = newReplayBody(in.Body, x.p.cfg.bodyLimit)
 		x.out.GetBody = x.body.getBody
 		if len(in.Trailer) > 0 {
@@ -546,6 +562,58 @@ func (x *exchange) prepare() {
 	x.url = *in.URL
 	x.url.Scheme = x.p.scheme
 	x.url.User = nil
+}
+
+// maxReadAhead is the largest request body the proxy reads whole before the first try, so
+// that the lean client sends it with its head in one write. 64 KiB is Retry.MaxBodyBytes's
+// default, the memory a request may hold for retries anyway; it fits in a loopback or LAN
+// socket's send buffer, so the write does not wait on the endpoint; and a 64 KiB upload takes
+// well under a millisecond on any link a proxy serves, so reading it first delays the
+// endpoint by little. NGINX reads every body first (proxy_request_buffering on), to disk
+// past client_body_buffer_size (16 KiB).
+const maxReadAhead = 64 << 10
+
+// readAhead reports whether the request's body is read whole before the first try and sent
+// by the lean client: a body of known length up to maxReadAhead, and Retry.MaxBodyBytes, which
+// bounds what the proxy holds of a body. Not a body the client sends only once told to
+// (Expect: 100-continue: the upstream decides, through net/http's Transport), nor one with
+// trailers, nor an upgrade's.
+func (x *exchange) readAhead() bool {
+	in := x.in
+	return x.p.fast != nil && x.upgrade == "" && in.ContentLength > 0 &&
+		in.ContentLength <= min(maxReadAhead, x.p.cfg.bodyLimit) &&
+		len(in.TransferEncoding) == 0 && len(in.Trailer) == 0 && len(in.Header["Expect"]) == 0
+}
+
+// errBodyTooLong is the error of a request body longer than its ContentLength: one a handler
+// before the proxy replaced without fixing the length.
+var errBodyTooLong = errors.New("proxy: request body is longer than its Content-Length")
+
+// readBody reads the client's body into x.reqBody: exactly ContentLength bytes, through
+// in.Body, so that the server's limits (ServerOptions.BodyReadTimeout between two reads, a
+// MaxBytesReader) apply as they do to any body. A body cut short fails here, before an
+// endpoint is picked: the upstream gets the whole body or nothing of the request.
+func (x *exchange) readBody() error {
+	n := int(x.in.ContentLength)
+	// One byte more than announced, so that a longer body is seen, and the read that
+	// returns the end of the body (net/http's returns io.EOF with the last bytes) has room.
+	buf := make([]byte, n+1)
+	got := 0
+	for {
+		m, err := x.in.Body.Read(buf[got:])
+		got += m
+		switch {
+		case got > n:
+			return errBodyTooLong
+		case err == io.EOF && got < n:
+			return io.ErrUnexpectedEOF
+		case err == io.EOF:
+			x.reqBody = buf[:n]
+			return nil
+		case err != nil:
+			return err
+		}
+	}
 }
 
 // refuse returns the error for a request the proxy will not forward, or nil.
@@ -935,8 +1003,17 @@ func (x *exchange) backoff(try int) bool {
 // idempotent reports whether r may be sent twice (RFC 9110 §9.2.2), or declares itself safe
 // to resend with an Idempotency-Key as net/http's Transport accepts.
 func idempotent(r *http.Request) bool {
+	return r.Method == http.MethodPut || r.Method == http.MethodDelete || resendable(r)
+}
+
+// resendable reports whether r may be sent again without being asked, on a new connection to
+// the same endpoint after its reused one closed unanswered: a safe method, or one carrying an
+// Idempotency-Key. It is net/http's rule for its own retries (Request.isReplayable), narrower
+// than idempotent: a PUT or DELETE is left to the proxy's retries, which MaxTries and the
+// budget bound.
+func resendable(r *http.Request) bool {
 	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		return true
 	}
 	if _, ok := r.Header["Idempotency-Key"]; ok {
