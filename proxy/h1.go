@@ -87,10 +87,13 @@ type h1Conn struct {
 	pool   *h1Pool
 	idleAt time.Time
 	cancel func() // unblocks I/O when the request's context ends; bound once per connection
-	// armed says a deadline may be set on nc. The read deadline is cleared as the conn goes
-	// idle; the write deadline is left for the next request to replace or clear, which
-	// saves a deadline update per request.
+	// armed says a deadline may be set on nc. Deadlines are left in place as the conn goes
+	// idle, for the next request to replace or clear, which saves a deadline update per
+	// request; readDL is the read deadline last set, zero for none, so that a look at an
+	// idle conn can clear one that passed (see idleClean). The cancel func's deadline is not
+	// recorded: a canceled request's conn is closed.
 	armed  bool
+	readDL time.Time
 	peeker // looks at an idle connection's socket without reading from it
 
 	// For a conn without a socket to look at: the goroutine that reads from it while it is
@@ -186,7 +189,7 @@ func (c *h1Client) get(ctx context.Context, pool *h1Pool, addr string, deadline 
 		pool.idle[n-1] = nil
 		pool.idle = pool.idle[:n-1]
 		pool.mu.Unlock()
-		if now.Sub(cc.idleAt) < c.idleTimeout && cc.idleClean() {
+		if now.Sub(cc.idleAt) < c.idleTimeout && cc.idleClean(now) {
 			return cc, true, nil
 		}
 		cc.nc.Close()
@@ -212,10 +215,16 @@ func (c *h1Client) get(ctx context.Context, pool *h1Pool, addr string, deadline 
 
 // idleClean reports whether an idle connection has received nothing, not even its end: any
 // byte would otherwise be read as the next request's response. It does not block.
-func (cc *h1Conn) idleClean() bool {
+func (cc *h1Conn) idleClean(now time.Time) bool {
 	if cc.canPeek() {
 		if cc.br.Buffered() > 0 {
 			return false
+		}
+		if !cc.readDL.IsZero() && !now.Before(cc.readDL) {
+			// peek's RawConn.Read fails at once past a read deadline: clear the one the
+			// last request left, rarely: it is at least the try's timeout after its start.
+			cc.nc.SetReadDeadline(time.Time{})
+			cc.readDL = time.Time{}
 		}
 		ok, _ := cc.peek()
 		return ok
@@ -256,10 +265,12 @@ func (c *h1Client) put(cc *h1Conn) {
 		cc.nc.Close()
 		return
 	}
-	if cc.armed {
-		// A look at the idle conn (peek's RawConn.Read, or watch's read) fails at once
-		// past a read deadline. The write deadline may stay: do replaces it.
+	if !cc.readDL.IsZero() && !cc.canPeek() {
+		// watch's read would end at the read deadline, and miss what arrives later. A
+		// socket's deadlines stay: idleClean clears a read deadline that passed, and do
+		// replaces both.
 		cc.nc.SetReadDeadline(time.Time{})
+		cc.readDL = time.Time{}
 	}
 	now := time.Now()
 	cc.idleAt = now
@@ -350,10 +361,10 @@ func (c *h1Client) closeIdle() {
 func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool, deadline time.Time) error {
 	if !deadline.IsZero() {
 		cc.nc.SetDeadline(deadline)
-		cc.armed = true
+		cc.armed, cc.readDL = true, deadline
 	} else if cc.armed {
 		cc.nc.SetDeadline(time.Time{}) // the last request's
-		cc.armed = false
+		cc.armed, cc.readDL = false, time.Time{}
 	}
 	var stop func() bool
 	if ctx.Done() != nil {
@@ -453,14 +464,15 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 		closeAfter = true
 	}
 	b.close = closeAfter
-	if c.bodyTimeout > 0 && b.mode != bodyNone {
-		// The try's timeouts bound the wait for the head; the body's reads are bounded by
-		// bodyTimeout, however long the body lasts. The write deadline is left as it is:
-		// nothing is written until the next request replaces it.
-		b.arm(time.Now())
-	} else if !deadline.IsZero() {
-		// The timeouts bound the wait for the head; a body streams for as long as it lasts.
+	// The try's timeouts bound the wait for the head. With bodyTimeout, the body's reads are
+	// bounded by it, however long the body lasts: Read sets the read deadline before its
+	// first wait on the connection, and a body already in the buffer (most small ones) needs
+	// no deadline moved at all. The write deadline is left as it is: nothing is written
+	// until the next request replaces it.
+	if c.bodyTimeout <= 0 && !deadline.IsZero() && b.mode != bodyNone {
+		// A body streams for as long as it lasts.
 		cc.nc.SetDeadline(time.Time{})
+		cc.readDL = time.Time{}
 		if ctx.Err() != nil {
 			cc.nc.SetDeadline(aLongTimeAgo)
 		}
@@ -741,7 +753,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	if t := b.c.bodyTimeout; t > 0 && b.mode != bodyNone {
+	if t := b.c.bodyTimeout; t > 0 && b.mayWait() {
 		if now := time.Now(); now.Sub(b.armedAt) >= t/4 {
 			b.arm(now)
 		}
@@ -808,13 +820,29 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// mayWait reports whether the next Read may wait on the connection, rather than take what
+// the buffer holds: a bufio.Reader's Read reads the connection only when the buffer is empty,
+// while a chunk line may be partly buffered.
+func (b *h1Body) mayWait() bool {
+	switch b.mode {
+	case bodyNone:
+		return false
+	case bodyLength:
+		return b.n > 0 && b.cc.br.Buffered() == 0
+	case bodyUntilClose:
+		return b.cc.br.Buffered() == 0
+	}
+	return true
+}
+
 // arm sets the read deadline to bodyTimeout and a quarter from now. Moved forward at most
-// every quarter, it stays at least bodyTimeout ahead of every Read.
+// every quarter, it stays at least bodyTimeout ahead of every Read that may wait.
 func (b *h1Body) arm(now time.Time) {
 	t := b.c.bodyTimeout
 	b.armedAt = now
-	b.cc.armed = true
-	b.cc.nc.SetReadDeadline(now.Add(t + t/4))
+	cc := b.cc
+	cc.armed, cc.readDL = true, now.Add(t+t/4)
+	cc.nc.SetReadDeadline(cc.readDL)
 	if b.ctx.Err() != nil {
 		// The request ended as the deadline moved: keep the cancel's deadline in the past.
 		b.cc.nc.SetReadDeadline(aLongTimeAgo)

@@ -26,7 +26,7 @@ func BenchmarkH1IdleClean(b *testing.B) {
 	defer cc.nc.Close()
 	b.ReportAllocs()
 	for b.Loop() {
-		if !cc.idleClean() {
+		if !cc.idleClean(time.Now()) {
 			b.Fatal("a quiet connection was not clean")
 		}
 	}
