@@ -13,6 +13,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -403,7 +404,7 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 			}
 			return fail(err)
 		}
-		hdr, err = cc.tp.ReadMIMEHeader()
+		hdr, err = cc.readHeader(x.hvals[:])
 		if err != nil {
 			return fail(fmt.Errorf("proxy: reading upstream response header: %w", err))
 		}
@@ -487,6 +488,83 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 	res.Close = closeAfter
 	res.Request = &x.out
 	return nil
+}
+
+// readHeader reads the field lines of a response head, as textproto.Reader.ReadMIMEHeader
+// does. A head that is already in the buffer whole, one field per line, is parsed where it
+// lies: one string holds its fields, the header's keys and values are cut from it, and each
+// field's value slice from vals while it lasts, which saves an allocation per field. Anything
+// else (a head still arriving, obs-fold continuation lines, bytes a field may not hold) is
+// left to textproto, which reads it and judges it as net/http's client does.
+func (cc *h1Conn) readHeader(vals []string) (textproto.MIMEHeader, error) {
+	if h, ok := cc.parseBufferedHeader(vals); ok {
+		return h, nil
+	}
+	return cc.tp.ReadMIMEHeader()
+}
+
+// parseBufferedHeader parses the header section at the start of cc's buffer and discards it,
+// or reports false, having consumed nothing, when the section is not all there or is not
+// plain. What it accepts, it reads exactly as textproto does: lines end in LF or CRLF, are
+// trimmed of spaces and tabs, and the value starts after the spaces following the colon.
+func (cc *h1Conn) parseBufferedHeader(vals []string) (textproto.MIMEHeader, bool) {
+	buf, _ := cc.br.Peek(cc.br.Buffered())
+	fields, end := 0, -1
+	for i := 0; i < len(buf); {
+		j := bytes.IndexByte(buf[i:], '\n')
+		if j < 0 {
+			return nil, false
+		}
+		line := buf[i : i+j]
+		if len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		i += j + 1
+		if len(line) == 0 {
+			end = i
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return nil, false // a continuation line, or a malformed first one
+		}
+		fields++
+	}
+	if end < 0 {
+		return nil, false
+	}
+	if fields > len(vals) {
+		vals = make([]string, fields)
+	}
+	h := make(textproto.MIMEHeader, fields)
+	s := string(buf[:end])
+	for {
+		j := strings.IndexByte(s, '\n')
+		line := s[:j]
+		s = s[j+1:]
+		if len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		if line == "" {
+			break
+		}
+		k, v, ok := strings.Cut(trimOWS(line), ":")
+		if !ok || !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v) {
+			return nil, false
+		}
+		for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+			v = v[1:]
+		}
+		k = textproto.CanonicalMIMEHeaderKey(k)
+		if vv, ok := h[k]; ok {
+			h[k] = append(vv, v)
+			continue
+		}
+		vals[0] = v
+		h[k] = vals[:1:1]
+		vals = vals[1:]
+	}
+	cc.br.Discard(end)
+	return h, true
 }
 
 func code1xx(code int) bool { return code >= 100 && code < 200 }

@@ -348,6 +348,9 @@ type exchange struct {
 
 	res    http.Response // the response of the lean client
 	h1body h1Body
+	// The values of the lean client's response header, cut up into one slice per field
+	// (readHeader): most responses need no slice of their own.
+	hvals [8]string
 
 	// The try in progress, kept so that a panic can still end it.
 	pick     sluice.PickResult
