@@ -707,6 +707,7 @@ func (cc *h1Conn) write(req *http.Request, u *url.URL, body []byte) (int64, erro
 		cc.iov = [2][]byte{head, body}
 		cc.bufs = cc.iov[:]
 		n, err = cc.bufs.WriteTo(cc.nc)
+		cc.iov = [2][]byte{} // what a failed write left: the body's buffer goes back to a pool
 	}
 	if cap(head) <= 64<<10 {
 		cc.wbuf = head // kept for the next request; a huge head's buffer is not

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -338,5 +339,61 @@ func TestLeanBodyLengthMismatch(t *testing.T) {
 			assert.Equal(t, http.StatusBadRequest, rw.Code)
 			assert.Zero(t, srv.Accepted(), "no upstream was tried")
 		})
+	}
+}
+
+// Read-ahead bodies lie in pooled buffers: concurrent requests of every size class each reach
+// the upstream with their own body, never another's or a recycled buffer's.
+func TestLeanBodyConcurrent(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body) // whole, before writing: an HTTP/1 server may stop the body then
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		w.Write(b)
+	}))
+	t.Cleanup(up.Close)
+	addr := up.Listener.Addr().String()
+	p := &Proxy{Picker: onePicker(addr)}
+	t.Cleanup(p.CloseIdleConnections)
+	front := httptest.NewServer(p)
+	t.Cleanup(front.Close)
+
+	sizes := []int{1, 1000, 1024, 1025, 3000, 5000, 20000, 40000, 64 << 10}
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for i := range 20 {
+				size := sizes[(g+i)%len(sizes)]
+				body := bytes.Repeat([]byte{byte('a' + g), byte('0' + i%10)}, size/2+1)[:size]
+				res, err := front.Client().Post(front.URL, "application/octet-stream", bytes.NewReader(body))
+				if err != nil {
+					errs <- err
+					return
+				}
+				got, err := io.ReadAll(res.Body)
+				res.Body.Close()
+				if err != nil || !bytes.Equal(got, body) {
+					errs <- fmt.Errorf("goroutine %d request %d (%d bytes): got %d bytes back, %v", g, i, size, len(got), err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		assert.NoError(t, <-errs)
+	}
+	assert.True(t, leanUsed(p, addr), "the lean client sent them")
+}
+
+func TestBodyClass(t *testing.T) {
+	for _, tt := range []struct{ n, size int }{
+		{1, 1 << 10}, {1 << 10, 1 << 10}, {1<<10 + 1, 2 << 10}, {5000, 8 << 10}, {64 << 10, 64 << 10},
+	} {
+		b := getBodyBuf(tt.n)
+		assert.Equal(t, tt.size, cap(*b), "buffer for %d bytes", tt.n)
+		putBodyBuf(b)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/bits"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -330,7 +331,9 @@ type exchange struct {
 	upgrade string // the Upgrade protocol requested, or ""
 	fastOK  bool   // the request may take the lean HTTP/1.1 client
 	body    *replayBody
-	reqBody []byte // with fastOK, the client's whole body, read before the first try
+	reqBody []byte  // with fastOK, the client's whole body, read before the first try
+	bodyBuf *[]byte // the pooled buffer reqBody lies in, returned when the request ends
+	probe   [1]byte // for the Read that looks for the end of a read-ahead body
 
 	start    time.Time
 	deadline time.Time // overall deadline, zero when none
@@ -374,6 +377,11 @@ func (p *Proxy) ServeHTTP(rw http.ResponseWriter, in *http.Request) {
 	x.tried = x.triedBuf[:0]
 	p.inflight.Add(1)
 	x.serveGuarded()
+	if x.bodyBuf != nil {
+		// The lean client wrote the body on this goroutine: nothing holds it any more.
+		x.reqBody = nil
+		putBodyBuf(x.bodyBuf)
+	}
 	p.inflight.Add(-1)
 	if x.retrying {
 		p.retrying.Add(-1)
@@ -598,26 +606,52 @@ var errBodyTooLong = errors.New("proxy: request body is longer than its Content-
 // endpoint is picked: the upstream gets the whole body or nothing of the request.
 func (x *exchange) readBody() error {
 	n := int(x.in.ContentLength)
-	// One byte more than announced, so that a longer body is seen, and the read that
-	// returns the end of the body (net/http's returns io.EOF with the last bytes) has room.
-	buf := make([]byte, n+1)
+	x.bodyBuf = getBodyBuf(n)
+	buf := (*x.bodyBuf)[:n]
 	got := 0
-	for {
-		m, err := x.in.Body.Read(buf[got:])
+	var err error
+	for got < n && err == nil {
+		var m int
+		m, err = x.in.Body.Read(buf[got:])
 		got += m
-		switch {
-		case got > n:
+	}
+	// The end must follow. net/http's body reports it with the last bytes; another reader
+	// may need one more Read, which must find nothing.
+	for err == nil {
+		var m int
+		m, err = x.in.Body.Read(x.probe[:])
+		if m > 0 {
 			return errBodyTooLong
-		case err == io.EOF && got < n:
-			return io.ErrUnexpectedEOF
-		case err == io.EOF:
-			x.reqBody = buf[:n]
-			return nil
-		case err != nil:
-			return err
 		}
 	}
+	switch {
+	case err != io.EOF:
+		return err
+	case got < n:
+		return io.ErrUnexpectedEOF
+	}
+	x.reqBody = buf
+	return nil
 }
+
+// bodyBufs pool the buffers read-ahead bodies are read into, by size: bodyBufs[i] holds
+// buffers of 1 KiB << i bytes, up to maxReadAhead. Allocated afresh for every request, a
+// 64 KiB body would have the garbage collector run every few thousand POSTs.
+var bodyBufs [7]sync.Pool
+
+// bodyClass returns the index in bodyBufs of the buffers that hold n bytes, 0 < n ≤ 64 KiB.
+func bodyClass(n int) int { return max(0, bits.Len(uint(n-1))-10) }
+
+func getBodyBuf(n int) *[]byte {
+	i := bodyClass(n)
+	if b, _ := bodyBufs[i].Get().(*[]byte); b != nil {
+		return b
+	}
+	b := make([]byte, 1<<10<<i)
+	return &b
+}
+
+func putBodyBuf(b *[]byte) { bodyBufs[bodyClass(cap(*b))].Put(b) }
 
 // refuse returns the error for a request the proxy will not forward, or nil.
 func (x *exchange) refuse() *Error {
