@@ -66,12 +66,12 @@
 // limit or too slow gets 400, 413 or 408 and a closed connection; the try is reported as
 // [sluice.ClientFailure] (no endpoint is even picked when the body was read ahead) and a
 // client that goes away as [sluice.Canceled] (logged 499, its connection aborted): neither
-// ever counts against the endpoint nor is retried. An upstream
-// that breaks off or stalls mid-body is charged with the failure, the client's connection is
-// aborted so that a truncated body is never taken for a whole one, and the access log says 502
-// or 504 rather than the status that had gone out. A panic in ModifyResponse or in a
-// ResponseWriter wrapper is recovered: the try is released as [sluice.InternalFailure], the
-// upstream connection closed, the client answered 500 (or aborted) and the panic logged.
+// ever counts against the endpoint nor is retried. An upstream that breaks off or stalls
+// mid-body is charged with the failure, the client's connection is aborted so that a
+// truncated body is never taken for a whole one, and the access log says 502 or 504 rather
+// than the status that had gone out. A panic in ModifyResponse or in a ResponseWriter
+// wrapper is recovered: the try is released as [sluice.InternalFailure], the upstream
+// connection closed, the client answered 500 (or aborted) and the panic logged.
 //
 // Framing never trusts what it cannot see: the upstream request is framed from the body the
 // proxy sends, not from the client's Content-Length; fields RFC 9110 §6.5.1 keeps out of

@@ -223,7 +223,8 @@ func (cc *h1Conn) idleClean(now time.Time) bool {
 		}
 		if !cc.readDL.IsZero() && !now.Before(cc.readDL) {
 			// peek's RawConn.Read fails at once past a read deadline: clear the one the
-			// last request left, rarely: it is at least the try's timeout after its start.
+			// last request left, which has passed only if the conn idled for about as
+			// long as a try may wait.
 			cc.nc.SetReadDeadline(time.Time{})
 			cc.readDL = time.Time{}
 		}
