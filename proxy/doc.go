@@ -44,8 +44,11 @@
 //     stopped waiting for it.
 //   - Responses of unknown length, text/event-stream and gRPC are flushed chunk by chunk;
 //     others are copied through a pooled buffer. Request bodies stream to the upstream as they
-//     arrive; only their first Retry.MaxBodyBytes bytes are kept, for a retry. No body is ever
-//     held whole.
+//     arrive; only their first Retry.MaxBodyBytes bytes are kept, for a retry. The one
+//     exception is small: with the default HTTP1 transports, a body of known length up to
+//     64 KiB (and Retry.MaxBodyBytes), not awaiting 100 Continue, is read whole before an
+//     endpoint is picked and sent with the request's head in one write, so that an upstream
+//     gets all of it or nothing. No larger body is ever held whole.
 //   - Trailers travel end to end, so gRPC works over h2 and h2c.
 //   - Upgrade requests (WebSocket and others) become a bidirectional tunnel with an idle
 //     timeout; when either side ends, both are closed. The Upgrade of an HTTP/1.0 request is
@@ -61,13 +64,14 @@
 //
 // Faults are put where they belong. A client whose body is malformed, cut short, over a
 // limit or too slow gets 400, 413 or 408 and a closed connection; the try is reported as
-// [sluice.ClientFailure] and a client that goes away as [sluice.Canceled] (logged 499, its
-// connection aborted): neither ever counts against the endpoint nor is retried. An upstream
-// that breaks off or stalls mid-body is charged with the failure, the client's connection is
-// aborted so that a truncated body is never taken for a whole one, and the access log says 502
-// or 504 rather than the status that had gone out. A panic in ModifyResponse or in a
-// ResponseWriter wrapper is recovered: the try is released as [sluice.InternalFailure], the
-// upstream connection closed, the client answered 500 (or aborted) and the panic logged.
+// [sluice.ClientFailure] (no endpoint is even picked when the body was read ahead) and a
+// client that goes away as [sluice.Canceled] (logged 499, its connection aborted): neither
+// ever counts against the endpoint nor is retried. An upstream that breaks off or stalls
+// mid-body is charged with the failure, the client's connection is aborted so that a
+// truncated body is never taken for a whole one, and the access log says 502 or 504 rather
+// than the status that had gone out. A panic in ModifyResponse or in a ResponseWriter
+// wrapper is recovered: the try is released as [sluice.InternalFailure], the upstream
+// connection closed, the client answered 500 (or aborted) and the panic logged.
 //
 // Framing never trusts what it cannot see: the upstream request is framed from the body the
 // proxy sends, not from the client's Content-Length; fields RFC 9110 §6.5.1 keeps out of

@@ -13,23 +13,32 @@ import (
 	"net/textproto"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
 )
 
-// h1Client is the lean HTTP/1.1 client the default HTTP1 transport uses for GET and HEAD
-// requests without a body: the bulk of a proxy's traffic.
+// h1Client is the lean HTTP/1.1 client the default HTTP1 transport uses for requests without
+// a body and for requests whose small body the proxy read whole beforehand (see
+// exchange.readBody): the bulk of a proxy's traffic.
 //
 // net/http's Transport runs a reader and a writer goroutine per connection and hands every
-// request and response between them and the caller over channels. For a request with no body
-// none of that is needed: h1Client writes the request and reads the response head on the
-// handler's goroutine, and the handler then reads the body straight from the connection's
-// buffer. That saves two goroutine handoffs and a dozen allocations per request, which is most
-// of the proxy's own CPU cost on small responses.
+// request and response between them and the caller over channels, and it writes a request's
+// head and body in separate writes. For a request whose body is already in memory none of
+// that is needed: h1Client writes the head and the body in one write and reads the response
+// head on the handler's goroutine, and the handler then reads the body straight from the
+// connection's buffer. That saves two goroutine handoffs, a system call or two and a dozen
+// allocations per request, which is most of the proxy's own CPU cost on small responses.
 //
-// Requests with a body, upgrades and every other protocol go through net/http's Transport.
+// Request bodies of unknown length or larger than the proxy reads ahead, upgrades and every
+// other protocol go through net/http's Transport.
+//
+// A request is sent again on a new connection only when a reused connection fails it and
+// either none of it left (the write failed before the kernel took a byte) or it may be resent
+// unasked (resendable), the rules net/http's Transport follows for its own retries: a POST
+// whose connection closes after it was written is never sent twice.
 //
 // Without a reader goroutine, nobody watches an idle connection. net/http's reader notices
 // bytes an upstream sends unasked (after a HEAD, a 204 or a 304, or at any moment) and drops
@@ -72,15 +81,20 @@ type h1Conn struct {
 	nc     net.Conn
 	lr     limitReader // counts header bytes under br
 	br     *bufio.Reader
-	bw     *bufio.Writer
+	wbuf   []byte      // the request head being written, kept for the next request
+	iov    [2][]byte   // head and body of a request written with one writev
+	bufs   net.Buffers // iov's slice, which net.Buffers.WriteTo consumes
 	tp     textproto.Reader
 	pool   *h1Pool
 	idleAt time.Time
 	cancel func() // unblocks I/O when the request's context ends; bound once per connection
-	// armed says a deadline may be set on nc. The read deadline is cleared as the conn goes
-	// idle; the write deadline is left for the next request to replace or clear, which
-	// saves a deadline update per request.
+	// armed says a deadline may be set on nc. Deadlines are left in place as the conn goes
+	// idle, for the next request to replace or clear, which saves a deadline update per
+	// request; readDL is the read deadline last set, zero for none, so that a look at an
+	// idle conn can clear one that passed (see idleClean). The cancel func's deadline is not
+	// recorded: a canceled request's conn is closed.
 	armed  bool
+	readDL time.Time
 	peeker // looks at an idle connection's socket without reading from it
 
 	// For a conn without a socket to look at: the goroutine that reads from it while it is
@@ -176,7 +190,7 @@ func (c *h1Client) get(ctx context.Context, pool *h1Pool, addr string, deadline 
 		pool.idle[n-1] = nil
 		pool.idle = pool.idle[:n-1]
 		pool.mu.Unlock()
-		if now.Sub(cc.idleAt) < c.idleTimeout && cc.idleClean() {
+		if now.Sub(cc.idleAt) < c.idleTimeout && cc.idleClean(now) {
 			return cc, true, nil
 		}
 		cc.nc.Close()
@@ -194,7 +208,6 @@ func (c *h1Client) get(ctx context.Context, pool *h1Pool, addr string, deadline 
 	cc := &h1Conn{nc: nc, pool: pool}
 	cc.lr.r = nc
 	cc.br = bufio.NewReaderSize(&cc.lr, 16<<10)
-	cc.bw = bufio.NewWriterSize(nc, 4<<10)
 	cc.tp.R = cc.br
 	cc.cancel = func() { nc.SetDeadline(aLongTimeAgo) }
 	cc.initPeek()
@@ -203,18 +216,28 @@ func (c *h1Client) get(ctx context.Context, pool *h1Pool, addr string, deadline 
 
 // idleClean reports whether an idle connection has received nothing, not even its end: any
 // byte would otherwise be read as the next request's response. It does not block.
-func (cc *h1Conn) idleClean() bool {
-	if cc.br.Buffered() > 0 {
-		return false
-	}
-	if ok, done := cc.peek(); done {
+func (cc *h1Conn) idleClean(now time.Time) bool {
+	if cc.canPeek() {
+		if cc.br.Buffered() > 0 {
+			return false
+		}
+		if !cc.readDL.IsZero() && !now.Before(cc.readDL) {
+			// peek's RawConn.Read fails at once past a read deadline: clear the one the
+			// last request left, which has passed only if the conn idled for about as
+			// long as a try may wait.
+			cc.nc.SetReadDeadline(time.Time{})
+			cc.readDL = time.Time{}
+		}
+		ok, _ := cc.peek()
 		return ok
 	}
 	// No socket to look at (a DialContext returned a conn of its own): stop the read that
-	// watch started. A timeout means nothing arrived; the buffer keeps what did. This is
-	// net/http's guarantee, not the socket's: bytes that reached the kernel but not yet the
-	// reader (the runtime polls for them) are missed. A read with a deadline already past
-	// would miss them too: Go's conns fail it before they look for data.
+	// watch started, before looking at the buffer, which is that read's until it returns
+	// (bufio slides its contents before it reads). A timeout means nothing arrived; the
+	// buffer keeps what did. This is net/http's guarantee, not the socket's: bytes that
+	// reached the kernel but not yet the reader (the runtime polls for them) are missed. A
+	// read with a deadline already past would miss them too: Go's conns fail it before they
+	// look for data.
 	done := cc.watching
 	cc.watching = nil
 	if done == nil || cc.nc.SetReadDeadline(aLongTimeAgo) != nil {
@@ -244,10 +267,12 @@ func (c *h1Client) put(cc *h1Conn) {
 		cc.nc.Close()
 		return
 	}
-	if cc.armed {
-		// A look at the idle conn (peek's RawConn.Read, or watch's read) fails at once
-		// past a read deadline. The write deadline may stay: do replaces it.
+	if !cc.readDL.IsZero() && !cc.canPeek() {
+		// watch's read would end at the read deadline, and miss what arrives later. A
+		// socket's deadlines stay: idleClean clears a read deadline that passed, and do
+		// replaces both.
 		cc.nc.SetReadDeadline(time.Time{})
+		cc.readDL = time.Time{}
 	}
 	now := time.Now()
 	cc.idleAt = now
@@ -338,10 +363,10 @@ func (c *h1Client) closeIdle() {
 func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool, deadline time.Time) error {
 	if !deadline.IsZero() {
 		cc.nc.SetDeadline(deadline)
-		cc.armed = true
+		cc.armed, cc.readDL = true, deadline
 	} else if cc.armed {
 		cc.nc.SetDeadline(time.Time{}) // the last request's
-		cc.armed = false
+		cc.armed, cc.readDL = false, time.Time{}
 	}
 	var stop func() bool
 	if ctx.Done() != nil {
@@ -353,8 +378,12 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 		}
 		return err
 	}
-	if err := writeRequest(cc.bw, &x.out, &x.url); err != nil {
-		if reused && isNetError(err) {
+	if n, err := cc.write(&x.out, &x.url, x.reqBody); err != nil {
+		// A reused connection its endpoint closed as it was taken from the pool fails here.
+		// The request may go again on a new connection when none of it left (the kernel took
+		// no byte), or when it may be resent anyway; otherwise the endpoint may have read
+		// enough of it to act.
+		if reused && isNetError(err) && (n == 0 || resendable(x.in)) {
 			return fail(errStale)
 		}
 		return fail(err)
@@ -367,12 +396,16 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 	for informational := 0; ; informational++ {
 		code, minor, reason, err := readStatusLine(cc.br)
 		if err != nil {
-			if reused && informational == 0 && err == errNoResponse {
+			if reused && informational == 0 && err == errNoResponse && resendable(x.in) {
+				// The endpoint closed the connection without answering: it was closing it
+				// as idle, or it read the request, acted on it and failed. Only a request
+				// that may be resent unasked is (net/http's errServerClosedIdle rule); a
+				// POST fails rather than risk being processed twice.
 				return fail(errStale)
 			}
 			return fail(err)
 		}
-		hdr, err = cc.tp.ReadMIMEHeader()
+		hdr, err = cc.readHeader(x.hvals[:])
 		if err != nil {
 			return fail(fmt.Errorf("proxy: reading upstream response header: %w", err))
 		}
@@ -433,14 +466,15 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 		closeAfter = true
 	}
 	b.close = closeAfter
-	if c.bodyTimeout > 0 && b.mode != bodyNone {
-		// The try's timeouts bound the wait for the head; the body's reads are bounded by
-		// bodyTimeout, however long the body lasts. The write deadline is left as it is:
-		// nothing is written until the next request replaces it.
-		b.arm(time.Now())
-	} else if !deadline.IsZero() {
-		// The timeouts bound the wait for the head; a body streams for as long as it lasts.
+	// The try's timeouts bound the wait for the head. With bodyTimeout, the body's reads are
+	// bounded by it, however long the body lasts: Read sets the read deadline before its
+	// first wait on the connection, and a body already in the buffer (most small ones) needs
+	// no deadline moved at all. The write deadline is left as it is: nothing is written
+	// until the next request replaces it.
+	if c.bodyTimeout <= 0 && !deadline.IsZero() && b.mode != bodyNone {
+		// A body streams for as long as it lasts.
 		cc.nc.SetDeadline(time.Time{})
+		cc.readDL = time.Time{}
 		if ctx.Err() != nil {
 			cc.nc.SetDeadline(aLongTimeAgo)
 		}
@@ -455,6 +489,83 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 	res.Close = closeAfter
 	res.Request = &x.out
 	return nil
+}
+
+// readHeader reads the field lines of a response head, as textproto.Reader.ReadMIMEHeader
+// does. A head that is already in the buffer whole, one field per line, is parsed where it
+// lies: one string holds its fields, the header's keys and values are cut from it, and each
+// field's value slice from vals while it lasts, which saves an allocation per field. Anything
+// else (a head still arriving, obs-fold continuation lines, bytes a field may not hold) is
+// left to textproto, which reads it and judges it as net/http's client does.
+func (cc *h1Conn) readHeader(vals []string) (textproto.MIMEHeader, error) {
+	if h, ok := cc.parseBufferedHeader(vals); ok {
+		return h, nil
+	}
+	return cc.tp.ReadMIMEHeader()
+}
+
+// parseBufferedHeader parses the header section at the start of cc's buffer and discards it,
+// or reports false, having consumed nothing, when the section is not all there or is not
+// plain. What it accepts, it reads exactly as textproto does: lines end in LF or CRLF, are
+// trimmed of spaces and tabs, and the value starts after the spaces following the colon.
+func (cc *h1Conn) parseBufferedHeader(vals []string) (textproto.MIMEHeader, bool) {
+	buf, _ := cc.br.Peek(cc.br.Buffered())
+	fields, end := 0, -1
+	for i := 0; i < len(buf); {
+		j := bytes.IndexByte(buf[i:], '\n')
+		if j < 0 {
+			return nil, false
+		}
+		line := buf[i : i+j]
+		if len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		i += j + 1
+		if len(line) == 0 {
+			end = i
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return nil, false // a continuation line, or a malformed first one
+		}
+		fields++
+	}
+	if end < 0 {
+		return nil, false
+	}
+	if fields > len(vals) {
+		vals = make([]string, fields)
+	}
+	h := make(textproto.MIMEHeader, fields)
+	s := string(buf[:end])
+	for {
+		j := strings.IndexByte(s, '\n')
+		line := s[:j]
+		s = s[j+1:]
+		if len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		if line == "" {
+			break
+		}
+		k, v, ok := strings.Cut(trimOWS(line), ":")
+		if !ok || !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v) {
+			return nil, false
+		}
+		for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+			v = v[1:]
+		}
+		k = textproto.CanonicalMIMEHeaderKey(k)
+		if vv, ok := h[k]; ok {
+			h[k] = append(vv, v)
+			continue
+		}
+		vals[0] = v
+		h[k] = vals[:1:1]
+		vals = vals[1:]
+	}
+	cc.br.Discard(end)
+	return h, true
 }
 
 func code1xx(code int) bool { return code >= 100 && code < 200 }
@@ -571,63 +682,106 @@ func asciiEqualFold(a, b string) bool {
 	return true
 }
 
-// writeRequest writes the head of a bodiless request. It validates what it writes, since
-// handlers before the proxy may have changed the request.
-func writeRequest(bw *bufio.Writer, req *http.Request, u *url.URL) error {
+// maxCopiedBody is the largest request body, together with its head, that write copies behind
+// the head into one buffer; a larger one goes out with the head in one writev, uncopied. It is
+// the size of the write buffer a connection used to have, so that an idle connection keeps no
+// larger buffer than it did.
+const maxCopiedBody = 4 << 10
+
+// write sends req's head and body in one write, so that the endpoint gets them in as few
+// segments as the kernel makes and one system call does it. It returns how many bytes the
+// connection took: a failed write that took none left nothing of the request behind.
+func (cc *h1Conn) write(req *http.Request, u *url.URL, body []byte) (int64, error) {
+	head, err := appendRequest(cc.wbuf[:0], req, u, len(body))
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	if len(head)+len(body) <= maxCopiedBody {
+		head = append(head, body...)
+		var m int
+		m, err = cc.nc.Write(head)
+		n = int64(m)
+	} else {
+		// The array keeps net.Buffers from allocating; WriteTo consumes cc.bufs and clears
+		// the array's slices as it goes.
+		cc.iov = [2][]byte{head, body}
+		cc.bufs = cc.iov[:]
+		n, err = cc.bufs.WriteTo(cc.nc)
+		cc.iov = [2][]byte{} // what a failed write left: the body's buffer goes back to a pool
+	}
+	if cap(head) <= 64<<10 {
+		cc.wbuf = head // kept for the next request; a huge head's buffer is not
+	} else {
+		cc.wbuf = nil
+	}
+	return n, err
+}
+
+// appendRequest appends the head of req to b. It validates what it writes, since handlers
+// before the proxy may have changed the request. bodyLen is the length of the body that
+// follows; like net/http, a POST, PUT or PATCH announces an empty one with Content-Length: 0,
+// since many servers want a length for those methods.
+func appendRequest(b []byte, req *http.Request, u *url.URL, bodyLen int) ([]byte, error) {
 	host := req.Host
 	if host == "" {
 		host = u.Host
 	}
 	if !validMethod(req.Method) {
-		return fmt.Errorf("proxy: invalid method %q", req.Method)
+		return b, fmt.Errorf("proxy: invalid method %q", req.Method)
 	}
 	if !httpguts.ValidHostHeader(host) {
-		return fmt.Errorf("proxy: invalid Host %q", host)
+		return b, fmt.Errorf("proxy: invalid Host %q", host)
 	}
-	bw.WriteString(req.Method)
-	bw.WriteByte(' ')
+	b = append(b, req.Method...)
+	b = append(b, ' ')
 	if u.Opaque != "" {
 		uri := u.RequestURI()
 		if !validTarget(uri) {
-			return fmt.Errorf("proxy: invalid request target %q", uri)
+			return b, fmt.Errorf("proxy: invalid request target %q", uri)
 		}
-		bw.WriteString(uri)
+		b = append(b, uri...)
 	} else {
 		p := u.EscapedPath()
 		if p == "" || (p[0] != '/' && p != "*") {
-			bw.WriteByte('/')
+			b = append(b, '/')
 		}
-		bw.WriteString(p)
+		b = append(b, p...)
 		if u.ForceQuery || u.RawQuery != "" {
 			if !validTarget(u.RawQuery) {
-				return fmt.Errorf("proxy: invalid query %q", u.RawQuery)
+				return b, fmt.Errorf("proxy: invalid query %q", u.RawQuery)
 			}
-			bw.WriteByte('?')
-			bw.WriteString(u.RawQuery)
+			b = append(b, '?')
+			b = append(b, u.RawQuery...)
 		}
 	}
-	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	bw.WriteString(host)
-	bw.WriteString("\r\n")
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, host...)
+	b = append(b, "\r\n"...)
+	if bodyLen > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut ||
+		req.Method == http.MethodPatch {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, int64(bodyLen), 10)
+		b = append(b, "\r\n"...)
+	}
 	for k, vv := range req.Header {
-		if k == "Host" {
+		if k == "Host" || k == "Content-Length" {
 			continue
 		}
 		if !httpguts.ValidHeaderFieldName(k) {
-			return fmt.Errorf("proxy: invalid header field name %q", k)
+			return b, fmt.Errorf("proxy: invalid header field name %q", k)
 		}
 		for _, v := range vv {
 			if !httpguts.ValidHeaderFieldValue(v) {
-				return fmt.Errorf("proxy: invalid value for header field %q", k)
+				return b, fmt.Errorf("proxy: invalid value for header field %q", k)
 			}
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			bw.WriteString(v)
-			bw.WriteString("\r\n")
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
 		}
 	}
-	bw.WriteString("\r\n")
-	return bw.Flush()
+	return append(b, "\r\n"...), nil
 }
 
 func validMethod(m string) bool {
@@ -679,7 +833,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	if t := b.c.bodyTimeout; t > 0 && b.mode != bodyNone {
+	if t := b.c.bodyTimeout; t > 0 && b.mayWait() {
 		if now := time.Now(); now.Sub(b.armedAt) >= t/4 {
 			b.arm(now)
 		}
@@ -746,13 +900,29 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// mayWait reports whether the next Read may wait on the connection, rather than take what
+// the buffer holds: a bufio.Reader's Read reads the connection only when the buffer is empty,
+// while a chunk line may be partly buffered.
+func (b *h1Body) mayWait() bool {
+	switch b.mode {
+	case bodyNone:
+		return false
+	case bodyLength:
+		return b.n > 0 && b.cc.br.Buffered() == 0
+	case bodyUntilClose:
+		return b.cc.br.Buffered() == 0
+	}
+	return true
+}
+
 // arm sets the read deadline to bodyTimeout and a quarter from now. Moved forward at most
-// every quarter, it stays at least bodyTimeout ahead of every Read.
+// every quarter, it stays at least bodyTimeout ahead of every Read that may wait.
 func (b *h1Body) arm(now time.Time) {
 	t := b.c.bodyTimeout
 	b.armedAt = now
-	b.cc.armed = true
-	b.cc.nc.SetReadDeadline(now.Add(t + t/4))
+	cc := b.cc
+	cc.armed, cc.readDL = true, now.Add(t+t/4)
+	cc.nc.SetReadDeadline(cc.readDL)
 	if b.ctx.Err() != nil {
 		// The request ended as the deadline moved: keep the cancel's deadline in the past.
 		b.cc.nc.SetReadDeadline(aLongTimeAgo)

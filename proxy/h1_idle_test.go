@@ -100,10 +100,14 @@ func TestNegativeIdleConnTimeout(t *testing.T) {
 	srv := upstreamtest.Start(t, upstreamtest.Respond("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
 	p := &Proxy{Picker: onePicker(srv.Addr()), Retry: Retry{MaxTries: 1}, IdleConnTimeout: -1}
 	defer p.CloseIdleConnections()
-	for i := range 4 {
-		req := httptest.NewRequest(http.MethodGet, "http://shop.example/", nil)
-		if i%2 == 1 {
+	for i := range 6 {
+		req := httptest.NewRequest(http.MethodGet, "http://shop.example/", nil) // lean
+		switch i % 3 {
+		case 1:
+			req = httptest.NewRequest(http.MethodPost, "http://shop.example/", strings.NewReader("x")) // lean
+		case 2:
 			req = httptest.NewRequest(http.MethodPost, "http://shop.example/", strings.NewReader("x"))
+			req.ContentLength = -1 // of unknown length: net/http's Transport
 		}
 		rw := httptest.NewRecorder()
 		p.ServeHTTP(rw, req)
@@ -111,7 +115,26 @@ func TestNegativeIdleConnTimeout(t *testing.T) {
 		assert.Eventually(t, func() bool { return srv.Closed() == i+1 }, 5*time.Second, time.Millisecond,
 			"the connection of request %d was closed after it", i)
 	}
-	assert.Equal(t, 4, srv.Accepted(), "no connection was reused")
+	assert.Equal(t, 6, srv.Accepted(), "no connection was reused")
+}
+
+// TestH1ReusedPastTryDeadline checks that a connection left idle past the deadline of the try
+// that last used it is reused: the lean client leaves a try's deadline on the socket as the
+// connection goes idle, and must clear it before it peeks, which fails past a deadline.
+func TestH1ReusedPastTryDeadline(t *testing.T) {
+	const perTry = 100 * time.Millisecond
+	srv := upstreamtest.Start(t, upstreamtest.Respond("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	p := &Proxy{Picker: onePicker(srv.Addr()), Retry: Retry{MaxTries: 1, PerTryTimeout: perTry}}
+	defer p.CloseIdleConnections()
+	for i := range 2 {
+		if i > 0 {
+			<-time.After(2 * perTry) // idle past the first try's deadline
+		}
+		rw := httptest.NewRecorder()
+		p.ServeHTTP(rw, httptest.NewRequest(http.MethodGet, "http://shop.example/", nil))
+		require.Equal(t, http.StatusOK, rw.Code, "request %d", i)
+	}
+	assert.Equal(t, 1, srv.Accepted(), "the idle connection was reused")
 }
 
 // TestH1PutIntoRemovedPool checks that a connection whose response ends after its endpoint's

@@ -150,6 +150,26 @@ func testStrayBytes(t *testing.T, opaque bool) {
 	}
 }
 
+// TestH1OpaqueConnReused checks that a conn hiding its socket is reused once its watcher
+// goroutine saw nothing, and that reusing it touches the read buffer only after that
+// goroutine stopped: under -race, an idleClean that looks at the buffer first is reported.
+func TestH1OpaqueConnReused(t *testing.T) {
+	srv := upstreamtest.Start(t, upstreamtest.Respond("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	cl := newTestH1()
+	dial := cl.dial
+	cl.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		return opaqueConn{c}, err
+	}
+	defer cl.closeIdle()
+	for i := 0; i < 3; i++ {
+		_, body, err := leanDo(t.Context(), cl, http.MethodGet, srv.Addr(), "/"+strconv.Itoa(i))
+		require.NoError(t, err)
+		assert.Equal(t, "ok", string(body))
+	}
+	assert.Equal(t, 1, srv.Accepted(), "every request went on the one connection")
+}
+
 // Response kinds of FuzzH1Differential's scripted upstream.
 const (
 	kindLength   = iota // Content-Length

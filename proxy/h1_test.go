@@ -11,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"os"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -391,5 +392,56 @@ func TestH1BodyTimeout(t *testing.T) {
 		require.NoError(t, err, "the reused connection kept no body deadline")
 		assert.Equal(t, strings.Repeat("x", pieces), string(body))
 		assert.Equal(t, 1, srv.Accepted(), "the connection was reused")
+	})
+}
+
+// FuzzH1Header checks the lean client's in-place header parser against textproto, which
+// net/http's client reads with: whatever it accepts must come out field for field as
+// textproto reads it, with the same bytes left after it; what it refuses is left to textproto.
+// The input is given whole, and cut short, so that a head still arriving is refused too.
+func FuzzH1Header(f *testing.F) {
+	for _, s := range []string{
+		"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+		"content-type:text/plain\nx-a:  1 \t\nX-A: 2\n\nrest",
+		"A: 1\r\n b\r\n\r\n",        // obs-fold
+		" A: 1\r\n\r\n",             // a leading space
+		"A : 1\r\n\r\n",             // a space before the colon
+		"A: 1\r\x00\r\n\r\n",        // a control byte
+		"A: \x80\xff\r\nB:\r\n\r\n", // obs-text, an empty value
+		"A\r\n\r\n",                 // no colon
+		": 1\r\n\r\n",               // no name
+		"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n",
+		"A: 1\r\r\n\r\n",
+		"\r\n",
+		"A: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: 6\r\nG: 7\r\nH: 8\r\nI: 9\r\nJ: 10\r\nK: 11\r\n\r\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		for _, in := range []string{raw, raw[:len(raw)/2]} {
+			var vals [4]string
+			cc := &h1Conn{br: bufio.NewReaderSize(strings.NewReader(in), 16<<10)}
+			cc.br.Peek(1) // fill the buffer, as reading the status line does
+			got, ok := cc.parseBufferedHeader(vals[:])
+			rest, _ := io.ReadAll(cc.br)
+			if !ok {
+				if string(rest) != in {
+					t.Fatalf("refused %q but consumed input, left %q", in, rest)
+				}
+				continue
+			}
+			tr := textproto.NewReader(bufio.NewReader(strings.NewReader(in)))
+			want, err := tr.ReadMIMEHeader()
+			if err != nil {
+				t.Fatalf("accepted %q, which textproto refuses: %v", in, err)
+			}
+			if !reflect.DeepEqual(map[string][]string(got), map[string][]string(want)) {
+				t.Fatalf("%q: got %q, textproto reads %q", in, got, want)
+			}
+			wantRest, _ := io.ReadAll(tr.R)
+			if string(rest) != string(wantRest) {
+				t.Fatalf("%q: left %q, textproto leaves %q", in, rest, wantRest)
+			}
+		}
 	})
 }

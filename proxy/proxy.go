@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/bits"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -79,8 +80,12 @@ type Proxy struct {
 	// Transport sends the requests. Nil means transports built from Protocol,
 	// TLSClientConfig, DialContext and MaxIdleConnsPerEndpoint: connection pools tuned for a
 	// proxy (no environment proxy, no transparent compression, large idle pools). For
-	// HTTP1, GET and HEAD requests without a body then take a leaner HTTP/1.1 client that
-	// writes and reads on the handler's goroutine.
+	// HTTP1, requests without a body, or with a body of known length up to 64 KiB (and
+	// Retry.MaxBodyBytes) that is not awaiting 100 Continue, then take a leaner HTTP/1.1
+	// client that writes and reads on the handler's goroutine. Such a body is read whole
+	// before an endpoint is picked, and sent with the request's head in one write: an
+	// endpoint never gets part of it, and a client that sends too little, or too slowly,
+	// fails without one being tried.
 	Transport http.RoundTripper
 
 	// TLSClientConfig configures TLS to upstreams for HTTPS and HTTP2. Nil means a default
@@ -326,6 +331,9 @@ type exchange struct {
 	upgrade string // the Upgrade protocol requested, or ""
 	fastOK  bool   // the request may take the lean HTTP/1.1 client
 	body    *replayBody
+	reqBody []byte  // with fastOK, the client's whole body, read before the first try
+	bodyBuf *[]byte // the pooled buffer reqBody lies in, returned when the request ends
+	probe   [1]byte // for the Read that looks for the end of a read-ahead body
 
 	start    time.Time
 	deadline time.Time // overall deadline, zero when none
@@ -343,6 +351,9 @@ type exchange struct {
 
 	res    http.Response // the response of the lean client
 	h1body h1Body
+	// The values of the lean client's response header, cut up into one slice per field
+	// (readHeader): most responses need no slice of their own.
+	hvals [8]string
 
 	// The try in progress, kept so that a panic can still end it.
 	pick     sluice.PickResult
@@ -366,6 +377,11 @@ func (p *Proxy) ServeHTTP(rw http.ResponseWriter, in *http.Request) {
 	x.tried = x.triedBuf[:0]
 	p.inflight.Add(1)
 	x.serveGuarded()
+	if x.bodyBuf != nil {
+		// The lean client wrote the body on this goroutine: nothing holds it any more.
+		x.reqBody = nil
+		putBodyBuf(x.bodyBuf)
+	}
 	p.inflight.Add(-1)
 	if x.retrying {
 		p.retrying.Add(-1)
@@ -452,6 +468,13 @@ func (x *exchange) serve() {
 		return
 	}
 	x.prepare()
+	if x.fastOK && x.out.ContentLength > 0 {
+		if err := x.readBody(); err != nil {
+			// Nothing was picked: no endpoint is charged with the client's fault.
+			x.fail(&Error{Status: clientStatus(err), Failure: sluice.ClientFailure, Err: err})
+			return
+		}
+	}
 	if p.cfg.timeout > 0 {
 		x.deadline = x.start.Add(p.cfg.timeout)
 	}
@@ -529,11 +552,15 @@ func (x *exchange) prepare() {
 	// A server request without a body has http.NoBody. Over HTTP/2 a body that is already
 	// over has ContentLength 0 and may be read as empty; over HTTP/1.1 a body with
 	// ContentLength 0 was put there by a handler, and is sent for what it holds.
-	if in.Body == nil || in.Body == http.NoBody || (in.ContentLength == 0 && in.ProtoMajor != 1) {
+	switch {
+	case in.Body == nil || in.Body == http.NoBody || (in.ContentLength == 0 && in.ProtoMajor != 1):
 		x.out.Body, x.out.GetBody, x.out.ContentLength = nil, nil, 0
-		x.fastOK = x.p.fast != nil && x.upgrade == "" &&
-			(in.Method == http.MethodGet || in.Method == http.MethodHead)
-	} else {
+		x.fastOK = x.p.fast != nil && x.upgrade == ""
+	case x.readAhead():
+		// serve reads the body whole before the first try; the lean client writes it.
+		x.out.Body, x.out.GetBody = nil, nil
+		x.fastOK = true
+	default:
 		x.body = newReplayBody(in.Body, x.p.cfg.bodyLimit)
 		x.out.GetBody = x.body.getBody
 		if len(in.Trailer) > 0 {
@@ -547,6 +574,84 @@ func (x *exchange) prepare() {
 	x.url.Scheme = x.p.scheme
 	x.url.User = nil
 }
+
+// maxReadAhead is the largest request body the proxy reads whole before the first try, so
+// that the lean client sends it with its head in one write. 64 KiB is Retry.MaxBodyBytes's
+// default, the memory a request may hold for retries anyway; it fits in a loopback or LAN
+// socket's send buffer, so the write does not wait on the endpoint; and a 64 KiB upload takes
+// well under a millisecond on any link a proxy serves, so reading it first delays the
+// endpoint by little. NGINX reads every body first (proxy_request_buffering on), to disk
+// past client_body_buffer_size (16 KiB).
+const maxReadAhead = 64 << 10
+
+// readAhead reports whether the request's body is read whole before the first try and sent
+// by the lean client: a body of known length up to maxReadAhead, and Retry.MaxBodyBytes, which
+// bounds what the proxy holds of a body. Not a body the client sends only once told to
+// (Expect: 100-continue: the upstream decides, through net/http's Transport), nor one with
+// trailers, nor an upgrade's.
+func (x *exchange) readAhead() bool {
+	in := x.in
+	return x.p.fast != nil && x.upgrade == "" && in.ContentLength > 0 &&
+		in.ContentLength <= min(maxReadAhead, x.p.cfg.bodyLimit) &&
+		len(in.TransferEncoding) == 0 && len(in.Trailer) == 0 && len(in.Header["Expect"]) == 0
+}
+
+// errBodyTooLong is the error of a request body longer than its ContentLength: one a handler
+// before the proxy replaced without fixing the length.
+var errBodyTooLong = errors.New("proxy: request body is longer than its Content-Length")
+
+// readBody reads the client's body into x.reqBody: exactly ContentLength bytes, through
+// in.Body, so that the server's limits (ServerOptions.BodyReadTimeout between two reads, a
+// MaxBytesReader) apply as they do to any body. A body cut short fails here, before an
+// endpoint is picked: the upstream gets the whole body or nothing of the request.
+func (x *exchange) readBody() error {
+	n := int(x.in.ContentLength)
+	x.bodyBuf = getBodyBuf(n)
+	buf := (*x.bodyBuf)[:n]
+	got := 0
+	var err error
+	for got < n && err == nil {
+		var m int
+		m, err = x.in.Body.Read(buf[got:])
+		got += m
+	}
+	// The end must follow. net/http's body reports it with the last bytes; another reader
+	// may need one more Read, which must find nothing.
+	for err == nil {
+		var m int
+		m, err = x.in.Body.Read(x.probe[:])
+		if m > 0 {
+			return errBodyTooLong
+		}
+	}
+	switch {
+	case err != io.EOF:
+		return err
+	case got < n:
+		return io.ErrUnexpectedEOF
+	}
+	x.reqBody = buf
+	return nil
+}
+
+// bodyBufs pool the buffers read-ahead bodies are read into, by size: bodyBufs[i] holds
+// buffers of 1 KiB << i bytes, up to maxReadAhead. Allocated afresh for every request, a
+// 64 KiB body would have the garbage collector run every few thousand POSTs.
+var bodyBufs [7]sync.Pool
+
+// bodyClass returns the index in bodyBufs of the buffers that hold n bytes, 0 < n ≤ 64 KiB.
+func bodyClass(n int) int { return max(0, bits.Len(uint(n-1))-10) }
+
+func getBodyBuf(n int) *[]byte {
+	i := bodyClass(n)
+	if b, _ := bodyBufs[i].Get().(*[]byte); b != nil {
+		return b
+	}
+	b := make([]byte, 1<<10<<i)
+	return &b
+}
+
+func putBodyBuf(b *[]byte) { bodyBufs[bodyClass(cap(*b))].Put(b) }
 
 // refuse returns the error for a request the proxy will not forward, or nil.
 func (x *exchange) refuse() *Error {
@@ -935,8 +1040,17 @@ func (x *exchange) backoff(try int) bool {
 // idempotent reports whether r may be sent twice (RFC 9110 §9.2.2), or declares itself safe
 // to resend with an Idempotency-Key as net/http's Transport accepts.
 func idempotent(r *http.Request) bool {
+	return r.Method == http.MethodPut || r.Method == http.MethodDelete || resendable(r)
+}
+
+// resendable reports whether r may be sent again without being asked, on a new connection to
+// the same endpoint after its reused one closed unanswered: a safe method, or one carrying an
+// Idempotency-Key. It is net/http's rule for its own retries (Request.isReplayable), narrower
+// than idempotent: a PUT or DELETE is left to the proxy's retries, which MaxTries and the
+// budget bound.
+func resendable(r *http.Request) bool {
 	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		return true
 	}
 	if _, ok := r.Header["Idempotency-Key"]; ok {

@@ -63,10 +63,12 @@ func TestServerSlowlorisHeader(t *testing.T) {
 		called.Store(true)
 	}), proxy.ServerOptions{ReadHeaderTimeout: timeout}))
 
+	// Before the dial: the server starts its clock once it has accepted the connection,
+	// which may be before Dial returns.
+	start := time.Now()
 	conn, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	defer conn.Close()
-	start := time.Now()
 	closed := make(chan time.Duration, 1)
 	go func() { closed <- closedWithin(t, conn, start, 5*time.Second) }()
 
