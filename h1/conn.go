@@ -106,7 +106,19 @@ func newConn(s *Server, rwc net.Conn, ctx context.Context, tlsConfig *tls.Config
 func (c *conn) serve() {
 	defer c.end()
 	defer func() {
-		if v := recover(); v != nil && v != http.ErrAbortHandler {
+		v := recover()
+		if v == nil {
+			return
+		}
+		// A handler that panicked never got to serveOne's cancel: its request's context ends
+		// here, as net/http's does, so that what waits on it does not wait forever.
+		c.wmtx.Lock()
+		cancel := c.cancel
+		c.wmtx.Unlock()
+		if cancel != nil {
+			cancel()
+		}
+		if v != http.ErrAbortHandler {
 			const size = 64 << 10
 			buf := make([]byte, size)
 			buf = buf[:runtime.Stack(buf, false)]
