@@ -82,9 +82,15 @@ func (b *body) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close keeps the body from being read further by the handler; what is left of it is read
-// by the server after the handler returns, if it is short enough to keep the connection.
-func (b *body) Close() error { return nil }
+// Close keeps the body from being read further by the handler: later reads fail with
+// http.ErrBodyReadAfterClose. What is left of it is read by the server after the handler
+// returns, if it is short enough to keep the connection.
+func (b *body) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return nil
+}
 
 func (b *body) markEOF() {
 	b.done.Store(true)
