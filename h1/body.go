@@ -38,6 +38,7 @@ type body struct {
 
 	expect atomic.Bool  // a 100 Continue is owed before the first read
 	done   atomic.Bool  // read to its end
+	failed atomic.Bool  // a read failed: what is left on the connection is not a request
 	remain atomic.Int64 // n after the last read, for the response's commit
 
 	mu       sync.Mutex // mu serializes reads, which may come from another goroutine
@@ -78,6 +79,7 @@ func (b *body) Read(p []byte) (int, error) {
 		b.markEOF()
 	} else if err != nil {
 		b.err = err
+		b.failed.Store(true)
 	}
 	return n, err
 }

@@ -244,9 +244,10 @@ func (w *response) commit(final bool) {
 		w.closeAfter = true
 	}
 	// A body the handler left unread: the server reads it after the handler, unless it is
-	// owed a 100 Continue (the client may never send it) or is too long to throw away.
+	// owed a 100 Continue (the client may never send it), is too long to throw away, or
+	// failed (malformed, or too slow): then the connection closes, and the head says so.
 	if b := w.body; b.mode != bodyNone && !b.done.Load() &&
-		(b.expect.Load() || b.mode == bodyLength && b.remain.Load() > maxDiscard) {
+		(b.expect.Load() || b.failed.Load() || b.mode == bodyLength && b.remain.Load() > maxDiscard) {
 		w.closeAfter = true
 	}
 	if len(h["Trailer"]) > 0 {
