@@ -359,9 +359,17 @@ func (c *conn) serveOne(x *exchange) bool {
 	if x.res.hijacked {
 		return false
 	}
+	x.body.handlerDone()
+	if !x.res.committed && x.body.mode != bodyNone && !x.body.finished() {
+		// The rest of an unread body is read before the head goes out, as net/http does, so
+		// that the head can say Connection: close when the body is too long to keep the
+		// connection (a chunked one only shows that by being read).
+		if !x.body.discard() {
+			x.res.closeAfter = true
+		}
+	}
 	x.res.finish()
 	keep := c.werr == nil && !x.res.closeAfter
-	x.body.handlerDone()
 	if keep && x.body.mode != bodyNone && !x.body.finished() {
 		keep = x.body.discard()
 	}
