@@ -155,19 +155,26 @@ func (w *response) Write(p []byte) (int, error) {
 	if c.out == nil {
 		c.out = getBuf()[:0]
 	}
+	n := len(p)
 	if !w.committed {
 		if len(c.out)+len(p) <= cap(c.out) {
 			c.out = append(c.out, p...)
-			return len(p), nil
+			return n, nil
 		}
+		// The head's Content-Type is sniffed from what is collected: the body's start.
+		m := copy(c.out[len(c.out):max(len(c.out), min(cap(c.out), sniffLen))], p)
+		c.out, p = c.out[:len(c.out)+m], p[m:]
 		w.commit(false)
 	}
 	w.writeBody(p)
 	if c.werr != nil {
 		return 0, c.werr
 	}
-	return len(p), nil
+	return n, nil
 }
+
+// sniffLen is how much of the body http.DetectContentType looks at.
+const sniffLen = 512
 
 // WriteString is Write without the conversion.
 func (w *response) WriteString(s string) (int, error) {
@@ -307,7 +314,7 @@ func (w *response) commit(final bool) {
 	if allowed && !isHead && len(pending) > 0 {
 		if _, ok := h["Content-Type"]; !ok {
 			b = append(b, "Content-Type: "...)
-			b = append(b, http.DetectContentType(pending[:min(len(pending), 512)])...)
+			b = append(b, http.DetectContentType(pending[:min(len(pending), sniffLen)])...)
 			b = append(b, "\r\n"...)
 		}
 	}
