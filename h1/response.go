@@ -312,7 +312,8 @@ func (w *response) commit(final bool) {
 		b = append(b, "\r\n"...)
 	}
 	if allowed && !isHead && len(pending) > 0 {
-		if _, ok := h["Content-Type"]; !ok {
+		// An encoded body's bytes say nothing of its type (net/http's issue 31753).
+		if _, ok := h["Content-Type"]; !ok && h.Get("Content-Encoding") == "" {
 			b = append(b, "Content-Type: "...)
 			b = append(b, http.DetectContentType(pending[:min(len(pending), sniffLen)])...)
 			b = append(b, "\r\n"...)
