@@ -144,6 +144,16 @@ func (w *response) Write(p []byte) (int, error) {
 	}
 	w.written += int64(len(p))
 	if w.req.Method == http.MethodHead {
+		// No body goes out, but its start is kept to sniff the Content-Type a GET would get.
+		c := w.c
+		c.wmu.Lock()
+		if !w.committed && len(c.out) < sniffLen {
+			if c.out == nil {
+				c.out = getBuf()[:0]
+			}
+			c.out = append(c.out, p[:min(len(p), sniffLen-len(c.out))]...)
+		}
+		c.wmu.Unlock()
 		return len(p), nil
 	}
 	c := w.c
@@ -311,7 +321,7 @@ func (w *response) commit(final bool) {
 		b = strconv.AppendInt(b, length, 10)
 		b = append(b, "\r\n"...)
 	}
-	if allowed && !isHead && len(pending) > 0 {
+	if allowed && len(pending) > 0 {
 		// An encoded body's bytes say nothing of its type (net/http's issue 31753).
 		if _, ok := h["Content-Type"]; !ok && h.Get("Content-Encoding") == "" {
 			b = append(b, "Content-Type: "...)
@@ -338,7 +348,7 @@ func (w *response) commit(final bool) {
 		b = appendChunkHeader(b, len(pending))
 		b = append(b, pending...)
 		b = append(b, "\r\n"...)
-	} else {
+	} else if !isHead { // a HEAD's bytes were kept for sniffing only
 		b = append(b, pending...)
 	}
 	c.hbuf, c.out = pending[:0], b
