@@ -308,8 +308,13 @@ func (w *response) commit(final bool) {
 	default:
 		w.closeAfter = true // an HTTP/1.0 body without a length ends with the connection
 	}
-	if !allowed && code != http.StatusNotModified {
+	if !allowed {
 		delete(h, "Content-Length")
+		if code == http.StatusNotModified {
+			// Representation metadata a 304 should not carry (RFC 9110 §15.4.5), dropped as
+			// net/http drops it.
+			delete(h, "Content-Type")
+		}
 	}
 
 	pending := c.out
