@@ -24,6 +24,7 @@ type response struct {
 	body *body
 
 	header      http.Header
+	sent        http.Header // the head's fields, once header is a copy for trailers; nil before
 	status      int
 	wroteHeader bool  // the final status is set
 	committed   bool  // the head is written (or in c.out, ahead of the body)
@@ -48,6 +49,21 @@ var (
 func (w *response) Header() http.Header {
 	if w.header == nil {
 		w.header = make(http.Header, 8)
+	}
+	if w.wroteHeader && !w.committed && w.sent == nil {
+		// The head is not written yet: it keeps the fields WriteHeader saw, and the handler
+		// changes a copy, whose only use is the trailers. Handlers that set their fields
+		// before WriteHeader, nearly all, never pay for the copy.
+		w.sent = w.header
+		w.header = w.header.Clone()
+	}
+	return w.header
+}
+
+// headFields returns the fields of the head: as they were at WriteHeader.
+func (w *response) headFields() http.Header {
+	if w.sent != nil {
+		return w.sent
 	}
 	return w.header
 }
@@ -250,7 +266,7 @@ func appendChunkHeader(b []byte, n int) []byte {
 func (w *response) commit(final bool) {
 	c := w.c
 	w.committed = true
-	h := w.header
+	h := w.headFields()
 	req := w.req
 	code := w.status
 	allowed := bodyAllowed(code)
@@ -278,7 +294,7 @@ func (w *response) commit(final bool) {
 	}
 	hasTrailers := len(w.trailers) > 0
 	if !hasTrailers {
-		for k := range h {
+		for k := range w.header { // a TrailerPrefix field may come after WriteHeader
 			if strings.HasPrefix(k, http.TrailerPrefix) {
 				hasTrailers = true
 				break
@@ -371,7 +387,7 @@ func (c *conn) head() []byte {
 // dropped and line breaks in values become spaces, so that no handler can split the
 // response; framing fields are left to commit.
 func (w *response) appendFields(b []byte, final bool) []byte {
-	for k, vv := range w.header {
+	for k, vv := range w.headFields() {
 		if final {
 			switch k {
 			case "Content-Length":
