@@ -57,13 +57,12 @@ func putBuf(b []byte) {
 
 // conn is one HTTP/1 connection and the goroutine that serves it.
 type conn struct {
-	s         *Server
-	rwc       net.Conn
-	tlsConfig *tls.Config
-	raw       syscall.RawConn // the socket under rwc, for waiting without a buffer; nil if none
-	tlsState  *tls.ConnectionState
-	ctx       context.Context
-	remote    string
+	s        *Server
+	rwc      net.Conn        // a *tls.Conn, not yet handshaken, for a TLS connection
+	raw      syscall.RawConn // the socket under rwc, for waiting without a buffer; nil if none
+	tlsState *tls.ConnectionState
+	ctx      context.Context
+	remote   string
 
 	rbuf []byte // read buffer; nil while idle
 	r, w int    // rbuf[r:w] is read and not yet consumed
@@ -96,8 +95,8 @@ type conn struct {
 	pk        peeker
 }
 
-func newConn(s *Server, rwc net.Conn, ctx context.Context, tlsConfig *tls.Config) *conn {
-	c := &conn{s: s, rwc: rwc, ctx: ctx, tlsConfig: tlsConfig}
+func newConn(s *Server, rwc net.Conn, ctx context.Context) *conn {
+	c := &conn{s: s, rwc: rwc, ctx: ctx}
 	c.state.Store(stateIdle)
 	return c
 }
@@ -125,8 +124,8 @@ func (c *conn) serve() {
 			c.s.logf("h1: panic serving %v: %v\n%s", c.remoteAddr(), v, buf)
 		}
 	}()
-	if c.tlsConfig != nil {
-		if !c.handshake() {
+	if tc, ok := c.rwc.(*tls.Conn); ok {
+		if !c.handshake(tc) {
 			return
 		}
 	} else if sc, ok := c.rwc.(syscall.Conn); ok && canPeek {
@@ -162,9 +161,7 @@ func (c *conn) serve() {
 }
 
 // handshake runs the TLS handshake and hands the connection to srv when it negotiated h2.
-func (c *conn) handshake() bool {
-	tc := tls.Server(c.rwc, c.tlsConfig)
-	c.rwc = tc
+func (c *conn) handshake(tc *tls.Conn) bool {
 	if d := c.s.readHead; d > 0 {
 		tc.SetDeadline(time.Now().Add(d))
 	}

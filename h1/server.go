@@ -147,13 +147,18 @@ func (s *Server) serve(ln net.Listener, tlsConfig *tls.Config) error {
 			return err
 		}
 		delay = 0
+		if tlsConfig != nil {
+			// Wrapped before anything sees the connection, so that ConnContext and every
+			// ConnState call get the one *tls.Conn, as from net/http's ServeTLS.
+			rw = tls.Server(rw, tlsConfig)
+		}
 		ctx := context.WithValue(base, http.LocalAddrContextKey, rw.LocalAddr())
 		if cc := s.srv.ConnContext; cc != nil {
 			if ctx = cc(ctx, rw); ctx == nil {
 				panic("h1: ConnContext returned nil")
 			}
 		}
-		c := newConn(s, rw, ctx, tlsConfig)
+		c := newConn(s, rw, ctx)
 		if !s.trackConn(c, true) {
 			rw.Close()
 			return http.ErrServerClosed
