@@ -114,6 +114,11 @@ func (c *conn) serve() {
 		c.wmtx.Lock()
 		cancel := c.cancel
 		c.wmtx.Unlock()
+		// Nor to stopWatch: the watch must be done reading into rbuf before end gives the
+		// buffer back to the pool.
+		if c.timer != nil {
+			c.stopWatch()
+		}
 		if cancel != nil {
 			cancel()
 		}
