@@ -38,6 +38,7 @@ type body struct {
 
 	expect atomic.Bool  // a 100 Continue is owed before the first read
 	done   atomic.Bool  // read to its end
+	failed atomic.Bool  // a read failed: what is left on the connection is not a request
 	remain atomic.Int64 // n after the last read, for the response's commit
 
 	mu       sync.Mutex // mu serializes reads, which may come from another goroutine
@@ -78,13 +79,20 @@ func (b *body) Read(p []byte) (int, error) {
 		b.markEOF()
 	} else if err != nil {
 		b.err = err
+		b.failed.Store(true)
 	}
 	return n, err
 }
 
-// Close keeps the body from being read further by the handler; what is left of it is read
-// by the server after the handler returns, if it is short enough to keep the connection.
-func (b *body) Close() error { return nil }
+// Close keeps the body from being read further by the handler: later reads fail with
+// http.ErrBodyReadAfterClose. What is left of it is read by the server after the handler
+// returns, if it is short enough to keep the connection.
+func (b *body) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return nil
+}
 
 func (b *body) markEOF() {
 	b.done.Store(true)

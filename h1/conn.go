@@ -57,13 +57,12 @@ func putBuf(b []byte) {
 
 // conn is one HTTP/1 connection and the goroutine that serves it.
 type conn struct {
-	s         *Server
-	rwc       net.Conn
-	tlsConfig *tls.Config
-	raw       syscall.RawConn // the socket under rwc, for waiting without a buffer; nil if none
-	tlsState  *tls.ConnectionState
-	ctx       context.Context
-	remote    string
+	s        *Server
+	rwc      net.Conn        // a *tls.Conn, not yet handshaken, for a TLS connection
+	raw      syscall.RawConn // the socket under rwc, for waiting without a buffer; nil if none
+	tlsState *tls.ConnectionState
+	ctx      context.Context
+	remote   string
 
 	rbuf []byte // read buffer; nil while idle
 	r, w int    // rbuf[r:w] is read and not yet consumed
@@ -99,8 +98,8 @@ type conn struct {
 	pk        peeker
 }
 
-func newConn(s *Server, rwc net.Conn, ctx context.Context, tlsConfig *tls.Config) *conn {
-	c := &conn{s: s, rwc: rwc, ctx: ctx, tlsConfig: tlsConfig}
+func newConn(s *Server, rwc net.Conn, ctx context.Context) *conn {
+	c := &conn{s: s, rwc: rwc, ctx: ctx}
 	c.state.Store(stateIdle)
 	return c
 }
@@ -109,15 +108,32 @@ func newConn(s *Server, rwc net.Conn, ctx context.Context, tlsConfig *tls.Config
 func (c *conn) serve() {
 	defer c.end()
 	defer func() {
-		if v := recover(); v != nil && v != http.ErrAbortHandler {
+		v := recover()
+		if v == nil {
+			return
+		}
+		// A handler that panicked never got to serveOne's cancel: its request's context ends
+		// here, as net/http's does, so that what waits on it does not wait forever.
+		c.wmtx.Lock()
+		cancel := c.cancel
+		c.wmtx.Unlock()
+		// Nor to stopWatch: the watch must be done reading into rbuf before end gives the
+		// buffer back to the pool.
+		if c.timer != nil {
+			c.stopWatch()
+		}
+		if cancel != nil {
+			cancel()
+		}
+		if v != http.ErrAbortHandler {
 			const size = 64 << 10
 			buf := make([]byte, size)
 			buf = buf[:runtime.Stack(buf, false)]
 			c.s.logf("h1: panic serving %v: %v\n%s", c.remoteAddr(), v, buf)
 		}
 	}()
-	if c.tlsConfig != nil {
-		if !c.handshake() {
+	if tc, ok := c.rwc.(*tls.Conn); ok {
+		if !c.handshake(tc) {
 			return
 		}
 	} else if sc, ok := c.rwc.(syscall.Conn); ok && canPeek {
@@ -155,9 +171,7 @@ func (c *conn) next(first bool) bool {
 }
 
 // handshake runs the TLS handshake and hands the connection to srv when it negotiated h2.
-func (c *conn) handshake() bool {
-	tc := tls.Server(c.rwc, c.tlsConfig)
-	c.rwc = tc
+func (c *conn) handshake(tc *tls.Conn) bool {
 	if d := c.s.readHead; d > 0 {
 		tc.SetDeadline(time.Now().Add(d))
 	}
@@ -353,9 +367,17 @@ func (c *conn) serveOne(x *exchange, tmpl *http.Request) bool {
 	if x.res.hijacked {
 		return false
 	}
+	x.body.handlerDone()
+	if !x.res.committed && x.body.mode != bodyNone && !x.body.finished() {
+		// The rest of an unread body is read before the head goes out, as net/http does, so
+		// that the head can say Connection: close when the body is too long to keep the
+		// connection (a chunked one only shows that by being read).
+		if !x.body.discard() {
+			x.res.closeAfter = true
+		}
+	}
 	x.res.finish()
 	keep := c.werr == nil && !x.res.closeAfter
-	x.body.handlerDone()
 	if keep && x.body.mode != bodyNone && !x.body.finished() {
 		keep = x.body.discard()
 	}

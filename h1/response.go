@@ -24,6 +24,7 @@ type response struct {
 	body *body
 
 	header      http.Header
+	sent        http.Header // the head's fields, once header is a copy for trailers; nil before
 	status      int
 	wroteHeader bool  // the final status is set
 	committed   bool  // the head is written (or in c.out, ahead of the body)
@@ -48,6 +49,21 @@ var (
 func (w *response) Header() http.Header {
 	if w.header == nil {
 		w.header = make(http.Header, 8)
+	}
+	if w.wroteHeader && !w.committed && w.sent == nil {
+		// The head is not written yet: it keeps the fields WriteHeader saw, and the handler
+		// changes a copy, whose only use is the trailers. Handlers that set their fields
+		// before WriteHeader, nearly all, never pay for the copy.
+		w.sent = w.header
+		w.header = w.header.Clone()
+	}
+	return w.header
+}
+
+// headFields returns the fields of the head: as they were at WriteHeader.
+func (w *response) headFields() http.Header {
+	if w.sent != nil {
+		return w.sent
 	}
 	return w.header
 }
@@ -146,6 +162,16 @@ func (w *response) Write(p []byte) (int, error) {
 	}
 	w.written += int64(len(p))
 	if w.req.Method == http.MethodHead {
+		// No body goes out, but its start is kept to sniff the Content-Type a GET would get.
+		c := w.c
+		c.wmu.Lock()
+		if !w.committed && len(c.out) < sniffLen {
+			if c.out == nil {
+				c.out = getBuf()[:0]
+			}
+			c.out = append(c.out, p[:min(len(p), sniffLen-len(c.out))]...)
+		}
+		c.wmu.Unlock()
 		return len(p), nil
 	}
 	c := w.c
@@ -157,19 +183,26 @@ func (w *response) Write(p []byte) (int, error) {
 	if c.out == nil {
 		c.out = getBuf()[:0]
 	}
+	n := len(p)
 	if !w.committed {
 		if len(c.out)+len(p) <= cap(c.out) {
 			c.out = append(c.out, p...)
-			return len(p), nil
+			return n, nil
 		}
+		// The head's Content-Type is sniffed from what is collected: the body's start.
+		m := copy(c.out[len(c.out):max(len(c.out), min(cap(c.out), sniffLen))], p)
+		c.out, p = c.out[:len(c.out)+m], p[m:]
 		w.commit(false)
 	}
 	w.writeBody(p)
 	if c.werr != nil {
 		return 0, c.werr
 	}
-	return len(p), nil
+	return n, nil
 }
+
+// sniffLen is how much of the body http.DetectContentType looks at.
+const sniffLen = 512
 
 // WriteString is Write without the conversion.
 func (w *response) WriteString(s string) (int, error) {
@@ -235,7 +268,7 @@ func appendChunkHeader(b []byte, n int) []byte {
 func (w *response) commit(final bool) {
 	c := w.c
 	w.committed = true
-	h := w.header
+	h := w.headFields()
 	req := w.req
 	code := w.status
 	allowed := bodyAllowed(code)
@@ -246,9 +279,10 @@ func (w *response) commit(final bool) {
 		w.closeAfter = true
 	}
 	// A body the handler left unread: the server reads it after the handler, unless it is
-	// owed a 100 Continue (the client may never send it) or is too long to throw away.
+	// owed a 100 Continue (the client may never send it), is too long to throw away, or
+	// failed (malformed, or too slow): then the connection closes, and the head says so.
 	if b := w.body; b.mode != bodyNone && !b.done.Load() &&
-		(b.expect.Load() || b.mode == bodyLength && b.remain.Load() > maxDiscard) {
+		(b.expect.Load() || b.failed.Load() || b.mode == bodyLength && b.remain.Load() > maxDiscard) {
 		w.closeAfter = true
 	}
 	if len(h["Trailer"]) > 0 {
@@ -262,7 +296,7 @@ func (w *response) commit(final bool) {
 	}
 	hasTrailers := len(w.trailers) > 0
 	if !hasTrailers {
-		for k := range h {
+		for k := range w.header { // a TrailerPrefix field may come after WriteHeader
 			if strings.HasPrefix(k, http.TrailerPrefix) {
 				hasTrailers = true
 				break
@@ -292,8 +326,13 @@ func (w *response) commit(final bool) {
 	default:
 		w.closeAfter = true // an HTTP/1.0 body without a length ends with the connection
 	}
-	if !allowed && code != http.StatusNotModified {
+	if !allowed {
 		delete(h, "Content-Length")
+		if code == http.StatusNotModified {
+			// Representation metadata a 304 should not carry (RFC 9110 §15.4.5), dropped as
+			// net/http drops it.
+			delete(h, "Content-Type")
+		}
 	}
 
 	pending := c.out
@@ -305,10 +344,11 @@ func (w *response) commit(final bool) {
 		b = strconv.AppendInt(b, length, 10)
 		b = append(b, "\r\n"...)
 	}
-	if allowed && !isHead && len(pending) > 0 {
-		if _, ok := h["Content-Type"]; !ok {
+	if allowed && len(pending) > 0 {
+		// An encoded body's bytes say nothing of its type (net/http's issue 31753).
+		if _, ok := h["Content-Type"]; !ok && h.Get("Content-Encoding") == "" {
 			b = append(b, "Content-Type: "...)
-			b = append(b, http.DetectContentType(pending[:min(len(pending), 512)])...)
+			b = append(b, http.DetectContentType(pending[:min(len(pending), sniffLen)])...)
 			b = append(b, "\r\n"...)
 		}
 	}
@@ -331,7 +371,7 @@ func (w *response) commit(final bool) {
 		b = appendChunkHeader(b, len(pending))
 		b = append(b, pending...)
 		b = append(b, "\r\n"...)
-	} else {
+	} else if !isHead { // a HEAD's bytes were kept for sniffing only
 		b = append(b, pending...)
 	}
 	c.hbuf, c.out = pending[:0], b
@@ -349,7 +389,7 @@ func (c *conn) head() []byte {
 // dropped and line breaks in values become spaces, so that no handler can split the
 // response; framing fields are left to commit.
 func (w *response) appendFields(b []byte, final bool) []byte {
-	for k, vv := range w.header {
+	for k, vv := range w.headFields() {
 		if final {
 			switch k {
 			case "Content-Length":

@@ -101,7 +101,9 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // ServeTLS serves TLS connections on ln, with srv.TLSConfig (cloned) and, when certFile
 // and keyFile are not empty, the certificate they name, as http.Server.ServeTLS does.
-// NextProtos defaults to h2 (when srv.Protocols allows HTTP/2) and http/1.1.
+// NextProtos defaults to h2 (when srv.Protocols allows HTTP/2) and http/1.1. When it offers
+// h2 and srv.TLSConfig does not, srv.TLSConfig is replaced by a copy that does, so that srv
+// serves the HTTP/2 connections it is handed.
 func (s *Server) ServeTLS(ln net.Listener, certFile, keyFile string) error {
 	cfg := &tls.Config{}
 	if s.srv.TLSConfig != nil {
@@ -121,6 +123,18 @@ func (s *Server) ServeTLS(ln net.Listener, certFile, keyFile string) error {
 			return fmt.Errorf("h1: loading the certificate: %w", err)
 		}
 		cfg.Certificates = append(slices.Clip(cfg.Certificates), cert)
+	}
+	if s.h2 && slices.Contains(cfg.NextProtos, "h2") {
+		s.mu.Lock()
+		if t := s.srv.TLSConfig; s.h2ln == nil && t != nil && !slices.Contains(t.NextProtos, "h2") {
+			// srv's Serve sets up its HTTP/2 server only when srv.TLSConfig offers h2 (or is
+			// nil): without it, the h2 connections handed to srv would be dropped. srv gets a
+			// copy that offers h2, as net/http's own ServeTLS adds h2 to srv.TLSConfig.
+			t = t.Clone()
+			t.NextProtos = append(t.NextProtos, "h2")
+			s.srv.TLSConfig = t
+		}
+		s.mu.Unlock()
 	}
 	return s.serve(ln, cfg)
 }
@@ -157,13 +171,18 @@ func (s *Server) serve(ln net.Listener, tlsConfig *tls.Config) error {
 			return err
 		}
 		delay = 0
+		if tlsConfig != nil {
+			// Wrapped before anything sees the connection, so that ConnContext and every
+			// ConnState call get the one *tls.Conn, as from net/http's ServeTLS.
+			rw = tls.Server(rw, tlsConfig)
+		}
 		ctx := context.WithValue(base, http.LocalAddrContextKey, rw.LocalAddr())
 		if cc := s.srv.ConnContext; cc != nil {
 			if ctx = cc(ctx, rw); ctx == nil {
 				panic("h1: ConnContext returned nil")
 			}
 		}
-		c := newConn(s, rw, ctx, tlsConfig)
+		c := newConn(s, rw, ctx)
 		if !s.trackConn(c, true) {
 			rw.Close()
 			return http.ErrServerClosed
