@@ -17,14 +17,15 @@ import (
 // Server serves HTTP/1.1 itself and hands HTTP/2 connections to the http.Server it was made
 // from. Create it with New; the zero value is not usable.
 type Server struct {
-	srv      *http.Server
-	handler  http.Handler
-	h2c      bool // prior-knowledge HTTP/2 connections go to srv
-	h2       bool // TLS connections that negotiate h2 go to srv
-	h1       bool // HTTP/1 is served at all
-	maxHead  int
-	idle     time.Duration
-	readHead time.Duration
+	srv       *http.Server
+	handler   http.Handler
+	connState func(net.Conn, http.ConnState) // the caller's hook
+	h2c       bool                           // prior-knowledge HTTP/2 connections go to srv
+	h2        bool                           // TLS connections that negotiate h2 go to srv
+	h1        bool                           // HTTP/1 is served at all
+	maxHead   int
+	idle      time.Duration
+	readHead  time.Duration
 
 	closing atomic.Bool // Shutdown or Close began
 
@@ -54,7 +55,9 @@ type Server struct {
 //
 // The caller serves through the returned Server (Serve, ServeTLS, Shutdown, Close), not
 // through srv: srv serves only the HTTP/2 connections it is handed. Changing srv's fields
-// after New has no effect on HTTP/1.
+// after New has no effect on HTTP/1. New changes one of them: a ConnState hook is wrapped on
+// srv so that it sees a connection handed to srv once, from StateNew (reported by the Server
+// as it accepts it) to StateClosed, as the same net.Conn.
 func New(srv *http.Server) *Server {
 	s := &Server{
 		srv:       srv,
@@ -88,8 +91,29 @@ func New(srv *http.Server) *Server {
 		s.h2 = p.HTTP2()
 		s.h2c = p.UnencryptedHTTP2()
 	}
+	s.connState = srv.ConnState
+	if orig, ok := connStates.Load(srv); ok {
+		s.connState = orig.(func(net.Conn, http.ConnState))
+	} else if f := srv.ConnState; f != nil {
+		// srv sees only connections handed to it, which the hook has seen as new already:
+		// its StateNew is dropped, and an h2c connection's wrapper is shown as the connection.
+		connStates.Store(srv, f)
+		srv.ConnState = func(nc net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				return
+			}
+			if pc, ok := nc.(*prefixConn); ok {
+				nc = pc.Conn
+			}
+			f(nc, st)
+		}
+	}
 	return s
 }
+
+// connStates holds the ConnState hooks New found on the servers it wrapped them on, so that
+// a second New on the same server finds the caller's hook.
+var connStates sync.Map // *http.Server → func(net.Conn, http.ConnState)
 
 // Serve accepts connections on ln and serves each on its own goroutine until ln fails or
 // the server is shut down; it then returns http.ErrServerClosed. Connections are plain text,
@@ -254,7 +278,7 @@ func (s *Server) trackConn(c *conn, add bool) bool {
 }
 
 func (s *Server) setState(c *conn, st http.ConnState) {
-	if f := s.srv.ConnState; f != nil {
+	if f := s.connState; f != nil {
 		f(c.rwc, st)
 	}
 }
