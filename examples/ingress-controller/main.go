@@ -36,6 +36,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/sluiceproxy/sluice/h1"
 	"github.com/sluiceproxy/sluice/proxy"
 	"github.com/sluiceproxy/sluice/tls/certs"
 )
@@ -62,6 +63,9 @@ type config struct {
 	// DefaultBackend, "namespace/name:port", serves the requests no Ingress rule or
 	// spec.defaultBackend matches; empty means a 404. The port is a number or a name.
 	DefaultBackend string
+	// Server says who serves HTTP/1.1 on the HTTP and HTTPS ports: "h1" (sluice's server,
+	// also when empty) or "net/http". HTTP/2 is net/http's either way.
+	Server string
 
 	// Election, when true, lets only the replica holding the Lease ElectionID in
 	// ElectionNamespace write status and Events (leader.go has the defaults of the others).
@@ -83,6 +87,13 @@ type config struct {
 	Logger *slog.Logger
 }
 
+// frontEnd serves HTTP/1.1 on a port: an *h1.Server or the *http.Server itself.
+type frontEnd interface {
+	proxy.Server
+	Serve(net.Listener) error
+	ServeTLS(ln net.Listener, certFile, keyFile string) error
+}
+
 func main() {
 	var cfg config
 	flag.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "path to a kubeconfig; empty means the in-cluster config")
@@ -99,6 +110,7 @@ func main() {
 	flag.DurationVar(&cfg.Debounce, "debounce", 5*time.Millisecond, "how long a rebuild waits for more changes after the first")
 	flag.DurationVar(&cfg.Coalesce, "coalesce", 50*time.Millisecond, "shortest time between two endpoint updates of one Service")
 	flag.DurationVar(&cfg.TunnelGrace, "tunnel-grace", 30*time.Second, "how long WebSockets to an endpoint that left its Service's EndpointSlices stay open before they are closed; negative means until they end")
+	flag.StringVar(&cfg.Server, "server", "h1", "who serves HTTP/1.1: h1 (sluice's server) or net/http")
 	flag.StringVar(&cfg.DefaultBackend, "default-backend", "", "namespace/name:port of the Service that serves requests no Ingress matches; empty means 404")
 	flag.BoolVar(&cfg.Election, "election", true, "elect one replica, by a Lease, to write Ingress status and Events; false for a single replica")
 	flag.StringVar(&cfg.ElectionNamespace, "election-namespace", "", "namespace of the Lease; empty means the pod's (or the kubeconfig context's)")
@@ -131,6 +143,9 @@ func run(ctx context.Context, cfg *config) error {
 	if cfg.HTTPAddr == "" && cfg.HTTPSAddr == "" {
 		return errors.New("-http and -https are both empty: nothing to serve")
 	}
+	if cfg.Server != "" && cfg.Server != "h1" && cfg.Server != "net/http" {
+		return fmt.Errorf("-server: want h1 or net/http, got %q", cfg.Server)
+	}
 	client := cfg.Client
 	if client == nil {
 		rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
@@ -158,7 +173,9 @@ func run(ctx context.Context, cfg *config) error {
 		if addr == "" {
 			return nil, nil
 		}
-		ln, err := net.Listen("tcp", addr)
+		// No TCP keep-alive probes (IdleTimeout ends idle connections) and, on Linux,
+		// accept once the first bytes are in: fewer system calls per connection.
+		ln, err := h1.ListenConfig().Listen(ctx, "tcp", addr)
 		if err == nil {
 			lns = append(lns, ln)
 		}
@@ -199,6 +216,19 @@ func run(ctx context.Context, cfg *config) error {
 		httpsSrv.ErrorLog = httpSrv.ErrorLog
 	}
 
+	// The HTTP/1.1 front ends: sluice's server in front of each http.Server, which keeps
+	// HTTP/2 and the settings.
+	var httpFront, httpsFront frontEnd = httpSrv, nil
+	if httpsSrv != nil {
+		httpsFront = httpsSrv
+	}
+	if cfg.Server != "net/http" {
+		httpFront = h1.New(httpSrv)
+		if httpsSrv != nil {
+			httpsFront = h1.New(httpsSrv)
+		}
+	}
+
 	ctrlCtx, stopCtrl := context.WithCancel(context.Background())
 	defer stopCtrl()
 	var wg sync.WaitGroup
@@ -219,10 +249,10 @@ func run(ctx context.Context, cfg *config) error {
 		wg.Go(func() { _ = el.Run(electCtx) })
 	}
 	if httpLn != nil {
-		serve(func() error { return httpSrv.Serve(httpLn) })
+		serve(func() error { return httpFront.Serve(httpLn) })
 	}
-	if httpsSrv != nil {
-		serve(func() error { return httpsSrv.ServeTLS(httpsLn, "", "") })
+	if httpsFront != nil {
+		serve(func() error { return httpsFront.ServeTLS(httpsLn, "", "") })
 	}
 	if adminLn != nil {
 		serve(func() error { return adminSrv.Serve(adminLn) })
@@ -249,9 +279,9 @@ func run(ctx context.Context, cfg *config) error {
 	cfg.Logger.Info("draining", "timeout", cfg.Drain)
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.Drain)
 	defer cancel()
-	servers := []proxy.Server{httpSrv}
-	if httpsSrv != nil {
-		servers = append(servers, httpsSrv)
+	servers := []proxy.Server{httpFront}
+	if httpsFront != nil {
+		servers = append(servers, httpsFront)
 	}
 	// Both servers first, then the proxies: a proxy's tunnels close only once neither server
 	// has requests, and the list, taken when no request can start, has every proxy that
