@@ -24,6 +24,7 @@ import (
 	"github.com/sluiceproxy/sluice/balancer"
 	"github.com/sluiceproxy/sluice/cache"
 	"github.com/sluiceproxy/sluice/discovery"
+	"github.com/sluiceproxy/sluice/h1"
 	"github.com/sluiceproxy/sluice/healthcheck"
 	"github.com/sluiceproxy/sluice/pool"
 	"github.com/sluiceproxy/sluice/proxy"
@@ -88,7 +89,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	files := &certs.Files{Keyring: new(certs.Keyring), Interval: *reload, Logger: logger,
 		KeyPairs: []certs.KeyPair{{CertFile: *certFile, KeyFile: *keyFile}}}
 	tlsConfig, errTLS := certs.ServerConfig(files.Keyring, certs.ServerOptions{})
-	ln, errListen := net.Listen("tcp", *listen)
+	ln, errListen := h1.ListenConfig().Listen(ctx, "tcp", *listen)
 	metricsLn, errMetrics := net.Listen("tcp", *metricsAddr)
 	err := errors.Join(errAPI, errSource, errGRPC, errLimit, errCache, errTLS, files.Load(), errListen, errMetrics)
 	if err != nil {
@@ -104,6 +105,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	srv := proxy.NewServer(route.NewRouter(table, route.RouterOptions{}), proxy.ServerOptions{Logger: logger})
 	srv.TLSConfig = tlsConfig
+	front := h1.New(srv) // sluice's HTTP/1.1 server; HTTP/2 (gRPC) stays with srv
 	metricsSrv := proxy.NewServer(promhttp.HandlerFor(registry, promhttp.HandlerOpts{}), proxy.ServerOptions{Logger: logger})
 	logger.Info("serving", "listen", ln.Addr().String(), "metrics", metricsLn.Addr().String())
 
@@ -113,7 +115,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	go func() { errc <- api.Run(parts) }()
 	go func() { errc <- grpc.Run(parts) }()
 	go func() { errc <- files.Run(parts) }()
-	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	go func() { errc <- front.ServeTLS(ln, "", "") }()
 	go func() { errc <- metricsSrv.Serve(metricsLn) }()
 	select {
 	case err = <-errc: // until stopped, a part returns only when it fails
@@ -121,5 +123,5 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	drainCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return errors.Join(err, proxy.Drain(drainCtx, []proxy.Server{srv, metricsSrv}, api.Proxy(), grpc.Proxy()))
+	return errors.Join(err, proxy.Drain(drainCtx, []proxy.Server{front, metricsSrv}, api.Proxy(), grpc.Proxy()))
 }
