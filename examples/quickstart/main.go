@@ -5,8 +5,9 @@
 //	curl http://127.0.0.1:8080/hello
 //
 // Each demo backend answers with its name, so repeated requests show the rotation. The proxy
-// speaks HTTP/1.1 and h2c (curl --http2-prior-knowledge), logs one line per request, and on
-// SIGINT or SIGTERM lets in-flight requests finish and closes WebSockets before it exits.
+// speaks HTTP/1.1 and h2c (curl --http2-prior-knowledge), or HTTPS with -tls-cert and -tls-key,
+// logs one line per request, and on SIGINT or SIGTERM lets in-flight requests finish and closes
+// WebSockets before it exits.
 //
 // Flags:
 //
@@ -14,10 +15,13 @@
 //	-backends host:port,...    forward to these servers instead of the demo backends
 //	-access-log=false          no access log (for benchmarks)
 //	-server net/http           serve HTTP/1.1 with net/http's server instead of sluice's (h1)
+//	-tls-cert file             serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with this PEM chain
+//	-tls-key file              and this PEM private key
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -63,11 +67,25 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	backends := fs.String("backends", "", "comma-separated `host:port` list of backends (default: three demo backends)")
 	accessLog := fs.Bool("access-log", true, "log one line per request")
 	front := fs.String("server", "h1", "who serves HTTP/1.1: `h1` (sluice's server) or net/http")
+	tlsCert := fs.String("tls-cert", "", "serve HTTPS with the PEM certificate chain in `file`")
+	tlsKey := fs.String("tls-key", "", "PEM private key of -tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *front != "h1" && *front != "net/http" {
 		return fmt.Errorf("-server: want h1 or net/http, got %q", *front)
+	}
+	var tlsConfig *tls.Config
+	if *tlsCert != "" || *tlsKey != "" {
+		if *tlsCert == "" || *tlsKey == "" {
+			return errors.New("-tls-cert and -tls-key: give both or neither")
+		}
+		// Loaded here, not by ServeTLS, so that a bad file fails before the URL is printed.
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			return fmt.Errorf("-tls-cert, -tls-key: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
 
 	var endpoints []sluice.Endpoint
@@ -110,22 +128,33 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("-listen: %w", err)
 	}
 	// Header, idle and body timeouts and size limits against slow or oversized clients;
-	// HTTP/1.1 and h2c.
+	// HTTP/1.1 and h2c, or over TLS HTTP/1.1 and HTTP/2 (ServeTLS offers both by ALPN).
 	srv := proxy.NewServer(backendPool, proxy.ServerOptions{})
-	// sluice's HTTP/1.1 server takes srv's settings and hands it the h2c connections.
+	srv.TLSConfig = tlsConfig
+	// sluice's HTTP/1.1 server takes srv's settings and hands it the h2c and h2 connections.
 	var server interface {
 		proxy.Server
 		Serve(net.Listener) error
+		ServeTLS(ln net.Listener, certFile, keyFile string) error
 	} = srv
 	if *front == "h1" {
 		server = h1.New(srv)
 	}
 	url := "http://" + ln.Addr().String()
+	if tlsConfig != nil {
+		url = "https://" + ln.Addr().String()
+	}
 	fmt.Fprintf(stdout, "sluice is proxying %s to %d backends, round robin\n", url, len(endpoints))
 	fmt.Fprintf(stdout, "try: curl %s/hello\n", url)
 
 	served := make(chan error, 1)
-	go func() { served <- server.Serve(ln) }()
+	go func() {
+		if tlsConfig != nil {
+			served <- server.ServeTLS(ln, "", "")
+			return
+		}
+		served <- server.Serve(ln)
+	}()
 	select {
 	case err := <-served:
 		return err

@@ -3,11 +3,14 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -16,6 +19,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sluiceproxy/sluice/internal/testcert"
 )
 
 // quickstart is one run of the command, on a free port.
@@ -44,7 +49,7 @@ func start(t *testing.T, ctx context.Context, args ...string) *quickstart {
 			q.mu.Lock()
 			q.out = append(q.out, line)
 			q.mu.Unlock()
-			if u := regexp.MustCompile(`^sluice is proxying (http://\S+)`).FindStringSubmatch(line); u != nil {
+			if u := regexp.MustCompile(`^sluice is proxying (https?://\S+)`).FindStringSubmatch(line); u != nil {
 				urls <- u[1]
 			}
 		}
@@ -161,6 +166,53 @@ func TestRealBackendsAndDrain(t *testing.T) {
 	assert.NotContains(t, q.output(), "msg=proxy", "-access-log=false logs nothing")
 }
 
+// -tls-cert and -tls-key turn the listener into HTTPS that offers HTTP/2 and HTTP/1.1 by ALPN,
+// whichever server serves HTTP/1.1.
+func TestTLS(t *testing.T) {
+	ca := testcert.NewCA(t)
+	cert := ca.Server(t, "127.0.0.1")
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	require.NoError(t, os.WriteFile(certFile, cert.CertPEM, 0o600))
+	require.NoError(t, os.WriteFile(keyFile, cert.KeyPEM, 0o600))
+
+	for _, front := range []string{"h1", "net/http"} {
+		t.Run(front, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			q := start(t, ctx, "-server", front, "-tls-cert", certFile, "-tls-key", keyFile, "-access-log=false")
+			require.True(t, strings.HasPrefix(q.url, "https://"), "the printed URL is https, got %s", q.url)
+
+			for _, tc := range []struct {
+				name      string
+				h2        bool
+				wantMajor int
+			}{
+				{"h2", true, 2},
+				{"http/1.1", false, 1},
+			} {
+				var protos http.Protocols
+				protos.SetHTTP1(true)
+				protos.SetHTTP2(tc.h2)
+				c := &http.Client{Transport: &http.Transport{
+					TLSClientConfig: &tls.Config{RootCAs: ca.Pool},
+					Protocols:       &protos,
+				}}
+				res, body := get(t, c, q.url+"/tls")
+				c.CloseIdleConnections()
+				require.Equal(t, http.StatusOK, res.StatusCode, body)
+				assert.Equal(t, tc.wantMajor, res.ProtoMajor, "%s: the client's best protocol is served", tc.name)
+				if tc.h2 {
+					assert.Equal(t, "h2", res.TLS.NegotiatedProtocol, "HTTP/2 is chosen by ALPN")
+				}
+				assert.Contains(t, body, `"path":"/tls"`, "%s: a demo backend answers through the TLS listener", tc.name)
+			}
+
+			cancel()
+			require.NoError(t, <-q.done, "run drains and returns nil on cancel")
+		})
+	}
+}
+
 func TestBadFlags(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -169,6 +221,8 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"-backends", "localhost"}, "-backends"},
 		{[]string{"-backends", "127.0.0.1:1,"}, "-backends"},
 		{[]string{"-listen", "no-port"}, "-listen"},
+		{[]string{"-tls-cert", "tls.crt"}, "-tls-key"},
+		{[]string{"-tls-cert", "/nonexistent/tls.crt", "-tls-key", "/nonexistent/tls.key"}, "-tls-cert"},
 		{[]string{"-nosuchflag"}, "nosuchflag"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
