@@ -120,6 +120,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	defer stopPool()
 	pooled := make(chan error, 1)
 	go func() { pooled <- backendPool.Run(poolCtx) }()
+	// Until the balancer has the endpoints every request would get a 503: take none before.
+	select {
+	case <-backendPool.Synced():
+	case err := <-pooled:
+		return err
+	}
 
 	// No TCP keep-alive probes (IdleTimeout ends idle connections) and, on Linux, accept
 	// once the first bytes are in: fewer system calls per connection.
