@@ -1,13 +1,15 @@
 // Command stdproxy is the baseline that scripts/bench-process.sh measures sluice against: a
 // plain net/http/httputil.ReverseProxy, round robin over -backends, with the flags of
 // examples/quickstart. Its transport keeps as many idle connections per backend as sluice's
-// default does, so neither proxy waits on dialing.
+// default does, so neither proxy waits on dialing. It serves HTTP/1.1 and h2c, or with
+// -tls-cert and -tls-key HTTPS with HTTP/2 and HTTP/1.1 by ALPN.
 //
 //	go run ./internal/cmd/stdproxy -backends 127.0.0.1:9001,127.0.0.1:9002
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,16 +30,29 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8080", "`host:port` the proxy listens on")
 	backends := flag.String("backends", "", "comma-separated `host:port` list of backends (required)")
 	accessLog := flag.Bool("access-log", true, "log one line per request")
+	tlsCert := flag.String("tls-cert", "", "serve HTTPS with the PEM certificate chain in `file`")
+	tlsKey := flag.String("tls-key", "", "PEM private key of -tls-cert")
 	flag.Parse()
-	if err := run(*listen, *backends, *accessLog); err != nil {
+	if err := run(*listen, *backends, *accessLog, *tlsCert, *tlsKey); err != nil {
 		fmt.Fprintln(os.Stderr, "stdproxy:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, backends string, accessLog bool) error {
+func run(listen, backends string, accessLog bool, tlsCert, tlsKey string) error {
 	if backends == "" {
 		return errors.New("-backends is required")
+	}
+	var tlsConfig *tls.Config
+	if tlsCert != "" || tlsKey != "" {
+		if tlsCert == "" || tlsKey == "" {
+			return errors.New("-tls-cert and -tls-key: give both or neither")
+		}
+		cert, err := tls.LoadX509KeyPair(tlsCert, tlsKey)
+		if err != nil {
+			return fmt.Errorf("-tls-cert, -tls-key: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
 	var targets []*url.URL
 	for _, addr := range strings.Split(backends, ",") {
@@ -65,9 +80,14 @@ func run(listen, backends string, accessLog bool) error {
 	}
 	var protos http.Protocols
 	protos.SetHTTP1(true)
+	protos.SetHTTP2(true)
 	protos.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: h, Protocols: &protos, ReadHeaderTimeout: 10 * time.Second}
-	fmt.Printf("stdproxy is proxying http://%s to %d backends, round robin\n", ln.Addr(), len(targets))
+	srv := &http.Server{Handler: h, Protocols: &protos, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig}
+	scheme := "http"
+	if tlsConfig != nil {
+		scheme = "https"
+	}
+	fmt.Printf("stdproxy is proxying %s://%s to %d backends, round robin\n", scheme, ln.Addr(), len(targets))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -77,7 +97,12 @@ func run(listen, backends string, accessLog bool) error {
 		defer cancel()
 		srv.Shutdown(shutdownCtx)
 	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	if tlsConfig != nil {
+		err = srv.ServeTLS(ln, "", "")
+	} else {
+		err = srv.Serve(ln)
+	}
+	if !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
