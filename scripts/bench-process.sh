@@ -120,6 +120,7 @@ tmp=$(mktemp -d /tmp/bench-process.XXXXXX)
 chmod 0755 "$tmp"
 mkdir -p "$tmp/nginx-temp" && chmod 0777 "$tmp/nginx-temp"
 pids=()
+# shellcheck disable=SC2317 # run by the trap
 cleanup() {
 	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 	wait 2>/dev/null || true
@@ -342,11 +343,13 @@ measure() {
 echo "proxy on core $PROXY_CPU; wrk -t1 -c$CONNS -d$DURATION (warm-up $WARMUP) and backends on core $LOAD_CPU; access log: $ACCESS_LOG"
 echo "proxies: ${proxies[*]}; scenarios: ${scenarios[*]}; rounds: $ROUNDS"
 want nginx && nginx -v 2>&1
-want haproxy && haproxy -v 2>&1 | head -1
+want haproxy && haproxy -v 2>&1 | sed -n 1p
 
 taskset -c "$LOAD_CPU" "$tmp/demobackend" -listen "$backends" -size 1024 >/dev/null &
 pids+=($!)
 for b in ${backends//,/ }; do wait_up "http://$b/"; done
+# Another run's backends on the same ports would answer wait_up too.
+kill -0 "${pids[-1]}" 2>/dev/null || { echo "demobackend exited: are ports $PORT.. in use? Set PORT" >&2; exit 1; }
 
 n=${#proxies[@]}
 for round in $(seq "$ROUNDS"); do
