@@ -62,8 +62,10 @@ bench:
 	$(GO) test -run=NONE -bench=. -benchmem ./...
 
 ## bench-process: whole-process CPU per request, req/s, latency and peak RSS of sluice,
-## httputil.ReverseProxy, NGINX and HAProxy side by side under wrk (keep-alive, Connection: close,
-## POST, 1 MiB); installs nginx-light and haproxy from Debian when root and they are missing.
+## httputil.ReverseProxy, NGINX and HAProxy side by side: HTTP/1.1 under wrk (keep-alive,
+## Connection: close, POST, 1 MiB), HTTP/2 under h2load (h2c, over TLS) and full TLS 1.3
+## handshakes under openssl s_time; installs nginx-light, haproxy, wrk and nghttp2-client from
+## Debian when root and they are missing. About 8 minutes.
 bench-process:
 	./scripts/bench-process.sh
 

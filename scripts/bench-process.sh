@@ -2,43 +2,69 @@
 # bench-process.sh measures the CPU time a whole proxy process spends per request, side by side
 # for four proxies in one run: the sluice quickstart, a plain httputil.ReverseProxy
 # (internal/cmd/stdproxy, "stdlib"), NGINX and HAProxy, each in front of the same three backends
-# (internal/cmd/demobackend), under the same wrk load.
+# (internal/cmd/demobackend), under the same load: wrk for HTTP/1.1, h2load for HTTP/2 and
+# openssl s_time for new TLS connections.
 #
-# The proxy under test is pinned to core PROXY_CPU; wrk and the backends share core LOAD_CPU.
-# The CPU figure is the proxy's utime+stime from /proc/PID/stat over the run (summed over its
-# processes: NGINX's master and worker), divided by the requests wrk completed: on a shared
-# machine that is much steadier than requests per second. Each run starts a fresh proxy, warms
-# it up with the same load for WARMUP, then measures for DURATION; peak RSS is the largest
-# VmHWM among the proxy's processes at the end of the run. Rounds rotate the order of the
+# The proxy under test is pinned to core PROXY_CPU; the load and the backends share core
+# LOAD_CPU. The CPU figure is the proxy's utime+stime from /proc/PID/stat over the run (summed
+# over its processes: NGINX's master and worker), divided by the requests the load completed: on
+# a shared machine that is much steadier than requests per second. Each run starts a fresh
+# proxy, warms it up with the same load for WARMUP, then measures for DURATION; peak RSS is the
+# largest VmHWM among the proxy's processes at the end of the run. Rounds rotate the order of the
 # proxies, so that none always runs first or last.
 #
-# Scenarios (SCENARIOS picks a subset, in this order):
-#   get     keep-alive GET, 1 KiB response
-#   close   GET with Connection: close (a new client connection per request), 1 KiB response
-#   post    keep-alive POST with a 1 KiB body, 1 KiB response
-#   get1m   keep-alive GET, 1 MiB response (demobackend's ?size=1048576)
-# Not measured yet: HTTP/2 (h2c or TLS) on the client side, TLS to the proxy.
+# Scenarios (SCENARIOS picks a subset, in this order; h2c-m10 runs only when asked for). Every
+# response is 1 KiB but get1m's; the proxies speak HTTP/1.1 with keep-alive to the backends in
+# all of them.
+#   get      keep-alive GET (wrk, CONNS connections)
+#   close    GET with Connection: close, a new client connection per request (wrk)
+#   post     keep-alive POST with a 1 KiB body (wrk)
+#   get1m    keep-alive GET, 1 MiB response (demobackend's ?size=1048576; wrk)
+#   h2c      GET over h2c with prior knowledge, CONNS connections of one stream each (h2load -m1)
+#   h2c-m10  the same with ten concurrent streams per connection (h2load -m10)
+#   h2tls    GET over HTTP/2 over TLS 1.3, ALPN h2, CONNS connections of one stream (h2load -m1)
+#   tls      TLS termination: every request is a new connection with a full TLS 1.3 handshake,
+#            then one HTTP/1.0 GET (TLS_CLIENTS openssl s_time -new loops); µs CPU/req is the
+#            CPU per handshake (GET included) and req/s the handshakes per second
+# Not measured yet: TLS or HTTP/2 to the backends, WebSockets, gRPC streaming.
+#
+# TLS uses an ECDSA P-256 certificate (what most sites serve) made with openssl for each run,
+# TLS 1.3 with TLS_AES_128_GCM_SHA256 and X25519, which every client pins or picks. NGINX and
+# HAProxy have session tickets and their session cache off; the Go proxies keep crypto/tls's
+# default (one TLS 1.3 ticket per connection) because the quickstart has no flag for it. Full
+# handshakes are the client's doing: wrk and h2load resume sessions on reconnect (wrk keeps the
+# session across SSL_clear), s_time -new never does, and the script checks that s_time reported
+# no resumed connection. h2tls's 2 × CONNS handshakes (warm-up, run) are a small part of its CPU.
+#
+# Latency: wrk's percentiles; for h2load the percentiles of the per-request times it writes with
+# --log-file (it prints no percentiles itself). s_time measures no latency: tls's p50 column is
+# the mean time per connection by Little's law (TLS_CLIENTS × seconds / connections), its p99 "-".
 #
 # NGINX and HAProxy get configs written to a temporary directory (upstream keep-alive to the
 # three backends, round robin, one worker / one thread, no logging unless ACCESS_LOG=true) and
 # run unprivileged. When they are missing, the script installs them from Debian if it runs as
-# root (or has password-less sudo), else skips them with a line saying so.
+# root (or has password-less sudo), else skips them with a line saying so; wrk and h2load
+# (nghttp2-client) it installs the same way, but cannot do without.
 #
-#   scripts/bench-process.sh                          # 3 rounds of 5s per scenario and proxy
+#   scripts/bench-process.sh                          # 3 rounds of 4s per scenario and proxy
 #   ROUNDS=1 DURATION=3s scripts/bench-process.sh
 #   SCENARIOS=get PROXIES=sluice,stdlib scripts/bench-process.sh
+#   SCENARIOS=h2c,h2c-m10,h2tls,tls scripts/bench-process.sh
 #   ACCESS_LOG=true scripts/bench-process.sh          # every proxy logs each request to /dev/null
 #
-# Environment: DURATION (5s), WARMUP (2s), CONNS (64), ROUNDS (3), SCENARIOS (get close post
-# get1m), PROXIES (sluice stdlib nginx haproxy), PORT (first of four ports, 19080), ACCESS_LOG
-# (false), PROXY_CPU (0), LOAD_CPU (1). Lists may be separated by spaces or commas.
+# Environment: DURATION (4s; wrk's and h2load's syntax, 4s or 1m), WARMUP (1s), CONNS (64),
+# TLS_CLIENTS (8), ROUNDS (3), SCENARIOS (get close post get1m h2c h2tls tls), PROXIES (sluice
+# stdlib nginx haproxy), PORT (first of four ports, 19080), ACCESS_LOG (false), PROXY_CPU (0),
+# LOAD_CPU (1). Lists may be separated by spaces or commas. The defaults (7 scenarios × 4
+# proxies × 3 rounds) take about 8 minutes.
 set -euo pipefail
 
-DURATION=${DURATION:-5s}
-WARMUP=${WARMUP:-2s}
+DURATION=${DURATION:-4s}
+WARMUP=${WARMUP:-1s}
 CONNS=${CONNS:-64}
+TLS_CLIENTS=${TLS_CLIENTS:-8}
 ROUNDS=${ROUNDS:-3}
-SCENARIOS=${SCENARIOS:-get close post get1m}
+SCENARIOS=${SCENARIOS:-get close post get1m h2c h2tls tls}
 PROXIES=${PROXIES:-sluice stdlib nginx haproxy}
 PORT=${PORT:-19080}
 ACCESS_LOG=${ACCESS_LOG:-false}
@@ -51,8 +77,8 @@ cd "$(dirname "$0")/.."
 read -r -a scenarios <<<"${SCENARIOS//,/ }"
 read -r -a proxies <<<"${PROXIES//,/ }"
 for s in "${scenarios[@]}"; do
-	case $s in get | close | post | get1m) ;; *)
-		echo "SCENARIOS: unknown scenario $s (want get, close, post, get1m)" >&2
+	case $s in get | close | post | get1m | h2c | h2c-m10 | h2tls | tls) ;; *)
+		echo "SCENARIOS: unknown scenario $s (want get, close, post, get1m, h2c, h2c-m10, h2tls, tls)" >&2
 		exit 2
 		;;
 	esac
@@ -76,11 +102,35 @@ as_root() {
 	fi
 }
 
-if ! command -v wrk >/dev/null; then
-	echo "installing wrk from Debian" >&2
-	{ as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq wrk >/dev/null; } ||
-		{ echo "could not install wrk: run 'apt-get install wrk' as root" >&2; exit 1; }
-fi
+# mode prints how clients reach the proxy in scenario $1: h1 (HTTP/1.1), h2c (prior knowledge
+# only: NGINX 1.22 and HAProxy speak nothing else on such a port) or tls (HTTP/2 or HTTP/1.1 by
+# ALPN).
+mode() {
+	case $1 in
+	h2c*) echo h2c ;;
+	h2tls | tls) echo tls ;;
+	*) echo h1 ;;
+	esac
+}
+
+# need COMMAND PACKAGE installs PACKAGE from Debian when COMMAND is missing, or exits.
+need() {
+	command -v "$1" >/dev/null && return
+	echo "installing $2 from Debian" >&2
+	{ as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$2" >/dev/null; } ||
+		{ echo "could not install $1: run 'apt-get install $2' as root" >&2; exit 1; }
+}
+
+modes=()
+for s in "${scenarios[@]}"; do
+	case $s in
+	get | close | post | get1m) need wrk wrk ;;
+	h2c | h2c-m10 | h2tls) need h2load nghttp2-client ;;
+	tls) need openssl openssl ;;
+	esac
+	m=$(mode "$s")
+	[[ " ${modes[*]} " == *" $m "* ]] || modes+=("$m")
+done
 
 # want reports whether proxy $1 is in PROXIES.
 want() {
@@ -135,6 +185,13 @@ want stdlib && go build -o "$tmp/stdproxy" ./internal/cmd/stdproxy
 proxy_addr=127.0.0.1:$PORT
 backends=127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2)),127.0.0.1:$((PORT + 3))
 
+# A fresh ECDSA P-256 certificate for the TLS scenarios; HAProxy wants chain and key in one file.
+if [[ " ${modes[*]} " == *" tls "* ]]; then
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+		-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$tmp/tls.key" -out "$tmp/tls.crt" 2>/dev/null
+	cat "$tmp/tls.crt" "$tmp/tls.key" >"$tmp/haproxy.pem"
+fi
+
 if [ "$ACCESS_LOG" = true ]; then
 	nginx_log="access_log /dev/null;"
 	haproxy_log="log stdout format raw local0
@@ -147,8 +204,29 @@ fi
 # Both configs keep idle connections to the backends (the default of the Go proxies) and add
 # X-Forwarded-For, as stdproxy and the quickstart do. NGINX buffers responses in memory as it
 # does by default, but never spills them to a temporary file (proxy_max_temp_file_size 0): the
-# Go proxies stream, and a disk write per 1 MiB response would measure the disk.
-cat >"$tmp/nginx.conf" <<CONF
+# Go proxies stream, and a disk write per 1 MiB response would measure the disk. One config per
+# mode, differing in the listener only.
+for m in "${modes[@]}"; do
+	case $m in
+	h1)
+		nginx_listen="listen $proxy_addr;"
+		haproxy_bind="bind $proxy_addr"
+		;;
+	h2c)
+		nginx_listen="listen $proxy_addr http2;"
+		haproxy_bind="bind $proxy_addr proto h2"
+		;;
+	tls)
+		nginx_listen="listen $proxy_addr ssl http2;
+		ssl_certificate $tmp/tls.crt;
+		ssl_certificate_key $tmp/tls.key;
+		ssl_protocols TLSv1.3;
+		ssl_session_tickets off;
+		ssl_session_cache off;"
+		haproxy_bind="bind $proxy_addr ssl crt $tmp/haproxy.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3 no-tls-tickets"
+		;;
+	esac
+	cat >"$tmp/nginx-$m.conf" <<CONF
 worker_processes 1;
 pid $tmp/nginx.pid;
 error_log $tmp/nginx-error.log warn;
@@ -167,7 +245,7 @@ $(for b in ${backends//,/ }; do echo "		server $b;"; done)
 		keepalive_requests 1000000;
 	}
 	server {
-		listen $proxy_addr;
+		$nginx_listen
 		location / {
 			proxy_pass http://backends;
 			proxy_http_version 1.1;
@@ -179,10 +257,11 @@ $(for b in ${backends//,/ }; do echo "		server $b;"; done)
 }
 CONF
 
-cat >"$tmp/haproxy.cfg" <<CONF
+	cat >"$tmp/haproxy-$m.cfg" <<CONF
 global
 	nbthread 1
 	maxconn 4096
+	tune.ssl.cachesize 0
 defaults
 	mode http
 	$haproxy_log
@@ -194,12 +273,13 @@ defaults
 	timeout http-request 10s
 	timeout http-keep-alive 30s
 frontend bench
-	bind $proxy_addr
+	$haproxy_bind
 	default_backend backends
 backend backends
 	balance roundrobin
 $(n=0; for b in ${backends//,/ }; do n=$((n + 1)); echo "	server b$n $b"; done)
 CONF
+done
 
 # A 1 KiB request body for the post scenario.
 cat >"$tmp/post.lua" <<'LUA'
@@ -208,14 +288,23 @@ wrk.body = string.rep("x", 1024)
 wrk.headers["Content-Type"] = "application/octet-stream"
 LUA
 
-# wait_up polls url until it answers 200, for at most 10 seconds.
+# wait_up URL [CURL-ARGS] polls URL until it answers 200, for at most 10 seconds.
 wait_up() {
 	for _ in $(seq 100); do
-		curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+		curl -fsS -o /dev/null "${@:2}" "$1" 2>/dev/null && return 0
 		sleep 0.1
 	done
 	echo "$1 did not come up" >&2
 	return 1
+}
+
+# proxy_url prints the URL of the proxy in mode $1 and the curl arguments that reach it.
+proxy_url() {
+	case $1 in
+	h1) echo "http://$proxy_addr/" ;;
+	h2c) echo "http://$proxy_addr/ --http2-prior-knowledge" ;;
+	tls) echo "https://$proxy_addr/ --insecure" ;;
+	esac
 }
 
 # tree prints a process and its children (NGINX's worker).
@@ -244,12 +333,15 @@ hwm_kb() {
 	echo "$max"
 }
 
-# start_proxy NAME starts proxy NAME pinned to PROXY_CPU and sets proxy_pid.
+# start_proxy NAME MODE starts proxy NAME for clients in MODE, pinned to PROXY_CPU, and sets
+# proxy_pid. The Go proxies serve HTTP/1.1 and h2c on one plain listener.
 start_proxy() {
+	local tls=()
+	[ "$2" = tls ] && tls=(-tls-cert "$tmp/tls.crt" -tls-key "$tmp/tls.key")
 	case $1 in
 	sluice)
 		taskset -c "$PROXY_CPU" "$tmp/quickstart" -listen "$proxy_addr" -backends "$backends" \
-			-access-log="$ACCESS_LOG" >/dev/null 2>&1 &
+			-access-log="$ACCESS_LOG" "${tls[@]}" >/dev/null 2>&1 &
 		;;
 	sluice-nethttp)
 		taskset -c "$PROXY_CPU" "$tmp/quickstart" -listen "$proxy_addr" -backends "$backends" \
@@ -257,29 +349,64 @@ start_proxy() {
 		;;
 	stdlib)
 		taskset -c "$PROXY_CPU" "$tmp/stdproxy" -listen "$proxy_addr" -backends "$backends" \
-			-access-log="$ACCESS_LOG" >/dev/null 2>&1 &
+			-access-log="$ACCESS_LOG" "${tls[@]}" >/dev/null 2>&1 &
 		;;
 	nginx)
-		taskset -c "$PROXY_CPU" nginx -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/nginx-error.log" \
+		taskset -c "$PROXY_CPU" nginx -p "$tmp" -c "$tmp/nginx-$2.conf" -e "$tmp/nginx-error.log" \
 			-g 'daemon off;' >/dev/null 2>&1 &
 		;;
 	haproxy)
-		taskset -c "$PROXY_CPU" haproxy -db -f "$tmp/haproxy.cfg" >/dev/null 2>"$tmp/haproxy.log" &
+		taskset -c "$PROXY_CPU" haproxy -db -f "$tmp/haproxy-$2.cfg" >/dev/null 2>"$tmp/haproxy.log" &
 		;;
 	esac
 	proxy_pid=$!
 	pids+=("$proxy_pid")
 }
 
-# wrk_load SCENARIO DURATION runs wrk with the scenario's request against the proxy.
-wrk_load() {
-	local args=(-t1 -c"$CONNS" -d"$2" --timeout 10s --latency) path=/
+# load SCENARIO DURATION OUT runs the scenario's load against the proxy and writes what the
+# load tool printed to OUT (h2load's per-request log to OUT.log).
+load() {
+	local args path=/
 	case $1 in
-	close) args+=(-H 'Connection: close') ;;
-	post) args+=(-s "$tmp/post.lua") ;;
-	get1m) path='/?size=1048576' ;;
+	get | close | post | get1m)
+		args=(-t1 -c"$CONNS" -d"$2" --timeout 10s --latency)
+		case $1 in
+		close) args+=(-H 'Connection: close') ;;
+		post) args+=(-s "$tmp/post.lua") ;;
+		get1m) path='/?size=1048576' ;;
+		esac
+		taskset -c "$LOAD_CPU" wrk "${args[@]}" "http://$proxy_addr$path" >"$3"
+		;;
+	h2c | h2c-m10 | h2tls)
+		local streams=1 url=http://$proxy_addr/
+		[ "$1" = h2c-m10 ] && streams=10
+		[ "$1" = h2tls ] && url=https://$proxy_addr/
+		taskset -c "$LOAD_CPU" h2load -t1 -c"$CONNS" -m"$streams" -D "$2" --log-file "$3.log" \
+			--tls13-ciphers TLS_AES_128_GCM_SHA256 "$url" >"$3"
+		;;
+	tls)
+		# Each s_time loops connect, full handshake, GET, close until timeout stops it; it
+		# prints a * per new session, an r per resumed one. Exit status 124 is that stop.
+		local i rc t0 t1 spids=()
+		t0=$(date +%s%N)
+		for i in $(seq "$TLS_CLIENTS"); do
+			timeout "$2" taskset -c "$LOAD_CPU" openssl s_time -connect "$proxy_addr" -new -tls1_3 \
+				-ciphersuites TLS_AES_128_GCM_SHA256 -time 86400 -www / >"$3.$i" 2>&1 &
+			spids+=($!)
+		done
+		for i in $(seq "$TLS_CLIENTS"); do
+			rc=0
+			wait "${spids[$((i - 1))]}" || rc=$?
+			printf '\nclient %d exit %d\n' "$i" "$rc" >>"$3.$i"
+		done
+		t1=$(date +%s%N)
+		# The first line of each is "Collecting connection statistics for 86400 seconds".
+		{
+			for i in $(seq "$TLS_CLIENTS"); do sed 1d "$3.$i" && echo; done
+			echo "elapsed $(((t1 - t0) / 1000000)) ms"
+		} >"$3"
+		;;
 	esac
-	taskset -c "$LOAD_CPU" wrk "${args[@]}" "http://$proxy_addr$path"
 }
 
 # to_ms converts one of wrk's durations (850.00us, 1.20ms, 2.00s, 1.00m) to milliseconds.
@@ -291,59 +418,119 @@ to_ms() {
 	}'
 }
 
+# figures SCENARIO OUT prints "requests req/s p50-ms p99-ms note" from the load's output, or
+# fails with the reason on stderr when the run saw errors. A wrk timeout only says the core was
+# busy (the machine is shared); any other error or a non-2xx status means the proxy misbehaved
+# and the figures would be meaningless.
+figures() {
+	local out
+	out=$(<"$2")
+	case $1 in
+	get | close | post | get1m)
+		if grep -q Non-2xx <<<"$out" ||
+			awk '/Socket errors/ { gsub(",", ""); if ($4 + $6 + $8 > 0) e = 1 } END { exit !e }' <<<"$out"; then
+			echo "wrk saw errors" >&2
+			return 1
+		fi
+		echo "$(awk '/requests in/ { print $1 }' <<<"$out")" \
+			"$(awk '/Requests\/sec/ { print $2 }' <<<"$out")" \
+			"$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")" \
+			"$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")" \
+			"$(awk '/Socket errors/ { print "(wrk timeouts: " $NF ")" }' <<<"$out")"
+		;;
+	h2c | h2c-m10 | h2tls)
+		# requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout
+		# status codes: N 2xx, N 3xx, N 4xx, N 5xx
+		local want=h2c
+		[ "$1" = h2tls ] && want=h2
+		if ! grep -qx "Application protocol: $want" <<<"$out" ||
+			awk '/^requests:/ && $10 + $12 + $14 > 0 { e = 1 }
+				/^status codes:/ && $5 + $7 + $9 > 0 { e = 1 } END { exit !e }' <<<"$out"; then
+			echo "h2load saw errors or no $want" >&2
+			return 1
+		fi
+		# Nearest-rank percentiles of the per-request times (µs) of the successful requests.
+		awk '$2 >= 200 && $2 < 300 { print $3 }' "$2.log" | sort -n | awk -v reqs="$(awk '/^requests:/ { print $8 }' <<<"$out")" \
+			-v rps="$(awk '/^finished in/ { print $4 }' <<<"$out")" '
+			{ t[NR] = $1 }
+			END {
+				if (NR == 0) exit 1
+				printf "%s %s %.3f %.3f\n", reqs, rps, t[int((NR * 50 + 99) / 100)] / 1000, t[int((NR * 99 + 99) / 100)] / 1000
+			}'
+		;;
+	tls)
+		# Every client must have run until timeout stopped it (124) and printed only *s.
+		if awk '/^client / { if ($4 != 124) e = 1; next } /^elapsed / { next } /[^*]/ { e = 1 }
+			END { exit !e }' <<<"$out"; then
+			echo "s_time failed, or saw a resumed session" >&2
+			return 1
+		fi
+		local conns ms
+		conns=$(grep -v -e '^client ' -e '^elapsed ' <<<"$out" | tr -cd '*' | wc -c)
+		ms=$(awk '/^elapsed/ { print $2 }' <<<"$out")
+		[ "$conns" -gt 0 ] || { echo "s_time made no connection" >&2; return 1; }
+		awk -v n="$conns" -v ms="$ms" -v c="$TLS_CLIENTS" 'BEGIN {
+			printf "%d %.2f %.3f - (%d full TLS handshakes, none resumed)\n", n, n * 1000 / ms, c * ms / n, n
+		}'
+		;;
+	esac
+}
+
 hz=$(getconf CLK_TCK)
 results=$tmp/results
 : >"$results"
 failed=0
 
 # measure SCENARIO NAME ROUND runs one proxy under one scenario, prints its figures and appends
-# them to $results.
+# them to $results; a run with errors is reported and left out of the totals.
 measure() {
-	local scenario=$1 name=$2 round=$3
-	start_proxy "$name"
+	local scenario=$1 name=$2 round=$3 url
+	start_proxy "$name" "$(mode "$scenario")"
 	local pid=$proxy_pid
-	if ! wait_up "http://$proxy_addr/"; then
+	read -r -a url <<<"$(proxy_url "$(mode "$scenario")")"
+	if ! wait_up "${url[@]}"; then
 		[ -f "$tmp/nginx-error.log" ] && cat "$tmp/nginx-error.log" >&2
 		cat "$tmp/haproxy.log" >&2 2>/dev/null || true
 		exit 1
 	fi
+	# s_time reads its responses without looking at them: check the one it will send once.
+	if [ "$scenario" = tls ]; then
+		local status
+		status=$(printf 'GET / HTTP/1.0\r\n\r\n' | openssl s_client -quiet -connect "$proxy_addr" 2>/dev/null | head -1 || true)
+		[[ $status == HTTP/1.?" 200 "* ]] || { echo "$name answers s_time's GET with: $status" >&2; exit 1; }
+	fi
 	# Warm up: connections, pools and the heap reach their steady state.
-	wrk_load "$scenario" "$WARMUP" >/dev/null
-	local t0 t1 out reqs errs hwm
+	load "$scenario" "$WARMUP" "$tmp/warmup"
+	local t0 t1 fig reqs rps p50 p99 note hwm
 	t0=$(cpu_ticks "$pid")
-	out=$(wrk_load "$scenario" "$DURATION")
+	load "$scenario" "$DURATION" "$tmp/out"
 	t1=$(cpu_ticks "$pid")
 	hwm=$(hwm_kb "$pid")
 	kill "$pid"
 	wait "$pid" 2>/dev/null || true
-	reqs=$(awk '/requests in/ { print $1 }' <<<"$out")
-	# A timeout only says the core was busy (the machine is shared); any other error or a
-	# non-2xx status means the proxy misbehaved and the figure would be meaningless: the run
-	# is reported and left out of the totals.
-	errs=$(awk '/Non-2xx/ { print $NF }
-		/Socket errors/ { gsub(",", ""); if ($4 + $6 + $8 > 0) print "socket" }' <<<"$out")
-	if [ -n "$errs" ]; then
-		echo "$scenario $name: wrk saw errors, run left out:" >&2
-		echo "$out" >&2
+	if ! fig=$(figures "$scenario" "$tmp/out"); then
+		echo "$scenario $name: run left out:" >&2
+		cat "$tmp/out" >&2
 		failed=1
 		return
 	fi
-	local us rps p50 p99
+	read -r reqs rps p50 p99 note <<<"$fig"
+	local us
 	us=$(awk -v t=$((t1 - t0)) -v hz="$hz" 'BEGIN { printf "%.0f", t * 1e6 / hz }')
-	rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
-	p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
-	p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
-	printf '%-6s %-8s %9s requests %8.0f req/s %7.2f µs CPU/request  p50 %7.2f ms  p99 %7.2f ms  peak RSS %6.1f MiB%s\n' \
+	printf '%-7s %-8s %9s requests %8.0f req/s %7.2f µs CPU/request  p50 %7.2f ms  p99 %7s ms  peak RSS %6.1f MiB%s\n' \
 		"$scenario" "$name" "$reqs" "$rps" "$(awk -v u="$us" -v n="$reqs" 'BEGIN { print u / n }')" \
-		"$p50" "$p99" "$(awk -v k="$hwm" 'BEGIN { print k / 1024 }')" \
-		"$(awk '/Socket errors/ { print " (wrk timeouts: " $NF ")" }' <<<"$out")"
+		"$p50" "$(awk -v p="$p99" 'BEGIN { if (p == "-") print p; else printf "%.2f", p }')" \
+		"$(awk -v k="$hwm" 'BEGIN { print k / 1024 }')" "${note:+ $note}"
 	echo "$scenario $name $round $reqs $us $rps $p50 $p99 $hwm" >>"$results"
 }
 
-echo "proxy on core $PROXY_CPU; wrk -t1 -c$CONNS -d$DURATION (warm-up $WARMUP) and backends on core $LOAD_CPU; access log: $ACCESS_LOG"
+echo "proxy on core $PROXY_CPU; load ($CONNS connections, $TLS_CLIENTS for tls) for $DURATION after $WARMUP of warm-up and backends on core $LOAD_CPU; access log: $ACCESS_LOG"
 echo "proxies: ${proxies[*]}; scenarios: ${scenarios[*]}; rounds: $ROUNDS"
 want nginx && nginx -v 2>&1
 want haproxy && haproxy -v 2>&1 | sed -n 1p
+[[ " ${modes[*]} " == *" h1 "* ]] && { wrk -v 2>&1 || true; } | sed -n 1p
+[[ " ${scenarios[*]} " == *" h2"* ]] && h2load --version
+[[ " ${modes[*]} " == *" tls "* ]] && openssl version
 
 taskset -c "$LOAD_CPU" "$tmp/demobackend" -listen "$backends" -size 1024 >/dev/null &
 pids+=($!)
@@ -363,13 +550,13 @@ done
 
 # The summary: per scenario and proxy, CPU per request over all rounds (total CPU time over
 # total requests), the mean req/s, the median p50 and p99 over the rounds, the largest peak RSS,
-# and the CPU per request as a multiple of NGINX's.
+# and the CPU per request as a multiple of NGINX's. A p99 the load did not measure is "-".
 echo
-echo "all rounds ($ROUNDS × $DURATION, $CONNS connections):"
+echo "all rounds ($ROUNDS × $DURATION, $CONNS connections, $TLS_CLIENTS for tls):"
 awk -v order="${scenarios[*]}" -v porder="${proxies[*]}" '
 function median(key,    k, i, j, t, a) {
 	k = cnt[key]
-	for (i = 1; i <= k; i++) a[i] = vals[key, i]
+	for (i = 1; i <= k; i++) if ((a[i] = vals[key, i]) == "-") return "-"
 	for (i = 2; i <= k; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
 	return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
 }
@@ -390,8 +577,9 @@ END {
 			key = S[s] SUBSEP P[p]
 			if (!(key in req)) { printf "%-8s %-8s %12s\n", S[s], P[p], "no run"; continue }
 			c = us[key] / req[key]
-			printf "%-8s %-8s %12.2f %9.0f %9.2f %9.2f %13.1f %10s\n", S[s], P[p], c, rps[key] / runs[key],
-				median(key "p50"), median(key "p99"), hwm[key] / 1024, base ? sprintf("%.2f", c / base) : "-"
+			p99 = median(key "p99")
+			printf "%-8s %-8s %12.2f %9.0f %9.2f %9s %13.1f %10s\n", S[s], P[p], c, rps[key] / runs[key],
+				median(key "p50"), p99 == "-" ? p99 : sprintf("%.2f", p99), hwm[key] / 1024, base ? sprintf("%.2f", c / base) : "-"
 		}
 	}
 }' "$results"
@@ -403,6 +591,19 @@ if grep -q '^get sluice ' "$results" && grep -q '^get stdlib ' "$results"; then
 		END {
 			s = su / sn; t = tu / tn
 			printf "all rounds: sluice %.2f µs CPU/request, stdlib %.2f µs CPU/request, ratio %.2f (target ≤ 0.80)\n", s, t, s / t
+		}' "$results"
+fi
+# What TLS termination alone costs: a new connection with a handshake and one GET (tls) less a
+# new connection with one GET (close). Both close the connection after the response.
+if grep -q '^tls ' "$results" && grep -q '^close ' "$results"; then
+	awk -v porder="${proxies[*]}" '$1 == "tls" || $1 == "close" { us[$1, $2] += $5; req[$1, $2] += $4 }
+		END {
+			np = split(porder, P, " "); line = ""
+			for (p = 1; p <= np; p++)
+				if (req["tls", P[p]] && req["close", P[p]])
+					line = line sprintf("%s %s %.0f µs", line == "" ? "" : ",", P[p],
+						us["tls", P[p]] / req["tls", P[p]] - us["close", P[p]] / req["close", P[p]])
+			print "all rounds: CPU per full TLS 1.3 handshake (tls less close):" line
 		}' "$results"
 fi
 exit "$failed"
