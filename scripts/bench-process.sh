@@ -29,13 +29,12 @@
 # Not measured yet: TLS or HTTP/2 to the backends, WebSockets, gRPC streaming.
 #
 # TLS uses an ECDSA P-256 certificate (what most sites serve) made with openssl for each run,
-# TLS 1.3 with TLS_AES_128_GCM_SHA256 and X25519, which every client pins or picks. Every proxy
-# keeps its default session tickets (OpenSSL sends two per TLS 1.3 connection, crypto/tls one):
-# the quickstart has no flag to turn them off, and with them off NGINX's handshakes/s fell to a
-# third, s_time's GET waiting on a delayed ACK of its Finished (s_time sets no TCP_NODELAY) once
-# no ticket followed it. Full handshakes are the client's doing: wrk and h2load resume sessions
-# on reconnect (wrk keeps the session across SSL_clear), s_time -new never does, and the script
-# checks that s_time reported no resumed connection. h2tls's 2 × CONNS handshakes (warm-up, run)
+# TLS 1.3 with TLS_AES_128_GCM_SHA256 and X25519, which every client pins or picks. NGINX and
+# HAProxy have session tickets and their session cache off; the Go proxies keep crypto/tls's
+# default (one TLS 1.3 ticket per connection, never used) since the quickstart has no flag for
+# it. Full handshakes are the client's doing: wrk and h2load resume sessions on reconnect (wrk
+# keeps the session across SSL_clear), s_time -new never does, and the script checks that
+# s_time reported no resumed connection. h2tls's 2 × CONNS handshakes (warm-up, run)
 # are a small part of its CPU. The client's half of a handshake costs about what the proxy's
 # does, so tls's req/s is bound by the load core: the last summary line gives the handshakes per
 # second one core of the proxy would do, from its CPU per handshake.
@@ -224,8 +223,10 @@ for m in "${modes[@]}"; do
 		nginx_listen="listen $proxy_addr ssl http2;
 		ssl_certificate $tmp/tls.crt;
 		ssl_certificate_key $tmp/tls.key;
-		ssl_protocols TLSv1.3;"
-		haproxy_bind="bind $proxy_addr ssl crt $tmp/haproxy.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3"
+		ssl_protocols TLSv1.3;
+		ssl_session_tickets off;
+		ssl_session_cache off;"
+		haproxy_bind="bind $proxy_addr ssl crt $tmp/haproxy.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3 no-tls-tickets"
 		;;
 	esac
 	cat >"$tmp/nginx-$m.conf" <<CONF
@@ -263,6 +264,7 @@ CONF
 global
 	nbthread 1
 	maxconn 4096
+	tune.ssl.cachesize 0
 defaults
 	mode http
 	$haproxy_log
