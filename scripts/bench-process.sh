@@ -34,10 +34,10 @@
 # default (one TLS 1.3 ticket per connection, never used) since the quickstart has no flag for
 # it. Full handshakes are the client's doing: wrk and h2load resume sessions on reconnect (wrk
 # keeps the session across SSL_clear), s_time -new never does, and the script checks that
-# s_time reported no resumed connection. h2tls's 2 × CONNS handshakes (warm-up, run)
-# are a small part of its CPU. The client's half of a handshake costs about what the proxy's
-# does, so tls's req/s is bound by the load core: the last summary line gives the handshakes per
-# second one core of the proxy would do, from its CPU per handshake.
+# s_time reported no resumed connection. h2tls's 2 × CONNS handshakes (warm-up, run) are a
+# small part of its CPU. The client's half of a handshake costs about what the proxy's does, so
+# tls's req/s is bound by the load core: a line under the summary gives the handshakes per
+# second one core of each proxy would do, from its CPU per handshake.
 #
 # Latency: wrk's percentiles; for h2load the percentiles of the per-request times it writes with
 # --log-file (it prints no percentiles itself). s_time measures no latency: tls's p50 column is
