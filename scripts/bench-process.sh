@@ -348,7 +348,7 @@ start_proxy() {
 		;;
 	sluice-nethttp)
 		taskset -c "$PROXY_CPU" "$tmp/quickstart" -listen "$proxy_addr" -backends "$backends" \
-			-access-log="$ACCESS_LOG" -server net/http >/dev/null 2>&1 &
+			-access-log="$ACCESS_LOG" -server net/http "${tls[@]}" >/dev/null 2>&1 &
 		;;
 	stdlib)
 		taskset -c "$PROXY_CPU" "$tmp/stdproxy" -listen "$proxy_addr" -backends "$backends" \
