@@ -57,6 +57,49 @@ func BenchmarkServe(b *testing.B) {
 	}
 }
 
+// BenchmarkServeClose measures a request on a new connection with Connection: close: the
+// accept, the connection's setup and its close, through each server over loopback TCP.
+func BenchmarkServeClose(b *testing.B) {
+	body := make([]byte, 1024)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write(body)
+	})
+	for _, front := range []string{"net/http", "h1"} {
+		b.Run(front, func(b *testing.B) {
+			srv := &http.Server{Handler: handler}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			var s interface {
+				Serve(net.Listener) error
+				Close() error
+			} = srv
+			if front == "h1" {
+				s = h1.New(srv)
+			}
+			go s.Serve(ln)
+			defer s.Close()
+			req := []byte("GET /bench HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n")
+			b.ReportAllocs()
+			for b.Loop() {
+				conn, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := conn.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				if n := readResponse(b, bufio.NewReader(conn)); n != len(body) {
+					b.Fatalf("body of %d bytes, want %d", n, len(body))
+				}
+				conn.Close()
+			}
+		})
+	}
+}
+
 // readResponse reads one response with a Content-Length and returns its body's length.
 func readResponse(b *testing.B, br *bufio.Reader) int {
 	length := -1
