@@ -17,6 +17,9 @@
 # response is 1 KiB but get1m's; the proxies speak HTTP/1.1 with keep-alive to the backends in
 # all of them.
 #   get      keep-alive GET (wrk, CONNS connections)
+#   paced    the same at the same load for every proxy: each connection waits PACE_MS between
+#            a response and its next request (wrk's delay), so that p50 and p99 compare the
+#            proxies' latency at one request rate rather than at each one's own maximum
 #   close    GET with Connection: close, a new client connection per request (wrk)
 #   post     keep-alive POST with a 1 KiB body (wrk)
 #   get1m    keep-alive GET, 1 MiB response (demobackend's ?size=1048576; wrk)
@@ -56,10 +59,11 @@
 #   ACCESS_LOG=true scripts/bench-process.sh          # every proxy logs each request to /dev/null
 #
 # Environment: DURATION (4s; wrk's and h2load's syntax, 4s or 1m), WARMUP (1s), CONNS (64),
-# TLS_CLIENTS (8), ROUNDS (3), SCENARIOS (get close post get1m h2c h2tls tls), PROXIES (sluice
-# stdlib nginx haproxy), PORT (first of four ports, 19080), ACCESS_LOG (false), PROXY_CPU (0),
-# LOAD_CPU (1). Lists may be separated by spaces or commas. The defaults (7 scenarios × 4
-# proxies × 3 rounds) take about 8 minutes.
+# TLS_CLIENTS (8), PACE_MS (10), ROUNDS (3), SCENARIOS (get paced close post get1m h2c h2tls
+# tls), PROXIES (sluice stdlib nginx haproxy; sluice-nethttp is the quickstart with net/http's
+# HTTP/1.1 server), PORT (first of four ports, 19080), ACCESS_LOG (false), PROXY_CPU (0),
+# LOAD_CPU (1). Lists may be separated by spaces or commas. The defaults (8 scenarios × 4
+# proxies × 3 rounds) take about 9 minutes.
 set -euo pipefail
 
 DURATION=${DURATION:-4s}
@@ -67,7 +71,8 @@ WARMUP=${WARMUP:-1s}
 CONNS=${CONNS:-64}
 TLS_CLIENTS=${TLS_CLIENTS:-8}
 ROUNDS=${ROUNDS:-3}
-SCENARIOS=${SCENARIOS:-get close post get1m h2c h2tls tls}
+SCENARIOS=${SCENARIOS:-get paced close post get1m h2c h2tls tls}
+PACE_MS=${PACE_MS:-10}
 PROXIES=${PROXIES:-sluice stdlib nginx haproxy}
 PORT=${PORT:-19080}
 ACCESS_LOG=${ACCESS_LOG:-false}
@@ -80,15 +85,15 @@ cd "$(dirname "$0")/.."
 read -r -a scenarios <<<"${SCENARIOS//,/ }"
 read -r -a proxies <<<"${PROXIES//,/ }"
 for s in "${scenarios[@]}"; do
-	case $s in get | close | post | get1m | h2c | h2c-m10 | h2tls | tls) ;; *)
-		echo "SCENARIOS: unknown scenario $s (want get, close, post, get1m, h2c, h2c-m10, h2tls, tls)" >&2
+	case $s in get | paced | close | post | get1m | h2c | h2c-m10 | h2tls | tls) ;; *)
+		echo "SCENARIOS: unknown scenario $s (want get, paced, close, post, get1m, h2c, h2c-m10, h2tls, tls)" >&2
 		exit 2
 		;;
 	esac
 done
 for p in "${proxies[@]}"; do
 	case $p in sluice | sluice-nethttp | stdlib | nginx | haproxy) ;; *)
-		echo "PROXIES: unknown proxy $p (want sluice, stdlib, nginx, haproxy)" >&2
+		echo "PROXIES: unknown proxy $p (want sluice, sluice-nethttp, stdlib, nginx, haproxy)" >&2
 		exit 2
 		;;
 	esac
@@ -127,7 +132,7 @@ need() {
 modes=()
 for s in "${scenarios[@]}"; do
 	case $s in
-	get | close | post | get1m) need wrk wrk ;;
+	get | paced | close | post | get1m) need wrk wrk ;;
 	h2c | h2c-m10 | h2tls) need h2load nghttp2-client ;;
 	tls) need openssl openssl ;;
 	esac
@@ -285,6 +290,13 @@ CONF
 done
 
 # A 1 KiB request body for the post scenario.
+# The paced scenario's wait between a response and the next request on a connection.
+cat >"$tmp/paced.lua" <<LUA
+function delay()
+	return $PACE_MS
+end
+LUA
+
 cat >"$tmp/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.body = string.rep("x", 1024)
@@ -371,9 +383,10 @@ start_proxy() {
 load() {
 	local args path=/
 	case $1 in
-	get | close | post | get1m)
+	get | paced | close | post | get1m)
 		args=(-t1 -c"$CONNS" -d"$2" --timeout 10s --latency)
 		case $1 in
+		paced) args+=(-s "$tmp/paced.lua") ;;
 		close) args+=(-H 'Connection: close') ;;
 		post) args+=(-s "$tmp/post.lua") ;;
 		get1m) path='/?size=1048576' ;;
@@ -429,7 +442,7 @@ figures() {
 	local out
 	out=$(<"$2")
 	case $1 in
-	get | close | post | get1m)
+	get | paced | close | post | get1m)
 		if grep -q Non-2xx <<<"$out" ||
 			awk '/Socket errors/ { gsub(",", ""); if ($4 + $6 + $8 > 0) e = 1 } END { exit !e }' <<<"$out"; then
 			echo "wrk saw errors" >&2
@@ -520,7 +533,7 @@ measure() {
 	read -r reqs rps p50 p99 note <<<"$fig"
 	local us
 	us=$(awk -v t=$((t1 - t0)) -v hz="$hz" 'BEGIN { printf "%.0f", t * 1e6 / hz }')
-	printf '%-7s %-8s %9s requests %8.0f req/s %7.2f µs CPU/request  p50 %7.2f ms  p99 %7s ms  peak RSS %6.1f MiB%s\n' \
+	printf '%-7s %-14s %9s requests %8.0f req/s %7.2f µs CPU/request  p50 %7.2f ms  p99 %7s ms  peak RSS %6.1f MiB%s\n' \
 		"$scenario" "$name" "$reqs" "$rps" "$(awk -v u="$us" -v n="$reqs" 'BEGIN { print u / n }')" \
 		"$p50" "$(awk -v p="$p99" 'BEGIN { if (p == "-") print p; else printf "%.2f", p }')" \
 		"$(awk -v k="$hwm" 'BEGIN { print k / 1024 }')" "${note:+ $note}"
@@ -572,16 +585,16 @@ function median(key,    k, i, j, t, a) {
 }
 END {
 	ns = split(order, S, " "); np = split(porder, P, " ")
-	printf "%-8s %-8s %12s %9s %9s %9s %13s %10s\n", "scenario", "proxy", "µs CPU/req", "req/s", "p50 ms", "p99 ms", "peak RSS MiB", "CPU/NGINX"
+	printf "%-8s %-14s %12s %9s %9s %9s %13s %10s\n", "scenario", "proxy", "µs CPU/req", "req/s", "p50 ms", "p99 ms", "peak RSS MiB", "CPU/NGINX"
 	for (s = 1; s <= ns; s++) {
 		nk = S[s] SUBSEP "nginx"
 		base = (nk in req) ? us[nk] / req[nk] : 0
 		for (p = 1; p <= np; p++) {
 			key = S[s] SUBSEP P[p]
-			if (!(key in req)) { printf "%-8s %-8s %12s\n", S[s], P[p], "no run"; continue }
+			if (!(key in req)) { printf "%-8s %-14s %12s\n", S[s], P[p], "no run"; continue }
 			c = us[key] / req[key]
 			p99 = median(key "p99")
-			printf "%-8s %-8s %12.2f %9.0f %9.2f %9s %13.1f %10s\n", S[s], P[p], c, rps[key] / runs[key],
+			printf "%-8s %-14s %12.2f %9.0f %9.2f %9s %13.1f %10s\n", S[s], P[p], c, rps[key] / runs[key],
 				median(key "p50"), p99 == "-" ? p99 : sprintf("%.2f", p99), hwm[key] / 1024, base ? sprintf("%.2f", c / base) : "-"
 		}
 	}
