@@ -89,7 +89,6 @@ type conn struct {
 
 	// The watch for the client going away while a handler runs.
 	wmtx      sync.Mutex
-	watchOK   bool          // a handler runs and the watch may start
 	watching  bool          // the watch is reading the socket
 	watchDone chan struct{} // closed when the watch ends
 	timer     *time.Timer

@@ -39,10 +39,7 @@ type response struct {
 	deadlines   bool // the handler moved the write deadline
 }
 
-var (
-	errHijacked = errors.New("h1: connection has been hijacked")
-	errDone     = errors.New("h1: response used after its handler returned")
-)
+var errDone = errors.New("h1: response used after its handler returned")
 
 // Header returns the response header map; changes after WriteHeader (or the first Write)
 // have no effect but for trailers.
