@@ -255,10 +255,17 @@ func TestForwardAllocs(t *testing.T) {
 	std := get(newReverseProxy(target, proxy.HTTP1), false)
 	t.Logf("allocations per GET: sluice %.0f (%.0f with a cancelable context), httputil.ReverseProxy %.0f",
 		ours, oursCancelable, std)
-	// The exchange, the outgoing header map (2), the Forwarded value and the response head
-	// (3: its map, twice, and one string for its fields).
-	assert.LessOrEqual(t, ours, 7.0, "allocations per forwarded GET")
-	assert.LessOrEqual(t, oursCancelable, ours, "a quick request does not hook its context")
+	// The Forwarded value, and the response head's fields: one string, and one slice for
+	// their values, which go to the client's header. The exchange and its header maps come
+	// from a pool.
+	pin := 3.0
+	if raceEnabled {
+		// The race detector's sync.Pool drops a quarter of what is put in it: the exchange
+		// and its two header maps, 5 allocations, every fourth request on average.
+		pin += 2
+	}
+	assert.LessOrEqual(t, ours, pin, "allocations per forwarded GET")
+	assert.LessOrEqual(t, oursCancelable, pin, "a quick request does not hook its context")
 	assert.Less(t, ours*4, std, "sluice allocates under a quarter of what httputil does")
 }
 

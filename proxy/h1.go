@@ -500,7 +500,16 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 			}
 			return fail(err)
 		}
-		hdr, err = cc.readHeader(x.hvals[:])
+		// The values go to the client's response header, which outlives a pooled x: they
+		// get a slice of their own then.
+		vals := x.hvals[:]
+		if x.pooled {
+			vals = nil
+		}
+		hdr, err = cc.readHeader(x.resHdr, vals)
+		if x.pooled {
+			x.resHdr = hdr
+		}
 		if err != nil {
 			return fail(fmt.Errorf("proxy: reading upstream response header: %w", err))
 		}
@@ -587,22 +596,25 @@ func (c *h1Client) do(ctx context.Context, cc *h1Conn, x *exchange, reused bool,
 
 // readHeader reads the field lines of a response head, as textproto.Reader.ReadMIMEHeader
 // does. A head that is already in the buffer whole, one field per line, is parsed where it
-// lies: one string holds its fields, the header's keys and values are cut from it, and each
-// field's value slice from vals while it lasts, which saves an allocation per field. Anything
+// lies, into h (cleared first; nil makes a map): one string holds its fields, the header's
+// keys and values are cut from it, and each field's value slice from vals, or from one slice
+// made for them all when vals is too short, which saves an allocation per field. Anything
 // else (a head still arriving, obs-fold continuation lines, bytes a field may not hold) is
-// left to textproto, which reads it and judges it as net/http's client does.
-func (cc *h1Conn) readHeader(vals []string) (textproto.MIMEHeader, error) {
-	if h, ok := cc.parseBufferedHeader(vals); ok {
+// left to textproto, which reads it into a map of its own and judges it as net/http's client
+// does.
+func (cc *h1Conn) readHeader(h textproto.MIMEHeader, vals []string) (textproto.MIMEHeader, error) {
+	if h, ok := cc.parseBufferedHeader(h, vals); ok {
 		return h, nil
 	}
 	return cc.tp.ReadMIMEHeader()
 }
 
-// parseBufferedHeader parses the header section at the start of cc's buffer and discards it,
-// or reports false, having consumed nothing, when the section is not all there or is not
-// plain. What it accepts, it reads exactly as textproto does: lines end in LF or CRLF, are
-// trimmed of spaces and tabs, and the value starts after the spaces following the colon.
-func (cc *h1Conn) parseBufferedHeader(vals []string) (textproto.MIMEHeader, bool) {
+// parseBufferedHeader parses the header section at the start of cc's buffer into h and
+// discards it, or reports false, having consumed nothing, when the section is not all there
+// or is not plain. What it accepts, it reads exactly as textproto does: lines end in LF or
+// CRLF, are trimmed of spaces and tabs, and the value starts after the spaces following the
+// colon.
+func (cc *h1Conn) parseBufferedHeader(h textproto.MIMEHeader, vals []string) (textproto.MIMEHeader, bool) {
 	buf, _ := cc.br.Peek(cc.br.Buffered())
 	fields, end := 0, -1
 	for i := 0; i < len(buf); {
@@ -630,7 +642,11 @@ func (cc *h1Conn) parseBufferedHeader(vals []string) (textproto.MIMEHeader, bool
 	if fields > len(vals) {
 		vals = make([]string, fields)
 	}
-	h := make(textproto.MIMEHeader, fields)
+	if h == nil {
+		h = make(textproto.MIMEHeader, fields)
+	} else {
+		clear(h)
+	}
 	s := string(buf[:end])
 	for {
 		j := strings.IndexByte(s, '\n')

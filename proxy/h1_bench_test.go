@@ -55,7 +55,7 @@ func BenchmarkH1Header(b *testing.B) {
 				var h textproto.MIMEHeader
 				var err error
 				if parser == "lean" {
-					h, err = cc.readHeader(vals[:])
+					h, err = cc.readHeader(nil, vals[:])
 				} else {
 					h, err = cc.tp.ReadMIMEHeader()
 				}
