@@ -24,7 +24,7 @@ func BenchmarkH1IdleClean(b *testing.B) {
 			c.Read(make([]byte, 1)) // until the client closes
 		}
 	}()
-	cc, _, err := newTestH1().get(b.Context(), &h1Pool{}, ln.Addr().String(), time.Time{}, true)
+	cc, _, err := newTestH1().get(b.Context(), &h1Pool{}, ln.Addr().String(), time.Now(), time.Time{}, true)
 	require.NoError(b, err)
 	defer cc.nc.Close()
 	b.ReportAllocs()
@@ -55,7 +55,7 @@ func BenchmarkH1Header(b *testing.B) {
 				var h textproto.MIMEHeader
 				var err error
 				if parser == "lean" {
-					h, err = cc.readHeader(vals[:])
+					h, err = cc.readHeader(nil, vals[:])
 				} else {
 					h, err = cc.tp.ReadMIMEHeader()
 				}

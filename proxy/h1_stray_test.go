@@ -23,19 +23,27 @@ import (
 // makes every request after the first reuse the same connection.
 func newTestH1() *h1Client {
 	d := &net.Dialer{Timeout: 5 * time.Second}
-	return &h1Client{dial: d.DialContext, maxIdle: 1, idleTimeout: time.Minute}
+	return &h1Client{dial: d.DialContext, maxIdle: 1, idleTimeout: time.Minute, hookDelay: defaultHookDelay}
 }
 
 // leanDo sends a bodiless request for path to addr through c, the way the proxy does, and
 // reads the whole response. err is the round trip's or the body's error.
 func leanDo(ctx context.Context, c *h1Client, method, addr, path string) (res *http.Response, body []byte, err error) {
+	return leanSend(ctx, c, method, addr, path, time.Time{}, nil)
+}
+
+// leanSend is leanDo with the try's deadline (zero for none) and a request body sent whole,
+// as the proxy sends one it read ahead.
+func leanSend(ctx context.Context, c *h1Client, method, addr, path string, deadline time.Time,
+	reqBody []byte) (res *http.Response, body []byte, err error) {
 	in := httptest.NewRequestWithContext(ctx, method, "http://"+addr+path, nil)
 	x := &exchange{rw: httptest.NewRecorder(), in: in}
 	x.out = *in
 	x.out.Header = http.Header{}
 	x.out.RequestURI = ""
 	x.url = *in.URL
-	if err := c.roundTrip(x, addr, time.Time{}); err != nil {
+	x.reqBody = reqBody
+	if err := c.roundTrip(x, addr, deadline); err != nil {
 		return nil, nil, err
 	}
 	body, err = io.ReadAll(x.res.Body)

@@ -148,7 +148,13 @@ func upgradeType(h http.Header) string {
 // incoming header, never copied: nothing writes into them.
 func (x *exchange) outHeader() http.Header {
 	src := x.in.Header
-	h := make(http.Header, len(src)+5)
+	h := x.outHdr
+	if h == nil {
+		h = make(http.Header, len(src)+5)
+	}
+	if x.pooled {
+		x.outHdr = h
+	}
 	sanitizeAliases(h, src, x.p.aliases)
 	if x.upgrade != "" {
 		h["Connection"] = connUpgrade

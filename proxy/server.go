@@ -223,19 +223,25 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
-	ctl := http.NewResponseController(w)
-	if g.bodyTimeout > 0 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 &&
-		(srv == nil || srv.ReadTimeout <= 0) {
-		// One allocation holds the request copy and its body: handlers must not change the
-		// request they are given, so the body is swapped on a copy.
+	timeRead := g.bodyTimeout > 0 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 &&
+		(srv == nil || srv.ReadTimeout <= 0)
+	timeWrite := g.sendTimeout > 0 && (srv == nil || srv.WriteTimeout <= 0)
+	// One allocation holds what the request needs: the writer with its ResponseController,
+	// and, for a body, a copy of the request with the body swapped (handlers must not change
+	// the request they are given).
+	switch {
+	case timeRead:
 		tr := &timedRequest{}
+		tr.w = timedWriter{ResponseWriter: w, ctl: *http.NewResponseController(w), timeout: g.sendTimeout}
 		tr.req = *r
-		tr.body = timedBody{rc: r.Body, ctl: ctl, timeout: g.bodyTimeout}
+		tr.body = timedBody{rc: r.Body, ctl: &tr.w.ctl, timeout: g.bodyTimeout}
 		tr.req.Body = &tr.body
 		r = &tr.req
-	}
-	if g.sendTimeout > 0 && (srv == nil || srv.WriteTimeout <= 0) {
-		w = &timedWriter{ResponseWriter: w, ctl: ctl, timeout: g.sendTimeout}
+		if timeWrite {
+			w = &tr.w
+		}
+	case timeWrite:
+		w = &timedWriter{ResponseWriter: w, ctl: *http.NewResponseController(w), timeout: g.sendTimeout}
 	}
 	g.next.ServeHTTP(w, r)
 }
@@ -269,9 +275,12 @@ func refuse(w http.ResponseWriter, r *http.Request, code int, reason string) {
 	io.WriteString(w, reason+"\n")
 }
 
+// timedRequest is a request whose body the guard times, with its writer, timed or not, whose
+// ResponseController the body's deadlines go through.
 type timedRequest struct {
 	req  http.Request
 	body timedBody
+	w    timedWriter
 }
 
 // timedBody bounds the wait for each Read of a request body. Before a Read it moves the
@@ -350,7 +359,7 @@ func (b *timedBody) disarm() {
 // the stream).
 type timedWriter struct {
 	http.ResponseWriter
-	ctl     *http.ResponseController
+	ctl     http.ResponseController
 	timeout time.Duration
 	armed   time.Time // when the deadline was last moved; zero when none is set
 }

@@ -37,7 +37,8 @@ func newTransports(p *Proxy) transports {
 	t := transports{main: main, upgrade: main}
 	switch p.Protocol {
 	case HTTP1:
-		t.fast = &h1Client{dial: dial, maxIdle: maxIdle, idleTimeout: idle, bodyTimeout: p.bodyIdle}
+		t.fast = &h1Client{dial: dial, maxIdle: maxIdle, idleTimeout: idle, bodyTimeout: p.bodyIdle,
+			hookDelay: defaultHookDelay}
 		if idle < 0 {
 			t.fast.maxIdle, t.fast.idleTimeout = 0, defaultIdleConnTimeout
 		}
