@@ -22,21 +22,8 @@ func BenchmarkServe(b *testing.B) {
 	})
 	for _, front := range []string{"net/http", "h1"} {
 		b.Run(front, func(b *testing.B) {
-			srv := &http.Server{Handler: handler}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			var s interface {
-				Serve(net.Listener) error
-				Close() error
-			} = srv
-			if front == "h1" {
-				s = h1.New(srv)
-			}
-			go s.Serve(ln)
-			defer s.Close()
-			conn, err := net.Dial("tcp", ln.Addr().String())
+			addr := listenFront(b, front, &http.Server{Handler: handler})
+			conn, err := net.Dial("tcp", addr)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -67,24 +54,11 @@ func BenchmarkServeClose(b *testing.B) {
 	})
 	for _, front := range []string{"net/http", "h1"} {
 		b.Run(front, func(b *testing.B) {
-			srv := &http.Server{Handler: handler}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			var s interface {
-				Serve(net.Listener) error
-				Close() error
-			} = srv
-			if front == "h1" {
-				s = h1.New(srv)
-			}
-			go s.Serve(ln)
-			defer s.Close()
+			addr := listenFront(b, front, &http.Server{Handler: handler})
 			req := []byte("GET /bench HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n")
 			b.ReportAllocs()
 			for b.Loop() {
-				conn, err := net.Dial("tcp", ln.Addr().String())
+				conn, err := net.Dial("tcp", addr)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -98,6 +72,26 @@ func BenchmarkServeClose(b *testing.B) {
 			}
 		})
 	}
+}
+
+// listenFront serves srv on a loopback port through front, "net/http" (srv itself) or "h1",
+// until tb ends, and returns the port's address.
+func listenFront(tb testing.TB, front string, srv *http.Server) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var s interface {
+		Serve(net.Listener) error
+		Close() error
+	} = srv
+	if front == "h1" {
+		s = h1.New(srv)
+	}
+	go s.Serve(ln)
+	tb.Cleanup(func() { s.Close() })
+	return ln.Addr().String()
 }
 
 // readResponse reads one response with a Content-Length and returns its body's length.

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/sluiceproxy/sluice/h1"
 )
 
 // TestIdleConnectionMemory holds thousands of keep-alive connections idle after one request
@@ -60,21 +58,11 @@ func idleBytes(t *testing.T, front string, conns int) float64 {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok"))
 	}), IdleTimeout: time.Minute}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var s interface {
-		Serve(net.Listener) error
-		Close() error
-	} = srv
-	if front == "h1" {
-		s = h1.New(srv)
-	}
-	go s.Serve(ln)
-	defer s.Close()
+	addr := listenFront(t, front, srv)
 
 	before := serverMemory()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestIdleClients$")
-	cmd.Env = append(os.Environ(), "H1_IDLE_ADDR="+ln.Addr().String(), "H1_IDLE_CONNS="+strconv.Itoa(conns))
+	cmd.Env = append(os.Environ(), "H1_IDLE_ADDR="+addr, "H1_IDLE_CONNS="+strconv.Itoa(conns))
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
 	stdout, err := cmd.StdoutPipe()

@@ -406,13 +406,18 @@ func (w *response) appendFields(b []byte, final bool) []byte {
 			continue
 		}
 		for _, v := range vv {
-			b = append(b, k...)
-			b = append(b, ": "...)
-			b = appendValue(b, v)
-			b = append(b, "\r\n"...)
+			b = appendField(b, k, v)
 		}
 	}
 	return b
+}
+
+// appendField appends the field line "name: value\r\n", its value as appendValue makes it.
+func appendField(b []byte, name, v string) []byte {
+	b = append(b, name...)
+	b = append(b, ": "...)
+	b = appendValue(b, v)
+	return append(b, "\r\n"...)
 }
 
 // appendValue appends v trimmed, with CR and LF replaced by spaces.
@@ -532,20 +537,14 @@ func (w *response) appendTrailers(b []byte) []byte {
 		}
 		for _, v := range w.header[k] {
 			if httpguts.ValidHeaderFieldName(k) {
-				b = append(b, k...)
-				b = append(b, ": "...)
-				b = appendValue(b, v)
-				b = append(b, "\r\n"...)
+				b = appendField(b, k, v)
 			}
 		}
 	}
 	for k, vv := range w.header {
 		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && httpguts.ValidHeaderFieldName(name) {
 			for _, v := range vv {
-				b = append(b, name...)
-				b = append(b, ": "...)
-				b = appendValue(b, v)
-				b = append(b, "\r\n"...)
+				b = appendField(b, name, v)
 			}
 		}
 	}
