@@ -2,13 +2,12 @@ package h1_test
 
 import (
 	"bufio"
-	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"testing"
 
 	"github.com/sluiceproxy/sluice/h1"
+	"github.com/sluiceproxy/sluice/internal/rawhttp"
 )
 
 // BenchmarkServe measures one keep-alive request and its 1 KiB response through each server
@@ -36,7 +35,7 @@ func BenchmarkServe(b *testing.B) {
 				if _, err := conn.Write(req); err != nil {
 					b.Fatal(err)
 				}
-				if n := readResponse(b, br); n != len(body) {
+				if n := mustReadBody(b, br); n != len(body) {
 					b.Fatalf("body of %d bytes, want %d", n, len(body))
 				}
 			}
@@ -65,7 +64,7 @@ func BenchmarkServeClose(b *testing.B) {
 				if _, err := conn.Write(req); err != nil {
 					b.Fatal(err)
 				}
-				if n := readResponse(b, bufio.NewReader(conn)); n != len(body) {
+				if n := mustReadBody(b, bufio.NewReader(conn)); n != len(body) {
 					b.Fatalf("body of %d bytes, want %d", n, len(body))
 				}
 				conn.Close()
@@ -94,27 +93,11 @@ func listenFront(tb testing.TB, front string, srv *http.Server) string {
 	return ln.Addr().String()
 }
 
-// readResponse reads one response with a Content-Length and returns its body's length.
-func readResponse(b *testing.B, br *bufio.Reader) int {
-	length := -1
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			b.Fatal(err)
-		}
-		if len(line) <= 2 {
-			break
-		}
-		if len(line) > 16 && string(line[:16]) == "Content-Length: " {
-			length, _ = strconv.Atoi(string(line[16 : len(line)-2]))
-		}
-	}
-	if length < 0 {
-		b.Fatal("no Content-Length")
-	}
-	n, err := io.CopyN(io.Discard, br, int64(length))
+// mustReadBody reads one response and returns its body's length, failing b on an error.
+func mustReadBody(b *testing.B, br *bufio.Reader) int {
+	n, err := rawhttp.ReadBody(br)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return int(n)
+	return n
 }

@@ -2,14 +2,13 @@ package e2e
 
 import (
 	"bufio"
-	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"testing"
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/h1"
+	"github.com/sluiceproxy/sluice/internal/rawhttp"
 	"github.com/sluiceproxy/sluice/proxy"
 )
 
@@ -62,7 +61,7 @@ func BenchmarkChain(b *testing.B) {
 				if _, err := conn.Write(req); err != nil {
 					b.Fatal(err)
 				}
-				if n := readBody(b, br); n != len(body) {
+				if n := mustReadBody(b, br); n != len(body) {
 					b.Fatalf("body of %d bytes, want %d", n, len(body))
 				}
 			}
@@ -70,27 +69,11 @@ func BenchmarkChain(b *testing.B) {
 	}
 }
 
-// readBody reads one response with a Content-Length and returns its body's length.
-func readBody(b *testing.B, br *bufio.Reader) int {
-	length := -1
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			b.Fatal(err)
-		}
-		if len(line) <= 2 {
-			break
-		}
-		if len(line) > 16 && string(line[:16]) == "Content-Length: " {
-			length, _ = strconv.Atoi(string(line[16 : len(line)-2]))
-		}
-	}
-	if length < 0 {
-		b.Fatal("no Content-Length")
-	}
-	n, err := io.CopyN(io.Discard, br, int64(length))
+// mustReadBody reads one response and returns its body's length, failing b on an error.
+func mustReadBody(b *testing.B, br *bufio.Reader) int {
+	n, err := rawhttp.ReadBody(br)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return int(n)
+	return n
 }
