@@ -308,14 +308,7 @@ func TestDeadlines(t *testing.T) {
 						errs <- err
 						return
 					}
-					chunk := make([]byte, 64<<10)
-					for range 16 << 10 { // 1 GiB: more than any socket buffer
-						if _, err := w.Write(chunk); err != nil {
-							errs <- err
-							return
-						}
-					}
-					errs <- errors.New("wrote 1 GiB to a client that reads nothing")
+					errs <- writeUntilError(w)
 				})})
 				c := ts.dial(t)
 				c.send(get("/")) // and never read
@@ -323,6 +316,18 @@ func TestDeadlines(t *testing.T) {
 			})
 		}
 	})
+}
+
+// writeUntilError writes up to 1 GiB, more than any socket buffer holds, and returns the
+// first write error: the response of a client that reads nothing must fail by a deadline.
+func writeUntilError(w http.ResponseWriter) error {
+	chunk := make([]byte, 64<<10)
+	for range 16 << 10 {
+		if _, err := w.Write(chunk); err != nil {
+			return err
+		}
+	}
+	return errors.New("wrote 1 GiB to a client that reads nothing")
 }
 
 // TestHijack checks Hijack: the handler gets the connection, with the bytes the client sent

@@ -103,14 +103,7 @@ func TestWriteTimeout(t *testing.T) {
 			ts := start(t, name, &http.Server{
 				WriteTimeout: 200 * time.Millisecond,
 				Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-					chunk := make([]byte, 64<<10)
-					for range 16 << 10 { // 1 GiB: more than any socket buffer
-						if _, err := w.Write(chunk); err != nil {
-							errs <- err
-							return
-						}
-					}
-					errs <- errors.New("wrote 1 GiB to a client that reads nothing")
+					errs <- writeUntilError(w)
 				}),
 			})
 			c := ts.dial(t)
