@@ -72,8 +72,7 @@ type conn struct {
 	bufs net.Buffers
 	werr error // the first write error; the connection is done
 
-	state  atomic.Int32
-	closed atomic.Bool // rwc was closed (by the server or Close)
+	state atomic.Int32
 
 	// The read deadline is moved lazily: a request head that arrives whole (nearly all do)
 	// costs one move, the idle timeout's. headArmed says the header timeout is set;
@@ -436,7 +435,6 @@ func (c *conn) end() {
 	if c.rwc == nil {
 		return // handed to srv, or hijacked
 	}
-	c.closed.Store(true)
 	c.state.Store(stateClosed)
 	c.rwc.Close()
 	c.s.trackConn(c, false)

@@ -41,7 +41,6 @@ type Server struct {
 	listeners map[*net.Listener]struct{}
 	conns     map[*conn]struct{}
 	h2ln      *connListener // HTTP/2 connections handed to srv.Serve; nil until the first
-	h2done    chan struct{} // closed when srv.Serve on h2ln returned
 	stopped   chan struct{} // closed when the last conn is gone during Shutdown
 }
 
@@ -293,12 +292,7 @@ func (s *Server) handOff(nc net.Conn) {
 			return
 		}
 		s.h2ln = newConnListener(nc.LocalAddr())
-		s.h2done = make(chan struct{})
-		ln, done := s.h2ln, s.h2done
-		go func() {
-			s.srv.Serve(ln)
-			close(done)
-		}()
+		go s.srv.Serve(s.h2ln)
 	}
 	ln := s.h2ln
 	s.mu.Unlock()
