@@ -18,7 +18,8 @@
 //	                          the hardened http.Server to serve it from; Drain
 //	proxy/route               virtual hosts, path rules, header and weight splits, mirroring
 //	h1                        sluice's own HTTP/1.1 server for any http.Handler, in front of an
-//	                          http.Server that keeps HTTP/2: less CPU and memory per connection
+//	                          http.Server: less CPU and memory per connection
+//	h2                        sluice's own HTTP/2 server, for the HTTP/2 connections h1 accepts
 //	proxy/middleware          header and path rewrites, redirects, IP lists, auth, CORS, limits
 //	cache                     an RFC 9111 shared cache with request collapsing
 //	ratelimit                 per-client token buckets and concurrency limits
@@ -103,6 +104,7 @@
 //	proxy                     sluice, golang.org/x/net
 //	proxy/route               proxy
 //	h1                        golang.org/x/net
+//	h2                        golang.org/x/net
 //	proxy/middleware          sluice, golang.org/x/crypto
 //	cache                     github.com/hashicorp/golang-lru/v2
 //	ratelimit                 sluice, github.com/hashicorp/golang-lru/v2

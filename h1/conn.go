@@ -188,7 +188,7 @@ func (c *conn) handshake(tc *tls.Conn) bool {
 	c.tlsState = &st
 	if st.NegotiatedProtocol == "h2" && c.s.h2 {
 		c.s.trackConn(c, false)
-		c.s.handOff(tc)
+		c.s.handOff(c.ctx, tc)
 		c.rwc = nil
 		return false
 	}
@@ -213,7 +213,7 @@ func (c *conn) handOffH2c() {
 	nc := &prefixConn{Conn: c.rwc, prefix: prefix}
 	c.rwc.SetReadDeadline(time.Time{})
 	c.s.trackConn(c, false)
-	c.s.handOff(nc)
+	c.s.handOff(c.ctx, nc)
 	c.rwc = nil
 }
 

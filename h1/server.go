@@ -17,6 +17,10 @@ import (
 // Server serves HTTP/1.1 itself and hands HTTP/2 connections to the http.Server it was made
 // from. Create it with New; the zero value is not usable.
 type Server struct {
+	// HTTP2, if set before Serve, serves the HTTP/2 connections in srv's place: h2.New(srv)
+	// is sluice's own HTTP/2 server. Nil hands them to srv.
+	HTTP2 HTTP2Server
+
 	srv       *http.Server
 	handler   http.Handler
 	connState func(net.Conn, http.ConnState) // the caller's hook
@@ -282,8 +286,28 @@ func (s *Server) setState(c *conn, st http.ConnState) {
 	}
 }
 
-// handOff gives an HTTP/2 connection to srv, starting srv's Serve on the first one.
-func (s *Server) handOff(nc net.Conn) {
+// HTTP2Server serves the HTTP/2 connections a Server hands it; h2.Server is one.
+type HTTP2Server interface {
+	// ServeConn serves HTTP/2 on nc, whose client preface has not been read, until the
+	// connection ends, and closes nc. ctx is the connection's context, holding
+	// http.ServerContextKey, http.LocalAddrContextKey and what srv.ConnContext added.
+	ServeConn(ctx context.Context, nc net.Conn)
+	// Shutdown and Close are called by the Server's own.
+	Shutdown(ctx context.Context) error
+	Close() error
+}
+
+// handOff gives an HTTP/2 connection to s.HTTP2 on this goroutine, or to srv, starting srv's
+// Serve on the first one.
+func (s *Server) handOff(ctx context.Context, nc net.Conn) {
+	if s.HTTP2 != nil {
+		if s.closing.Load() {
+			nc.Close()
+			return
+		}
+		s.HTTP2.ServeConn(ctx, nc)
+		return
+	}
 	s.mu.Lock()
 	if s.h2ln == nil {
 		if s.closing.Load() {
@@ -323,7 +347,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 
 	h2err := make(chan error, 1)
-	if h2 {
+	if s.HTTP2 != nil {
+		go func() { h2err <- s.HTTP2.Shutdown(ctx) }()
+	} else if h2 {
 		go func() { h2err <- s.srv.Shutdown(ctx) }()
 	} else {
 		h2err <- nil
@@ -374,6 +400,11 @@ func (s *Server) Close() error {
 	}
 	h2 := s.h2ln != nil
 	s.mu.Unlock()
+	if s.HTTP2 != nil {
+		if e := s.HTTP2.Close(); e != nil && err == nil {
+			err = e
+		}
+	}
 	if h2 {
 		if e := s.srv.Close(); e != nil && err == nil {
 			err = e

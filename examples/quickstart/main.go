@@ -14,7 +14,7 @@
 //	-listen host:port          where the proxy listens (default 127.0.0.1:8080)
 //	-backends host:port,...    forward to these servers instead of the demo backends
 //	-access-log=false          no access log (for benchmarks)
-//	-server net/http           serve HTTP/1.1 with net/http's server instead of sluice's (h1)
+//	-server net/http           serve HTTP/1.1 and HTTP/2 with net/http's servers instead of sluice's (h1, h2)
 //	-tls-cert file             serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with this PEM chain
 //	-tls-key file              and this PEM private key
 package main
@@ -39,6 +39,7 @@ import (
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/discovery"
 	"github.com/sluiceproxy/sluice/h1"
+	"github.com/sluiceproxy/sluice/h2"
 	"github.com/sluiceproxy/sluice/pool"
 	"github.com/sluiceproxy/sluice/proxy"
 )
@@ -66,14 +67,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	listen := fs.String("listen", "127.0.0.1:8080", "`host:port` the proxy listens on")
 	backends := fs.String("backends", "", "comma-separated `host:port` list of backends (default: three demo backends)")
 	accessLog := fs.Bool("access-log", true, "log one line per request")
-	front := fs.String("server", "h1", "who serves HTTP/1.1: `h1` (sluice's server) or net/http")
+	front := fs.String("server", "sluice", "who serves HTTP/1.1 and HTTP/2: `sluice` (packages h1 and h2) or net/http")
 	tlsCert := fs.String("tls-cert", "", "serve HTTPS with the PEM certificate chain in `file`")
 	tlsKey := fs.String("tls-key", "", "PEM private key of -tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *front != "h1" && *front != "net/http" {
-		return fmt.Errorf("-server: want h1 or net/http, got %q", *front)
+	if *front != "sluice" && *front != "net/http" {
+		return fmt.Errorf("-server: want sluice or net/http, got %q", *front)
 	}
 	var tlsConfig *tls.Config
 	if *tlsCert != "" || *tlsKey != "" {
@@ -137,14 +138,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	// HTTP/1.1 and h2c, or over TLS HTTP/1.1 and HTTP/2 (ServeTLS offers both by ALPN).
 	srv := proxy.NewServer(backendPool, proxy.ServerOptions{})
 	srv.TLSConfig = tlsConfig
-	// sluice's HTTP/1.1 server takes srv's settings and hands it the h2c and h2 connections.
+	// sluice's HTTP/1.1 server takes srv's settings and hands the h2c and h2 connections to
+	// sluice's HTTP/2 server, which takes srv's settings too.
 	var server interface {
 		proxy.Server
 		Serve(net.Listener) error
 		ServeTLS(ln net.Listener, certFile, keyFile string) error
 	} = srv
-	if *front == "h1" {
-		server = h1.New(srv)
+	if *front == "sluice" {
+		f := h1.New(srv)
+		f.HTTP2 = h2.New(srv)
+		server = f
 	}
 	url := "http://" + ln.Addr().String()
 	if tlsConfig != nil {

@@ -176,7 +176,7 @@ func TestTLS(t *testing.T) {
 	require.NoError(t, os.WriteFile(certFile, cert.CertPEM, 0o600))
 	require.NoError(t, os.WriteFile(keyFile, cert.KeyPEM, 0o600))
 
-	for _, front := range []string{"h1", "net/http"} {
+	for _, front := range []string{"sluice", "net/http"} {
 		t.Run(front, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			q := start(t, ctx, "-server", front, "-tls-cert", certFile, "-tls-key", keyFile, "-access-log=false")

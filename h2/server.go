@@ -1,0 +1,348 @@
+package h2
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// Defaults where srv.HTTP2 leaves a setting at zero, net/http's own.
+const (
+	defaultMaxStreams    = 250
+	defaultStreamWindow  = 1 << 20 // receive window of each stream
+	defaultConnWindow    = 1 << 20 // receive window of the connection
+	defaultMaxReadFrame  = 1 << 20
+	defaultEncoderTable  = 4096
+	defaultDecoderTable  = 4096
+	maxIdleWorkers       = 128
+	initialWindow        = 65535   // RFC 9113's initial window, before SETTINGS
+	maxFrameSizeLimit    = 1<<24 - 1
+	minFrameSize         = 1 << 14 // RFC 9113's initial SETTINGS_MAX_FRAME_SIZE
+	headerListOverhead   = 320     // net/http adds this to MaxHeaderBytes for HPACK's 32 bytes a field
+	maxQueuedOutput      = 64 << 10
+	maxQueuedControl     = 1 << 20 // control frames queued for a peer that does not read
+	shutdownPollInterval = 50 * time.Millisecond
+)
+
+// Server serves HTTP/2 for an http.Handler. Create it with New; the zero value is not usable.
+// A Server is safe for concurrent use.
+type Server struct {
+	srv     *http.Server
+	handler http.Handler
+
+	maxStreams    uint32
+	streamWindow  int32
+	connWindow    int32
+	maxReadFrame  uint32
+	maxHeaderList uint32
+	encoderTable  uint32
+	decoderTable  uint32
+	idle          time.Duration
+	readTimeout   time.Duration
+	writeTimeout  time.Duration
+	prefaceWait   time.Duration
+
+	closing atomic.Bool
+
+	// Handlers run on goroutines that wait for the next stream after one ends, with their
+	// grown stacks, instead of a new goroutine per stream.
+	work        chan *stream
+	idleWorkers atomic.Int32
+	done        chan struct{} // closed by Shutdown and Close: idle workers exit
+	doneOnce    sync.Once
+
+	mu        sync.Mutex
+	listeners map[*net.Listener]struct{}
+	conns     map[*conn]struct{}
+	stopped   chan struct{} // closed when the last conn is gone during Shutdown
+}
+
+// New returns a Server that takes its configuration from srv: Handler (nil means
+// http.DefaultServeMux), ReadTimeout and WriteTimeout (per stream, as net/http's HTTP/2 server
+// applies them), IdleTimeout, ReadHeaderTimeout (for the client preface), MaxHeaderBytes,
+// TLSConfig, ConnContext, BaseContext, ErrorLog and the HTTP2 settings MaxConcurrentStreams,
+// MaxReadFrameSize, MaxReceiveBufferPerConnection, MaxReceiveBufferPerStream,
+// MaxEncoderHeaderTableSize and MaxDecoderHeaderTableSize, with net/http's meaning and
+// defaults. Changing srv's fields after New has no effect.
+func New(srv *http.Server) *Server {
+	s := &Server{
+		srv:           srv,
+		handler:       srv.Handler,
+		maxStreams:    defaultMaxStreams,
+		streamWindow:  defaultStreamWindow,
+		connWindow:    defaultConnWindow,
+		maxReadFrame:  defaultMaxReadFrame,
+		encoderTable:  defaultEncoderTable,
+		decoderTable:  defaultDecoderTable,
+		idle:          srv.IdleTimeout,
+		readTimeout:   srv.ReadTimeout,
+		writeTimeout:  srv.WriteTimeout,
+		prefaceWait:   srv.ReadHeaderTimeout,
+		work:          make(chan *stream),
+		done:          make(chan struct{}),
+		listeners:     make(map[*net.Listener]struct{}),
+		conns:         make(map[*conn]struct{}),
+		maxHeaderList: uint32(http.DefaultMaxHeaderBytes + headerListOverhead),
+	}
+	if s.handler == nil {
+		s.handler = http.DefaultServeMux
+	}
+	if srv.MaxHeaderBytes > 0 {
+		s.maxHeaderList = uint32(min(srv.MaxHeaderBytes, 1<<30) + headerListOverhead)
+	}
+	if s.idle == 0 {
+		s.idle = srv.ReadTimeout
+	}
+	if s.prefaceWait == 0 {
+		s.prefaceWait = srv.ReadTimeout
+	}
+	if c := srv.HTTP2; c != nil {
+		if v := c.MaxConcurrentStreams; v > 0 {
+			s.maxStreams = uint32(min(v, 1<<31-1))
+		}
+		if v := c.MaxReadFrameSize; v >= minFrameSize && v <= maxFrameSizeLimit {
+			s.maxReadFrame = uint32(v)
+		}
+		if v := c.MaxReceiveBufferPerConnection; v >= initialWindow && v < 4<<20 {
+			s.connWindow = int32(v)
+		}
+		if v := c.MaxReceiveBufferPerStream; v > 0 && v < 4<<20 {
+			s.streamWindow = int32(v)
+		}
+		if v := c.MaxEncoderHeaderTableSize; v > 0 && v < 4<<20 {
+			s.encoderTable = uint32(v)
+		}
+		if v := c.MaxDecoderHeaderTableSize; v > 0 && v < 4<<20 {
+			s.decoderTable = uint32(v)
+		}
+	}
+	return s
+}
+
+// Serve accepts connections on ln and serves HTTP/2 on each until ln fails or the server is
+// shut down; it then returns http.ErrServerClosed. Plain connections speak HTTP/2 with prior
+// knowledge (h2c); if ln is a tls.NewListener, each handshake runs on the connection's own
+// goroutine and must negotiate "h2" with ALPN, so the tls.Config must offer it.
+func (s *Server) Serve(ln net.Listener) error {
+	if !s.track(&ln, true) {
+		return http.ErrServerClosed
+	}
+	defer s.track(&ln, false)
+
+	base := context.Background()
+	if s.srv.BaseContext != nil {
+		base = s.srv.BaseContext(ln)
+		if base == nil {
+			panic("h2: BaseContext returned a nil context")
+		}
+	}
+	base = context.WithValue(base, http.ServerContextKey, s.srv)
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return http.ErrServerClosed
+			}
+			var te interface{ Temporary() bool }
+			if errors.As(err, &te) && te.Temporary() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.logf("h2: Accept error: %v; retrying in %v", err, delay)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		ctx := context.WithValue(base, http.LocalAddrContextKey, nc.LocalAddr())
+		if cc := s.srv.ConnContext; cc != nil {
+			if ctx = cc(ctx, nc); ctx == nil {
+				panic("h2: ConnContext returned nil")
+			}
+		}
+		go s.serveAccepted(ctx, nc)
+	}
+}
+
+// serveAccepted completes a TLS handshake, if nc is a TLS connection, and serves it.
+func (s *Server) serveAccepted(ctx context.Context, nc net.Conn) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		if d := s.prefaceWait; d > 0 {
+			tc.SetDeadline(time.Now().Add(d))
+		}
+		if err := tc.HandshakeContext(ctx); err != nil {
+			s.logf("h2: TLS handshake error from %s: %v", nc.RemoteAddr(), err)
+			nc.Close()
+			return
+		}
+		tc.SetDeadline(time.Time{})
+		if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+			s.logf("h2: %s negotiated %q, not h2", nc.RemoteAddr(), p)
+			nc.Close()
+			return
+		}
+	}
+	s.ServeConn(ctx, nc)
+}
+
+// ServeConn serves HTTP/2 on nc, whose client connection preface has not been read, and
+// returns when the connection ends; it closes nc. A *tls.Conn must have completed its
+// handshake. ctx is the connection's context: each request's context derives from it, so it
+// should carry what an http.Server puts there (http.ServerContextKey,
+// http.LocalAddrContextKey and whatever ConnContext adds); Serve passes such a context.
+func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
+	c := newConn(s, nc, ctx)
+	if !s.trackConn(c, true) {
+		nc.Close()
+		return
+	}
+	defer s.trackConn(c, false)
+	c.serve()
+}
+
+// Shutdown stops the server gracefully: it closes the listeners, tells every connection's
+// client with GOAWAY that no new stream will be served, and waits for the streams in progress
+// to finish before closing each connection. If ctx ends first, Shutdown returns its error and
+// leaves the remaining connections open; Close ends them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopWorkers()
+	s.mu.Lock()
+	s.closing.Store(true)
+	var lerr error
+	for ln := range s.listeners {
+		if err := (*ln).Close(); err != nil && lerr == nil {
+			lerr = err
+		}
+	}
+	var stopped chan struct{}
+	if len(s.conns) > 0 {
+		stopped = make(chan struct{})
+		s.stopped = stopped
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+
+	for _, c := range conns {
+		c.goAway(http2.ErrCodeNo, false)
+	}
+	if stopped == nil {
+		return lerr
+	}
+	select {
+	case <-stopped:
+		return lerr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close closes the listeners and every connection at once, as http.Server.Close does.
+func (s *Server) Close() error {
+	s.stopWorkers()
+	s.mu.Lock()
+	s.closing.Store(true)
+	var err error
+	for ln := range s.listeners {
+		if e := (*ln).Close(); e != nil && err == nil {
+			err = e
+		}
+	}
+	for c := range s.conns {
+		c.rwc.Close()
+	}
+	s.mu.Unlock()
+	return err
+}
+
+func (s *Server) stopWorkers() {
+	s.doneOnce.Do(func() { close(s.done) })
+}
+
+// track adds ln to the listeners Shutdown closes, or removes it; it refuses to add one once the
+// server is closing.
+func (s *Server) track(ln *net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !add {
+		delete(s.listeners, ln)
+		return true
+	}
+	if s.closing.Load() {
+		return false
+	}
+	s.listeners[ln] = struct{}{}
+	return true
+}
+
+// trackConn adds c to the connections Shutdown waits for, or removes it.
+func (s *Server) trackConn(c *conn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !add {
+		delete(s.conns, c)
+		if len(s.conns) == 0 && s.stopped != nil {
+			close(s.stopped)
+			s.stopped = nil
+		}
+		return true
+	}
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+// dispatch runs st's handler on an idle worker, or on a new goroutine if none is idle.
+func (s *Server) dispatch(st *stream) {
+	select {
+	case s.work <- st:
+	default:
+		go s.worker(st)
+	}
+}
+
+// worker runs st's handler, then waits for another stream while fewer than maxIdleWorkers
+// wait, until the server stops.
+func (s *Server) worker(st *stream) {
+	for {
+		st.run()
+		if s.idleWorkers.Add(1) > maxIdleWorkers {
+			s.idleWorkers.Add(-1)
+			return
+		}
+		select {
+		case st = <-s.work:
+			s.idleWorkers.Add(-1)
+		case <-s.done:
+			s.idleWorkers.Add(-1)
+			return
+		}
+	}
+}
+
+// logf reports an error through srv.ErrorLog, or the log package's standard logger.
+func (s *Server) logf(format string, args ...any) {
+	if l := s.srv.ErrorLog; l != nil {
+		l.Printf(format, args...)
+	} else {
+		log.Printf(format, args...)
+	}
+}
+
+// errorf is logf for the errors of a connection.
+func (c *conn) logf(format string, args ...any) {
+	c.s.logf("h2: %s: %s", c.remoteAddr, fmt.Sprintf(format, args...))
+}
