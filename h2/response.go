@@ -405,4 +405,3 @@ func (w *responseWriter) writeInformational(code int) {
 	c.appendHeaderBlockLocked(st.id, false)
 	c.flushLocked()
 }
-

@@ -24,7 +24,7 @@ const (
 	defaultEncoderTable  = 4096
 	defaultDecoderTable  = 4096
 	maxIdleWorkers       = 128
-	initialWindow        = 65535   // RFC 9113's initial window, before SETTINGS
+	initialWindow        = 65535 // RFC 9113's initial window, before SETTINGS
 	maxFrameSizeLimit    = 1<<24 - 1
 	minFrameSize         = 1 << 14 // RFC 9113's initial SETTINGS_MAX_FRAME_SIZE
 	headerListOverhead   = 320     // net/http adds this to MaxHeaderBytes for HPACK's 32 bytes a field

@@ -320,13 +320,13 @@ func (st *stream) discard() int32 {
 
 // body is a request body: the bytes of DATA frames the handler has not read yet.
 type body struct {
-	st    *stream
-	mu    sync.Mutex
-	cond  sync.Cond // on mu: bytes arrived, the body ended, or the deadline passed
-	buf   []byte
-	r     int   // read offset in buf
-	err   error // io.EOF or why the body ended, once no more bytes come
-	closed bool // the handler closed it: arriving bytes are dropped
+	st     *stream
+	mu     sync.Mutex
+	cond   sync.Cond // on mu: bytes arrived, the body ended, or the deadline passed
+	buf    []byte
+	r      int   // read offset in buf
+	err    error // io.EOF or why the body ended, once no more bytes come
+	closed bool  // the handler closed it: arriving bytes are dropped
 
 	deadline time.Time
 	timer    *time.Timer
