@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +54,9 @@ type conn struct {
 
 	peerMaxFrame atomic.Uint32
 
+	stateMu sync.Mutex // orders the calls of the ConnState hook
+	state   http.ConnState
+
 	// The output queue: frames are appended to out under wmu, and the goroutine that finds
 	// nobody writing writes out until it is empty, so frames queued meanwhile by others go in
 	// the same write.
@@ -62,8 +66,10 @@ type conn struct {
 	spare   []byte
 	writing bool
 	werr    error
-	enc     *hpack.Encoder
-	encBuf  bytes.Buffer
+	// writeDeadline is the write deadline set on rwc; the goroutine writing owns it.
+	writeDeadline time.Time
+	enc           *hpack.Encoder
+	encBuf        bytes.Buffer
 }
 
 func newConn(s *Server, rwc net.Conn, ctx context.Context) *conn {
@@ -387,7 +393,11 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 	c.mu.Lock()
 	c.streams[id] = st
 	c.active++
+	first := c.active == 1
 	c.mu.Unlock()
+	if first {
+		c.setState(http.StateActive)
+	}
 	c.s.dispatch(st)
 	return nil
 }
@@ -485,6 +495,7 @@ func (c *conn) closeLocked(st *stream, err error, byUs bool) {
 	st.abort(err)
 	c.wmu.Lock()
 	st.wclosed = true
+	c.wdrain.Broadcast()
 	c.wmu.Unlock()
 	if unread := st.discard(); unread > 0 {
 		c.creditLocked(nil, unread)
@@ -578,6 +589,7 @@ func (c *conn) end() {
 func (c *conn) handlerDone(st *stream) {
 	c.mu.Lock()
 	c.active--
+	idle := c.active == 0
 	if c.streams[st.id] == st {
 		if !st.remoteDone {
 			c.resetLocked(st, http2.ErrCodeNo)
@@ -588,6 +600,9 @@ func (c *conn) handlerDone(st *stream) {
 	c.touchLocked()
 	last := c.goingAway && c.active == 0 && len(c.streams) == 0
 	c.mu.Unlock()
+	if idle {
+		c.setState(http.StateIdle)
+	}
 	if last {
 		// The reader may be blocked in a read that nothing will end: the client has been
 		// told to go away. Closing after the queued frames go out ends it.
@@ -601,4 +616,30 @@ func (c *conn) setLastStream(id uint32) {
 	c.mu.Lock()
 	c.lastStream = id
 	c.mu.Unlock()
+}
+
+// setState reports a change of the connection's state to the server's ConnState hook, as
+// net/http's HTTP/2 server does: active while a stream is served, idle between. The calls of
+// one connection are made one at a time, in order, under a lock of their own.
+func (c *conn) setState(state http.ConnState) {
+	f := c.s.connState
+	if f == nil {
+		return
+	}
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	if c.state == http.StateClosed || c.state == state {
+		return
+	}
+	if state == http.StateIdle {
+		// A stream may have begun since the handler that ended saw none running.
+		c.mu.Lock()
+		busy := c.active > 0
+		c.mu.Unlock()
+		if busy {
+			return
+		}
+	}
+	c.state = state
+	f(c.rwc, state)
 }

@@ -148,7 +148,7 @@ func (w *responseWriter) FlushError() error {
 // http.ResponseController.
 func (w *responseWriter) SetReadDeadline(t time.Time) error {
 	if b := w.st.body; b != nil {
-		b.setDeadline(t)
+		b.deadline.set(t)
 	}
 	return nil
 }
@@ -156,7 +156,7 @@ func (w *responseWriter) SetReadDeadline(t time.Time) error {
 // SetWriteDeadline sets when the stream is reset if its response has not ended, for
 // http.ResponseController.
 func (w *responseWriter) SetWriteDeadline(t time.Time) error {
-	w.st.setWriteDeadline(t)
+	w.st.writeDeadline.set(t)
 	return nil
 }
 

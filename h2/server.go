@@ -50,6 +50,9 @@ type Server struct {
 	readTimeout   time.Duration
 	writeTimeout  time.Duration
 	prefaceWait   time.Duration
+	// writeByteTimeout closes a connection nothing could be written to for that long.
+	writeByteTimeout time.Duration
+	connState        func(net.Conn, http.ConnState)
 
 	closing atomic.Bool
 
@@ -105,7 +108,9 @@ func New(srv *http.Server) *Server {
 	if s.prefaceWait == 0 {
 		s.prefaceWait = srv.ReadTimeout
 	}
+	s.connState = srv.ConnState
 	if c := srv.HTTP2; c != nil {
+		s.writeByteTimeout = c.WriteByteTimeout
 		if v := c.MaxConcurrentStreams; v > 0 {
 			s.maxStreams = uint32(min(v, 1<<31-1))
 		}
@@ -163,6 +168,9 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		delay = 0
+		if f := s.connState; f != nil {
+			f(nc, http.StateNew)
+		}
 		ctx := context.WithValue(base, http.LocalAddrContextKey, nc.LocalAddr())
 		if cc := s.srv.ConnContext; cc != nil {
 			if ctx = cc(ctx, nc); ctx == nil {
@@ -207,6 +215,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	}
 	defer s.trackConn(c, false)
 	c.serve()
+	c.setState(http.StateClosed)
 }
 
 // Shutdown stops the server gracefully: it closes the listeners, tells every connection's

@@ -43,7 +43,7 @@ type stream struct {
 	// c.wmu protects wclosed.
 	wclosed bool // END_STREAM or RST_STREAM sent: the stream takes no more frames
 
-	writeTimer *time.Timer
+	writeDeadline deadline // resets the stream when it passes
 }
 
 // errStreamReset is what a handler's writes return after the stream was reset.
@@ -151,8 +151,14 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 		req.Body = http.NoBody
 		st.remoteDone = true
 	} else {
-		st.body = &body{st: st}
-		st.body.cond.L = &st.body.mu
+		b := &body{st: st}
+		b.cond.L = &b.mu
+		b.deadline.fire = func() {
+			b.mu.Lock()
+			b.cond.Broadcast()
+			b.mu.Unlock()
+		}
+		st.body = b
 		req.Body = st.body
 		req.ContentLength = st.declared
 		for _, v := range header["Trailer"] {
@@ -179,11 +185,12 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 	st.req = req.WithContext(ctx)
 	st.cancel = cancel
 	st.rw.init(st)
+	st.writeDeadline.fire = st.writeTimedOut
 	if d := c.s.readTimeout; d > 0 && st.body != nil {
-		st.body.setDeadline(time.Now().Add(d))
+		st.body.deadline.set(time.Now().Add(d))
 	}
 	if d := c.s.writeTimeout; d > 0 {
-		st.setWriteDeadline(time.Now().Add(d))
+		st.writeDeadline.set(time.Now().Add(d))
 	}
 	return st, nil
 }
@@ -193,11 +200,17 @@ func (st *stream) run() {
 	c := st.c
 	defer func() {
 		st.cancel()
-		if st.writeTimer != nil {
-			st.writeTimer.Stop()
+		st.writeDeadline.stop()
+		if st.body != nil {
+			st.body.deadline.stop()
 		}
 		c.handlerDone(st)
 		c.flush()
+		// As net/http's HTTP/2 server does, a handler's "Connection: close" (never sent
+		// as a field) asks for the connection to end once its streams have.
+		if st.rw.header.Get("Connection") == "close" {
+			c.goAway(http2.ErrCodeNo, false)
+		}
 	}()
 	if st.tooBig {
 		st.rw.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
@@ -328,14 +341,13 @@ type body struct {
 	err    error // io.EOF or why the body ended, once no more bytes come
 	closed bool  // the handler closed it: arriving bytes are dropped
 
-	deadline time.Time
-	timer    *time.Timer
+	deadline deadline // Read fails with os.ErrDeadlineExceeded once it passes
 }
 
 func (b *body) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	for b.r == len(b.buf) && b.err == nil && !b.closed {
-		if !b.deadline.IsZero() && !time.Now().Before(b.deadline) {
+		if b.deadline.passed(time.Now()) {
 			b.mu.Unlock()
 			return 0, os.ErrDeadlineExceeded
 		}
@@ -376,45 +388,17 @@ func (b *body) Close() error {
 	return nil
 }
 
-// setDeadline makes Read fail with os.ErrDeadlineExceeded from t on; zero means never.
-func (b *body) setDeadline(t time.Time) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.deadline = t
-	if b.timer != nil {
-		b.timer.Stop()
-		b.timer = nil
+// writeTimedOut resets the stream when its write deadline passes, as net/http's HTTP/2
+// server does for WriteTimeout and http.ResponseController.SetWriteDeadline.
+func (st *stream) writeTimedOut() {
+	c := st.c
+	c.mu.Lock()
+	if c.streams[st.id] == st {
+		c.resetLocked(st, http2.ErrCodeInternal)
 	}
-	if t.IsZero() {
-		return
-	}
-	b.timer = time.AfterFunc(time.Until(t), func() {
-		b.mu.Lock()
-		b.cond.Broadcast()
-		b.mu.Unlock()
-	})
-	b.cond.Broadcast()
-}
-
-// setWriteDeadline resets the stream if its response has not ended by t, as net/http's
-// HTTP/2 server does for WriteTimeout; zero means never.
-func (st *stream) setWriteDeadline(t time.Time) {
-	if st.writeTimer != nil {
-		st.writeTimer.Stop()
-		st.writeTimer = nil
-	}
-	if t.IsZero() {
-		return
-	}
-	st.writeTimer = time.AfterFunc(time.Until(t), func() {
-		st.c.mu.Lock()
-		if st.c.streams[st.id] == st {
-			st.c.resetLocked(st, http2.ErrCodeInternal)
-		}
-		st.c.mu.Unlock()
-		st.c.wmu.Lock()
-		st.c.wdrain.Broadcast()
-		st.c.wmu.Unlock()
-		st.c.flush()
-	})
+	c.mu.Unlock()
+	c.wmu.Lock()
+	c.wdrain.Broadcast()
+	c.wmu.Unlock()
+	c.flush()
 }

@@ -1,6 +1,8 @@
 package h2
 
 import (
+	"time"
+
 	"golang.org/x/net/http2"
 )
 
@@ -37,6 +39,7 @@ func (c *conn) flushLocked() {
 		buf := c.out
 		c.out, c.spare = c.spare[:0], nil
 		c.wmu.Unlock()
+		c.moveWriteDeadline()
 		_, err := c.rwc.Write(buf)
 		c.wmu.Lock()
 		if cap(buf) <= 4*maxQueuedOutput {
@@ -183,4 +186,22 @@ func (c *conn) appendDataLocked(id uint32, data []byte, end bool) {
 			break
 		}
 	}
+}
+
+// moveWriteDeadline bounds the next write by the server's WriteByteTimeout: a connection
+// nothing can be written to for that long is closed, whatever its streams' deadlines. The
+// deadline moves only once half of it has passed, so most writes do not touch it: a stalled
+// write fails after between half and all of WriteByteTimeout. Only the goroutine writing
+// calls it.
+func (c *conn) moveWriteDeadline() {
+	d := c.s.writeByteTimeout
+	if d <= 0 {
+		return
+	}
+	now := time.Now()
+	if c.writeDeadline.Sub(now) > d/2 {
+		return
+	}
+	c.writeDeadline = now.Add(d)
+	c.rwc.SetWriteDeadline(c.writeDeadline)
 }
