@@ -37,6 +37,8 @@ type conn struct {
 	// reads it without; other goroutines read it holding mu.
 	lastStream  uint32 // the highest stream the client opened
 	sawSettings bool
+	dec         *hpack.Decoder
+	block       headerBlock // the last header block read
 
 	mu          sync.Mutex
 	window      sync.Cond // on mu: send windows grew, a stream was reset or the conn ended
@@ -114,9 +116,8 @@ func (c *conn) serve() {
 
 	c.fr = http2.NewFramer(nil, c.br)
 	c.fr.SetMaxReadFrameSize(c.s.maxReadFrame)
-	c.fr.MaxHeaderListSize = c.s.maxHeaderList
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(c.s.decoderTable, nil)
-	c.fr.ReadMetaHeaders.SetMaxStringLength(int(c.s.maxHeaderList))
+	c.dec = hpack.NewDecoder(c.s.decoderTable, c.emitField)
+	c.dec.SetMaxStringLength(int(c.s.maxHeaderList))
 	c.writeSettings()
 
 	if c.s.idle > 0 {
@@ -147,10 +148,7 @@ func (c *conn) serve() {
 			c.sawSettings = true
 		}
 		if err := c.frame(f); err != nil {
-			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
-				c.connError(http2.ErrCode(ce), err.Error())
-			}
+			c.readError(fh, err)
 			return
 		}
 		if !c.nextBuffered() {
@@ -177,7 +175,10 @@ func (c *conn) nextBuffered() bool {
 func (c *conn) readError(fh http2.FrameHeader, err error) bool {
 	var se http2.StreamError
 	var ce http2.ConnectionError
+	var our *connError
 	switch {
+	case errors.As(err, &our):
+		c.connError(our.code, our.reason)
 	case errors.As(err, &se):
 		if fh.Type == http2.FrameHeaders && se.StreamID > c.lastStream {
 			if se.StreamID%2 == 0 {
@@ -212,8 +213,15 @@ func (c *conn) closing() bool {
 // frame handles one frame; a ConnectionError ends the connection with GOAWAY.
 func (c *conn) frame(f http2.Frame) error {
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		return c.headers(f)
+	case *http2.HeadersFrame:
+		err := c.readHeaderBlock(f)
+		if err == errMalformed {
+			return c.malformed(f.StreamID)
+		}
+		if err != nil {
+			return err
+		}
+		return c.headers(&c.block)
 	case *http2.DataFrame:
 		return c.data(f)
 	case *http2.SettingsFrame:
@@ -339,9 +347,22 @@ func (c *conn) rstStream(f *http2.RSTStreamFrame) error {
 	return nil
 }
 
+// malformed resets the stream of a malformed header block, which opens the stream if it was
+// idle.
+func (c *conn) malformed(id uint32) error {
+	if id > c.lastStream {
+		if id%2 == 0 {
+			return connErr(http2.ErrCodeProtocol, "client opened an even stream")
+		}
+		c.setLastStream(id)
+	}
+	c.resetStream(id, http2.ErrCodeProtocol)
+	return nil
+}
+
 // headers opens a stream, or takes a stream's trailers.
-func (c *conn) headers(f *http2.MetaHeadersFrame) error {
-	id := f.StreamID
+func (c *conn) headers(f *headerBlock) error {
+	id := f.id
 	if id%2 == 0 {
 		return connErr(http2.ErrCodeProtocol, "client opened an even stream")
 	}
@@ -357,17 +378,17 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 			return nil
 		}
 		// Trailers: they end the stream, and carry no pseudo-header.
-		if !f.StreamEnded() || len(f.PseudoFields()) > 0 {
+		if !f.endStream || f.pseudo > 0 {
 			c.resetLocked(st, http2.ErrCodeProtocol)
 			return nil
 		}
-		if !st.endBody(f.RegularFields()) {
+		if !st.endBody(f.regular()) {
 			c.resetLocked(st, http2.ErrCodeProtocol)
 		}
 		return nil
 	}
 	c.setLastStream(id)
-	if f.HasPriority() && f.Priority.StreamDep == id {
+	if f.selfDep {
 		c.resetStream(id, http2.ErrCodeProtocol)
 		return nil
 	}

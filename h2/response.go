@@ -2,6 +2,7 @@ package h2
 
 import (
 	"net/http"
+	"sync"
 	"strconv"
 	"strings"
 	"time"
@@ -27,7 +28,7 @@ type responseWriter struct {
 	written     int64
 	trailers    []string // declared with the Trailer field when the head went out
 	ending      bool     // the handler returned
-	buf         []byte
+	buf         []byte // from bufferPool once the handler writes
 	err         error // the write that failed, returned by every later one
 }
 
@@ -89,7 +90,7 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	}
 	if len(w.buf)+len(p) <= bufferSize {
 		if w.buf == nil {
-			w.buf = make([]byte, 0, bufferSize)
+			w.buf = getBuffer()
 		}
 		w.buf = append(w.buf, p...)
 		return len(p), nil
@@ -118,7 +119,7 @@ func (w *responseWriter) WriteString(s string) (int, error) {
 	if w.wroteHeader && len(w.buf)+len(s) <= bufferSize && bodyAllowed(w.status) && w.err == nil &&
 		!(w.isHead && w.sentHeader) && (w.declared < 0 || w.written+int64(len(s)) <= w.declared) {
 		if w.buf == nil {
-			w.buf = make([]byte, 0, bufferSize)
+			w.buf = getBuffer()
 		}
 		w.buf = append(w.buf, s...)
 		w.written += int64(len(s))
@@ -404,4 +405,18 @@ func (w *responseWriter) writeInformational(code int) {
 	encodeFields(c.enc, w.header)
 	c.appendHeaderBlockLocked(st.id, false)
 	c.flushLocked()
+}
+
+// bufferPool holds response buffers: every frame copies what it sends, so a buffer is free
+// once its stream has ended.
+var bufferPool = sync.Pool{New: func() any { return new([bufferSize]byte) }}
+
+func getBuffer() []byte { return bufferPool.Get().(*[bufferSize]byte)[:0] }
+
+// release returns the buffer once the stream's last frame is queued.
+func (w *responseWriter) release() {
+	if cap(w.buf) == bufferSize {
+		bufferPool.Put((*[bufferSize]byte)(w.buf[:bufferSize]))
+	}
+	w.buf = nil
 }

@@ -51,15 +51,15 @@ var errStreamReset = errors.New("h2: stream reset")
 
 // newStream builds the request of a HEADERS frame that opens a stream. An error means the
 // request is malformed (RFC 9113 §8.1.1): the stream is reset with PROTOCOL_ERROR.
-func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
-	st := &stream{c: c, id: f.StreamID, declared: -1}
+func (c *conn) newStream(f *headerBlock) (*stream, error) {
+	st := &stream{c: c, id: f.id, declared: -1}
 	c.mu.Lock()
 	st.sendWindow = int64(c.peerWindow)
 	c.mu.Unlock()
 	st.recvWindow = c.s.streamWindow
 
 	var method, scheme, authority, path string
-	for _, hf := range f.PseudoFields() {
+	for _, hf := range f.fields[:f.pseudo] {
 		switch hf.Name {
 		case ":method":
 			method = hf.Value
@@ -87,7 +87,7 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 		return nil, errors.New("invalid :authority")
 	}
 
-	fields := f.RegularFields()
+	fields := f.regular()
 	header := make(http.Header, len(fields))
 	var cookies []string
 	for _, hf := range fields {
@@ -112,15 +112,14 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 		authority = header.Get("Host")
 	}
 
-	req := &http.Request{
-		Method:     method,
-		Proto:      "HTTP/2.0",
-		ProtoMajor: 2,
-		Header:     header,
-		Host:       authority,
-		RemoteAddr: c.remoteAddr,
-		TLS:        c.tlsState,
-	}
+	// The request is built here and copied to the heap once, by WithContext.
+	var req http.Request
+	req.Method = method
+	req.Proto, req.ProtoMajor = "HTTP/2.0", 2
+	req.Header = header
+	req.Host = authority
+	req.RemoteAddr = c.remoteAddr
+	req.TLS = c.tlsState
 	if method == "CONNECT" {
 		req.URL = &url.URL{Host: authority}
 		req.RequestURI = authority
@@ -144,7 +143,7 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 		}
 		st.declared = int64(n)
 	}
-	if f.StreamEnded() {
+	if f.endStream {
 		if st.declared > 0 {
 			return nil, errors.New("Content-Length with no DATA")
 		}
@@ -179,7 +178,7 @@ func (c *conn) newStream(f *http2.MetaHeadersFrame) (*stream, error) {
 			}
 		}
 	}
-	st.tooBig = f.Truncated
+	st.tooBig = f.truncated
 
 	ctx, cancel := context.WithCancel(c.ctx)
 	st.req = req.WithContext(ctx)
@@ -206,6 +205,7 @@ func (st *stream) run() {
 		}
 		c.handlerDone(st)
 		c.flush()
+		st.rw.release()
 		// As net/http's HTTP/2 server does, a handler's "Connection: close" (never sent
 		// as a field) asks for the connection to end once its streams have.
 		if st.rw.header.Get("Connection") == "close" {
