@@ -153,4 +153,3 @@ func (c *rawClient) get(b *testing.B) int {
 		}
 	}
 }
-

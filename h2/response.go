@@ -2,9 +2,9 @@ package h2
 
 import (
 	"net/http"
-	"sync"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -28,8 +28,8 @@ type responseWriter struct {
 	written     int64
 	trailers    []string // declared with the Trailer field when the head went out
 	ending      bool     // the handler returned
-	buf         []byte // from bufferPool once the handler writes
-	err         error // the write that failed, returned by every later one
+	buf         []byte   // from bufferPool once the handler writes
+	err         error    // the write that failed, returned by every later one
 }
 
 var (
