@@ -204,6 +204,7 @@ func (w *responseWriter) send(data []byte, end bool) error {
 	}
 	if st.wclosed || c.werr != nil {
 		c.wmu.Unlock()
+		st.giveBack(n)
 		return w.fail(errStreamReset)
 	}
 	if !w.sentHeader {
@@ -229,6 +230,7 @@ func (w *responseWriter) send(data []byte, end bool) error {
 			return w.fail(errStreamReset)
 		}
 		if err := st.writeData(rest[:n], endData && n == len(rest)); err != nil {
+			st.giveBack(n)
 			return w.fail(err)
 		}
 		rest = rest[n:]
@@ -302,6 +304,19 @@ func (st *stream) takeWindow(n int, wait bool) int {
 		}
 		c.window.Wait()
 	}
+}
+
+// giveBack returns n bytes of send window taken for frames that were not sent: the
+// connection's window would otherwise shrink with every stream reset mid-response.
+func (st *stream) giveBack(n int) {
+	if n == 0 {
+		return
+	}
+	c := st.c
+	c.mu.Lock()
+	c.sendWindow += int64(n)
+	c.window.Broadcast()
+	c.mu.Unlock()
 }
 
 // encodeHead encodes the response head into c.encBuf; c.wmu is held.

@@ -280,8 +280,8 @@ func (st *stream) deliver(p []byte) bool {
 }
 
 // endBody ends the request body when the client ends the stream, with trailers (nil without
-// them); it reports false if the body fell short of its Content-Length. The caller holds
-// c.mu.
+// them); it reports false if the body fell short of its Content-Length or a trailer field is
+// one that must not be a trailer. The caller holds c.mu.
 func (st *stream) endBody(trailers []hpack.HeaderField) bool {
 	st.remoteDone = true
 	if st.declared >= 0 && st.received != st.declared {
@@ -290,9 +290,14 @@ func (st *stream) endBody(trailers []hpack.HeaderField) bool {
 	b := st.body
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, hf := range trailers {
-		k := canonicalKey(hf.Name)
-		if _, declared := st.req.Trailer[k]; declared {
+	// As net/http's servers do, a request that declared trailers gets every trailer field
+	// that came, declared or not; one that declared none gets none.
+	if st.req.Trailer != nil {
+		for _, hf := range trailers {
+			k := canonicalKey(hf.Name)
+			if !httpguts.ValidTrailerHeader(k) {
+				return false
+			}
 			st.req.Trailer[k] = append(st.req.Trailer[k], hf.Value)
 		}
 	}
