@@ -37,6 +37,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/sluiceproxy/sluice/h1"
+	"github.com/sluiceproxy/sluice/h2"
 	"github.com/sluiceproxy/sluice/proxy"
 	"github.com/sluiceproxy/sluice/tls/certs"
 )
@@ -63,8 +64,8 @@ type config struct {
 	// DefaultBackend, "namespace/name:port", serves the requests no Ingress rule or
 	// spec.defaultBackend matches; empty means a 404. The port is a number or a name.
 	DefaultBackend string
-	// Server says who serves HTTP/1.1 on the HTTP and HTTPS ports: "h1" (sluice's server,
-	// also when empty) or "net/http". HTTP/2 is net/http's either way.
+	// Server says who serves HTTP/1.1 and HTTP/2 on the HTTP and HTTPS ports: "sluice"
+	// (packages h1 and h2, also when empty) or "net/http".
 	Server string
 
 	// Election, when true, lets only the replica holding the Lease ElectionID in
@@ -87,7 +88,14 @@ type config struct {
 	Logger *slog.Logger
 }
 
-// frontEnd serves HTTP/1.1 on a port: an *h1.Server or the *http.Server itself.
+// sluiceFront serves srv with sluice's HTTP/1.1 and HTTP/2 servers.
+func sluiceFront(srv *http.Server) *h1.Server {
+	f := h1.New(srv)
+	f.HTTP2 = h2.New(srv)
+	return f
+}
+
+// frontEnd serves a port: an *h1.Server or the *http.Server itself.
 type frontEnd interface {
 	proxy.Server
 	Serve(net.Listener) error
@@ -110,7 +118,7 @@ func main() {
 	flag.DurationVar(&cfg.Debounce, "debounce", 5*time.Millisecond, "how long a rebuild waits for more changes after the first")
 	flag.DurationVar(&cfg.Coalesce, "coalesce", 50*time.Millisecond, "shortest time between two endpoint updates of one Service")
 	flag.DurationVar(&cfg.TunnelGrace, "tunnel-grace", 30*time.Second, "how long WebSockets to an endpoint that left its Service's EndpointSlices stay open before they are closed; negative means until they end")
-	flag.StringVar(&cfg.Server, "server", "h1", "who serves HTTP/1.1: h1 (sluice's server) or net/http")
+	flag.StringVar(&cfg.Server, "server", "sluice", "who serves HTTP/1.1 and HTTP/2: sluice (packages h1 and h2) or net/http")
 	flag.StringVar(&cfg.DefaultBackend, "default-backend", "", "namespace/name:port of the Service that serves requests no Ingress matches; empty means 404")
 	flag.BoolVar(&cfg.Election, "election", true, "elect one replica, by a Lease, to write Ingress status and Events; false for a single replica")
 	flag.StringVar(&cfg.ElectionNamespace, "election-namespace", "", "namespace of the Lease; empty means the pod's (or the kubeconfig context's)")
@@ -143,8 +151,8 @@ func run(ctx context.Context, cfg *config) error {
 	if cfg.HTTPAddr == "" && cfg.HTTPSAddr == "" {
 		return errors.New("-http and -https are both empty: nothing to serve")
 	}
-	if cfg.Server != "" && cfg.Server != "h1" && cfg.Server != "net/http" {
-		return fmt.Errorf("-server: want h1 or net/http, got %q", cfg.Server)
+	if cfg.Server != "" && cfg.Server != "sluice" && cfg.Server != "net/http" {
+		return fmt.Errorf("-server: want sluice or net/http, got %q", cfg.Server)
 	}
 	client := cfg.Client
 	if client == nil {
@@ -216,16 +224,16 @@ func run(ctx context.Context, cfg *config) error {
 		httpsSrv.ErrorLog = httpSrv.ErrorLog
 	}
 
-	// The HTTP/1.1 front ends: sluice's server in front of each http.Server, which keeps
-	// HTTP/2 and the settings.
+	// The front ends: sluice's HTTP/1.1 server in front of each http.Server, handing HTTP/2
+	// to sluice's HTTP/2 server; both take the http.Server's settings.
 	var httpFront, httpsFront frontEnd = httpSrv, nil
 	if httpsSrv != nil {
 		httpsFront = httpsSrv
 	}
 	if cfg.Server != "net/http" {
-		httpFront = h1.New(httpSrv)
+		httpFront = sluiceFront(httpSrv)
 		if httpsSrv != nil {
-			httpsFront = h1.New(httpsSrv)
+			httpsFront = sluiceFront(httpsSrv)
 		}
 	}
 

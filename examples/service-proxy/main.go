@@ -25,6 +25,7 @@ import (
 	"github.com/sluiceproxy/sluice/cache"
 	"github.com/sluiceproxy/sluice/discovery"
 	"github.com/sluiceproxy/sluice/h1"
+	"github.com/sluiceproxy/sluice/h2"
 	"github.com/sluiceproxy/sluice/healthcheck"
 	"github.com/sluiceproxy/sluice/pool"
 	"github.com/sluiceproxy/sluice/proxy"
@@ -105,7 +106,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	srv := proxy.NewServer(route.NewRouter(table, route.RouterOptions{}), proxy.ServerOptions{Logger: logger})
 	srv.TLSConfig = tlsConfig
-	front := h1.New(srv) // sluice's HTTP/1.1 server; HTTP/2 (gRPC) stays with srv
+	front := h1.New(srv)      // sluice's HTTP/1.1 server
+	front.HTTP2 = h2.New(srv) // and its HTTP/2 server, for gRPC among others
 	metricsSrv := proxy.NewServer(promhttp.HandlerFor(registry, promhttp.HandlerOpts{}), proxy.ServerOptions{Logger: logger})
 	logger.Info("serving", "listen", ln.Addr().String(), "metrics", metricsLn.Addr().String())
 
