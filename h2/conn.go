@@ -53,6 +53,10 @@ type conn struct {
 	ended       bool // serve returned
 	lastActive  time.Time
 	idleTimer   *time.Timer
+	// The streams this server reset last: frames the client sent before it learned of the
+	// reset are ignored, not answered (RFC 9113 §5.1).
+	resetIDs  [32]uint32
+	resetNext int
 
 	peerMaxFrame atomic.Uint32
 
@@ -371,7 +375,12 @@ func (c *conn) headers(f *headerBlock) error {
 		defer c.mu.Unlock()
 		st := c.streams[id]
 		if st == nil {
-			return connErr(http2.ErrCodeStreamClosed, "HEADERS on a closed stream")
+			if c.resetByUs(id) {
+				return nil
+			}
+			// A stream that ended, or an identifier the client skipped (RFC 9113 §5.1.1),
+			// as net/http's server answers both.
+			return connErr(http2.ErrCodeProtocol, "HEADERS on a stream that is not open")
 		}
 		if st.remoteDone {
 			c.resetLocked(st, http2.ErrCodeStreamClosed)
@@ -443,7 +452,7 @@ func (c *conn) data(f *http2.DataFrame) error {
 		}
 		if st != nil {
 			c.resetLocked(st, http2.ErrCodeStreamClosed)
-		} else {
+		} else if !c.resetByUs(id) {
 			c.queueRST(id, http2.ErrCodeStreamClosed)
 		}
 		return nil
@@ -502,6 +511,19 @@ func (c *conn) resetStream(id uint32, code http2.ErrCode) {
 func (c *conn) resetLocked(st *stream, code http2.ErrCode) {
 	c.closeLocked(st, errClientGone, true)
 	c.queueRST(st.id, code)
+	c.resetIDs[c.resetNext] = st.id
+	c.resetNext = (c.resetNext + 1) % len(c.resetIDs)
+}
+
+// resetByUs reports whether stream id is one of those this server reset last. The caller
+// holds c.mu.
+func (c *conn) resetByUs(id uint32) bool {
+	for _, r := range c.resetIDs {
+		if r == id {
+			return true
+		}
+	}
+	return false
 }
 
 // closeLocked forgets st: its body ends with err, its context is canceled, and writers waiting

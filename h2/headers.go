@@ -57,6 +57,9 @@ func (c *conn) readHeaderBlock(f *http2.HeadersFrame) error {
 			return connErr(http2.ErrCodeProtocol, "invalid header field followed by CONTINUATION")
 		}
 		if _, err := c.dec.Write(frag); err != nil {
+			if errors.Is(err, hpack.ErrStringLength) {
+				return connErr(http2.ErrCodeProtocol, "header field over the header list limit")
+			}
 			return connErr(http2.ErrCodeCompression, "header block does not decode")
 		}
 		if ended {
@@ -84,7 +87,9 @@ func (c *conn) emitField(hf hpack.HeaderField) {
 	if b.invalid || b.truncated {
 		return
 	}
-	if !httpguts.ValidHeaderFieldValue(hf.Value) {
+	// RFC 9113 §8.2.1: no control characters, and no white space at either end.
+	if v := hf.Value; !httpguts.ValidHeaderFieldValue(v) ||
+		v != "" && (isSpace(v[0]) || isSpace(v[len(v)-1])) {
 		b.invalid = true
 		return
 	}
@@ -142,3 +147,5 @@ func validPseudos(pf []hpack.HeaderField) bool {
 	}
 	return true
 }
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' }

@@ -356,7 +356,7 @@ func TestServeConn(t *testing.T) {
 		if err != nil {
 			return
 		}
-		s.ServeConn(conn)
+		s.ServeConn(context.Background(), conn)
 	}()
 	ts := &testServer{front: ours, mode: h2c, addr: ln.Addr().String()}
 	c := ts.client(t)

@@ -20,9 +20,10 @@ type responseWriter struct {
 	st     *stream
 	header http.Header
 
-	status      int  // the final status, once written
-	wroteHeader bool // WriteHeader was called with a final status
-	sentHeader  bool // the HEADERS frame went out
+	snap        http.Header // the header when the final status was written
+	status      int         // the final status, once written
+	wroteHeader bool        // WriteHeader was called with a final status
+	sentHeader  bool        // the HEADERS frame went out
 	isHead      bool
 	declared    int64 // the Content-Length the handler set, or -1
 	written     int64
@@ -69,6 +70,11 @@ func (w *responseWriter) WriteHeader(code int) {
 			w.header.Del("Content-Length")
 		}
 	}
+	// The head is what the header held now, as net/http's servers send it: fields set
+	// later (trailers, say) are not in it, even if the head goes out later.
+	if len(w.header) > 0 {
+		w.snap = w.header.Clone()
+	}
 }
 
 func (w *responseWriter) Write(p []byte) (int, error) {
@@ -95,17 +101,23 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 		w.buf = append(w.buf, p...)
 		return len(p), nil
 	}
-	// Over the buffer: the head and the buffered bytes go out, then p, or p waits in the
-	// buffer if it is small.
-	if err := w.send(w.buf, false); err != nil {
-		return 0, err
-	}
-	w.buf = w.buf[:0]
-	if w.isHead {
-		return len(p), nil
-	}
-	if len(p) < bufferSize {
-		w.buf = append(w.buf, p...)
+	// Over the buffer: the buffer, topped up from p, goes out with the head, then the
+	// rest of p, unless it is small enough to wait in the buffer.
+	if len(w.buf) > 0 {
+		n := copy(w.buf[len(w.buf):cap(w.buf)], p)
+		w.buf = w.buf[:len(w.buf)+n]
+		err := w.send(w.buf, false)
+		w.buf = w.buf[:0]
+		if err != nil {
+			return 0, err
+		}
+		if len(p[n:]) < bufferSize {
+			w.buf = append(w.buf, p[n:]...)
+			return len(p), nil
+		}
+		if err := w.send(p[n:], false); err != nil {
+			return n, err
+		}
 		return len(p), nil
 	}
 	if err := w.send(p, false); err != nil {
@@ -142,7 +154,9 @@ func (w *responseWriter) FlushError() error {
 	if w.sentHeader && len(w.buf) == 0 {
 		return nil
 	}
-	return w.send(nil, false)
+	err := w.send(w.buf, false)
+	w.buf = w.buf[:0]
+	return err
 }
 
 // SetReadDeadline sets the deadline for reading the request body, for
@@ -181,6 +195,7 @@ func (w *responseWriter) finish() {
 // with end, the trailers and the end of the stream. A HEAD response's data is not sent.
 func (w *responseWriter) send(data []byte, end bool) error {
 	st, c := w.st, w.st.c
+	first := data // the Content-Type is sniffed from it, even for HEAD
 	if w.isHead {
 		data = nil
 	}
@@ -203,13 +218,14 @@ func (w *responseWriter) send(data []byte, end bool) error {
 		c.wdrain.Wait()
 	}
 	if st.wclosed || c.werr != nil {
+		err := st.writeErr()
 		c.wmu.Unlock()
 		st.giveBack(n)
-		return w.fail(errStreamReset)
+		return w.fail(err)
 	}
 	if !w.sentHeader {
 		w.sentHeader = true
-		w.encodeHead()
+		w.encodeHead(first)
 		c.appendHeaderBlockLocked(st.id, endData && len(data) == 0)
 	} else if endData && len(data) == 0 {
 		c.appendDataLocked(st.id, nil, true)
@@ -227,7 +243,10 @@ func (w *responseWriter) send(data []byte, end bool) error {
 	for rest := data[n:]; len(rest) > 0; {
 		n := st.takeWindow(len(rest), true)
 		if n == 0 {
-			return w.fail(errStreamReset)
+			c.wmu.Lock()
+			err := st.writeErr()
+			c.wmu.Unlock()
+			return w.fail(err)
 		}
 		if err := st.writeData(rest[:n], endData && n == len(rest)); err != nil {
 			st.giveBack(n)
@@ -238,8 +257,9 @@ func (w *responseWriter) send(data []byte, end bool) error {
 	if len(trailers) > 0 {
 		c.wmu.Lock()
 		if st.wclosed || c.werr != nil {
+			err := st.writeErr()
 			c.wmu.Unlock()
-			return w.fail(errStreamReset)
+			return w.fail(err)
 		}
 		for k, vv := range trailers {
 			name := lowerKey(k)
@@ -272,7 +292,7 @@ func (st *stream) writeData(p []byte, end bool) error {
 		c.wdrain.Wait()
 	}
 	if st.wclosed || c.werr != nil {
-		return errStreamReset
+		return st.writeErr()
 	}
 	c.appendDataLocked(st.id, p, end)
 	if end {
@@ -319,10 +339,11 @@ func (st *stream) giveBack(n int) {
 	c.mu.Unlock()
 }
 
-// encodeHead encodes the response head into c.encBuf; c.wmu is held.
-func (w *responseWriter) encodeHead() {
+// encodeHead encodes the response head into c.encBuf, sniffing the Content-Type from first,
+// the first bytes of the body; c.wmu is held.
+func (w *responseWriter) encodeHead(first []byte) {
 	c := w.st.c
-	h := w.header
+	h := w.snap
 	if w.status == http.StatusOK {
 		c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
 	} else {
@@ -338,8 +359,8 @@ func (w *responseWriter) encodeHead() {
 			c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(w.written, 10)})
 		}
 	}
-	if _, ok := h["Content-Type"]; !ok && allowed && len(w.buf) > 0 && h.Get("Content-Encoding") == "" {
-		c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: http.DetectContentType(w.buf)})
+	if _, ok := h["Content-Type"]; !ok && allowed && len(first) > 0 && h.Get("Content-Encoding") == "" {
+		c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: http.DetectContentType(first)})
 	}
 	if _, ok := h["Date"]; !ok {
 		c.enc.WriteField(hpack.HeaderField{Name: "date", Value: dateValue()})
@@ -347,9 +368,9 @@ func (w *responseWriter) encodeHead() {
 	encodeFields(c.enc, h)
 }
 
-// encodeFields encodes the fields of h that HTTP/2 carries: not the connection-specific
-// ones (RFC 9113 §8.2.2), not the trailers set with http.TrailerPrefix, and not those whose
-// name or value is invalid.
+// encodeFields encodes the fields of h that HTTP/2 carries in a head: not the
+// connection-specific ones (RFC 9113 §8.2.2), not the trailers set with
+// http.TrailerPrefix, and not those whose name or value is invalid.
 func encodeFields(enc *hpack.Encoder, h http.Header) {
 	for k, vv := range h {
 		switch k {
@@ -370,7 +391,7 @@ func encodeFields(enc *hpack.Encoder, h http.Header) {
 
 // declareTrailers records the names the Trailer field declares, as the head goes out.
 func (w *responseWriter) declareTrailers() {
-	for _, v := range w.header["Trailer"] {
+	for _, v := range w.snap["Trailer"] {
 		for name := range strings.SplitSeq(v, ",") {
 			if name = strings.TrimSpace(name); name != "" {
 				w.trailers = append(w.trailers, http.CanonicalHeaderKey(name))

@@ -40,14 +40,23 @@ type stream struct {
 	declared int64 // Content-Length, or -1
 	received int64
 
-	// c.wmu protects wclosed.
-	wclosed bool // END_STREAM or RST_STREAM sent: the stream takes no more frames
+	// c.wmu protects these.
+	wclosed  bool // END_STREAM or RST_STREAM sent: the stream takes no more frames
+	timedOut bool // reset because its write deadline passed
 
 	writeDeadline deadline // resets the stream when it passes
 }
 
 // errStreamReset is what a handler's writes return after the stream was reset.
 var errStreamReset = errors.New("h2: stream reset")
+
+// writeErr is what a write returns once the stream takes no more frames; c.wmu is held.
+func (st *stream) writeErr() error {
+	if st.timedOut {
+		return os.ErrDeadlineExceeded
+	}
+	return errStreamReset
+}
 
 // newStream builds the request of a HEADERS frame that opens a stream. An error means the
 // request is malformed (RFC 9113 §8.1.1): the stream is reset with PROTOCOL_ERROR.
@@ -177,6 +186,7 @@ func (c *conn) newStream(f *headerBlock) (*stream, error) {
 				req.Trailer[name] = nil
 			}
 		}
+		delete(header, "Trailer") // as net/http's servers do
 	}
 	st.tooBig = f.truncated
 
@@ -213,7 +223,10 @@ func (st *stream) run() {
 		}
 	}()
 	if st.tooBig {
+		// net/http's answer, word for word.
+		st.rw.Header().Set("Content-Type", "text/html; charset=utf-8")
 		st.rw.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
+		io.WriteString(&st.rw, "<h1>HTTP Error 431</h1><p>Request Header Field(s) Too Large</p>")
 		st.rw.finish()
 		return
 	}
@@ -290,15 +303,15 @@ func (st *stream) endBody(trailers []hpack.HeaderField) bool {
 	b := st.body
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	// As net/http's servers do, a request that declared trailers gets every trailer field
-	// that came, declared or not; one that declared none gets none.
-	if st.req.Trailer != nil {
-		for _, hf := range trailers {
-			k := canonicalKey(hf.Name)
-			if !httpguts.ValidTrailerHeader(k) {
-				return false
-			}
-			st.req.Trailer[k] = append(st.req.Trailer[k], hf.Value)
+	// As net/http's HTTP/2 server does, a request gets the trailer fields it declared, once
+	// its body has been read to the end.
+	for _, hf := range trailers {
+		k := canonicalKey(hf.Name)
+		if !httpguts.ValidTrailerHeader(k) {
+			return false
+		}
+		if _, declared := st.req.Trailer[k]; declared {
+			b.trailers = append(b.trailers, k, hf.Value)
 		}
 	}
 	if b.err == nil {
@@ -345,6 +358,9 @@ type body struct {
 	r      int   // read offset in buf
 	err    error // io.EOF or why the body ended, once no more bytes come
 	closed bool  // the handler closed it: arriving bytes are dropped
+	// trailers are the request's trailer fields, name and value in turn, put in the
+	// request's Trailer when Read returns io.EOF.
+	trailers []string
 
 	deadline deadline // Read fails with os.ErrDeadlineExceeded once it passes
 }
@@ -362,6 +378,13 @@ func (b *body) Read(p []byte) (int, error) {
 		err := b.err
 		if err == nil {
 			err = http.ErrBodyReadAfterClose // closed by the handler
+		}
+		if err == io.EOF && b.trailers != nil {
+			t := b.st.req.Trailer
+			for i := 0; i+1 < len(b.trailers); i += 2 {
+				t[b.trailers[i]] = append(t[b.trailers[i]], b.trailers[i+1])
+			}
+			b.trailers = nil
 		}
 		b.mu.Unlock()
 		return 0, err
@@ -397,6 +420,9 @@ func (b *body) Close() error {
 // server does for WriteTimeout and http.ResponseController.SetWriteDeadline.
 func (st *stream) writeTimedOut() {
 	c := st.c
+	c.wmu.Lock()
+	st.timedOut = true
+	c.wmu.Unlock()
 	c.mu.Lock()
 	if c.streams[st.id] == st {
 		c.resetLocked(st, http2.ErrCodeInternal)
