@@ -103,6 +103,7 @@
 //	proxy                     sluice, golang.org/x/net
 //	proxy/route               proxy
 //	h1                        golang.org/x/net
+//	h2                        (nothing)
 //	proxy/middleware          sluice, golang.org/x/crypto
 //	cache                     github.com/hashicorp/golang-lru/v2
 //	ratelimit                 sluice, github.com/hashicorp/golang-lru/v2
@@ -120,6 +121,7 @@
 //
 //	cache                     proxy
 //	discovery/endpointslices  balancer, proxy
+//	h2                        github.com/summerwind/h2spec
 //	pool                      cache, ratelimit, tls/certs
 //	proxy                     balancer
 //	ratelimit                 golang.org/x/time
