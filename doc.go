@@ -122,6 +122,7 @@
 //
 //	cache                     proxy
 //	discovery/endpointslices  balancer, proxy
+//	h2                        github.com/summerwind/h2spec
 //	pool                      cache, ratelimit, tls/certs
 //	proxy                     balancer
 //	ratelimit                 golang.org/x/time
