@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -145,7 +144,7 @@ func (c *rawClient) get(b *testing.B) int {
 			n += length
 			c.pending += uint32(length)
 		case http2.FrameRSTStream, http2.FrameGoAway:
-			b.Fatal(fmt.Sprintf("stream %d ended with frame type %v", id, t))
+			b.Fatalf("stream %d ended with frame type %v", id, t)
 		}
 		if flags&http2.FlagDataEndStream != 0 && (t == http2.FrameData || t == http2.FrameHeaders) {
 			c.id += 2

@@ -49,8 +49,7 @@ type conn struct {
 	recvWindow  int32 // what the client may still send on the connection
 	recvUnacked int32 // consumed, not yet given back with WINDOW_UPDATE
 	goingAway   bool  // GOAWAY sent or received: no new streams
-	lastGoAway  uint32
-	ended       bool // serve returned
+	ended       bool  // serve returned
 	lastActive  time.Time
 	idleTimer   *time.Timer
 	// The streams this server reset last: frames the client sent before it learned of the

@@ -1,3 +1,8 @@
+//lint:file-ignore SA1019 The tests need x/net/http2's client: it runs on a net.Conn the test
+// dialled (and can close, or read the server's frames beside), and its errors say which
+// RST_STREAM or GOAWAY code the server sent. net/http's ClientConn, which replaces it, dials
+// its own connection and keeps those error types unexported.
+
 package h2_test
 
 import (
