@@ -198,6 +198,67 @@ func (w *response) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// ReadFrom writes what r holds to the body, as io.Copy would with Write. When r is an
+// *io.LimitedReader of a *net.TCPConn, the connection is a plain TCP socket and the response
+// has a Content-Length, the bytes go from socket to socket with splice(2), through the kernel
+// alone: a proxy forwarding a large body (package proxy does, for its HTTP/1.1 upstreams)
+// copies none of it. The head and the bytes collected so far go out first. An error on
+// either side ends the response, as a failed Write does: bytes the kernel took from r may not
+// have reached the client, so nothing more may follow them.
+func (w *response) ReadFrom(r io.Reader) (int64, error) {
+	lr, ok := r.(*io.LimitedReader)
+	dst, plain := w.c.rwc.(*net.TCPConn)
+	if ok {
+		_, ok = lr.R.(*net.TCPConn)
+	}
+	if !ok || !plain || w.hijacked || w.done || w.req.Method == http.MethodHead {
+		return copyBuffered(w, r)
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !bodyAllowed(w.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	c := w.c
+	c.wmu.Lock()
+	if !w.committed {
+		if c.out == nil {
+			c.out = getBuf()[:0]
+		}
+		w.commit(false)
+	}
+	if w.chunking || w.length < 0 {
+		c.wmu.Unlock()
+		return copyBuffered(w, r)
+	}
+	defer c.wmu.Unlock()
+	c.flushOut()
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	// Never past the Content-Length: what r holds beyond it stays unread.
+	src := io.LimitedReader{R: lr.R, N: min(lr.N, w.length-w.written)}
+	c.freshWrite()
+	n, err := dst.ReadFrom(&src)
+	lr.N -= n
+	w.written += n
+	if err != nil {
+		c.werr = err
+	}
+	return n, err
+}
+
+// copyBuffered is io.Copy to w through a pooled buffer, for what ReadFrom cannot splice.
+func copyBuffered(w *response, r io.Reader) (int64, error) {
+	buf := getBuf()
+	defer putBuf(buf)
+	return io.CopyBuffer(writerOnly{w}, r, buf)
+}
+
+// writerOnly hides ReadFrom, so that io.CopyBuffer writes rather than call it back.
+type writerOnly struct{ io.Writer }
+
 // sniffLen is how much of the body http.DetectContentType looks at.
 const sniffLen = 512
 

@@ -11,3 +11,5 @@ func (cc *h1Conn) initPeek() {}
 func (cc *h1Conn) canPeek() bool { return false }
 
 func (cc *h1Conn) peek() (ok, done bool) { return false, false }
+
+func (cc *h1Conn) ended() bool { return false }

@@ -46,3 +46,23 @@ func (cc *h1Conn) peek() (ok, done bool) {
 	}
 	return pk.err == syscall.EAGAIN || pk.err == syscall.EWOULDBLOCK, true
 }
+
+// ended reports whether the socket has reached its end or an error: a recv that peeks
+// returns 0 or fails other than with EAGAIN. A socket with bytes waiting, or none yet, has not
+// ended; so has one it cannot look at.
+func (cc *h1Conn) ended() bool {
+	pk := &cc.peeker
+	if pk.raw == nil {
+		return false
+	}
+	var n int
+	var rerr error
+	err := pk.raw.Read(func(fd uintptr) bool {
+		n, _, rerr = syscall.Recvfrom(int(fd), pk.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true
+	})
+	if err != nil || rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK {
+		return false
+	}
+	return rerr != nil || n == 0
+}

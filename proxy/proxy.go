@@ -1308,6 +1308,11 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 // copyBody copies the upstream body to the client through a pooled buffer. It returns the
 // bytes written and the read or write error that stopped it (io.EOF is not an error).
 func (x *exchange) copyBody(body io.Reader, flush bool) (n int64, rerr, werr error) {
+	if b, ok := body.(*h1Body); ok && !flush && b.spliceable() {
+		if rf := spliceTarget(x.rw); rf != nil {
+			return x.spliceBody(b, rf)
+		}
+	}
 	bp := bufPool.Get().(*[]byte)
 	buf := *bp
 	for {
