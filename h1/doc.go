@@ -1,10 +1,12 @@
 // Package h1 is an HTTP/1.1 server for any http.Handler: a front end that takes the place of
 // net/http's HTTP/1 server where the cost of each request and each idle connection matters,
-// and hands HTTP/2 connections (h2c with prior knowledge, and h2 negotiated over TLS) to the
+// and hands HTTP/2 connections (h2c with prior knowledge, and h2 negotiated over TLS) to
+// Server.HTTP2 (package h2 is sluice's own HTTP/2 server) or, when it is nil, to the
 // http.Server it was made from.
 //
 //	srv := proxy.NewServer(handler, proxy.ServerOptions{}) // or any *http.Server
 //	front := h1.New(srv)
+//	front.HTTP2 = h2.New(srv)
 //	ln, _ := h1.ListenConfig().Listen(ctx, "tcp", ":8080")
 //	go front.Serve(ln)
 //	...
@@ -33,6 +35,9 @@
 //     it grew, instead of a new goroutine growing one again.
 //   - Read and write deadlines move only when they must: a request head that arrives whole
 //     costs one move of the read deadline (the idle timeout's).
+//   - The ResponseWriter's ReadFrom splices a body with a Content-Length from another TCP
+//     socket (an *io.LimitedReader of a *net.TCPConn) with splice(2): a proxy forwarding a
+//     1 MiB body copies none of it through user space (package proxy does so).
 //
 // # Conformance
 //
