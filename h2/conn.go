@@ -58,6 +58,9 @@ type conn struct {
 	resetNext int
 
 	peerMaxFrame atomic.Uint32
+	// unfinished counts the streams that have not sent END_STREAM or RST_STREAM yet: the
+	// streams the client counts against SETTINGS_MAX_CONCURRENT_STREAMS.
+	unfinished atomic.Int32
 
 	stateMu sync.Mutex // orders the calls of the ConnState hook
 	state   http.ConnState
@@ -407,7 +410,11 @@ func (c *conn) headers(f *headerBlock) error {
 		c.resetStream(id, http2.ErrCodeRefusedStream)
 		return nil
 	}
-	if uint32(c.active) >= c.s.maxStreams {
+	// The client's count of open streams (RFC 9113 §5.1.2) drops when END_STREAM or
+	// RST_STREAM is queued, before the client can see it. Handlers still running after their
+	// stream ended count too, up to twice the limit: a client that resets its streams as it
+	// opens them (the rapid reset attack) cannot start handlers without end.
+	if uint32(c.unfinished.Load()) >= c.s.maxStreams || uint32(c.active) >= 2*c.s.maxStreams {
 		c.mu.Unlock()
 		c.resetStream(id, http2.ErrCodeRefusedStream)
 		return nil
@@ -422,6 +429,7 @@ func (c *conn) headers(f *headerBlock) error {
 	c.mu.Lock()
 	c.streams[id] = st
 	c.active++
+	c.unfinished.Add(1)
 	first := c.active == 1
 	c.mu.Unlock()
 	if first {
@@ -536,7 +544,7 @@ func (c *conn) closeLocked(st *stream, err error, byUs bool) {
 	st.remoteDone = true
 	st.abort(err)
 	c.wmu.Lock()
-	st.wclosed = true
+	st.endWrite()
 	c.wdrain.Broadcast()
 	c.wmu.Unlock()
 	if unread := st.discard(); unread > 0 {

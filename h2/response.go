@@ -234,7 +234,7 @@ func (w *responseWriter) send(data []byte, end bool) error {
 		c.appendDataLocked(st.id, data[:n], endData && n == len(data))
 	}
 	if endData && n == len(data) {
-		st.wclosed = true
+		st.endWrite()
 	}
 	c.flushLocked()
 	c.wmu.Unlock()
@@ -268,7 +268,7 @@ func (w *responseWriter) send(data []byte, end bool) error {
 			}
 		}
 		c.appendHeaderBlockLocked(st.id, true)
-		st.wclosed = true
+		st.endWrite()
 		c.flushLocked()
 		c.wmu.Unlock()
 	}
@@ -296,7 +296,7 @@ func (st *stream) writeData(p []byte, end bool) error {
 	}
 	c.appendDataLocked(st.id, p, end)
 	if end {
-		st.wclosed = true
+		st.endWrite()
 	}
 	c.flushLocked()
 	return nil

@@ -47,6 +47,15 @@ type stream struct {
 	writeDeadline deadline // resets the stream when it passes
 }
 
+// endWrite marks the stream as taking no more frames, once its END_STREAM or RST_STREAM is
+// queued; c.wmu is held.
+func (st *stream) endWrite() {
+	if !st.wclosed {
+		st.wclosed = true
+		st.c.unfinished.Add(-1)
+	}
+}
+
 // errStreamReset is what a handler's writes return after the stream was reset.
 var errStreamReset = errors.New("h2: stream reset")
 
