@@ -106,8 +106,8 @@
 //	healthcheck               sluice
 //	proxy                     sluice, golang.org/x/net
 //	proxy/route               proxy
-//	h1                        golang.org/x/net
-//	h2                        golang.org/x/net
+//	h1                        internal/serving, golang.org/x/net
+//	h2                        internal/serving, golang.org/x/net
 //	proxy/middleware          sluice, golang.org/x/crypto
 //	cache                     github.com/hashicorp/golang-lru/v2
 //	ratelimit                 sluice, github.com/hashicorp/golang-lru/v2
@@ -117,8 +117,9 @@
 //
 // No package imports a sibling, with two exceptions that stand a floor above what they use:
 // proxy/route and proxy/middleware build on proxy, and pool wires discovery, healthcheck,
-// balancer and proxy together; nothing imports pool. Main packages (examples/...) and test
-// harnesses (internal/...) may import anything.
+// balancer and proxy together; nothing imports pool. h1 and h2 share internal/serving, their
+// accept loop. Main packages (examples/...) and test harnesses (internal/...) may import
+// anything.
 //
 // Tests may import what their package may, the package itself, sluice, testify
 // (github.com/stretchr/testify) and the harnesses under internal/, and also:

@@ -3,7 +3,6 @@ package h1
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log"
 	"net"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluiceproxy/sluice/internal/serving"
 )
 
 // Server serves HTTP/1.1 itself and hands HTTP/2 connections to the http.Server it was made
@@ -172,47 +173,17 @@ func (s *Server) serve(ln net.Listener, tlsConfig *tls.Config) error {
 	}
 	defer s.track(&ln, false)
 
-	base := context.Background()
-	if s.srv.BaseContext != nil {
-		base = s.srv.BaseContext(ln)
-		if base == nil {
-			panic("h1: BaseContext returned a nil context")
-		}
+	var wrap func(net.Conn) net.Conn
+	if tlsConfig != nil {
+		// Wrapped before anything sees the connection, so that ConnContext and every
+		// ConnState call get the one *tls.Conn, as from net/http's ServeTLS.
+		wrap = func(nc net.Conn) net.Conn { return tls.Server(nc, tlsConfig) }
 	}
-	base = context.WithValue(base, http.ServerContextKey, s.srv)
-	var delay time.Duration // how long to sleep on accept failure
-	for {
-		rw, err := ln.Accept()
-		if err != nil {
-			if s.closing.Load() {
-				return http.ErrServerClosed
-			}
-			var te interface{ Temporary() bool }
-			if errors.As(err, &te) && te.Temporary() {
-				// Out of descriptors, most often: back off as net/http does.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.logf("h1: Accept error: %v; retrying in %v", err, delay)
-				time.Sleep(delay)
-				continue
-			}
-			return err
-		}
-		delay = 0
-		if tlsConfig != nil {
-			// Wrapped before anything sees the connection, so that ConnContext and every
-			// ConnState call get the one *tls.Conn, as from net/http's ServeTLS.
-			rw = tls.Server(rw, tlsConfig)
-		}
-		ctx := context.WithValue(base, http.LocalAddrContextKey, rw.LocalAddr())
-		if cc := s.srv.ConnContext; cc != nil {
-			if ctx = cc(ctx, rw); ctx == nil {
-				panic("h1: ConnContext returned nil")
-			}
-		}
+	return serving.Serve(ln, s.srv, "h1", s.closing.Load, s.logf, wrap, func(ctx context.Context, rw net.Conn) bool {
 		c := newConn(s, rw, ctx)
 		if !s.trackConn(c, true) {
 			rw.Close()
-			return http.ErrServerClosed
+			return false
 		}
 		s.setState(c, http.StateNew)
 		select {
@@ -220,7 +191,8 @@ func (s *Server) serve(ln net.Listener, tlsConfig *tls.Config) error {
 		default:
 			go s.work(c)
 		}
-	}
+		return true
+	})
 }
 
 // maxIdleWorkers bounds the goroutines waiting for a connection to serve.

@@ -3,7 +3,6 @@ package h2
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log"
 	"net"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/sluiceproxy/sluice/internal/serving"
 )
 
 // Defaults where srv.HTTP2 leaves a setting at zero, net/http's own.
@@ -143,42 +144,13 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	defer s.track(&ln, false)
 
-	base := context.Background()
-	if s.srv.BaseContext != nil {
-		base = s.srv.BaseContext(ln)
-		if base == nil {
-			panic("h2: BaseContext returned a nil context")
-		}
-	}
-	base = context.WithValue(base, http.ServerContextKey, s.srv)
-	var delay time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if s.closing.Load() {
-				return http.ErrServerClosed
-			}
-			var te interface{ Temporary() bool }
-			if errors.As(err, &te) && te.Temporary() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.logf("h2: Accept error: %v; retrying in %v", err, delay)
-				time.Sleep(delay)
-				continue
-			}
-			return err
-		}
-		delay = 0
+	return serving.Serve(ln, s.srv, "h2", s.closing.Load, s.logf, nil, func(ctx context.Context, nc net.Conn) bool {
 		if f := s.connState; f != nil {
 			f(nc, http.StateNew)
 		}
-		ctx := context.WithValue(base, http.LocalAddrContextKey, nc.LocalAddr())
-		if cc := s.srv.ConnContext; cc != nil {
-			if ctx = cc(ctx, nc); ctx == nil {
-				panic("h2: ConnContext returned nil")
-			}
-		}
 		go s.serveAccepted(ctx, nc)
-	}
+		return true
+	})
 }
 
 // serveAccepted completes a TLS handshake, if nc is a TLS connection, and serves it.
