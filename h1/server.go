@@ -34,13 +34,8 @@ type Server struct {
 
 	closing atomic.Bool // Shutdown or Close began
 
-	// Goroutines whose connection ended wait for the next one instead of exiting, with their
-	// stacks grown: a new goroutine per connection grows its stack through the handler's
-	// calls, and copying a stack frame by frame cost 6% of a Connection: close benchmark.
-	handoff     chan *conn
-	idleWorkers atomic.Int32
-	done        chan struct{} // closed by Shutdown and Close: idle workers exit
-	doneOnce    sync.Once
+	// Connections are served on goroutines that wait for the next one when theirs ends.
+	workers *serving.Workers[*conn]
 
 	mu        sync.Mutex
 	listeners map[*net.Listener]struct{}
@@ -71,11 +66,10 @@ func New(srv *http.Server) *Server {
 		readHead:  srv.ReadHeaderTimeout,
 		listeners: make(map[*net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
-		handoff:   make(chan *conn),
-		done:      make(chan struct{}),
 		h1:        true,
 		h2:        true,
 	}
+	s.workers = serving.NewWorkers((*conn).serve)
 	if s.handler == nil {
 		s.handler = http.DefaultServeMux
 	}
@@ -186,39 +180,10 @@ func (s *Server) serve(ln net.Listener, tlsConfig *tls.Config) error {
 			return false
 		}
 		s.setState(c, http.StateNew)
-		select {
-		case s.handoff <- c: // an idle worker serves it
-		default:
-			go s.work(c)
-		}
+		s.workers.Go(c)
 		return true
 	})
 }
-
-// maxIdleWorkers bounds the goroutines waiting for a connection to serve.
-const maxIdleWorkers = 128
-
-// work serves c, then the connections handed to it, until the server ends or enough other
-// workers wait.
-func (s *Server) work(c *conn) {
-	for {
-		c.serve()
-		if s.idleWorkers.Add(1) > maxIdleWorkers {
-			s.idleWorkers.Add(-1)
-			return
-		}
-		select {
-		case c = <-s.handoff:
-			s.idleWorkers.Add(-1)
-		case <-s.done:
-			s.idleWorkers.Add(-1)
-			return
-		}
-	}
-}
-
-// stopWorkers lets idle workers exit.
-func (s *Server) stopWorkers() { s.doneOnce.Do(func() { close(s.done) }) }
 
 func (s *Server) track(ln *net.Listener, add bool) bool {
 	s.mu.Lock()
@@ -301,7 +266,7 @@ func (s *Server) handOff(ctx context.Context, nc net.Conn) {
 // connections are shut down by srv.Shutdown. If ctx ends first, Shutdown returns its error
 // and leaves the remaining connections open; Close ends them.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.stopWorkers()
+	s.workers.Stop()
 	s.mu.Lock()
 	s.closing.Store(true)
 	var lerr error
@@ -358,7 +323,7 @@ func (s *Server) closeIdle() {
 // Close closes the listeners and every connection at once, including srv's HTTP/2 ones, as
 // http.Server.Close does.
 func (s *Server) Close() error {
-	s.stopWorkers()
+	s.workers.Stop()
 	s.mu.Lock()
 	s.closing.Store(true)
 	var err error

@@ -435,7 +435,7 @@ func (c *conn) headers(f *headerBlock) error {
 	if first {
 		c.setState(http.StateActive)
 	}
-	c.s.dispatch(st)
+	c.s.workers.Go(st)
 	return nil
 }
 

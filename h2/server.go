@@ -24,7 +24,6 @@ const (
 	defaultMaxReadFrame  = 1 << 20
 	defaultEncoderTable  = 4096
 	defaultDecoderTable  = 4096
-	maxIdleWorkers       = 128
 	initialWindow        = 65535 // RFC 9113's initial window, before SETTINGS
 	maxFrameSizeLimit    = 1<<24 - 1
 	minFrameSize         = 1 << 14 // RFC 9113's initial SETTINGS_MAX_FRAME_SIZE
@@ -57,12 +56,8 @@ type Server struct {
 
 	closing atomic.Bool
 
-	// Handlers run on goroutines that wait for the next stream after one ends, with their
-	// grown stacks, instead of a new goroutine per stream.
-	work        chan *stream
-	idleWorkers atomic.Int32
-	done        chan struct{} // closed by Shutdown and Close: idle workers exit
-	doneOnce    sync.Once
+	// Handlers run on goroutines that wait for the next stream when theirs ends.
+	workers *serving.Workers[*stream]
 
 	mu        sync.Mutex
 	listeners map[*net.Listener]struct{}
@@ -91,8 +86,7 @@ func New(srv *http.Server) *Server {
 		readTimeout:   srv.ReadTimeout,
 		writeTimeout:  srv.WriteTimeout,
 		prefaceWait:   srv.ReadHeaderTimeout,
-		work:          make(chan *stream),
-		done:          make(chan struct{}),
+		workers:       serving.NewWorkers((*stream).run),
 		listeners:     make(map[*net.Listener]struct{}),
 		conns:         make(map[*conn]struct{}),
 		maxHeaderList: uint32(http.DefaultMaxHeaderBytes + headerListOverhead),
@@ -195,7 +189,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 // to finish before closing each connection. If ctx ends first, Shutdown returns its error and
 // leaves the remaining connections open; Close ends them.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.stopWorkers()
+	s.workers.Stop()
 	s.mu.Lock()
 	s.closing.Store(true)
 	var lerr error
@@ -231,7 +225,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close closes the listeners and every connection at once, as http.Server.Close does.
 func (s *Server) Close() error {
-	s.stopWorkers()
+	s.workers.Stop()
 	s.mu.Lock()
 	s.closing.Store(true)
 	var err error
@@ -245,10 +239,6 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	return err
-}
-
-func (s *Server) stopWorkers() {
-	s.doneOnce.Do(func() { close(s.done) })
 }
 
 // track adds ln to the listeners Shutdown closes, or removes it; it refuses to add one once the
@@ -284,34 +274,6 @@ func (s *Server) trackConn(c *conn, add bool) bool {
 	}
 	s.conns[c] = struct{}{}
 	return true
-}
-
-// dispatch runs st's handler on an idle worker, or on a new goroutine if none is idle.
-func (s *Server) dispatch(st *stream) {
-	select {
-	case s.work <- st:
-	default:
-		go s.worker(st)
-	}
-}
-
-// worker runs st's handler, then waits for another stream while fewer than maxIdleWorkers
-// wait, until the server stops.
-func (s *Server) worker(st *stream) {
-	for {
-		st.run()
-		if s.idleWorkers.Add(1) > maxIdleWorkers {
-			s.idleWorkers.Add(-1)
-			return
-		}
-		select {
-		case st = <-s.work:
-			s.idleWorkers.Add(-1)
-		case <-s.done:
-			s.idleWorkers.Add(-1)
-			return
-		}
-	}
 }
 
 // logf reports an error through srv.ErrorLog, or the log package's standard logger.
