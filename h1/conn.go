@@ -187,7 +187,7 @@ func (c *conn) handshake(tc *tls.Conn) bool {
 	st := tc.ConnectionState()
 	c.tlsState = &st
 	if st.NegotiatedProtocol == "h2" && c.s.h2 {
-		c.s.trackConn(c, false)
+		c.s.tracker.RemoveConn(c)
 		c.s.handOff(c.ctx, tc)
 		c.rwc = nil
 		return false
@@ -212,7 +212,7 @@ func (c *conn) handOffH2c() {
 	prefix := append([]byte(nil), c.rbuf[c.r:c.w]...)
 	nc := &prefixConn{Conn: c.rwc, prefix: prefix}
 	c.rwc.SetReadDeadline(time.Time{})
-	c.s.trackConn(c, false)
+	c.s.tracker.RemoveConn(c)
 	c.s.handOff(c.ctx, nc)
 	c.rwc = nil
 }
@@ -227,7 +227,7 @@ func (c *conn) await(first bool) bool {
 			return false
 		}
 		c.s.setState(c, http.StateIdle)
-		if c.s.closing.Load() {
+		if c.s.tracker.Closing() {
 			return false
 		}
 	}
@@ -437,7 +437,7 @@ func (c *conn) end() {
 	}
 	c.state.Store(stateClosed)
 	c.rwc.Close()
-	c.s.trackConn(c, false)
+	c.s.tracker.RemoveConn(c)
 	c.s.setState(c, http.StateClosed)
 	if c.timer != nil {
 		c.timer.Stop()

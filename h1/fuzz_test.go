@@ -123,7 +123,7 @@ func FuzzRequest(f *testing.F) {
 
 		fc := &fuzzConn{in: bytes.NewReader(in)}
 		c := newConn(s, fc, context.Background())
-		if !s.trackConn(c, true) {
+		if !s.tracker.AddConn(c) {
 			t.Fatal("the server refused the connection")
 		}
 		c.serve()

@@ -333,7 +333,7 @@ func (w *response) commit(final bool) {
 	if code == http.StatusSwitchingProtocols {
 		w.closeAfter = true // only a hijacker may use the connection after it
 	}
-	if req.Close || c.s.closing.Load() || hasToken(h["Connection"], "close") {
+	if req.Close || c.s.tracker.Closing() || hasToken(h["Connection"], "close") {
 		w.closeAfter = true
 	}
 	// A body the handler left unread: the server reads it after the handler, unless it is
@@ -643,7 +643,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	bw := bufio.NewWriter(rwc)
 	c.state.Store(stateClosed)
-	c.s.trackConn(c, false)
+	c.s.tracker.RemoveConn(c)
 	c.s.setState(c, http.StateHijacked)
 	c.rwc = nil
 	c.release()

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/sluiceproxy/sluice/internal/serving"
@@ -32,16 +31,13 @@ type Server struct {
 	idle      time.Duration
 	readHead  time.Duration
 
-	closing atomic.Bool // Shutdown or Close began
-
+	// The listeners and connections Shutdown and Close act on, and whether they began.
+	tracker *serving.Tracker[*conn]
 	// Connections are served on goroutines that wait for the next one when theirs ends.
 	workers *serving.Workers[*conn]
 
-	mu        sync.Mutex
-	listeners map[*net.Listener]struct{}
-	conns     map[*conn]struct{}
-	h2ln      *connListener // HTTP/2 connections handed to srv.Serve; nil until the first
-	stopped   chan struct{} // closed when the last conn is gone during Shutdown
+	mu   sync.Mutex    // protects h2ln and srv.TLSConfig's replacement
+	h2ln *connListener // HTTP/2 connections handed to srv.Serve; nil until the first
 }
 
 // New returns a Server that takes its configuration from srv: Handler (nil means
@@ -59,15 +55,14 @@ type Server struct {
 // as it accepts it) to StateClosed, as the same net.Conn.
 func New(srv *http.Server) *Server {
 	s := &Server{
-		srv:       srv,
-		handler:   srv.Handler,
-		maxHead:   srv.MaxHeaderBytes,
-		idle:      srv.IdleTimeout,
-		readHead:  srv.ReadHeaderTimeout,
-		listeners: make(map[*net.Listener]struct{}),
-		conns:     make(map[*conn]struct{}),
-		h1:        true,
-		h2:        true,
+		srv:      srv,
+		handler:  srv.Handler,
+		maxHead:  srv.MaxHeaderBytes,
+		idle:     srv.IdleTimeout,
+		readHead: srv.ReadHeaderTimeout,
+		tracker:  serving.NewTracker[*conn](),
+		h1:       true,
+		h2:       true,
 	}
 	s.workers = serving.NewWorkers((*conn).serve)
 	if s.handler == nil {
@@ -162,10 +157,10 @@ func (s *Server) ServeTLS(ln net.Listener, certFile, keyFile string) error {
 }
 
 func (s *Server) serve(ln net.Listener, tlsConfig *tls.Config) error {
-	if !s.track(&ln, true) {
+	if !s.tracker.AddListener(&ln) {
 		return http.ErrServerClosed
 	}
-	defer s.track(&ln, false)
+	defer s.tracker.RemoveListener(&ln)
 
 	var wrap func(net.Conn) net.Conn
 	if tlsConfig != nil {
@@ -173,9 +168,9 @@ func (s *Server) serve(ln net.Listener, tlsConfig *tls.Config) error {
 		// ConnState call get the one *tls.Conn, as from net/http's ServeTLS.
 		wrap = func(nc net.Conn) net.Conn { return tls.Server(nc, tlsConfig) }
 	}
-	return serving.Serve(ln, s.srv, "h1", s.closing.Load, s.logf, wrap, func(ctx context.Context, rw net.Conn) bool {
+	return serving.Serve(ln, s.srv, "h1", s.tracker.Closing, s.logf, wrap, func(ctx context.Context, rw net.Conn) bool {
 		c := newConn(s, rw, ctx)
-		if !s.trackConn(c, true) {
+		if !s.tracker.AddConn(c) {
 			rw.Close()
 			return false
 		}
@@ -183,38 +178,6 @@ func (s *Server) serve(ln net.Listener, tlsConfig *tls.Config) error {
 		s.workers.Go(c)
 		return true
 	})
-}
-
-func (s *Server) track(ln *net.Listener, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if add {
-		if s.closing.Load() {
-			return false
-		}
-		s.listeners[ln] = struct{}{}
-	} else {
-		delete(s.listeners, ln)
-	}
-	return true
-}
-
-func (s *Server) trackConn(c *conn, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if add {
-		if s.closing.Load() {
-			return false
-		}
-		s.conns[c] = struct{}{}
-		return true
-	}
-	delete(s.conns, c)
-	if s.stopped != nil && len(s.conns) == 0 {
-		close(s.stopped)
-		s.stopped = nil
-	}
-	return true
 }
 
 func (s *Server) setState(c *conn, st http.ConnState) {
@@ -238,7 +201,7 @@ type HTTP2Server interface {
 // Serve on the first one.
 func (s *Server) handOff(ctx context.Context, nc net.Conn) {
 	if s.HTTP2 != nil {
-		if s.closing.Load() {
+		if s.tracker.Closing() {
 			nc.Close()
 			return
 		}
@@ -247,7 +210,7 @@ func (s *Server) handOff(ctx context.Context, nc net.Conn) {
 	}
 	s.mu.Lock()
 	if s.h2ln == nil {
-		if s.closing.Load() {
+		if s.tracker.Closing() {
 			s.mu.Unlock()
 			nc.Close()
 			return
@@ -267,20 +230,9 @@ func (s *Server) handOff(ctx context.Context, nc net.Conn) {
 // and leaves the remaining connections open; Close ends them.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.workers.Stop()
+	stopped, lerr := s.tracker.Close(nil)
 	s.mu.Lock()
-	s.closing.Store(true)
-	var lerr error
-	for ln := range s.listeners {
-		if err := (*ln).Close(); err != nil && lerr == nil {
-			lerr = err
-		}
-	}
 	h2 := s.h2ln != nil
-	var stopped chan struct{}
-	if len(s.conns) > 0 {
-		stopped = make(chan struct{})
-		s.stopped = stopped
-	}
 	s.mu.Unlock()
 
 	h2err := make(chan error, 1)
@@ -313,28 +265,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // closeIdle closes the connections waiting for a request.
 func (s *Server) closeIdle() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		c.closeIfIdle()
-	}
+	s.tracker.Each((*conn).closeIfIdle)
 }
 
 // Close closes the listeners and every connection at once, including srv's HTTP/2 ones, as
 // http.Server.Close does.
 func (s *Server) Close() error {
 	s.workers.Stop()
+	_, err := s.tracker.Close(func(c *conn) { c.rwc.Close() })
 	s.mu.Lock()
-	s.closing.Store(true)
-	var err error
-	for ln := range s.listeners {
-		if e := (*ln).Close(); e != nil && err == nil {
-			err = e
-		}
-	}
-	for c := range s.conns {
-		c.rwc.Close()
-	}
 	h2 := s.h2ln != nil
 	s.mu.Unlock()
 	if s.HTTP2 != nil {

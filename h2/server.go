@@ -7,8 +7,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -54,15 +52,10 @@ type Server struct {
 	writeByteTimeout time.Duration
 	connState        func(net.Conn, http.ConnState)
 
-	closing atomic.Bool
-
+	// The listeners and connections Shutdown and Close act on, and whether they began.
+	tracker *serving.Tracker[*conn]
 	// Handlers run on goroutines that wait for the next stream when theirs ends.
 	workers *serving.Workers[*stream]
-
-	mu        sync.Mutex
-	listeners map[*net.Listener]struct{}
-	conns     map[*conn]struct{}
-	stopped   chan struct{} // closed when the last conn is gone during Shutdown
 }
 
 // New returns a Server that takes its configuration from srv: Handler (nil means
@@ -87,8 +80,7 @@ func New(srv *http.Server) *Server {
 		writeTimeout:  srv.WriteTimeout,
 		prefaceWait:   srv.ReadHeaderTimeout,
 		workers:       serving.NewWorkers((*stream).run),
-		listeners:     make(map[*net.Listener]struct{}),
-		conns:         make(map[*conn]struct{}),
+		tracker:       serving.NewTracker[*conn](),
 		maxHeaderList: uint32(http.DefaultMaxHeaderBytes + headerListOverhead),
 	}
 	if s.handler == nil {
@@ -133,12 +125,12 @@ func New(srv *http.Server) *Server {
 // knowledge (h2c); if ln is a tls.NewListener, each handshake runs on the connection's own
 // goroutine and must negotiate "h2" with ALPN, so the tls.Config must offer it.
 func (s *Server) Serve(ln net.Listener) error {
-	if !s.track(&ln, true) {
+	if !s.tracker.AddListener(&ln) {
 		return http.ErrServerClosed
 	}
-	defer s.track(&ln, false)
+	defer s.tracker.RemoveListener(&ln)
 
-	return serving.Serve(ln, s.srv, "h2", s.closing.Load, s.logf, nil, func(ctx context.Context, nc net.Conn) bool {
+	return serving.Serve(ln, s.srv, "h2", s.tracker.Closing, s.logf, nil, func(ctx context.Context, nc net.Conn) bool {
 		if f := s.connState; f != nil {
 			f(nc, http.StateNew)
 		}
@@ -175,11 +167,11 @@ func (s *Server) serveAccepted(ctx context.Context, nc net.Conn) {
 // http.LocalAddrContextKey and whatever ConnContext adds); Serve passes such a context.
 func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	c := newConn(s, nc, ctx)
-	if !s.trackConn(c, true) {
+	if !s.tracker.AddConn(c) {
 		nc.Close()
 		return
 	}
-	defer s.trackConn(c, false)
+	defer s.tracker.RemoveConn(c)
 	c.serve()
 	c.setState(http.StateClosed)
 }
@@ -190,25 +182,10 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 // leaves the remaining connections open; Close ends them.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.workers.Stop()
-	s.mu.Lock()
-	s.closing.Store(true)
-	var lerr error
-	for ln := range s.listeners {
-		if err := (*ln).Close(); err != nil && lerr == nil {
-			lerr = err
-		}
-	}
-	var stopped chan struct{}
-	if len(s.conns) > 0 {
-		stopped = make(chan struct{})
-		s.stopped = stopped
-	}
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-
+	var conns []*conn
+	stopped, lerr := s.tracker.Close(func(c *conn) { conns = append(conns, c) })
+	// GOAWAY is written outside the tracker's lock: a connection that ends meanwhile leaves
+	// the tracker, which waits for the lock.
 	for _, c := range conns {
 		c.goAway(http2.ErrCodeNo, false)
 	}
@@ -226,54 +203,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close closes the listeners and every connection at once, as http.Server.Close does.
 func (s *Server) Close() error {
 	s.workers.Stop()
-	s.mu.Lock()
-	s.closing.Store(true)
-	var err error
-	for ln := range s.listeners {
-		if e := (*ln).Close(); e != nil && err == nil {
-			err = e
-		}
-	}
-	for c := range s.conns {
-		c.rwc.Close()
-	}
-	s.mu.Unlock()
+	_, err := s.tracker.Close(func(c *conn) { c.rwc.Close() })
 	return err
-}
-
-// track adds ln to the listeners Shutdown closes, or removes it; it refuses to add one once the
-// server is closing.
-func (s *Server) track(ln *net.Listener, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !add {
-		delete(s.listeners, ln)
-		return true
-	}
-	if s.closing.Load() {
-		return false
-	}
-	s.listeners[ln] = struct{}{}
-	return true
-}
-
-// trackConn adds c to the connections Shutdown waits for, or removes it.
-func (s *Server) trackConn(c *conn, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !add {
-		delete(s.conns, c)
-		if len(s.conns) == 0 && s.stopped != nil {
-			close(s.stopped)
-			s.stopped = nil
-		}
-		return true
-	}
-	if s.closing.Load() {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
 }
 
 // logf reports an error through srv.ErrorLog, or the log package's standard logger.
