@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"log"
 	"net"
 	"net/http"
 	"slices"
@@ -290,13 +289,7 @@ func (s *Server) Close() error {
 }
 
 // logf reports an error through srv.ErrorLog, or the log package's standard logger.
-func (s *Server) logf(format string, args ...any) {
-	if l := s.srv.ErrorLog; l != nil {
-		l.Printf(format, args...)
-	} else {
-		log.Printf(format, args...)
-	}
-}
+func (s *Server) logf(format string, args ...any) { serving.Logf(s.srv, format, args...) }
 
 // connListener is the net.Listener srv serves HTTP/2 connections from.
 type connListener struct {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"log"
 	"net"
 	"net/http"
 	"time"
@@ -208,13 +207,7 @@ func (s *Server) Close() error {
 }
 
 // logf reports an error through srv.ErrorLog, or the log package's standard logger.
-func (s *Server) logf(format string, args ...any) {
-	if l := s.srv.ErrorLog; l != nil {
-		l.Printf(format, args...)
-	} else {
-		log.Printf(format, args...)
-	}
-}
+func (s *Server) logf(format string, args ...any) { serving.Logf(s.srv, format, args...) }
 
 // errorf is logf for the errors of a connection.
 func (c *conn) logf(format string, args ...any) {

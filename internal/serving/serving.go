@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"time"
@@ -61,5 +62,15 @@ func Serve(ln net.Listener, srv *http.Server, name string, closing func() bool,
 		if !handle(ctx, nc) {
 			return http.ErrServerClosed
 		}
+	}
+}
+
+// Logf reports an error through srv.ErrorLog, or the log package's standard logger, as
+// net/http's server does.
+func Logf(srv *http.Server, format string, args ...any) {
+	if l := srv.ErrorLog; l != nil {
+		l.Printf(format, args...)
+	} else {
+		log.Printf(format, args...)
 	}
 }
