@@ -1,6 +1,9 @@
 package h2_test
 
 import (
+	"bytes"
+	"io"
+	"net"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -9,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // TestRapidReset opens streams and resets each at once, far more than the stream limit,
@@ -60,12 +64,13 @@ func TestRapidReset(t *testing.T) {
 
 // TestPingFlood sends PINGs without reading the acknowledgements. The server must not take
 // them in without end, queueing answers nobody reads: it stops reading once its answers back
-// up (or ends the connection), so the client's writes stall long before 64 MiB.
+// up (or ends the connection), so the client's writes stall once the sockets' buffers are
+// full (some 18 MiB of PINGs here), long before 136 MiB.
 func TestPingFlood(t *testing.T) {
 	ts := start(t, ours, h2c, &http.Server{Handler: http.NotFoundHandler()})
 	c := ts.dialRaw(t)
 	c.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	const frames = 4 << 20 // 17 bytes each: 68 MiB
+	const frames = 8 << 20 // 17 bytes each: 136 MiB
 	var err error
 	sent := 0
 	for ; sent < frames && err == nil; sent++ {
@@ -73,4 +78,52 @@ func TestPingFlood(t *testing.T) {
 	}
 	require.Error(t, err, "all %d PINGs were taken in", frames)
 	assert.Less(t, sent, frames/4, "PINGs taken in before the client's writes stalled")
+}
+
+// TestEndWhileWriteBlocked has a client open a stream with a window large enough for a big
+// response, read nothing, and close its side: the connection's end must not wait without
+// bound for the handler's write to a socket nobody reads. The handler's write fails soon
+// after.
+func TestEndWhileWriteBlocked(t *testing.T) {
+	failed := make(chan error, 1)
+	wrote := make(chan struct{})
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 1<<20)
+		for i := 0; ; i++ {
+			if _, err := w.Write(chunk); err != nil {
+				failed <- err
+				return
+			}
+			if i == 1 {
+				// 2 MiB are out: about what loopback socket buffers take (4 MiB do not
+				// go through), so the writes that follow block.
+				close(wrote)
+			}
+		}
+	})
+	ts := start(t, ours, h2c, &http.Server{Handler: handler})
+	conn := ts.dial(t)
+	fr := http2.NewFramer(conn, conn)
+	_, err := io.WriteString(conn, http2.ClientPreface)
+	require.NoError(t, err)
+	require.NoError(t, fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1}))
+	require.NoError(t, fr.WriteWindowUpdate(0, 1<<31-1-65535))
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "a.test"}, {":path", "/"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}))
+	select {
+	case <-wrote:
+	case <-time.After(waitFor):
+		t.Fatal("the handler did not write 2 MiB")
+	}
+	require.NoError(t, conn.(*net.TCPConn).CloseWrite()) // and read nothing
+	select {
+	case err := <-failed:
+		assert.Error(t, err)
+	case <-time.After(waitFor):
+		t.Fatal("the handler's write still blocks after the connection ended")
+	}
 }

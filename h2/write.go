@@ -56,8 +56,10 @@ func (c *conn) flushLocked() {
 	c.wdrain.Broadcast()
 }
 
-// closeWrite writes what is queued, and fails later writes.
+// closeWrite writes what is queued (a GOAWAY, say), within a second, and fails later
+// writes: a client that reads nothing cannot hold the connection open past its end.
 func (c *conn) closeWrite() {
+	c.rwc.SetWriteDeadline(time.Now().Add(time.Second))
 	c.wmu.Lock()
 	c.flushLocked()
 	for c.writing {
