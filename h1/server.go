@@ -13,8 +13,8 @@ import (
 	"github.com/sluiceproxy/sluice/internal/serving"
 )
 
-// Server serves HTTP/1.1 itself and hands HTTP/2 connections to the http.Server it was made
-// from. Create it with New; the zero value is not usable.
+// Server serves HTTP/1.1 itself and hands HTTP/2 connections to its HTTP2 server, or to the
+// http.Server it was made from. Create it with New; the zero value is not usable.
 type Server struct {
 	// HTTP2, if set before Serve, serves the HTTP/2 connections in srv's place: h2.New(srv)
 	// is sluice's own HTTP/2 server. Nil hands them to srv.
@@ -44,8 +44,9 @@ type Server struct {
 // MaxHeaderBytes, TLSConfig, ConnState, ConnContext, BaseContext, ErrorLog, Protocols and
 // DisableGeneralOptionsHandler, with net/http's meaning and defaults. Connections that
 // speak HTTP/2 — with prior knowledge in cleartext when srv.Protocols allows unencrypted
-// HTTP/2, or negotiated with ALPN over TLS — are handed to srv itself, so srv's HTTP2
-// settings apply to them.
+// HTTP/2, or negotiated with ALPN over TLS — are handed to the Server's HTTP2 field when it
+// is set (h2.New(srv) takes srv's settings too), else to srv itself, so srv's HTTP2 settings
+// apply to them either way.
 //
 // The caller serves through the returned Server (Serve, ServeTLS, Shutdown, Close), not
 // through srv: srv serves only the HTTP/2 connections it is handed. Changing srv's fields
@@ -225,8 +226,8 @@ func (s *Server) handOff(ctx context.Context, nc net.Conn) {
 // Shutdown stops the server gracefully, as http.Server.Shutdown does: it closes the
 // listeners, then idle connections, and waits for the connections serving a request to
 // finish it (their responses say Connection: close) before closing them too. HTTP/2
-// connections are shut down by srv.Shutdown. If ctx ends first, Shutdown returns its error
-// and leaves the remaining connections open; Close ends them.
+// connections are shut down by HTTP2's Shutdown, or srv's. If ctx ends first, Shutdown returns
+// its error and leaves the remaining connections open; Close ends them.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.workers.Stop()
 	stopped, lerr := s.tracker.Close(nil)
@@ -267,8 +268,8 @@ func (s *Server) closeIdle() {
 	s.tracker.Each((*conn).closeIfIdle)
 }
 
-// Close closes the listeners and every connection at once, including srv's HTTP/2 ones, as
-// http.Server.Close does.
+// Close closes the listeners and every connection at once, the HTTP/2 ones too (through
+// HTTP2's Close, or srv's), as http.Server.Close does.
 func (s *Server) Close() error {
 	s.workers.Stop()
 	_, err := s.tracker.Close(func(c *conn) { c.rwc.Close() })
