@@ -60,8 +60,8 @@
 #
 # Environment: DURATION (4s; wrk's and h2load's syntax, 4s or 1m), WARMUP (1s), CONNS (64),
 # TLS_CLIENTS (8), PACE_MS (10), ROUNDS (3), SCENARIOS (get paced close post get1m h2c h2tls
-# tls), PROXIES (sluice stdlib nginx haproxy; sluice-nethttp is the quickstart with net/http's
-# HTTP/1.1 server), PORT (first of four ports, 19080), ACCESS_LOG (false), PROXY_CPU (0),
+# tls), PROXIES (sluice stdlib nginx haproxy; sluice is the quickstart with sluice's own
+# servers, h1 and h2; sluice-nethttp is the quickstart with net/http's), PORT (first of four ports, 19080), ACCESS_LOG (false), PROXY_CPU (0),
 # LOAD_CPU (1). Lists may be separated by spaces or commas. The defaults (8 scenarios × 4
 # proxies × 3 rounds) take about 9 minutes.
 set -euo pipefail
