@@ -260,21 +260,13 @@ func connErr(code http2.ErrCode, reason string) error {
 	return &connError{code: code, reason: reason}
 }
 
+// connError ends the connection with GOAWAY carrying code; reason goes in its debug data.
 type connError struct {
 	code   http2.ErrCode
 	reason string
 }
 
 func (e *connError) Error() string { return e.reason }
-
-// As lets errors.As find the http2.ConnectionError in a connError.
-func (e *connError) As(target any) bool {
-	if p, ok := target.(*http2.ConnectionError); ok {
-		*p = http2.ConnectionError(e.code)
-		return true
-	}
-	return false
-}
 
 func (c *conn) settings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
@@ -348,7 +340,7 @@ func (c *conn) rstStream(f *http2.RSTStreamFrame) error {
 		return connErr(http2.ErrCodeProtocol, "RST_STREAM on an idle stream")
 	}
 	if st := c.streams[f.StreamID]; st != nil {
-		c.closeLocked(st, errClientGone, false)
+		c.closeLocked(st)
 	}
 	return nil
 }
@@ -516,7 +508,7 @@ func (c *conn) resetStream(id uint32, code http2.ErrCode) {
 
 // resetLocked sends RST_STREAM for st and closes it.
 func (c *conn) resetLocked(st *stream, code http2.ErrCode) {
-	c.closeLocked(st, errClientGone, true)
+	c.closeLocked(st)
 	c.queueRST(st.id, code)
 	c.resetIDs[c.resetNext] = st.id
 	c.resetNext = (c.resetNext + 1) % len(c.resetIDs)
@@ -533,16 +525,16 @@ func (c *conn) resetByUs(id uint32) bool {
 	return false
 }
 
-// closeLocked forgets st: its body ends with err, its context is canceled, and writers waiting
-// for its window give up. The handler, if running, still counts against the concurrency
-// limit until it returns.
-func (c *conn) closeLocked(st *stream, err error, byUs bool) {
+// closeLocked forgets st: its body ends with errClientGone, its context is canceled, and
+// writers waiting for its window give up. The handler, if running, still counts against the
+// concurrency limit until it returns.
+func (c *conn) closeLocked(st *stream) {
 	if c.streams[st.id] != st {
 		return
 	}
 	delete(c.streams, st.id)
 	st.remoteDone = true
-	st.abort(err)
+	st.abort(errClientGone)
 	c.wmu.Lock()
 	st.endWrite()
 	c.wdrain.Broadcast()
@@ -621,7 +613,7 @@ func (c *conn) end() {
 	c.ended = true
 	c.goingAway = true
 	for _, st := range c.streams {
-		c.closeLocked(st, errClientGone, false)
+		c.closeLocked(st)
 	}
 	if c.idleTimer != nil {
 		c.idleTimer.Stop()
@@ -644,7 +636,7 @@ func (c *conn) handlerDone(st *stream) {
 		if !st.remoteDone {
 			c.resetLocked(st, http2.ErrCodeNo)
 		} else {
-			c.closeLocked(st, errClientGone, false)
+			c.closeLocked(st)
 		}
 	}
 	c.touchLocked()
