@@ -3,6 +3,7 @@ package sluice
 import (
 	"errors"
 	"net/http"
+	"net/netip"
 	"time"
 )
 
@@ -190,6 +191,11 @@ type PickInfo struct {
 	// It is empty on the first try. A Picker should choose an endpoint not in Tried when one
 	// is available, and may return a tried one when nothing else is left.
 	Tried []string
+
+	// Client is the client's address when there is no Request: the peer of a TCP connection
+	// or the source of a UDP flow that an L4 proxy forwards. Pickers that hash or pin by
+	// client IP read it then. HTTP forwarders leave it zero, the client being in Request.
+	Client netip.AddrPort
 }
 
 // ErrNoEndpoint is returned by a Picker that has no endpoint to offer. Forwarders answer it

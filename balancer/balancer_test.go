@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -977,4 +978,23 @@ func TestConcurrentPickAndUpdate(t *testing.T) {
 			assert.Equal(t, "a", res.Endpoint.Zone, "zone preference should hold after concurrent updates")
 		})
 	}
+}
+
+// An L4 proxy has no Request, only the client's address: Maglev's client-IP key hashes that,
+// so every connection of one client lands on one endpoint whatever its source port, an IPv4
+// client hashes the same whether its address arrives mapped or not, and clients spread.
+func TestMaglevClientAddrWithoutRequest(t *testing.T) {
+	b := newBalancer(t, balancer.Maglev{}, balancer.Options{}, endpoints(8))
+	seen := map[string]int{}
+	for i := range 256 {
+		a := netip.AddrFrom4([4]byte{10, 1, byte(i >> 4), byte(i)})
+		first := pick(t, b, sluice.PickInfo{Client: netip.AddrPortFrom(a, 40000)})
+		for port := uint16(1); port < 5; port++ {
+			require.Equal(t, first, pick(t, b, sluice.PickInfo{Client: netip.AddrPortFrom(a, port)}))
+		}
+		mapped := netip.AddrFrom16(a.As16())
+		require.Equal(t, first, pick(t, b, sluice.PickInfo{Client: netip.AddrPortFrom(mapped, 9)}))
+		seen[first]++
+	}
+	require.Len(t, seen, 8, "256 clients should reach all 8 endpoints")
 }

@@ -66,9 +66,15 @@ func (k HashKey) String() string {
 	return "client IP"
 }
 
-// hash returns the hash of k's part of r, and false when r has no such part.
-func (k HashKey) hash(r *http.Request, trusted *sluice.TrustedProxies) (uint64, bool) {
+// hash returns the hash of k's part of the try's request, and false when it has no such
+// part. A try with no Request (an L4 proxy's connection or flow) has only the client's
+// address, which ClientIPKey hashes and every other key lacks.
+func (k HashKey) hash(info *sluice.PickInfo, trusted *sluice.TrustedProxies) (uint64, bool) {
+	r := info.Request
 	if r == nil {
+		if k.kind == keyClientIP && info.Client.IsValid() {
+			return hashAddr(info.Client.Addr().Unmap()), true
+		}
 		return 0, false
 	}
 	switch k.kind {
@@ -502,7 +508,7 @@ type maglevPicker struct {
 }
 
 func (mp *maglevPicker) pick(s *snapshot, info sluice.PickInfo) int {
-	h, ok := mp.key.hash(info.Request, s.b.opts.TrustedProxies)
+	h, ok := mp.key.hash(&info, s.b.opts.TrustedProxies)
 	if !ok {
 		return s.random()
 	}
