@@ -21,6 +21,8 @@
 //	                          http.Server: less CPU and memory per connection
 //	h2                        sluice's own HTTP/2 server, for the HTTP/2 connections h1 accepts:
 //	                          half the CPU of net/http's per request
+//	proxyproto                the PROXY protocol, v1 and v2: a strict parser, a Listener that
+//	                          takes the client's address from trusted load balancers
 //	proxy/middleware          header and path rewrites, redirects, IP lists, auth, CORS, limits
 //	cache                     an RFC 9111 shared cache with request collapsing
 //	ratelimit                 per-client token buckets and concurrency limits
@@ -108,6 +110,7 @@
 //	proxy/route               proxy
 //	h1                        internal/serving, golang.org/x/net
 //	h2                        internal/serving, golang.org/x/net
+//	proxyproto                sluice
 //	proxy/middleware          sluice, golang.org/x/crypto
 //	cache                     github.com/hashicorp/golang-lru/v2
 //	ratelimit                 sluice, github.com/hashicorp/golang-lru/v2
@@ -127,6 +130,7 @@
 //	cache                     proxy
 //	discovery/endpointslices  balancer, proxy
 //	h2                        h1, github.com/summerwind/h2spec
+//	proxyproto                h1
 //	pool                      cache, ratelimit, tls/certs
 //	proxy                     balancer
 //	ratelimit                 golang.org/x/time
