@@ -106,7 +106,7 @@
 //	discovery                 sluice, golang.org/x/net
 //	discovery/endpointslices  sluice, discovery, k8s.io/api, k8s.io/apimachinery, k8s.io/client-go
 //	healthcheck               sluice
-//	proxy                     sluice, golang.org/x/net
+//	proxy                     sluice, proxyproto, golang.org/x/net
 //	proxy/route               proxy
 //	h1                        internal/serving, golang.org/x/net
 //	h2                        internal/serving, golang.org/x/net
@@ -118,7 +118,8 @@
 //	tls/secrets               tls/certs, k8s.io/api, k8s.io/apimachinery, k8s.io/client-go
 //	pool                      sluice, balancer, discovery, healthcheck, proxy
 //
-// No package imports a sibling, with two exceptions that stand a floor above what they use:
+// No package imports a sibling, with three exceptions that stand a floor above what they use:
+// proxyproto is a leaf that proxy (and the TCP proxy) build on to send PROXY headers,
 // proxy/route and proxy/middleware build on proxy, and pool wires discovery, healthcheck,
 // balancer and proxy together; nothing imports pool. h1 and h2 share internal/serving, their
 // accept loop. Main packages (examples/...) and test harnesses (internal/...) may import
