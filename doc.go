@@ -119,7 +119,7 @@
 //	tls/certs                 golang.org/x/crypto
 //	tls/secrets               tls/certs, k8s.io/api, k8s.io/apimachinery, k8s.io/client-go
 //	pool                      sluice, balancer, discovery, healthcheck, proxy
-//	tcpproxy                  sluice
+//	tcpproxy                  sluice, proxyproto
 //
 // No package imports a sibling, with three exceptions that stand a floor above what they use:
 // proxyproto is a leaf that proxy (and the TCP proxy) build on to send PROXY headers,

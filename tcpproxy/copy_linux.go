@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+
+	"github.com/sluiceproxy/sluice/proxyproto"
 )
 
 // pipeSize is the capacity asked of each pipe, and so the most one splice(2) moves: 1 MiB, as
@@ -65,17 +67,23 @@ type splicer struct {
 	writFn func(fd uintptr) bool
 }
 
-// splice forwards src to dst through a pooled pipe when both are *net.TCPConn. It reports
+// socket returns the raw socket of a *net.TCPConn, or of a proxyproto.Conn (whose RawConn
+// checks an untrusted peer's first bytes before it reads), when nc is one.
+func socket(nc net.Conn) (syscall.RawConn, bool) {
+	switch nc.(type) {
+	case *net.TCPConn, *proxyproto.Conn:
+		rc, err := nc.(syscall.Conn).SyscallConn()
+		return rc, err == nil
+	}
+	return nil, false
+}
+
+// splice forwards src to dst through a pooled pipe when both are TCP sockets. It reports
 // false, having done nothing, when they are not.
 func (d *direction) splice() bool {
-	src, ok1 := d.src.(*net.TCPConn)
-	dst, ok2 := d.dst.(*net.TCPConn)
+	rsrc, ok1 := socket(d.src)
+	rdst, ok2 := socket(d.dst)
 	if !ok1 || !ok2 {
-		return false
-	}
-	rsrc, err1 := src.SyscallConn()
-	rdst, err2 := dst.SyscallConn()
-	if err1 != nil || err2 != nil {
 		return false
 	}
 	s := &splicer{}

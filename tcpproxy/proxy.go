@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/proxyproto"
 )
 
 // Defaults of Options' zero fields.
@@ -546,8 +547,24 @@ func (c *conn) serve() {
 		return
 	}
 	p.forwarded.Add(1)
+	var first net.Buffers // what the endpoint gets before the stream: a PROXY header, the replay
+	if r.ProxyProtocol != 0 {
+		hdr, err := c.proxyHeader(r.ProxyProtocol, hello.ServerName)
+		if err != nil {
+			// FromConn builds only headers Append can write; a failure is ours.
+			p.debug("tcpproxy: PROXY header", c.raw, "route", r.Name, "err", err)
+			c.putHello(&bufp)
+			c.fail(sluice.InternalFailure, nil)
+			c.finish()
+			return
+		}
+		first = append(first, hdr)
+	}
 	if len(replay) > 0 {
-		if _, err := c.up.Write(replay); err != nil {
+		first = append(first, replay)
+	}
+	if len(first) > 0 {
+		if _, err := first.WriteTo(c.up); err != nil {
 			c.putHello(&bufp)
 			c.fail(sluice.ConnectionFailure, c.raw)
 			c.finish()
@@ -737,13 +754,39 @@ func (c *conn) finish() {
 	p.untrack(c)
 }
 
-// tcpConn returns the *net.TCPConn under nc, through a *tls.Conn.
+// proxyHeader returns the PROXY protocol header of version v that tells the endpoint about the
+// client: its addresses and, in version 2, the server name it asked for and the protocol its
+// TLS session with this proxy negotiated.
+func (c *conn) proxyHeader(v int, serverName string) ([]byte, error) {
+	h := proxyproto.FromConn(v, c.raw)
+	if v == 2 {
+		var err error
+		if serverName != "" {
+			h.TLVs, err = proxyproto.AppendTLV(h.TLVs, proxyproto.TypeAuthority, []byte(serverName))
+		}
+		if tc, ok := c.client.(*tls.Conn); ok && err == nil {
+			if proto := tc.ConnectionState().NegotiatedProtocol; proto != "" {
+				h.TLVs, err = proxyproto.AppendTLV(h.TLVs, proxyproto.TypeALPN, []byte(proto))
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return h.Append(make([]byte, 0, 64))
+}
+
+// tcpConn returns the *net.TCPConn under nc, through a *tls.Conn, a replaying conn or a
+// proxyproto.Conn.
 func tcpConn(nc net.Conn) (*net.TCPConn, bool) {
 	if tc, ok := nc.(*tls.Conn); ok {
 		nc = tc.NetConn()
 	}
 	if rc, ok := nc.(*replayConn); ok {
 		nc = rc.Conn
+	}
+	if pc, ok := nc.(*proxyproto.Conn); ok {
+		nc = pc.NetConn()
 	}
 	t, ok := nc.(*net.TCPConn)
 	return t, ok

@@ -42,6 +42,16 @@ type Route struct {
 	// the plain bytes, or hands the *tls.Conn to Listener. Nil passes the bytes through
 	// untouched: the endpoint terminates TLS itself.
 	TLS *tls.Config
+
+	// ProxyProtocol, when 1 or 2, sends a PROXY protocol header of that version (see package
+	// [github.com/sluiceproxy/sluice/proxyproto]) first on every connection to the route's
+	// endpoints, so that they see the client's address rather than the proxy's; a proxy
+	// served from a proxyproto.Listener passes on the address its own header gave. Version 2
+	// also carries the server name the client asked for (PP2_TYPE_AUTHORITY) and, when the
+	// route terminates TLS, the protocol negotiated (PP2_TYPE_ALPN). Zero sends none. An
+	// endpoint that does not expect the header will fail every connection. Only routes with
+	// a Picker may set it.
+	ProxyProtocol int
 }
 
 // Table is an immutable, validated set of routes built by NewTable. A Proxy serves through
@@ -120,6 +130,12 @@ func (r *Route) check() error {
 	}
 	if (r.Picker == nil) == (r.Listener == nil) {
 		return errors.New("exactly one of Picker and Listener must be set")
+	}
+	switch {
+	case r.ProxyProtocol != 0 && r.ProxyProtocol != 1 && r.ProxyProtocol != 2:
+		return fmt.Errorf("ProxyProtocol must be 0, 1 or 2, got %d", r.ProxyProtocol)
+	case r.ProxyProtocol != 0 && r.Listener != nil:
+		return errors.New("ProxyProtocol is for routes with a Picker, not a Listener")
 	}
 	for i, p := range r.ALPN {
 		if p == "" || len(p) > 255 {
