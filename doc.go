@@ -32,7 +32,7 @@
 //	tcpproxy                  L4: TCP connections routed by SNI (TLS passthrough or
 //	                          termination), ALPN or a default route, spliced to endpoints
 //	examples/...              runnable binaries: quickstart, service-proxy, gateway, lbsim,
-//	                          ingress-controller
+//	                          ingress-controller, tcp-proxy
 //
 // Packages are named for what they hold or read, so that none clashes with a package its users
 // import beside it (crypto/tls, client-go's kubernetes) and none needs an import alias.
