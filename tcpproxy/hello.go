@@ -58,9 +58,15 @@ func ReadClientHello(r io.Reader, buf []byte) (hello ClientHello, n int, err err
 		if want > len(buf) {
 			return fmt.Errorf("tcpproxy: ClientHello is larger than %d bytes", len(buf))
 		}
-		for n < want {
+		for empty := 0; n < want; {
 			m, err := r.Read(buf[n:])
 			n += m
+			if m == 0 && err == nil {
+				if empty++; empty == 100 { // a broken Reader, as bufio counts them
+					return io.ErrNoProgress
+				}
+				continue
+			}
 			if n > 0 && buf[0] != recordTypeHandshake {
 				return ErrNotTLS
 			}
