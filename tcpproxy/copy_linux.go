@@ -176,3 +176,20 @@ func (d *direction) splice() bool {
 		d.c.touch()
 	}
 }
+
+// errWouldBlock is what readFd returns when the socket has nothing to read yet.
+var errWouldBlock = syscall.EAGAIN
+
+// readFd reads the socket fd into b, retrying on EINTR.
+func readFd(fd uintptr, b []byte) (int, error) {
+	for {
+		n, err := syscall.Read(int(fd), b)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		return n, nil
+	}
+}

@@ -53,8 +53,16 @@ const (
 //
 // ReadClientHello sets no deadline: callers bound it with the connection's read deadline.
 func ReadClientHello(r io.Reader, buf []byte) (hello ClientHello, n int, err error) {
+	return readClientHello(r, buf, 0)
+}
+
+// readClientHello is ReadClientHello for a buf whose first n bytes were read already.
+func readClientHello(r io.Reader, buf []byte, n int) (hello ClientHello, _ int, err error) {
 	// fill reads until buf holds at least want bytes.
 	fill := func(want int) error {
+		if n > 0 && buf[0] != recordTypeHandshake {
+			return ErrNotTLS
+		}
 		if want > len(buf) {
 			return fmt.Errorf("tcpproxy: ClientHello is larger than %d bytes", len(buf))
 		}

@@ -457,6 +457,48 @@ func (p *Proxy) getHelloBuf() *[]byte {
 	return &b
 }
 
+// readFirst reads the client's first bytes into a hello buffer. The buffer is taken once
+// bytes have arrived, where the system lets the proxy wait for them without one, so that
+// clients that connect and say nothing (a slow loris) hold no buffer while they wait. bufp is
+// nil only when n is 0 and err is not nil.
+func (c *conn) readFirst() (bufp *[]byte, n int, err error) {
+	if rc, ok := socket(c.client); ok {
+		var rerr error
+		err = rc.Read(func(fd uintptr) bool {
+			if bufp == nil {
+				bufp = c.p.getHelloBuf()
+			}
+			n, rerr = readFd(fd, *bufp)
+			if rerr == errWouldBlock {
+				helloBufs.Put(bufp)
+				bufp = nil
+				return false
+			}
+			return true
+		})
+		switch {
+		case err != nil:
+		case rerr != nil:
+			err = rerr
+		case n == 0:
+			err = io.EOF
+		}
+		if n <= 0 {
+			n = 0
+			c.putHello(&bufp)
+		}
+		return bufp, n, err
+	}
+	bufp = c.p.getHelloBuf()
+	n, err = c.client.Read(*bufp)
+	if n > 0 {
+		err = nil // a later read says it again
+	} else {
+		c.putHello(&bufp)
+	}
+	return bufp, n, err
+}
+
 // conn is one client connection, from Accept to close.
 type conn struct {
 	p      *Proxy
@@ -490,10 +532,12 @@ func (c *conn) serve() {
 		n     int
 	)
 	if t.peek {
-		bufp = p.getHelloBuf()
 		c.client.SetReadDeadline(time.Now().Add(p.opts.HelloTimeout))
 		var err error
-		hello, n, err = ReadClientHello(c.client, *bufp)
+		bufp, n, err = c.readFirst()
+		if n > 0 {
+			hello, n, err = readClientHello(c.client, *bufp, n)
+		}
 		switch {
 		case err == nil, errors.Is(err, ErrNotTLS):
 		case n == 0 && errors.Is(err, os.ErrDeadlineExceeded):
