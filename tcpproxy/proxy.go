@@ -28,9 +28,9 @@ const (
 	// DefaultIdleTimeout closes a connection on which no byte moved for an hour: Envoy's
 	// tcp_proxy default, and the order of HAProxy's usual "timeout client/server" for TCP
 	// services. L4 protocols (databases, message brokers, SSH) hold connections idle for long
-	// stretches between bursts, so the timeout is a backstop against leaked connections,
-	// not a keep-alive policy; 1h also outlasts Linux's default TCP keep-alive probes (2h)
-	// poorly, so long-lived clients should enable keep-alives of their own.
+	// stretches between bursts, so the timeout is a backstop against leaked connections, not
+	// a keep-alive policy. Dead peers are found sooner by TCP keep-alives, which Go's
+	// listeners and dialers turn on (every 15 s).
 	DefaultIdleTimeout = time.Hour
 	// DefaultHelloTimeout bounds reading the ClientHello when routes need it.
 	DefaultHelloTimeout = 5 * time.Second
