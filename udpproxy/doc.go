@@ -23,8 +23,12 @@
 // the endpoint sends back to it is written to the client from the listening socket, so that
 // the client sees its replies come from the address it sent to. Each flow having its own
 // upstream socket, the kernel tells their replies apart by port: a reply can only reach the
-// client whose flow it came back on. This is kube-proxy's userspace mode; its iptables and
-// IPVS modes get the same effect from conntrack, rewriting addresses in the kernel.
+// client whose flow it came back on, and, the socket being connected, only the flow's
+// endpoint can send one. This is kube-proxy's userspace mode; its iptables and IPVS modes
+// get the same effect from conntrack, rewriting addresses in the kernel.
+//
+// Endpoints should be IP addresses, as EndpointSlices give them: a host name is resolved on
+// Serve's goroutine when a flow opens, holding up every client's datagrams meanwhile.
 //
 // Balancing is per flow, not per datagram: all of one client's datagrams reach one endpoint,
 // which protocols with state across datagrams (QUIC, DTLS, SIP, game sessions) need, and which
@@ -99,6 +103,8 @@
 // not sent. Replies leave the listening socket from the address the kernel chooses for the
 // client's route: a socket bound to a wildcard address on a host with several addresses
 // might answer from another one than the client sent to, so bind each socket to one
-// address, as kube-proxy's userspace mode bound each Service IP. There is no per-datagram
-// balancing, nor a way to tell which datagram a reply answers.
+// address, as kube-proxy's userspace mode bound each Service IP. A reply that arrives after
+// its flow ended is dropped, unless a new flow to the same endpoint was given the same
+// local port (the kernel picks among some 28,000 at random): conntrack has the same window,
+// and no UDP proxy can close it without knowing the protocol.
 package udpproxy

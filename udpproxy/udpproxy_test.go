@@ -696,3 +696,24 @@ func TestIdleFlowMemory(t *testing.T) {
 	t.Logf("%.0f bytes per idle flow", per)
 	assert.Less(t, per, 8*1024.0, "an idle flow costs its goroutine's stack, a socket and a few structs")
 }
+
+// An IPv6 listening socket forwards to an IPv4 endpoint, and the pick sees the IPv6 client.
+func TestIPv6Clients(t *testing.T) {
+	pc, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	be := newBackend(t, "v4:")
+	rec := &recorder{}
+	p, err := udpproxy.New(udpproxy.Options{Picker: rec.wrap(ordered(be.addr))})
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(pc) }()
+	defer func() { p.Close(); <-served }()
+	addr := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+
+	c := client(t, "::1")
+	assert.Equal(t, []byte("v4:six"), roundTrip(t, c, addr, []byte("six")))
+	require.Equal(t, 1, rec.pickCount())
+	assert.Equal(t, c.LocalAddr().(*net.UDPAddr).AddrPort(), rec.picks[0].Client)
+}
