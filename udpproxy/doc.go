@@ -57,6 +57,15 @@
 // a datagram the kernel had to cut short is recognised, and never forwarded as if whole.
 // Forwarding a datagram on an open flow allocates nothing (TestForwardingAllocatesNothing).
 //
+// # What it costs
+//
+// BenchmarkForward sends request-reply exchanges from eight client flows on a two-vCPU
+// machine shared by the clients, the proxy and an echo backend. 64-byte datagrams: 4.0µs an
+// exchange sent straight to the backend, 8.1µs through the proxy, which moves each datagram
+// twice (1,472 bytes: 4.2µs and 8.7–12µs; 16 KiB: 6.3µs and 11–13µs), allocating nothing:
+//
+//	go test -run '^$' -bench Forward -benchtime 1s -count 3 ./udpproxy/
+//
 // # The flow bound
 //
 // When the bound is reached, new clients are refused rather than the oldest flows evicted.

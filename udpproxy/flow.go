@@ -121,8 +121,10 @@ func (f *flow) run() {
 				return
 			}
 		default:
-			p.log.Debug("udpproxy: reading from endpoint failed", "client", f.client,
-				"endpoint", u.pick.Endpoint.Addr, "error", err)
+			if p.debugging() {
+				p.log.Debug("udpproxy: reading from endpoint failed", "client", f.client,
+					"endpoint", u.pick.Endpoint.Addr, "error", err)
+			}
 			f.stop(endError)
 			return
 		}

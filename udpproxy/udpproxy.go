@@ -190,7 +190,10 @@ type listener struct {
 // say); each has flows of its own, and Options.MaxFlows bounds them all together.
 //
 // Replies leave pc from the address the kernel chooses for the client's route: bind pc to a
-// specific address, not a wildcard, on a host that has several.
+// specific address, not a wildcard, on a host that has several. Serve takes a *net.UDPConn
+// rather than a net.PacketConn for its ReadFromUDPAddrPort and WriteToUDPAddrPort, which
+// allocate nothing; a burst of datagrams larger than pc's receive buffer (pc.SetReadBuffer)
+// is dropped by the kernel before Serve sees it.
 func (p *Proxy) Serve(pc *net.UDPConn) error {
 	l := &listener{pc: pc, flows: map[netip.AddrPort]*flow{}}
 	p.mu.Lock()

@@ -340,12 +340,12 @@ func TestManyClientsGetOnlyTheirReplies(t *testing.T) {
 func TestIdleFlowsExpire(t *testing.T) {
 	be := newBackend(t, "")
 	rec := &recorder{}
-	const idle = 100 * time.Millisecond
+	const idle = 250 * time.Millisecond
 	p, addr := start(t, udpproxy.Options{Picker: rec.wrap(ordered(be.addr)), Observer: rec, IdleTimeout: idle})
 
 	// A flow that carries a datagram either way more often than the timeout stays open.
 	c := client(t, "")
-	for begin := time.Now(); time.Since(begin) < 4*idle; {
+	for begin := time.Now(); time.Since(begin) < 3*idle; {
 		roundTrip(t, c, addr, []byte("still here"))
 	}
 	assert.Equal(t, uint64(1), p.Stats().Opened, "a busy flow does not expire")
