@@ -29,6 +29,8 @@
 //	tls/certs                 certificates by SNI, reloaded from files; tls.Config builders
 //	tls/secrets               certificates from Kubernetes Secrets
 //	pool                      one backend's chain, wired: source → health → balancer → proxy
+//	udpproxy                  UDP forwarding to a Picker's endpoints, one flow per client
+//	                          address: idle timeout, flow bound, re-pick on ICMP refusal
 //	examples/...              runnable binaries: quickstart, service-proxy, gateway, lbsim,
 //	                          ingress-controller
 //
@@ -117,6 +119,7 @@
 //	tls/certs                 golang.org/x/crypto
 //	tls/secrets               tls/certs, k8s.io/api, k8s.io/apimachinery, k8s.io/client-go
 //	pool                      sluice, balancer, discovery, healthcheck, proxy
+//	udpproxy                  sluice
 //
 // No package imports a sibling, with three exceptions that stand a floor above what they use:
 // proxyproto is a leaf that proxy (and the TCP proxy) build on to send PROXY headers,
@@ -135,6 +138,7 @@
 //	pool                      cache, ratelimit, tls/certs
 //	proxy                     balancer
 //	ratelimit                 golang.org/x/time
+//	udpproxy                  balancer
 //
 // deps_test.go reads both tables from this comment and fails on any import they do not list,
 // in library and test files alike, and on any entry that no file uses, so the tables cannot
