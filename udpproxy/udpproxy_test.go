@@ -662,12 +662,16 @@ func TestForwardingAllocatesNothing(t *testing.T) {
 	}
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(time.Minute)))
 	roundTrip() // opens the flow
-	if raceEnabled {
-		t.Skip("the race detector's sync.Pool drops buffers, which are then allocated again")
-	}
 	// Everything allocated in the process counts: the client's round trip and the echo
 	// backend allocate nothing, so what is left is the proxy's, both ways.
-	assert.Zero(t, testing.AllocsPerRun(1000, roundTrip))
+	allocs := testing.AllocsPerRun(1000, roundTrip)
+	pin := 0.0
+	if raceEnabled {
+		// The race detector's sync.Pool drops a quarter of what is put in it, and a dropped
+		// buffer is allocated again: under one allocation per round trip on average.
+		pin = 1
+	}
+	assert.LessOrEqual(t, allocs, pin, "allocations per round trip through the proxy")
 }
 
 func TestServeReturnsReadErrors(t *testing.T) {
@@ -683,8 +687,11 @@ func TestServeReturnsReadErrors(t *testing.T) {
 
 // An idle flow holds its goroutine and its socket, not a buffer.
 func TestIdleFlowMemory(t *testing.T) {
+	limit := 8 * 1024.0
 	if raceEnabled {
-		t.Skip("the race detector's shadow memory would be counted")
+		// The race detector enlarges stack frames, and so the stack an idle flow's
+		// goroutine keeps; its shadow memory is outside the Go heap and not counted.
+		limit = 16 * 1024
 	}
 	be := newBackend(t, "")
 	p, addr := start(t, udpproxy.Options{Picker: ordered(be.addr), IdleTimeout: time.Hour})
@@ -706,7 +713,7 @@ func TestIdleFlowMemory(t *testing.T) {
 	require.Equal(t, flows, p.Stats().Active)
 	per := float64(inUse()-before) / flows
 	t.Logf("%.0f bytes per idle flow", per)
-	assert.Less(t, per, 8*1024.0, "an idle flow costs its goroutine's stack, a socket and a few structs")
+	assert.Less(t, per, limit, "an idle flow costs its goroutine's stack, a socket and a few structs")
 }
 
 // An IPv6 listening socket forwards to an IPv4 endpoint, and the pick sees the IPv6 client.
