@@ -31,6 +31,8 @@
 //	pool                      one backend's chain, wired: source → health → balancer → proxy
 //	tcpproxy                  L4: TCP connections routed by SNI (TLS passthrough or
 //	                          termination), ALPN or a default route, spliced to endpoints
+//	udpproxy                  UDP forwarding to a Picker's endpoints, one flow per client
+//	                          address: idle timeout, flow bound, re-pick on ICMP refusal
 //	examples/...              runnable binaries: quickstart, service-proxy, gateway, lbsim,
 //	                          ingress-controller, tcp-proxy
 //
@@ -120,6 +122,7 @@
 //	tls/secrets               tls/certs, k8s.io/api, k8s.io/apimachinery, k8s.io/client-go
 //	pool                      sluice, balancer, discovery, healthcheck, proxy
 //	tcpproxy                  sluice, proxyproto
+//	udpproxy                  sluice
 //
 // No package imports a sibling, with three exceptions that stand a floor above what they use:
 // proxyproto is a leaf that proxy (and the TCP proxy) build on to send PROXY headers,
@@ -139,6 +142,7 @@
 //	proxy                     balancer
 //	ratelimit                 golang.org/x/time
 //	tcpproxy                  balancer, tls/certs
+//	udpproxy                  balancer
 //
 // deps_test.go reads both tables from this comment and fails on any import they do not list,
 // in library and test files alike, and on any entry that no file uses, so the tables cannot

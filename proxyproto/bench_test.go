@@ -84,9 +84,6 @@ func BenchmarkAppend(b *testing.B) {
 // allocates nothing into a buffer with room, and Parse nothing but the string an IPv6
 // version-1 address is parsed from.
 func TestAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector allocates")
-	}
 	for _, tc := range []struct {
 		h          proxyproto.Header
 		parseAlloc float64
