@@ -1,3 +1,5 @@
+//lint:file-ignore ST1005 a route's errors start with the field they name ("Name is required"); NewTable prefixes "tcpproxy: routes[i]".
+
 package tcpproxy
 
 import (

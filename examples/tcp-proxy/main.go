@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Func("route", "name=host:port,... (repeatable)", func(s string) error {
 		name, list, ok := strings.Cut(s, "=")
 		if !ok || name == "" {
-			return fmt.Errorf("%q is not name=host:port,...", s)
+			return fmt.Errorf("%q is not name=host:port[,host:port]", s)
 		}
 		eps, err := discovery.ParseStatic(list)
 		if err != nil {
