@@ -61,7 +61,9 @@
 # Environment: DURATION (4s; wrk's and h2load's syntax, 4s or 1m), WARMUP (1s), CONNS (64),
 # TLS_CLIENTS (8), PACE_MS (10), ROUNDS (3), SCENARIOS (get paced close post get1m h2c h2tls
 # tls), PROXIES (sluice stdlib nginx haproxy; sluice is the quickstart with sluice's own
-# servers, h1 and h2; sluice-nethttp is the quickstart with net/http's), PORT (first of four ports, 19080), ACCESS_LOG (false), PROXY_CPU (0),
+# servers, h1 and h2; sluice-nethttp is the quickstart with net/http's; sluice-l4 is
+# examples/tcp-proxy, a TCP relay that reads no HTTP, the floor of moving the bytes, for the
+# h1 scenarios only), PORT (first of four ports, 19080), ACCESS_LOG (false), PROXY_CPU (0),
 # LOAD_CPU (1). Lists may be separated by spaces or commas. The defaults (8 scenarios × 4
 # proxies × 3 rounds) take about 9 minutes.
 set -euo pipefail
@@ -92,8 +94,8 @@ for s in "${scenarios[@]}"; do
 	esac
 done
 for p in "${proxies[@]}"; do
-	case $p in sluice | sluice-nethttp | stdlib | nginx | haproxy) ;; *)
-		echo "PROXIES: unknown proxy $p (want sluice, sluice-nethttp, stdlib, nginx, haproxy)" >&2
+	case $p in sluice | sluice-nethttp | sluice-l4 | stdlib | nginx | haproxy) ;; *)
+		echo "PROXIES: unknown proxy $p (want sluice, sluice-nethttp, sluice-l4, stdlib, nginx, haproxy)" >&2
 		exit 2
 		;;
 	esac
@@ -189,6 +191,7 @@ trap cleanup EXIT
 go build -o "$tmp/demobackend" ./internal/cmd/demobackend
 { want sluice || want sluice-nethttp; } && go build -o "$tmp/quickstart" ./examples/quickstart
 want stdlib && go build -o "$tmp/stdproxy" ./internal/cmd/stdproxy
+want sluice-l4 && go build -o "$tmp/tcp-proxy" ./examples/tcp-proxy
 
 proxy_addr=127.0.0.1:$PORT
 backends=127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2)),127.0.0.1:$((PORT + 3))
@@ -365,6 +368,12 @@ start_proxy() {
 	stdlib)
 		taskset -c "$PROXY_CPU" "$tmp/stdproxy" -listen "$proxy_addr" -backends "$backends" \
 			-access-log="$ACCESS_LOG" "${tls[@]}" >/dev/null 2>&1 &
+		;;
+	sluice-l4)
+		# A TCP relay, not an HTTP proxy: each client connection is spliced to a backend
+		# connection of its own. It reads no HTTP at all, so it shows the floor under any proxy
+		# of what moving the bytes costs; h1 only (TLS would be terminated by the backend).
+		taskset -c "$PROXY_CPU" "$tmp/tcp-proxy" -listen "$proxy_addr" -default "$backends" >/dev/null 2>&1 &
 		;;
 	nginx)
 		taskset -c "$PROXY_CPU" nginx -p "$tmp" -c "$tmp/nginx-$2.conf" -e "$tmp/nginx-error.log" \
