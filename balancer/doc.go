@@ -1,7 +1,7 @@
 // Package balancer picks the endpoint for each try of a request: round robin, random,
 // least-request and peak-EWMA with the power of two choices, Maglev consistent hashing with
-// bounded loads, and cookie-based sticky sessions, with slow start, zone and node preference
-// and Envoy-style health handling on top.
+// bounded loads, cookie-based sticky sessions and kube-proxy's client-IP session affinity,
+// with slow start, zone and node preference and Envoy-style health handling on top.
 //
 // # Snapshots
 //
@@ -43,7 +43,11 @@
 // endpoint, for caches and session affinity; with Epsilon set it caps every endpoint's load
 // at (1+Epsilon) × average, so a hot key spills over instead of melting its pod. [Sticky]
 // pins a client to an endpoint with a cookie that carries a keyed hash of the endpoint's
-// address, never the address.
+// address, never the address. [ClientIPAffinity] pins a client's IP address to the endpoint
+// it was first sent to, for as long as the client keeps coming back within a timeout, as
+// kube-proxy does for a Service with sessionAffinity: ClientIP; it needs no cookie, so it
+// works for TCP and UDP, and unlike Maglev's client-IP key it moves no client when the set
+// changes, only the clients of an endpoint that left.
 //
 // # Simulation
 //
@@ -98,7 +102,8 @@
 //
 // With Options.Zone, picks stay in the proxy's zone (following EndpointSlice hints when every
 // endpoint that is not Terminating has them, as kube-proxy does for trafficDistribution:
-// PreferSameZone) while the zone has capacity.
+// PreferSameZone, and else the endpoints' own zones, as Envoy does, unless
+// Options.HintsOnly asks for kube-proxy's rule alone) while the zone has capacity.
 // Capacity is judged per try, from in-flight counts, with no global counter: a try leaves the
 // zone when the local endpoint the policy chose has more than Options.ZoneSpillFactor
 // (default 2) × (n + 1) requests in flight, n being the count of a random endpoint in another
