@@ -87,9 +87,9 @@ type config struct {
 	Healthz    string          // host:port of /healthz; empty: none
 
 	// Set by tests.
-	Client    kubernetes.Interface                                            // nil: built from Kubeconfig
+	Client    kubernetes.Interface                                              // nil: built from Kubeconfig
 	Dial      func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer
-	Forward   forwarding                                                      // nil: the stand-in forwarders over Dial
+	Forward   forwarding                                                        // nil: the stand-in forwarders over Dial
 	Logger    *slog.Logger
 	Listening func(healthz string) // called once /healthz listens
 }

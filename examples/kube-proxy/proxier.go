@@ -107,7 +107,9 @@ type listener struct {
 
 // switchPicker picks with the balancer of its listener's current route, so that a route can
 // change under a listener without closing it.
-type switchPicker struct{ bal atomic.Pointer[balancer.Balancer] }
+type switchPicker struct {
+	bal atomic.Pointer[balancer.Balancer]
+}
 
 func (s *switchPicker) Pick(info sluice.PickInfo) (sluice.PickResult, error) {
 	return s.bal.Load().Pick(info)
