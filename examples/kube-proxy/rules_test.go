@@ -197,11 +197,3 @@ func TestParseFlags(t *testing.T) {
 		}
 	}
 }
-
-// testWriter sends output to t.Log.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(p))
-	return len(p), nil
-}
