@@ -37,9 +37,9 @@ const testOffset = 20000
 func testConfig(t *testing.T, client kubernetes.Interface, addr string) *config {
 	cfg := &config{
 		NodeName: "node-1", Zone: "zone-a",
-		Listen:   listenConfig{Address: addr, PortOffset: testOffset},
-		Policy:   balancer.Random{},
-		Drain:    5 * time.Second, UDPIdle: 10 * time.Second,
+		Listen: listenConfig{Address: addr, PortOffset: testOffset},
+		Policy: balancer.Random{},
+		Drain:  5 * time.Second, UDPIdle: 10 * time.Second,
 		Debounce: 5 * time.Millisecond, Coalesce: 10 * time.Millisecond, Retry: 100 * time.Millisecond,
 		Client: client,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -72,7 +72,7 @@ func start(t *testing.T, cfg *config) {
 // as the EndpointSlice controller writes it.
 func endpointSlice(ns, svc, name string, port discoveryv1.EndpointPort, eps ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
 	return &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Ports:       []discoveryv1.EndpointPort{port},
 		Endpoints:   eps,

@@ -92,6 +92,7 @@ type config struct {
 	Forward   forwarding                                                        // nil: the stand-in forwarders over Dial
 	Logger    *slog.Logger
 	Listening func(healthz string) // called once /healthz listens
+	Now       func() time.Time     // the balancers' clock (affinity timeouts); nil: the runtime's
 }
 
 func (c *config) listenConfig() listenConfig { return c.Listen }

@@ -294,6 +294,7 @@ func (p *proxier) pool(r route) (*pool, error) {
 		// zone, and no spill-over on load. Local traffic has no topology.
 		opts = balancer.Options{Zone: p.cfg.Zone, Node: p.cfg.NodeName, HintsOnly: true, ZoneSpillFactor: -1}
 	}
+	opts.Now = p.cfg.Now
 	bal, err := balancer.New(policy, opts)
 	if err != nil {
 		return nil, err
