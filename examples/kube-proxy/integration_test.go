@@ -206,7 +206,9 @@ func TestKubeProxy(t *testing.T) {
 
 	const wait, tick = 15 * time.Second, 10 * time.Millisecond
 	client := loopback() // the address tests connect from, unless they need several clients
-	tcp := func(port int) func() (string, error) { return func() (string, error) { return tcpAsk(client, r.at(port)) } }
+	tcp := func(port int) func() (string, error) {
+		return func() (string, error) { return tcpAsk(client, r.at(port)) }
+	}
 
 	t.Run("scaling", func(t *testing.T) {
 		port := slicePort("http", 8080, corev1.ProtocolTCP)
