@@ -9,7 +9,8 @@
 //
 //	sluice                    the shared vocabulary: Endpoint, Picker, Outcome, Observer, ClientIP
 //	balancer                  picks an endpoint per try: round robin, least-request, peak-EWMA,
-//	                          consistent hashing (Maglev), sticky sessions, slow start, zones
+//	                          consistent hashing (Maglev), sticky sessions, client-IP
+//	                          affinity, slow start, zones
 //	discovery                 keeps endpoint sets current: static lists and DNS
 //	discovery/endpointslices  Kubernetes EndpointSlices, read as kube-proxy reads them
 //	healthcheck               active HTTP, TCP and gRPC probes; passive outlier detection
@@ -28,7 +29,7 @@
 //	tls/secrets               certificates from Kubernetes Secrets
 //	pool                      one backend's chain, wired: source → health → balancer → proxy
 //	examples/...              runnable binaries: quickstart, service-proxy, gateway, lbsim,
-//	                          ingress-controller
+//	                          ingress-controller, kube-proxy
 //
 // Packages are named for what they hold or read, so that none clashes with a package its users
 // import beside it (crypto/tls, client-go's kubernetes) and none needs an import alias.

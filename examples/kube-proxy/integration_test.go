@@ -332,6 +332,40 @@ func TestKubeProxy(t *testing.T) {
 		}, wait, tick)
 	})
 
+	t.Run("topology hints", func(t *testing.T) {
+		port := slicePort("http", 8080, corev1.ProtocolTCP)
+		hinted := func(ip, node, zone string, forNode bool) discoveryv1.Endpoint {
+			e := podEndpoint(ip, node, true)
+			e.Zone = &zone
+			e.Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: zone}}}
+			if forNode {
+				e.Hints.ForNodes = []discoveryv1.ForNode{{Name: node}}
+			}
+			return e
+		}
+		for i, name := range []string{"a-1", "b-2", "a-3"} {
+			r.pods.tcpBackend(t, fmt.Sprintf("10.244.8.%d:8080", i+1), name)
+		}
+		r.service(t, service("", "zoned", 0, nil, tcpPort("http", 1088)))
+		r.slice(t, "zoned", "zoned-1", port, hinted("10.244.8.1", "node-1", "zone-a", false),
+			hinted("10.244.8.2", "node-2", "zone-b", false), hinted("10.244.8.3", "node-3", "zone-a", false))
+		require.EventuallyWithT(t, func(c *assert.CollectT) {
+			assert.Equal(c, set(10, "a-1", "a-3"), names(10, tcp(1088)))
+		}, wait, tick, "zone hints keep the traffic in zone-a")
+
+		r.slice(t, "zoned", "zoned-1", port, hinted("10.244.8.1", "node-1", "zone-a", true),
+			hinted("10.244.8.2", "node-2", "zone-b", true), hinted("10.244.8.3", "node-3", "zone-a", true))
+		require.EventuallyWithT(t, func(c *assert.CollectT) {
+			assert.Equal(c, set(10, "a-1"), names(10, tcp(1088)))
+		}, wait, tick, "node hints (trafficDistribution: PreferSameNode) keep it on node-1")
+
+		r.slice(t, "zoned", "zoned-1", port, hinted("10.244.8.1", "node-1", "zone-a", false),
+			hinted("10.244.8.2", "node-2", "zone-b", false), podEndpoint("10.244.8.3", "node-3", true))
+		require.EventuallyWithT(t, func(c *assert.CollectT) {
+			assert.Equal(c, set(9, "a-1", "b-2", "a-3"), names(9, tcp(1088)))
+		}, wait, tick, "a ready endpoint without hints turns topology off, as in kube-proxy")
+	})
+
 	t.Run("terminating endpoints only when none is ready", func(t *testing.T) {
 		port := slicePort("http", 8080, corev1.ProtocolTCP)
 		r.pods.tcpBackend(t, "10.244.5.1:8080", "ready")
