@@ -84,22 +84,30 @@ func (f *tcpStandIn) Serve() error {
 			}
 			return err
 		}
-		if !f.track(c) {
+		if !f.track(c, true) {
 			c.Close()
 			return nil
 		}
-		f.wg.Go(func() { f.forward(c) })
+		go func() {
+			defer f.wg.Done()
+			f.forward(c)
+		}()
 	}
 }
 
-// track adds c to the connections Close closes, unless the forwarder is closed.
-func (f *tcpStandIn) track(c net.Conn) bool {
+// track adds c to the connections Close closes, unless the forwarder is closed; for a
+// client's connection, it also counts the goroutine Drain waits for, under the lock that
+// Drain takes to close the forwarder, so that no goroutine starts once Drain waits.
+func (f *tcpStandIn) track(c net.Conn, client bool) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
 		return false
 	}
 	f.conns[c] = struct{}{}
+	if client {
+		f.wg.Add(1)
+	}
 	return true
 }
 
@@ -130,7 +138,7 @@ func (f *tcpStandIn) forward(c net.Conn) {
 			tried = append(tried, res.Endpoint.Addr)
 			continue
 		}
-		if !f.track(up) {
+		if !f.track(up, false) {
 			up.Close()
 			done(res, sluice.Outcome{Failure: sluice.Canceled})
 			return
@@ -256,8 +264,12 @@ func (f *udpStandIn) flow(src netip.AddrPort) *udpFlow {
 		return nil
 	}
 	f.flows[src] = fl
+	f.wg.Add(1) // under mu, as tcpStandIn.track does
 	f.mu.Unlock()
-	f.wg.Go(func() { f.replies(src, fl) })
+	go func() {
+		defer f.wg.Done()
+		f.replies(src, fl)
+	}()
 	return fl
 }
 

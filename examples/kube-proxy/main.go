@@ -95,8 +95,6 @@ type config struct {
 	Now       func() time.Time     // the balancers' clock (affinity timeouts); nil: the runtime's
 }
 
-func (c *config) listenConfig() listenConfig { return c.Listen }
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

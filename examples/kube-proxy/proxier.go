@@ -207,7 +207,7 @@ func (p *proxier) reconcile() {
 		p.log.Error("list Services", "err", err)
 		return
 	}
-	want, notes := desired(svcs, p.cfg.listenConfig())
+	want, notes := desired(svcs, p.cfg.Listen)
 	p.note(notes)
 
 	for k, l := range p.listeners {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"maps"
+	"net/http"
 	"slices"
 	"testing"
 	"time"
@@ -65,8 +66,8 @@ func TestProxierFollowsServices(t *testing.T) {
 		podEndpoint("10.244.0.1", "node-1", true)))
 	start(t, cfg)
 
-	http, dns := key("TCP", addr, 80), key("UDP", addr, 53)
-	fw := fwd.waitLive(t, http)
+	web, dns := key("TCP", addr, 80), key("UDP", addr, 53)
+	fw := fwd.waitLive(t, web)
 	seen, err := fw.picks(200, "")
 	require.NoError(t, err)
 	assert.Equal(t, []string{"10.244.0.1:8080", "10.244.0.2:8080"}, sortedKeys(seen), "the TCP port's endpoints, both nodes")
@@ -93,7 +94,7 @@ func TestProxierFollowsServices(t *testing.T) {
 		})
 		createService(t, client, service("default", "other", 1, nil, tcpPort("admin", 81)))
 		fwd.waitLive(t, key("TCP", addr, 81)) // the update before it has been applied too
-		for _, k := range []string{http, dns} {
+		for _, k := range []string{web, dns} {
 			made, drained := fwd.counts(k)
 			assert.Equal(t, 1, made, "%s should have been opened once", k)
 			assert.Zero(t, drained, "%s should not have been closed", k)
@@ -110,7 +111,7 @@ func TestProxierFollowsServices(t *testing.T) {
 			"the removed port's listener should close")
 		_, drained := fwd.counts(key("TCP", addr, 9090))
 		assert.Equal(t, 1, drained)
-		made, _ := fwd.counts(http)
+		made, _ := fwd.counts(web)
 		assert.Equal(t, 1, made, "the other ports' listeners are kept")
 	})
 
@@ -127,15 +128,15 @@ func TestProxierFollowsServices(t *testing.T) {
 			require.NoError(t, err)
 			assert.Len(t, seen, 1, "every connection of one client goes to one endpoint")
 		}
-		made, drained := fwd.counts(http)
+		made, drained := fwd.counts(web)
 		assert.Equal(t, 1, made, "the listener is the one opened first")
 		assert.Zero(t, drained)
-		assert.Same(t, fw, fwd.get(http))
+		assert.Same(t, fw, fwd.get(web))
 	})
 
 	t.Run("deletion closes the listeners", func(t *testing.T) {
 		require.NoError(t, client.CoreV1().Services("default").Delete(context.Background(), "web", metav1.DeleteOptions{}))
-		require.Eventually(t, func() bool { return fwd.get(http) == nil && fwd.get(dns) == nil }, 10*time.Second, 5*time.Millisecond,
+		require.Eventually(t, func() bool { return fwd.get(web) == nil && fwd.get(dns) == nil }, 10*time.Second, 5*time.Millisecond,
 			"the deleted Service's listeners should close")
 		assert.NotNil(t, fwd.get(key("TCP", addr, 81)), "another Service's listener stays")
 	})
@@ -180,3 +181,22 @@ func TestProxierLocalPolicy(t *testing.T) {
 }
 
 func sortedKeys(m map[string]int) []string { return slices.Sorted(maps.Keys(m)) }
+
+// TestHealthz checks that /healthz turns 200 once the first sync is applied.
+func TestHealthz(t *testing.T) {
+	cfg := testConfig(t, fake.NewClientset(), loopback())
+	cfg.Forward = newFakeForwarding()
+	cfg.Healthz = "127.0.0.1:0"
+	addr := make(chan string, 1)
+	cfg.Listening = func(a string) { addr <- a }
+	start(t, cfg)
+	url := "http://" + <-addr + "/healthz"
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 5*time.Millisecond, "/healthz should answer 200 after the first sync")
+}

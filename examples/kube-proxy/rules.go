@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strconv"
@@ -31,6 +32,9 @@ type servicePort struct {
 func (sp servicePort) String() string {
 	return sp.namespace + "/" + sp.name + ":" + sp.port + "/" + string(sp.protocol)
 }
+
+// LogValue logs sp as its String, which a JSON log would otherwise write as {}.
+func (sp servicePort) LogValue() slog.Value { return slog.StringValue(sp.String()) }
 
 // sourcePort is the port argument of endpointslices.Watcher.Source for sp: the port's name,
 // with the protocol when it is not TCP.
@@ -65,6 +69,9 @@ func (r route) String() string {
 	return s
 }
 
+// LogValue logs r as its String.
+func (r route) LogValue() slog.Value { return slog.StringValue(r.String()) }
+
 // listenKey identifies a listening socket.
 type listenKey struct {
 	protocol corev1.Protocol
@@ -72,6 +79,9 @@ type listenKey struct {
 }
 
 func (k listenKey) String() string { return string(k.protocol) + " " + k.addr }
+
+// LogValue logs k as its String.
+func (k listenKey) LogValue() slog.Value { return slog.StringValue(k.String()) }
 
 // listenConfig is what the rules need of the proxy's configuration.
 type listenConfig struct {
