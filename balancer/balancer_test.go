@@ -979,8 +979,12 @@ func TestConcurrentPickAndUpdate(t *testing.T) {
 			}
 			close(stop)
 			wg.Wait()
-			// The last set had ten endpoints in zone a or b: picks must come from it.
-			res, err := b.Pick(sluice.PickInfo{Request: userRequest("x")})
+			// The last set had endpoints in zone a or b: picks must come from it. The request
+			// comes from a client of its own: one that ClientIPAffinity pinned while a busy
+			// zone spilled over would rightly stay in zone b.
+			r := userRequest("x")
+			r.RemoteAddr = "198.51.100.99:1"
+			res, err := b.Pick(sluice.PickInfo{Request: r})
 			require.NoError(t, err)
 			res.Done(sluice.Outcome{})
 			assert.Equal(t, "a", res.Endpoint.Zone, "zone preference should hold after concurrent updates")
