@@ -16,9 +16,9 @@ import (
 // proxier's Run goroutine.
 type forwarding interface {
 	// TCP returns a forwarder for the connections ln accepts.
-	TCP(ln net.Listener, p sluice.Picker) forwarder
+	TCP(ln net.Listener, p sluice.Picker) (forwarder, error)
 	// UDP returns a forwarder for the datagrams pc receives, one flow per client address.
-	UDP(pc *net.UDPConn, p sluice.Picker) forwarder
+	UDP(pc *net.UDPConn, p sluice.Picker) (forwarder, error)
 }
 
 // forwarder forwards one listener's traffic. Its methods are safe for concurrent use.
@@ -50,12 +50,12 @@ type standIn struct {
 	idle time.Duration // UDP flows end after this long without a datagram
 }
 
-func (s standIn) TCP(ln net.Listener, p sluice.Picker) forwarder {
-	return &tcpStandIn{ln: ln, picker: p, dial: s.dial, conns: make(map[net.Conn]struct{})}
+func (s standIn) TCP(ln net.Listener, p sluice.Picker) (forwarder, error) {
+	return &tcpStandIn{ln: ln, picker: p, dial: s.dial, conns: make(map[net.Conn]struct{})}, nil
 }
 
-func (s standIn) UDP(pc *net.UDPConn, p sluice.Picker) forwarder {
-	return &udpStandIn{pc: pc, picker: p, dial: s.dial, idle: s.idle, flows: make(map[netip.AddrPort]*udpFlow)}
+func (s standIn) UDP(pc *net.UDPConn, p sluice.Picker) (forwarder, error) {
+	return &udpStandIn{pc: pc, picker: p, dial: s.dial, idle: s.idle, flows: make(map[netip.AddrPort]*udpFlow)}, nil
 }
 
 // connectTries is how many endpoints a TCP connection tries before it is closed.

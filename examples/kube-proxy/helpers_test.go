@@ -130,12 +130,12 @@ func (f *fakeForwarding) add(proto string, addr net.Addr, p sluice.Picker, sock 
 	return fw
 }
 
-func (f *fakeForwarding) TCP(ln net.Listener, p sluice.Picker) forwarder {
-	return f.add("TCP", ln.Addr(), p, ln)
+func (f *fakeForwarding) TCP(ln net.Listener, p sluice.Picker) (forwarder, error) {
+	return f.add("TCP", ln.Addr(), p, ln), nil
 }
 
-func (f *fakeForwarding) UDP(pc *net.UDPConn, p sluice.Picker) forwarder {
-	return f.add("UDP", pc.LocalAddr(), p, pc)
+func (f *fakeForwarding) UDP(pc *net.UDPConn, p sluice.Picker) (forwarder, error) {
+	return f.add("UDP", pc.LocalAddr(), p, pc), nil
 }
 
 // get returns the live forwarder of key, or nil.

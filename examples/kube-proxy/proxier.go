@@ -315,19 +315,26 @@ func (p *proxier) listen(k listenKey, pl *pool) (*listener, error) {
 	l := &listener{key: k, route: pl.route, picker: &switchPicker{}}
 	l.picker.bal.Store(pl.bal)
 	var lc net.ListenConfig
+	var err error
 	switch k.protocol {
 	case corev1.ProtocolTCP:
-		ln, err := lc.Listen(p.ctx, "tcp", k.addr)
-		if err != nil {
+		ln, lerr := lc.Listen(p.ctx, "tcp", k.addr)
+		if lerr != nil {
+			return nil, lerr
+		}
+		if l.fwd, err = p.fwd.TCP(ln, l.picker); err != nil {
+			ln.Close()
 			return nil, err
 		}
-		l.fwd = p.fwd.TCP(ln, l.picker)
 	case corev1.ProtocolUDP:
-		pc, err := lc.ListenPacket(p.ctx, "udp", k.addr)
-		if err != nil {
+		pc, lerr := lc.ListenPacket(p.ctx, "udp", k.addr)
+		if lerr != nil {
+			return nil, lerr
+		}
+		if l.fwd, err = p.fwd.UDP(pc.(*net.UDPConn), l.picker); err != nil {
+			pc.Close()
 			return nil, err
 		}
-		l.fwd = p.fwd.UDP(pc.(*net.UDPConn), l.picker)
 	default:
 		return nil, fmt.Errorf("protocol %s is not proxied", k.protocol)
 	}
