@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"maps"
+	"net"
 	"net/http"
 	"slices"
 	"testing"
@@ -199,4 +200,43 @@ func TestHealthz(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, 10*time.Second, 5*time.Millisecond, "/healthz should answer 200 after the first sync")
+}
+
+// TestProxierConflictsAndRetries checks the listeners that cannot be had at once: a port two
+// Services ask for goes to the older one and passes to the other, in place, when the older
+// one goes; and a port held by another process is taken once it is free.
+func TestProxierConflictsAndRetries(t *testing.T) {
+	client := fake.NewClientset()
+	addr := loopback()
+	fwd := newFakeForwarding()
+	cfg := testConfig(t, client, addr)
+	cfg.Forward = fwd
+	port := slicePort("http", 8080, corev1.ProtocolTCP)
+	createService(t, client, service("default", "older", 1, nil, tcpPort("http", 80)))
+	createService(t, client, service("default", "newer", 2, nil, tcpPort("http", 80)))
+	applySlice(t, client, endpointSlice("default", "older", "older-1", port, podEndpoint("10.244.1.1", "node-1", true)))
+	applySlice(t, client, endpointSlice("default", "newer", "newer-1", port, podEndpoint("10.244.2.1", "node-1", true)))
+
+	busy, err := net.Listen("tcp", net.JoinHostPort(addr, "20081")) // port 81's listener, taken
+	require.NoError(t, err)
+	createService(t, client, service("default", "late", 3, nil, tcpPort("http", 81)))
+	start(t, cfg)
+
+	fw := fwd.waitLive(t, key("TCP", addr, 80))
+	seen, err := fw.picks(10, "")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"10.244.1.1:8080"}, sortedKeys(seen), "the older Service's endpoints")
+
+	require.NoError(t, client.CoreV1().Services("default").Delete(context.Background(), "older", metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool {
+		seen, err := fw.picks(1, "")
+		return err == nil && seen["10.244.2.1:8080"] == 1
+	}, 10*time.Second, 5*time.Millisecond, "the newer Service should take the port over")
+	made, drained := fwd.counts(key("TCP", addr, 80))
+	assert.Equal(t, 1, made, "in place: the listener is the one opened first")
+	assert.Zero(t, drained)
+
+	assert.Nil(t, fwd.get(key("TCP", addr, 81)), "port 81 is taken by another socket")
+	require.NoError(t, busy.Close())
+	fwd.waitLive(t, key("TCP", addr, 81)) // within a Retry of being freed
 }
