@@ -107,7 +107,8 @@ type Options struct {
 
 	// Now returns the current time. Nil means the runtime's monotonic clock. Simulations and
 	// tests pass a virtual clock; it is called on Update, by PeakEWMA on every Done that
-	// reports a latency, and by Pick only during slow-start windows.
+	// reports a latency, by ClientIPAffinity on every pick with a client, and otherwise by
+	// Pick only during slow-start windows.
 	Now func() time.Time
 
 	// Seed, when not zero, makes the balancer's random choices reproducible: a single goroutine
@@ -371,8 +372,8 @@ type picker interface {
 //
 // Pick loads the current snapshot and, for the policies that compare loads (LeastRequest,
 // PeakEWMA, bounded-load Maglev, and any policy with zone or node preference), touches a few
-// atomic counters; it takes no lock and allocates nothing. The caller must call the result's
-// Done exactly once.
+// atomic counters; it takes no lock and allocates nothing, except when ClientIPAffinity pins
+// a client anew. The caller must call the result's Done exactly once.
 func (b *Balancer) Pick(info sluice.PickInfo) (sluice.PickResult, error) {
 	s := b.snap.Load()
 	if s == nil || len(s.pool) == 0 {
