@@ -150,7 +150,7 @@ func TestClientIPAffinityBounded(t *testing.T) {
 	kept := 0
 	for i := range 1000 {
 		info := client(byte(i>>8), byte(i), 1)
-		if pick(t, b, info) == pick(t, b, info) {
+		if first := pick(t, b, info); pick(t, b, info) == first {
 			kept++
 		}
 	}

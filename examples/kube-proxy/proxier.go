@@ -228,7 +228,7 @@ func (p *proxier) reconcile() {
 		}
 		pl, err := p.pool(r)
 		if err != nil {
-			p.log.Error("balancer", "route", r, "err", err)
+			p.log.Error("cannot make a balancer", "route", r, "err", err)
 			continue
 		}
 		if l != nil {
