@@ -12,7 +12,7 @@ STATICCHECK := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)
 export SLUICE_KUBE_APISERVER := $(APISERVER)
 export SLUICE_ETCD := $(shell command -v etcd 2>/dev/null || echo /usr/bin/etcd)
 
-.PHONY: test vet staticcheck unit tools etcd bench bench-process fuzz
+.PHONY: test vet staticcheck unit tools etcd bench bench-process bench-l4 fuzz
 
 ## test: gofmt, vet, staticcheck, then every unit and integration test under the race detector.
 test: vet staticcheck tools
@@ -68,6 +68,12 @@ bench:
 ## Debian when root and they are missing. About 8 minutes.
 bench-process:
 	./scripts/bench-process.sh
+
+## bench-l4: whole-process CPU per TCP connection (a 1 KiB exchange each) and per GiB (1 GiB
+## transfers) of sluice's tcpproxy, HAProxy in mode tcp and NGINX's stream module side by side;
+## installs haproxy, nginx-light and libnginx-mod-stream from Debian when root. About 2 minutes.
+bench-l4:
+	./scripts/bench-l4.sh
 
 ## fuzz: a short run of every fuzz target (FUZZTIME each). Go 1.26's fuzz coordinator can end a
 ## clean run with "context deadline exceeded" (go.dev/issue/75804), so a target fails the run

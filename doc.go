@@ -22,14 +22,20 @@
 //	                          http.Server: less CPU and memory per connection
 //	h2                        sluice's own HTTP/2 server, for the HTTP/2 connections h1 accepts:
 //	                          half the CPU of net/http's per request
+//	proxyproto                the PROXY protocol, v1 and v2: a strict parser, a Listener that
+//	                          takes the client's address from trusted load balancers
 //	proxy/middleware          header and path rewrites, redirects, IP lists, auth, CORS, limits
 //	cache                     an RFC 9111 shared cache with request collapsing
 //	ratelimit                 per-client token buckets and concurrency limits
 //	tls/certs                 certificates by SNI, reloaded from files; tls.Config builders
 //	tls/secrets               certificates from Kubernetes Secrets
 //	pool                      one backend's chain, wired: source → health → balancer → proxy
+//	tcpproxy                  L4: TCP connections routed by SNI (TLS passthrough or
+//	                          termination), ALPN or a default route, spliced to endpoints
+//	udpproxy                  UDP forwarding to a Picker's endpoints, one flow per client
+//	                          address: idle timeout, flow bound, re-pick on ICMP refusal
 //	examples/...              runnable binaries: quickstart, service-proxy, gateway, lbsim,
-//	                          ingress-controller, kube-proxy
+//	                          ingress-controller, tcp-proxy, kube-proxy
 //
 // Packages are named for what they hold or read, so that none clashes with a package its users
 // import beside it (crypto/tls, client-go's kubernetes) and none needs an import alias.
@@ -105,18 +111,22 @@
 //	discovery                 sluice, golang.org/x/net
 //	discovery/endpointslices  sluice, discovery, k8s.io/api, k8s.io/apimachinery, k8s.io/client-go
 //	healthcheck               sluice
-//	proxy                     sluice, golang.org/x/net
+//	proxy                     sluice, proxyproto, golang.org/x/net
 //	proxy/route               proxy
 //	h1                        internal/serving, golang.org/x/net
 //	h2                        internal/serving, golang.org/x/net
+//	proxyproto                sluice
 //	proxy/middleware          sluice, golang.org/x/crypto
 //	cache                     github.com/hashicorp/golang-lru/v2
 //	ratelimit                 sluice, github.com/hashicorp/golang-lru/v2
 //	tls/certs                 golang.org/x/crypto
 //	tls/secrets               tls/certs, k8s.io/api, k8s.io/apimachinery, k8s.io/client-go
 //	pool                      sluice, balancer, discovery, healthcheck, proxy
+//	tcpproxy                  sluice, proxyproto
+//	udpproxy                  sluice
 //
-// No package imports a sibling, with two exceptions that stand a floor above what they use:
+// No package imports a sibling, with three exceptions that stand a floor above what they use:
+// proxyproto is a leaf that proxy (and the TCP proxy) build on to send PROXY headers,
 // proxy/route and proxy/middleware build on proxy, and pool wires discovery, healthcheck,
 // balancer and proxy together; nothing imports pool. h1 and h2 share internal/serving, their
 // accept loop. Main packages (examples/...) and test harnesses (internal/...) may import
@@ -128,9 +138,12 @@
 //	cache                     proxy
 //	discovery/endpointslices  balancer, proxy
 //	h2                        h1, github.com/summerwind/h2spec
+//	proxyproto                h1
 //	pool                      cache, ratelimit, tls/certs
 //	proxy                     balancer
 //	ratelimit                 golang.org/x/time
+//	tcpproxy                  balancer, tls/certs
+//	udpproxy                  balancer
 //
 // deps_test.go reads both tables from this comment and fails on any import they do not list,
 // in library and test files alike, and on any entry that no file uses, so the tables cannot

@@ -136,8 +136,12 @@ type Outcome struct {
 	// Failure says why there was no response, or NoFailure.
 	Failure Failure
 	// Latency is the time from sending the request to receiving the response headers, or to
-	// the failure.
+	// the failure. L4 proxies, which see no request, report the time to connect.
 	Latency time.Duration
+	// Duration is how long the try lasted, from its start to its end: for an L4 proxy, from
+	// the connection attempt until the forwarded connection closed. Forwarders that do not
+	// measure it leave it zero.
+	Duration time.Duration
 }
 
 // Counts reports whether o says anything about the endpoint's health. A canceled try does not,

@@ -37,7 +37,9 @@
 //     costs one move of the read deadline (the idle timeout's).
 //   - The ResponseWriter's ReadFrom splices a body with a Content-Length from another TCP
 //     socket (an *io.LimitedReader of a *net.TCPConn) with splice(2): a proxy forwarding a
-//     1 MiB body copies none of it through user space (package proxy does so).
+//     1 MiB body copies none of it through user space (package proxy does so). A connection
+//     that wraps the socket keeps this when it has a ReadFrom that hands the copy on (as
+//     proxyproto.Conn, behind a PROXY-protocol listener, does).
 //
 // # Conformance
 //

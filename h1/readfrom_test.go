@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sluiceproxy/sluice/h1"
 )
 
 // tcpSource is a *net.TCPConn whose peer has written data and closed its side.
@@ -95,4 +97,52 @@ func TestReadFrom(t *testing.T) {
 			}
 		})
 	}
+}
+
+// readFromConn is a connection that wraps a TCP socket and hands ReadFrom to it, as
+// proxyproto.Conn does.
+type readFromConn struct {
+	net.Conn
+	rf io.ReaderFrom
+}
+
+func (c readFromConn) ReadFrom(r io.Reader) (int64, error) { return c.rf.ReadFrom(r) }
+
+// wrapListener returns its connections as readFromConns.
+type wrapListener struct{ net.Listener }
+
+func (l wrapListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return readFromConn{Conn: c, rf: c.(*net.TCPConn)}, nil
+}
+
+// TestReadFromWrappedConn checks that a connection wrapping the socket keeps the splice: the
+// body goes through the connection's ReadFrom, which takes exactly the Content-Length from
+// the source and leaves the rest in it, where a copy through a buffer would read past it.
+func TestReadFromWrappedConn(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 16<<10) // 256 KiB
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		src := tcpSource(t, data)
+		w.Header().Set("Content-Length", "100000")
+		n, err := w.(io.ReaderFrom).ReadFrom(&io.LimitedReader{R: src, N: int64(len(data))})
+		assert.NoError(t, err)
+		assert.Equal(t, int64(100000), n)
+		rest, _ := io.ReadAll(src)
+		assert.Equal(t, len(data)-100000, len(rest), "what the length did not take stays in the socket")
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s := h1.New(srv)
+	go s.Serve(wrapListener{ln})
+	t.Cleanup(func() { s.Close() })
+
+	res, err := http.Get("http://" + ln.Addr().String() + "/")
+	require.NoError(t, err)
+	got, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(got, data[:100000]), "the body is the source's first 100000 bytes")
 }

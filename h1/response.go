@@ -199,15 +199,16 @@ func (w *response) Write(p []byte) (int, error) {
 }
 
 // ReadFrom writes what r holds to the body, as io.Copy would with Write. When r is an
-// *io.LimitedReader of a *net.TCPConn, the connection is a plain TCP socket and the response
-// has a Content-Length, the bytes go from socket to socket with splice(2), through the kernel
-// alone: a proxy forwarding a large body (package proxy does, for its HTTP/1.1 upstreams)
-// copies none of it. The head and the bytes collected so far go out first. An error on
+// *io.LimitedReader of a *net.TCPConn, the connection takes bytes with a ReadFrom of its own
+// (a plain *net.TCPConn, or a wrapper that hands the copy to one, as proxyproto.Conn does;
+// a *tls.Conn has none) and the response has a Content-Length, the connection's ReadFrom
+// gets the bytes: from socket to socket with splice(2), through the kernel alone. A proxy
+// forwarding a large body (package proxy does, for its HTTP/1.1 upstreams) copies none of it. The head and the bytes collected so far go out first. An error on
 // either side ends the response, as a failed Write does: bytes the kernel took from r may not
 // have reached the client, so nothing more may follow them.
 func (w *response) ReadFrom(r io.Reader) (int64, error) {
 	lr, ok := r.(*io.LimitedReader)
-	dst, plain := w.c.rwc.(*net.TCPConn)
+	dst, plain := w.c.rwc.(io.ReaderFrom)
 	if ok {
 		_, ok = lr.R.(*net.TCPConn)
 	}

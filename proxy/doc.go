@@ -53,6 +53,10 @@
 //   - Upgrade requests (WebSocket and others) become a bidirectional tunnel with an idle
 //     timeout; when either side ends, both are closed. The Upgrade of an HTTP/1.0 request is
 //     ignored (RFC 9110 §7.8).
+//   - With ProxyProtocol set, every upstream connection starts with a PROXY protocol header
+//     (package proxyproto) naming the client's connection, as HAProxy's send-proxy does, for
+//     upstreams that take the client's address from it rather than from X-Forwarded-For; a
+//     connection then carries no other client's requests.
 //
 // # Errors and retries
 //

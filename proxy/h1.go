@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/sluiceproxy/sluice/proxyproto"
 )
 
 // h1Client is the lean HTTP/1.1 client the default HTTP1 transport uses for requests without
@@ -64,7 +66,12 @@ type h1Client struct {
 	// ≤ 0 hooks it at once.
 	hookDelay time.Duration
 
-	pools sync.Map // endpoint address → *h1Pool
+	// proxyProtocol, when 1 or 2, is the version of the PROXY header written first on every
+	// connection. Such a connection carries one client connection's requests only: the
+	// pools are then per endpoint and client (clientPool).
+	proxyProtocol int
+
+	pools sync.Map // endpoint address, or clientPool with proxyProtocol → *h1Pool
 }
 
 // defaultHookDelay is h1Client.hookDelay for the proxy: a client that goes away in a request's
@@ -76,9 +83,11 @@ const defaultHookDelay = 20 * time.Millisecond
 // for as long as the pool is in the client's map: it closes idle connections as they expire
 // and removes the pool once it has been unused for idleTimeout.
 type h1Pool struct {
-	c     *h1Client
-	addr  string
-	timer *time.Timer
+	c       *h1Client
+	key     any    // the pool's key in c.pools: addr, or a clientPool
+	addr    string // the endpoint
+	preface []byte // the PROXY header a new connection starts with, or nil
+	timer   *time.Timer
 
 	mu       sync.Mutex // mu guards the fields below
 	idle     []*h1Conn
@@ -98,6 +107,8 @@ type h1Conn struct {
 	pool   *h1Pool
 	idleAt time.Time
 	cancel func() // unblocks I/O when the request's context ends; bound once per connection
+	// preface is written before the first request: the connection's PROXY header, if any.
+	preface []byte
 	// armed says a deadline may be set on nc. Deadlines are left in place as the conn goes
 	// idle, for the next request to replace or clear, which saves a deadline update per
 	// request; readDL is the read deadline last set, zero for none, so that a look at an
@@ -229,14 +240,39 @@ func (c *h1Client) pool(addr string) *h1Pool {
 	if v, ok := c.pools.Load(addr); ok {
 		return v.(*h1Pool)
 	}
-	p := &h1Pool{c: c, addr: addr, lastUsed: time.Now()}
+	return c.newPool(&h1Pool{c: c, key: addr, addr: addr})
+}
+
+// clientPool returns the pool of connections to k.addr for the client connection from k.src
+// to k.dst, whose PROXY header they start with.
+func (c *h1Client) clientPool(k clientPool) *h1Pool {
+	if v, ok := c.pools.Load(k); ok {
+		return v.(*h1Pool)
+	}
+	// TCP builds only what Append can write (versions 1 and 2).
+	preface, _ := proxyproto.TCP(c.proxyProtocol, k.src, k.dst).Append(nil)
+	return c.newPool(&h1Pool{c: c, key: k, addr: k.addr, preface: preface})
+}
+
+// newPool adds p to c.pools, unless a pool with its key is there already, and returns the
+// pool that is.
+func (c *h1Client) newPool(p *h1Pool) *h1Pool {
+	p.lastUsed = time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	v, loaded := c.pools.LoadOrStore(addr, p)
+	v, loaded := c.pools.LoadOrStore(p.key, p)
 	if !loaded {
 		p.timer = time.AfterFunc(c.idleTimeout, p.reap)
 	}
 	return v.(*h1Pool)
+}
+
+// samePool returns the live pool with p's key, for a connection whose pool was removed.
+func (c *h1Client) samePool(p *h1Pool) *h1Pool {
+	if k, ok := p.key.(clientPool); ok {
+		return c.clientPool(k)
+	}
+	return c.pool(p.addr)
 }
 
 // roundTrip sends x's request to addr and reads the response head into x.res; the body is
@@ -245,7 +281,13 @@ func (c *h1Client) roundTrip(x *exchange, addr string, deadline time.Time) error
 	ctx := x.in.Context()
 	x.url.Host = addr
 	x.out.URL = &x.url
-	pool := c.pool(addr)
+	var pool *h1Pool
+	if c.proxyProtocol == 0 {
+		pool = c.pool(addr)
+	} else {
+		src, dst := x.clientAddrs()
+		pool = c.clientPool(clientPool{addr: addr, src: src, dst: dst})
+	}
 	fresh := false
 	for {
 		now := time.Now()
@@ -299,7 +341,7 @@ func (c *h1Client) get(ctx context.Context, pool *h1Pool, addr string, now, dead
 	if err != nil {
 		return nil, false, err
 	}
-	cc := &h1Conn{nc: nc, pool: pool}
+	cc := &h1Conn{nc: nc, pool: pool, preface: pool.preface}
 	cc.lr.cc = cc
 	cc.br = bufio.NewReaderSize(&cc.lr, 16<<10)
 	cc.tp.R = cc.br
@@ -381,7 +423,7 @@ func (c *h1Client) put(cc *h1Conn) {
 		// for idleTimeout, or closeIdle ran): move to the live one, which has a timer,
 		// rather than sit in a pool nobody reaps.
 		p.mu.Unlock()
-		p = c.pool(p.addr)
+		p = c.samePool(p)
 		cc.pool = p
 	}
 	if len(p.idle) >= c.maxIdle {
@@ -424,7 +466,7 @@ func (p *h1Pool) reap() {
 	p.idle = kept
 	if len(kept) == 0 && !now.Before(next) {
 		// Deleted under mu, so that a put that finds the pool dead finds it gone too.
-		c.pools.CompareAndDelete(p.addr, p)
+		c.pools.CompareAndDelete(p.key, p)
 		p.dead = true
 		return
 	}
@@ -799,13 +841,16 @@ func asciiEqualFold(a, b string) bool {
 const maxCopiedBody = 4 << 10
 
 // write sends req's head and body in one write, so that the endpoint gets them in as few
-// segments as the kernel makes and one system call does it. It returns how many bytes the
-// connection took: a failed write that took none left nothing of the request behind.
+// segments as the kernel makes and one system call does it; a new connection's PROXY header
+// goes in the same write, before the head. It returns how many bytes the connection took: a
+// failed write that took none left nothing of the request behind. (A connection with a
+// header to write is new, never reused, so those bytes do not confuse the count.)
 func (cc *h1Conn) write(req *http.Request, u *url.URL, body []byte) (int64, error) {
-	head, err := appendRequest(cc.wbuf[:0], req, u, len(body))
+	head, err := appendRequest(append(cc.wbuf[:0], cc.preface...), req, u, len(body))
 	if err != nil {
 		return 0, err
 	}
+	cc.preface = nil
 	// A write that reaches hookAt (hook) goes on with what is left.
 	var n int64
 	if len(head)+len(body) <= maxCopiedBody {

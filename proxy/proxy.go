@@ -102,6 +102,25 @@ type Proxy struct {
 	// keep to each endpoint. Zero means 256.
 	MaxIdleConnsPerEndpoint int
 
+	// ProxyProtocol, when 1 or 2, makes the default transports send a PROXY protocol header
+	// of that version (see package proxyproto) first on every upstream connection they open,
+	// so that an endpoint that accepts the protocol sees the client: its source address is
+	// the request's RemoteAddr, its destination the server's http.LocalAddrContextKey. Zero
+	// sends none. An endpoint that does not expect the header will fail every request.
+	//
+	// A connection that carries a header speaks for one client connection, so it only ever
+	// carries requests from that one (the same source and destination address pair), as
+	// HAProxy keeps such connections private: idle connections are kept per client
+	// connection, MaxIdleConnsPerEndpoint each, until IdleConnTimeout. That holds for the
+	// requests the lean HTTP/1.1 client sends; the others of Protocol HTTP1 (bodies of
+	// unknown length or over 64 KiB, Expect: 100-continue, upgrades) go through net/http's
+	// Transport, whose pool cannot tell clients apart: each opens a connection of its own,
+	// closed after its response. Protocols HTTPS, HTTP2 and H2C, whose HTTP/2 connections
+	// net/http shares among requests, and a custom Transport, which the proxy cannot make
+	// send a header, are refused: every request fails with 500 and an error naming this
+	// field.
+	ProxyProtocol int
+
 	// IdleConnTimeout is how long an idle keep-alive connection to an upstream is kept by the
 	// default transports before it is closed. Zero means 60s, NGINX's upstream
 	// keepalive_timeout, which sits below the idle timeouts of most upstream servers and
@@ -161,6 +180,7 @@ type Proxy struct {
 	rt       http.RoundTripper // Transport or the default one
 	upRT     http.RoundTripper // for Upgrade requests: always HTTP/1.1
 	fast     *h1Client         // lean HTTP/1.1 path; nil unless default HTTP1 transports
+	setupErr error             // a configuration that cannot work, answered with 500
 	idle     time.Duration     // UpgradeIdleTimeout with its default
 	scheme   string
 	inflight atomic.Int64 // requests being served, for the retry budget
@@ -297,6 +317,9 @@ func (p *Proxy) setup() {
 	p.idle = p.UpgradeIdleTimeout
 	if p.idle == 0 {
 		p.idle = 10 * time.Minute
+	}
+	if p.setupErr = p.checkProxyProtocol(); p.setupErr != nil {
+		return
 	}
 	if p.Transport != nil {
 		p.rt, p.upRT = p.Transport, p.Transport
@@ -492,6 +515,10 @@ func (x *exchange) serve() {
 	p, in := x.p, x.in
 	if p.Picker == nil {
 		x.fail(&Error{Status: http.StatusInternalServerError, Err: errors.New("Proxy.Picker is nil")})
+		return
+	}
+	if p.setupErr != nil {
+		x.fail(&Error{Status: http.StatusInternalServerError, Err: p.setupErr})
 		return
 	}
 	if in.ProtoAtLeast(1, 1) {
@@ -803,7 +830,12 @@ func (x *exchange) transportTrip(addr string, deadline time.Time) (*http.Respons
 	if !deadline.IsZero() {
 		timer = time.AfterFunc(time.Until(deadline), func() { cancel(errTryTimeout) })
 	}
-	out := x.out.WithContext(ctx)
+	octx := ctx
+	if p.ProxyProtocol != 0 {
+		// The dialer writes it first on the connection it opens for this request alone.
+		octx = context.WithValue(ctx, proxyHeaderKey{}, x.proxyHeader())
+	}
+	out := x.out.WithContext(octx)
 	out.URL = u
 	if x.body != nil {
 		out.Body = x.body.next()

@@ -33,12 +33,19 @@ func newTransports(p *Proxy) transports {
 	if idle == 0 {
 		idle = defaultIdleConnTimeout
 	}
-	main := newTransport(p.Protocol, dial, p.TLSClientConfig, maxIdle, idle)
+	tdial, tidle := dial, idle
+	if p.ProxyProtocol != 0 {
+		// net/http's Transport cannot keep one client's connections apart from another's:
+		// each of its requests gets a connection of its own, with its client's header. Only
+		// HTTP1 gets here (see checkProxyProtocol), whose Transport speaks HTTP/1.1 alone.
+		tdial, tidle = proxyHeaderDialer(dial), -1
+	}
+	main := newTransport(p.Protocol, tdial, p.TLSClientConfig, maxIdle, tidle)
 	t := transports{main: main, upgrade: main}
 	switch p.Protocol {
 	case HTTP1:
 		t.fast = &h1Client{dial: dial, maxIdle: maxIdle, idleTimeout: idle, bodyTimeout: p.bodyIdle,
-			hookDelay: defaultHookDelay}
+			hookDelay: defaultHookDelay, proxyProtocol: p.ProxyProtocol}
 		if idle < 0 {
 			t.fast.maxIdle, t.fast.idleTimeout = 0, defaultIdleConnTimeout
 		}
