@@ -2,13 +2,14 @@ package main
 
 import (
 	"context"
-	"io"
+	"errors"
+	"log/slog"
 	"net"
-	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/tcpproxy"
+	"github.com/sluiceproxy/sluice/udpproxy"
 )
 
 // forwarding makes the forwarders of listeners: the proxier binds the sockets, a forwarder
@@ -40,287 +41,69 @@ type forwarder interface {
 	Close() error
 }
 
-// The forwarders below are stand-ins with the least a test needs, to be replaced by packages
-// tcpproxy and udpproxy: a TCP connection tries up to three endpoints and then copies both
-// ways; a UDP flow picks once, forwards datagrams both ways and ends after idle time.
-
-// standIn is the forwarding of the stand-in forwarders.
-type standIn struct {
-	dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	idle time.Duration // UDP flows end after this long without a datagram
+// l4 is the forwarding of packages tcpproxy and udpproxy: a tcpproxy.Proxy with one default
+// route per TCP listener, which tries the next endpoint when one refuses and splices bytes
+// both ways, and a udpproxy.Proxy per UDP listener, one flow per client address.
+type l4 struct {
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error) // to TCP endpoints; nil: net.Dialer
+	tcpIdle time.Duration                                                     // a TCP connection ends after this long without a byte
+	udpIdle time.Duration                                                     // a UDP flow ends after this long without a datagram
+	log     *slog.Logger
 }
 
-func (s standIn) TCP(ln net.Listener, p sluice.Picker) (forwarder, error) {
-	return &tcpStandIn{ln: ln, picker: p, dial: s.dial, conns: make(map[net.Conn]struct{})}, nil
-}
-
-func (s standIn) UDP(pc *net.UDPConn, p sluice.Picker) (forwarder, error) {
-	return &udpStandIn{pc: pc, picker: p, dial: s.dial, idle: s.idle, flows: make(map[netip.AddrPort]*udpFlow)}, nil
-}
-
-// connectTries is how many endpoints a TCP connection tries before it is closed.
-const connectTries = 3
-
-type tcpStandIn struct {
-	ln     net.Listener
-	picker sluice.Picker
-	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
-	wg     sync.WaitGroup
-
-	mu     sync.Mutex // protects conns and closed
-	conns  map[net.Conn]struct{}
-	closed bool
-}
-
-func (f *tcpStandIn) Serve() error {
-	for {
-		c, err := f.ln.Accept()
-		if err != nil {
-			f.mu.Lock()
-			closed := f.closed
-			f.mu.Unlock()
-			if closed {
-				return nil
-			}
-			return err
-		}
-		if !f.track(c, true) {
-			c.Close()
-			return nil
-		}
-		go func() {
-			defer f.wg.Done()
-			f.forward(c)
-		}()
-	}
-}
-
-// track adds c to the connections Close closes, unless the forwarder is closed; for a
-// client's connection, it also counts the goroutine Drain waits for, under the lock that
-// Drain takes to close the forwarder, so that no goroutine starts once Drain waits.
-func (f *tcpStandIn) track(c net.Conn, client bool) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
-		return false
-	}
-	f.conns[c] = struct{}{}
-	if client {
-		f.wg.Add(1)
-	}
-	return true
-}
-
-func (f *tcpStandIn) untrack(c net.Conn) {
-	f.mu.Lock()
-	delete(f.conns, c)
-	f.mu.Unlock()
-	c.Close()
-}
-
-func (f *tcpStandIn) forward(c net.Conn) {
-	defer f.untrack(c)
-	var tried []string
-	for range connectTries {
-		info := sluice.PickInfo{Tried: tried}
-		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-			info.Client = a.AddrPort()
-		}
-		res, err := f.picker.Pick(info)
-		if err != nil {
-			return // no endpoint: the client sees its connection closed
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		up, err := f.dial(ctx, "tcp", res.Endpoint.Addr)
-		cancel()
-		if err != nil {
-			done(res, sluice.Outcome{Failure: sluice.ConnectFailure})
-			tried = append(tried, res.Endpoint.Addr)
-			continue
-		}
-		if !f.track(up, false) {
-			up.Close()
-			done(res, sluice.Outcome{Failure: sluice.Canceled})
-			return
-		}
-		var wg sync.WaitGroup
-		wg.Go(func() { pipe(up, c) })
-		pipe(c, up)
-		wg.Wait()
-		f.untrack(up)
-		done(res, sluice.Outcome{})
-		return
-	}
-}
-
-// pipe copies from src to dst until src ends, then half-closes dst.
-func pipe(dst, src net.Conn) {
-	io.Copy(dst, src)
-	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	} else {
-		dst.Close()
-	}
-}
-
-func done(res sluice.PickResult, o sluice.Outcome) {
-	if res.Done != nil {
-		res.Done(o)
-	}
-}
-
-func (f *tcpStandIn) Prune([]sluice.Endpoint) {}
-
-func (f *tcpStandIn) Drain(ctx context.Context) error {
-	f.mu.Lock()
-	f.closed = true
-	f.mu.Unlock()
-	f.ln.Close()
-	ended := make(chan struct{})
-	go func() { f.wg.Wait(); close(ended) }()
-	select {
-	case <-ended:
-		return nil
-	case <-ctx.Done():
-		f.Close()
-		<-ended
-		return ctx.Err()
-	}
-}
-
-func (f *tcpStandIn) Close() error {
-	f.mu.Lock()
-	f.closed = true
-	for c := range f.conns {
-		c.Close()
-	}
-	f.mu.Unlock()
-	return f.ln.Close()
-}
-
-type udpStandIn struct {
-	pc     *net.UDPConn
-	picker sluice.Picker
-	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
-	idle   time.Duration
-	wg     sync.WaitGroup
-
-	mu     sync.Mutex // protects flows and closed
-	flows  map[netip.AddrPort]*udpFlow
-	closed bool
-}
-
-// udpFlow is one client's flow: its socket to the endpoint and the pick that chose it.
-type udpFlow struct {
-	up  net.Conn
-	res sluice.PickResult
-}
-
-func (f *udpStandIn) Serve() error {
-	buf := make([]byte, 65535)
-	for {
-		n, src, err := f.pc.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			f.mu.Lock()
-			closed := f.closed
-			f.mu.Unlock()
-			if closed {
-				return nil
-			}
-			return err
-		}
-		fl := f.flow(src)
-		if fl == nil {
-			continue // no endpoint: the datagram is dropped
-		}
-		fl.up.SetReadDeadline(time.Now().Add(f.idle))
-		fl.up.Write(buf[:n])
-	}
-}
-
-// flow returns src's flow, opening it when there is none.
-func (f *udpStandIn) flow(src netip.AddrPort) *udpFlow {
-	f.mu.Lock()
-	fl := f.flows[src]
-	f.mu.Unlock()
-	if fl != nil {
-		return fl
-	}
-	res, err := f.picker.Pick(sluice.PickInfo{Client: src})
+func (f l4) TCP(ln net.Listener, p sluice.Picker) (forwarder, error) {
+	table, err := tcpproxy.NewTable([]tcpproxy.Route{{Name: "service", Picker: p}})
 	if err != nil {
-		return nil
+		return nil, err
 	}
-	up, err := f.dial(context.Background(), "udp", res.Endpoint.Addr)
+	tp, err := tcpproxy.New(table, tcpproxy.Options{Dial: f.dial, IdleTimeout: f.tcpIdle, Logger: f.log})
 	if err != nil {
-		done(res, sluice.Outcome{Failure: sluice.ConnectFailure})
-		return nil
+		return nil, err
 	}
-	fl = &udpFlow{up: up, res: res}
-	f.mu.Lock()
-	if f.closed {
-		f.mu.Unlock()
-		up.Close()
-		done(res, sluice.Outcome{Failure: sluice.Canceled})
-		return nil
-	}
-	f.flows[src] = fl
-	f.wg.Add(1) // under mu, as tcpStandIn.track does
-	f.mu.Unlock()
-	go func() {
-		defer f.wg.Done()
-		f.replies(src, fl)
-	}()
-	return fl
+	return &tcpForwarder{p: tp, ln: ln}, nil
 }
 
-// replies sends fl's replies to its client until the flow is idle or closed.
-func (f *udpStandIn) replies(src netip.AddrPort, fl *udpFlow) {
-	buf := make([]byte, 65535)
-	for {
-		fl.up.SetReadDeadline(time.Now().Add(f.idle))
-		n, err := fl.up.Read(buf)
-		if err != nil {
-			break // idle, closed, or refused by the endpoint
-		}
-		f.pc.WriteToUDPAddrPort(buf[:n], src)
+func (f l4) UDP(pc *net.UDPConn, p sluice.Picker) (forwarder, error) {
+	up, err := udpproxy.New(udpproxy.Options{Picker: p, IdleTimeout: f.udpIdle, Logger: f.log})
+	if err != nil {
+		return nil, err
 	}
-	f.mu.Lock()
-	if f.flows[src] == fl {
-		delete(f.flows, src)
-	}
-	f.mu.Unlock()
-	fl.up.Close()
-	done(fl.res, sluice.Outcome{})
+	return &udpForwarder{p: up, pc: pc}, nil
 }
 
-func (f *udpStandIn) Prune(eps []sluice.Endpoint) {
-	keep := make(map[string]bool, len(eps))
-	for _, ep := range eps {
-		keep[ep.Addr] = true
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for src, fl := range f.flows {
-		if !keep[fl.res.Endpoint.Addr] {
-			delete(f.flows, src)
-			fl.up.Close()
-		}
-	}
+type tcpForwarder struct {
+	p  *tcpproxy.Proxy
+	ln net.Listener
 }
 
-func (f *udpStandIn) Drain(context.Context) error {
-	f.Close()
-	f.wg.Wait()
+func (f *tcpForwarder) Serve() error {
+	if err := f.p.Serve(f.ln); !errors.Is(err, tcpproxy.ErrClosed) {
+		return err
+	}
 	return nil
 }
 
-func (f *udpStandIn) Close() error {
-	f.mu.Lock()
-	f.closed = true
-	for src, fl := range f.flows {
-		delete(f.flows, src)
-		fl.up.Close()
-	}
-	f.mu.Unlock()
-	return f.pc.Close()
+// Prune does nothing: established TCP connections stay, as under kube-proxy.
+func (f *tcpForwarder) Prune([]sluice.Endpoint) {}
+
+func (f *tcpForwarder) Drain(ctx context.Context) error { return f.p.Shutdown(ctx) }
+func (f *tcpForwarder) Close() error                    { return f.p.Close() }
+
+type udpForwarder struct {
+	p  *udpproxy.Proxy
+	pc *net.UDPConn
 }
+
+func (f *udpForwarder) Serve() error {
+	if err := f.p.Serve(f.pc); !errors.Is(err, udpproxy.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+func (f *udpForwarder) Prune(eps []sluice.Endpoint) { f.p.Prune(eps) }
+
+// Drain closes at once: a removed UDP port's flows end, as kube-proxy deletes their
+// conntrack entries; udpproxy's Shutdown would wait for every flow to go idle.
+func (f *udpForwarder) Drain(context.Context) error { return f.p.Close() }
+func (f *udpForwarder) Close() error                { return f.p.Close() }

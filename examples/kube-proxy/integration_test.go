@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,13 +22,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/balancer"
 	"github.com/sluiceproxy/sluice/internal/kubetest"
 )
 
-// These tests run the proxy against a real kube-apiserver, with real TCP and UDP backends on
-// loopback. The API server refuses loopback addresses in EndpointSlices, so the slices name
-// pod addresses (10.244.x.y) and the proxy's dialer maps each to its backend (kubetest.AddrMap).
+// These tests run the proxy — tcpproxy and udpproxy forwarding — against a real
+// kube-apiserver, with real TCP and UDP backends on loopback. The API server refuses loopback
+// addresses in EndpointSlices, so the slices name pod addresses (10.244.x.y), which the TCP
+// dialer maps to their backends (kubetest.AddrMap) and, for UDP, mappedUDP.
 // Clients connect from loopback addresses of their own, so that ClientIP affinity sees
 // distinct clients. The proxy balances round-robin, which makes every re-pick visible: with
 // two endpoints, a client placed again moves to the other one.
@@ -35,14 +38,50 @@ import (
 // pods are the backends: each answers with its name, a TCP one once per connection (then
 // echoes), a UDP one to every datagram.
 type pods struct {
-	tcp, udp kubetest.AddrMap
+	tcp kubetest.AddrMap
+
+	mu      sync.Mutex
+	udpAddr map[string]string // pod address → backend address, for mappedUDP
 }
 
-func (p *pods) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	if strings.HasPrefix(network, "udp") {
-		return p.udp.DialContext(ctx, network, addr)
+// mappedUDP wraps a forwarding so that its UDP forwarders see each endpoint at its
+// backend's loopback address: udpproxy dials endpoint addresses itself, with no dialer to
+// replace, and the API server refuses loopback addresses in EndpointSlices.
+type mappedUDP struct {
+	forwarding
+	pods *pods
+}
+
+func (f mappedUDP) UDP(pc *net.UDPConn, p sluice.Picker) (forwarder, error) {
+	fw, err := f.forwarding.UDP(pc, sluice.PickerFunc(func(info sluice.PickInfo) (sluice.PickResult, error) {
+		res, err := p.Pick(info)
+		res.Endpoint.Addr = f.pods.backend(res.Endpoint.Addr)
+		return res, err
+	}))
+	return mappedForwarder{fw, f.pods}, err
+}
+
+type mappedForwarder struct {
+	forwarder
+	pods *pods
+}
+
+func (f mappedForwarder) Prune(eps []sluice.Endpoint) {
+	mapped := slices.Clone(eps)
+	for i := range mapped {
+		mapped[i].Addr = f.pods.backend(mapped[i].Addr)
 	}
-	return p.tcp.DialContext(ctx, network, addr)
+	f.forwarder.Prune(mapped)
+}
+
+// backend returns the loopback address of the UDP backend of pod, or pod.
+func (p *pods) backend(pod string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if a, ok := p.udpAddr[pod]; ok {
+		return a
+	}
+	return pod
 }
 
 // tcpBackend serves pod (10.244.x.y:port) as name.
@@ -81,7 +120,12 @@ func (p *pods) udpBackend(t *testing.T, pod, name string) {
 			pc.WriteTo([]byte(name+" "+string(buf[:n])), from)
 		}
 	}()
-	p.udp.Set(pod, pc.LocalAddr().String())
+	p.mu.Lock()
+	if p.udpAddr == nil {
+		p.udpAddr = map[string]string{}
+	}
+	p.udpAddr[pod] = pc.LocalAddr().String()
+	p.mu.Unlock()
 }
 
 // tcpAsk connects from the IP from to the proxy listener to and returns the name of the
@@ -200,8 +244,9 @@ func TestKubeProxy(t *testing.T) {
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: r.ns}}, metav1.CreateOptions{})
 	require.NoError(t, err)
 	cfg := testConfig(t, r.client, r.addr)
-	cfg.Dial, cfg.Now, cfg.Policy = r.pods.dial, r.clock.Now, balancer.RoundRobin{}
+	cfg.Now, cfg.Policy = r.clock.Now, balancer.RoundRobin{}
 	cfg.Listen.NodePorts, cfg.Listen.NodePortAddress = true, r.addr
+	cfg.Forward = mappedUDP{l4{dial: r.pods.tcp.DialContext, udpIdle: cfg.UDPIdle, log: cfg.Logger}, r.pods}
 	start(t, cfg)
 
 	const wait, tick = 15 * time.Second, 10 * time.Millisecond

@@ -80,6 +80,7 @@ type config struct {
 	Listen     listenConfig
 	Policy     balancer.Policy // how a route's balancer places new clients
 	Drain      time.Duration   // how long shutdown waits for TCP connections
+	TCPIdle    time.Duration   // a TCP connection ends after this long without a byte
 	UDPIdle    time.Duration   // a UDP flow ends after this long without a datagram
 	Debounce   time.Duration   // how long an update waits for more Service changes
 	Coalesce   time.Duration   // shortest time between two endpoint updates of one Service
@@ -88,8 +89,8 @@ type config struct {
 
 	// Set by tests.
 	Client    kubernetes.Interface                                              // nil: built from Kubeconfig
-	Dial      func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer
-	Forward   forwarding                                                        // nil: the stand-in forwarders over Dial
+	Dial      func(ctx context.Context, network, addr string) (net.Conn, error) // TCP endpoints; nil: net.Dialer
+	Forward   forwarding                                                        // nil: tcpproxy and udpproxy, TCP over Dial
 	Logger    *slog.Logger
 	Listening func(healthz string) // called once /healthz listens
 	Now       func() time.Time     // the balancers' clock (affinity timeouts); nil: the runtime's
@@ -129,6 +130,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.Listen.PortOffset, "port-offset", 0, "`N` added to every port listened on")
 	balance := fs.String("balance", "random", "how new clients are spread: random (as kube-proxy's iptables and nftables modes), round-robin or least-request")
 	fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "how long SIGTERM waits for TCP connections to end")
+	fs.DurationVar(&cfg.TCPIdle, "tcp-idle", time.Hour, "how long a TCP connection lasts without a byte moving")
 	fs.DurationVar(&cfg.UDPIdle, "udp-idle", time.Minute, "how long a UDP flow lasts without a datagram")
 	fs.DurationVar(&cfg.Debounce, "debounce", 50*time.Millisecond, "how long an update waits for more Service changes after the first")
 	fs.DurationVar(&cfg.Coalesce, "coalesce", 100*time.Millisecond, "shortest time between two endpoint updates of one Service")
@@ -205,11 +207,7 @@ func serve(ctx context.Context, cfg *config) error {
 	}
 	fwd := cfg.Forward
 	if fwd == nil {
-		dial := cfg.Dial
-		if dial == nil {
-			dial = (&net.Dialer{}).DialContext
-		}
-		fwd = standIn{dial: dial, idle: cfg.UDPIdle}
+		fwd = l4{dial: cfg.Dial, tcpIdle: cfg.TCPIdle, udpIdle: cfg.UDPIdle, log: cfg.Logger}
 	}
 	p, err := newProxier(cfg, client, fwd)
 	if err != nil {
