@@ -9,7 +9,8 @@
 //
 //	sluice                    the shared vocabulary: Endpoint, Picker, Outcome, Observer, ClientIP
 //	balancer                  picks an endpoint per try: round robin, least-request, peak-EWMA,
-//	                          consistent hashing (Maglev), sticky sessions, slow start, zones
+//	                          consistent hashing (Maglev), sticky sessions, client-IP
+//	                          affinity, slow start, zones
 //	discovery                 keeps endpoint sets current: static lists and DNS
 //	discovery/endpointslices  Kubernetes EndpointSlices, read as kube-proxy reads them
 //	healthcheck               active HTTP, TCP and gRPC probes; passive outlier detection
@@ -34,7 +35,7 @@
 //	udpproxy                  UDP forwarding to a Picker's endpoints, one flow per client
 //	                          address: idle timeout, flow bound, re-pick on ICMP refusal
 //	examples/...              runnable binaries: quickstart, service-proxy, gateway, lbsim,
-//	                          ingress-controller, tcp-proxy
+//	                          ingress-controller, tcp-proxy, kube-proxy
 //
 // Packages are named for what they hold or read, so that none clashes with a package its users
 // import beside it (crypto/tls, client-go's kubernetes) and none needs an import alias.

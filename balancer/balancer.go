@@ -58,6 +58,13 @@ type Options struct {
 	// zone preference.
 	Zone string
 
+	// HintsOnly makes zone preference follow EndpointSlice hints alone, as kube-proxy does:
+	// a set whose endpoints do not all carry ForZones hints (a Service without
+	// trafficDistribution) is spread over every zone, whatever the endpoints' Zone says.
+	// Without it, such a set prefers the endpoints whose Zone is Zone, as Envoy's
+	// zone-aware routing does. Node preference follows hints in either case.
+	HintsOnly bool
+
 	// Node is the name of the node this proxy runs on. When set and the set carries usable
 	// node hints — every Ready endpoint has ForNodes, and some Ready endpoint's ForNodes lists
 	// Node, as the EndpointSlice controller writes them for trafficDistribution:
@@ -100,7 +107,8 @@ type Options struct {
 
 	// Now returns the current time. Nil means the runtime's monotonic clock. Simulations and
 	// tests pass a virtual clock; it is called on Update, by PeakEWMA on every Done that
-	// reports a latency, and by Pick only during slow-start windows.
+	// reports a latency, by ClientIPAffinity on every pick with a client, and otherwise by
+	// Pick only during slow-start windows.
 	Now func() time.Time
 
 	// Seed, when not zero, makes the balancer's random choices reproducible: a single goroutine
@@ -151,6 +159,9 @@ type Balancer struct {
 	// Maglev: the tables the last Update built or kept, and those this one has so far.
 	hashTables, hashTablesNext []builtTable
 	fills                      []func() // table fills this Update has yet to run
+
+	lastID  uint64       // the endpointState.id given last
+	clients *clientTable // ClientIPAffinity's pins; nil for the other policies; set in New
 }
 
 var _ sluice.Picker = (*Balancer)(nil)
@@ -254,6 +265,7 @@ type endpointState struct {
 	start atomic.Int64     // Balancer.nanotime when the endpoint (re)joined; 0 = never ramps
 	ep    *sluice.Endpoint // the endpoint as last updated, shared by entries; never written through
 	token uint64           // Sticky: the token in cookie
+	id    uint64           // unique to this state: ClientIPAffinity pins clients to it
 }
 
 // finish is the PickResult.Done of every pick of this endpoint.
@@ -333,6 +345,7 @@ type snapshot struct {
 	alias    alias // weighted random over pool
 
 	sticky *stickyTable
+	pinned *stickyTable // ClientIPAffinity: endpointState.id → pool index
 
 	// Zone and node preference: when spill is not nil, pool holds the Ready endpoints of the
 	// local node or zone, and spill is the snapshot of the next wider tier (the node's spills
@@ -359,8 +372,8 @@ type picker interface {
 //
 // Pick loads the current snapshot and, for the policies that compare loads (LeastRequest,
 // PeakEWMA, bounded-load Maglev, and any policy with zone or node preference), touches a few
-// atomic counters; it takes no lock and allocates nothing. The caller must call the result's
-// Done exactly once.
+// atomic counters; it takes no lock and allocates nothing, except when ClientIPAffinity pins
+// a client anew. The caller must call the result's Done exactly once.
 func (b *Balancer) Pick(info sluice.PickInfo) (sluice.PickResult, error) {
 	s := b.snap.Load()
 	if s == nil || len(s.pool) == 0 {
@@ -373,11 +386,10 @@ func (b *Balancer) Pick(info sluice.PickInfo) (sluice.PickResult, error) {
 			return b.result(&top.pool[j], nil), nil
 		}
 	}
-	i := s.choose(info)
-	for s.spill != nil && s.leave(i, info) {
-		s = s.spill
-		i = s.choose(info)
+	if b.clients != nil {
+		return b.pickPinned(s, &info), nil
 	}
+	s, i := s.chooseTier(info)
 	e := &s.pool[i]
 	var cookie *http.Cookie
 	if s.sticky != nil {
@@ -397,6 +409,18 @@ func (b *Balancer) result(e *entry, cookie *http.Cookie) sluice.PickResult {
 		e.st.stripe.Add(1)
 	}
 	return sluice.PickResult{Endpoint: *e.ep, Done: e.st.done, Cookie: cookie}
+}
+
+// chooseTier asks the policy of s for the try's endpoint and, while the try should leave the
+// tier for a wider one, asks the wider one. It returns the snapshot chosen from and the index
+// in its pool.
+func (s *snapshot) chooseTier(info sluice.PickInfo) (*snapshot, int) {
+	i := s.choose(info)
+	for s.spill != nil && s.leave(i, info) {
+		s = s.spill
+		i = s.choose(info)
+	}
+	return s, i
 }
 
 // top returns the snapshot that holds every pickable endpoint: s, or the widest of its
@@ -581,7 +605,8 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 		}
 		switch {
 		case st == nil:
-			st = &endpointState{b: b, addr: ep.Addr, state: ep.State}
+			b.lastID++
+			st = &endpointState{b: b, addr: ep.Addr, state: ep.State, id: b.lastID}
 			st.done = st.finish
 			st.stripe = &b.stripes[b.nextStripe%totalStripes].n
 			b.nextStripe++
@@ -781,6 +806,9 @@ func (b *Balancer) local(pool []entry, eps []sluice.Endpoint, at []int32) ([]ent
 		}
 	}
 	hinted = hinted && anyReady
+	if !hinted && b.opts.HintsOnly {
+		return nil, nil // kube-proxy: no usable hints, no topology
+	}
 	var c health
 	for _, i := range at {
 		if ep := &eps[i]; b.isLocal(hinted, ep) {

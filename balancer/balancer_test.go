@@ -61,6 +61,8 @@ func allPolicies() []struct {
 		{"MaglevClientIP", balancer.Maglev{}},
 		{"Sticky", balancer.Sticky{}}, // falls back to RoundRobin
 		{"StickyLeastRequest", balancer.Sticky{Fallback: balancer.LeastRequest{}}},
+		{"ClientIPAffinity", balancer.ClientIPAffinity{}}, // falls back to RoundRobin
+		{"ClientIPAffinityLeastRequest", balancer.ClientIPAffinity{Fallback: balancer.LeastRequest{}}},
 	}
 }
 
@@ -140,6 +142,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"huge table", balancer.Maglev{TableSize: 1 << 30}, balancer.Options{}, "Maglev.TableSize"},
 		{"sticky in sticky", balancer.Sticky{Fallback: balancer.Sticky{}}, balancer.Options{}, "Sticky.Fallback"},
 		{"bad cookie name", balancer.Sticky{Cookie: "a;b"}, balancer.Options{}, "Sticky.Cookie"},
+		{"affinity in sticky", balancer.Sticky{Fallback: balancer.ClientIPAffinity{}}, balancer.Options{}, "Sticky.Fallback"},
+		{"sticky in affinity", balancer.ClientIPAffinity{Fallback: &balancer.Sticky{}}, balancer.Options{}, "ClientIPAffinity.Fallback"},
+		{"affinity in affinity", balancer.ClientIPAffinity{Fallback: balancer.ClientIPAffinity{}}, balancer.Options{}, "ClientIPAffinity.Fallback"},
+		{"negative affinity timeout", balancer.ClientIPAffinity{Timeout: -time.Second}, balancer.Options{}, "ClientIPAffinity.Timeout"},
+		{"negative max clients", balancer.ClientIPAffinity{MaxClients: -1}, balancer.Options{}, "ClientIPAffinity.MaxClients"},
+		{"bad affinity fallback", balancer.ClientIPAffinity{Fallback: balancer.PeakEWMA{Decay: -1}}, balancer.Options{}, "PeakEWMA.Decay"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := balancer.New(tc.p, tc.o)
@@ -971,8 +979,12 @@ func TestConcurrentPickAndUpdate(t *testing.T) {
 			}
 			close(stop)
 			wg.Wait()
-			// The last set had ten endpoints in zone a or b: picks must come from it.
-			res, err := b.Pick(sluice.PickInfo{Request: userRequest("x")})
+			// The last set had endpoints in zone a or b: picks must come from it. The request
+			// comes from a client of its own: one that ClientIPAffinity pinned while a busy
+			// zone spilled over would rightly stay in zone b.
+			r := userRequest("x")
+			r.RemoteAddr = "198.51.100.99:1"
+			res, err := b.Pick(sluice.PickInfo{Request: r})
 			require.NoError(t, err)
 			res.Done(sluice.Outcome{})
 			assert.Equal(t, "a", res.Endpoint.Zone, "zone preference should hold after concurrent updates")

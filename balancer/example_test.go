@@ -3,6 +3,7 @@ package balancer_test
 import (
 	"fmt"
 	"net/http/httptest"
+	"net/netip"
 	"time"
 
 	"github.com/sluiceproxy/sluice"
@@ -79,4 +80,27 @@ func ExampleSticky() {
 	// Output:
 	// cookie: aff 16 hex digits
 	// pinned: true cookie set again: false
+}
+
+// ClientIPAffinity keeps a client's connections on one endpoint, as kube-proxy does for a
+// Service with sessionAffinity: ClientIP; an L4 proxy passes the client's address in
+// PickInfo.Client.
+func ExampleClientIPAffinity() {
+	bal, err := balancer.New(balancer.ClientIPAffinity{Timeout: 3 * time.Hour, Fallback: balancer.Random{}}, balancer.Options{})
+	if err != nil {
+		panic(err)
+	}
+	bal.Update([]sluice.Endpoint{{Addr: "10.0.0.1:5432"}, {Addr: "10.0.0.2:5432"}, {Addr: "10.0.0.3:5432"}})
+
+	conn := func(client string) string {
+		res, err := bal.Pick(sluice.PickInfo{Client: netip.MustParseAddrPort(client)})
+		if err != nil {
+			panic(err)
+		}
+		res.Done(sluice.Outcome{})
+		return res.Endpoint.Addr
+	}
+	first := conn("192.0.2.7:40001")
+	fmt.Println("same endpoint for a new connection:", conn("192.0.2.7:40002") == first)
+	// Output: same endpoint for a new connection: true
 }

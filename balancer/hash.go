@@ -587,7 +587,7 @@ type Sticky struct {
 	Cookie string
 
 	// Fallback chooses for clients without a valid cookie. Nil means RoundRobin. It must not
-	// be another Sticky.
+	// be another Sticky, nor ClientIPAffinity.
 	Fallback Policy
 
 	// Secret keys the hash that makes the cookie's token, so that clients cannot compute the
@@ -617,11 +617,11 @@ func (p Sticky) fallback() Policy {
 }
 
 func (p Sticky) validate() error {
-	if _, ok := p.Fallback.(Sticky); ok {
+	switch p.Fallback.(type) {
+	case Sticky, *Sticky:
 		return errors.New("balancer: Sticky.Fallback must not be Sticky")
-	}
-	if _, ok := p.Fallback.(*Sticky); ok {
-		return errors.New("balancer: Sticky.Fallback must not be Sticky")
+	case ClientIPAffinity, *ClientIPAffinity:
+		return errors.New("balancer: Sticky.Fallback must not be ClientIPAffinity")
 	}
 	if p.Cookie != "" && !validCookieName(p.Cookie) {
 		return fmt.Errorf("balancer: Sticky.Cookie %q is not a valid cookie name", p.Cookie)
@@ -647,13 +647,7 @@ func (p Sticky) build(s *snapshot) picker {
 	if same == 0 {
 		same = http.SameSiteLaxMode
 	}
-	// An open-addressing table of at least twice the pool's size, a power of two: tokens are
-	// SHA-256 output, so their low bits index it directly, and a lookup probes about 1.5 slots.
-	size := 2
-	for size < 2*len(s.pool) {
-		size *= 2
-	}
-	t := &stickyTable{name: name, slots: make([]stickySlot, size), mask: uint64(size - 1)}
+	t := newTokenTable(name, len(s.pool))
 	for i := range s.pool {
 		e := &s.pool[i]
 		// The token costs a SHA-256 and the cookie two allocations: both are made once per
@@ -677,11 +671,24 @@ func (p Sticky) build(s *snapshot) picker {
 	return p.fallback().build(s)
 }
 
-// stickyTable maps cookie tokens to pool indexes for one snapshot.
+// stickyTable maps tokens to pool indexes for one snapshot: Sticky's cookie tokens, or
+// ClientIPAffinity's endpoint ids.
 type stickyTable struct {
 	name  string
 	slots []stickySlot
 	mask  uint64
+}
+
+// newTokenTable returns an empty stickyTable for n endpoints, whose cookie is name (empty
+// when the tokens are not cookies). It has at least twice n slots, a power of two: cookie
+// tokens are SHA-256 output and endpoint ids are consecutive, so their low bits index it
+// directly, and a lookup probes about 1.5 slots.
+func newTokenTable(name string, n int) *stickyTable {
+	size := 2
+	for size < 2*n {
+		size *= 2
+	}
+	return &stickyTable{name: name, slots: make([]stickySlot, size), mask: uint64(size - 1)}
 }
 
 // stickySlot is one slot of a stickyTable: a token and its pool index plus one; zero is

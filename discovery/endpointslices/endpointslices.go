@@ -9,7 +9,8 @@
 //   - endpoints that appear in two slices while the EndpointSlice controller moves them are
 //     reported once (a ready copy wins over a terminating one);
 //   - the port is resolved in each slice separately, by name or number, because slices of one
-//     Service may carry different target ports during a rollout;
+//     Service may carry different target ports during a rollout; it is a TCP port unless the
+//     Source asks for UDP or SCTP ([Watcher.Source]);
 //   - IPv4 and IPv6 slices are used; the first address of each endpoint is dialled, written
 //     canonically, and an address that does not fit its slice's type is skipped;
 //   - FQDN slices are ignored, as kube-proxy ignores them, unless [Options.FQDN] turns them
@@ -288,7 +289,10 @@ func (w *Watcher) WaitForSync(ctx context.Context) error {
 // Source returns the Source for the Service namespace/name. port selects the Service port:
 // a name matches the slice port of that name; a number matches the slice port with that
 // (target) port number, since EndpointSlices carry target ports; empty matches the unnamed
-// port, or a slice's only port. Slices without a matching TCP port contribute nothing.
+// port, or a slice's only port. Ports are TCP ports unless port ends in "/UDP" or "/SCTP"
+// ("dns/UDP", "53/UDP", "/UDP" for the unnamed or only UDP port), the protocol written as
+// Kubernetes writes it; an L4 proxy asks for each Service port with its protocol, an HTTP
+// proxy never needs the suffix. Slices without a matching port contribute nothing.
 func (w *Watcher) Source(namespace, name, port string) *Source {
 	return &Source{w: w, key: namespace + "/" + name, port: port}
 }
@@ -740,17 +744,26 @@ func endpointHost(typ discoveryv1.AddressType, addr string) (string, bool) {
 }
 
 // slicePort finds the port for want in es: by name, by number, or the unnamed/only port when
-// want is empty. Only TCP ports (or ports without a protocol) in 1..65535 match; the port
-// returned has a non-nil Port.
+// want is empty, as Watcher.Source describes. Only ports of want's protocol (TCP, which
+// ports without a protocol are, unless want ends in "/UDP" or "/SCTP") in 1..65535 match;
+// the port returned has a non-nil Port.
 func slicePort(es *discoveryv1.EndpointSlice, want string) (discoveryv1.EndpointPort, bool) {
+	proto := "TCP"
+	if i := strings.LastIndexByte(want, '/'); i >= 0 {
+		want, proto = want[:i], want[i+1:]
+	}
 	num, numErr := strconv.ParseUint(want, 10, 16)
-	tcp := 0
+	n := 0 // ports of the protocol
 	var only discoveryv1.EndpointPort
 	for _, p := range es.Ports {
-		if p.Protocol != nil && *p.Protocol != "TCP" || p.Port == nil || *p.Port < 1 || *p.Port > 65535 {
+		pp := "TCP"
+		if p.Protocol != nil {
+			pp = string(*p.Protocol)
+		}
+		if pp != proto || p.Port == nil || *p.Port < 1 || *p.Port > 65535 {
 			continue
 		}
-		tcp++
+		n++
 		only = p
 		name := ""
 		if p.Name != nil {
@@ -765,7 +778,7 @@ func slicePort(es *discoveryv1.EndpointSlice, want string) (discoveryv1.Endpoint
 			return p, true
 		}
 	}
-	if want == "" && tcp == 1 {
+	if want == "" && n == 1 {
 		return only, true
 	}
 	return discoveryv1.EndpointPort{}, false

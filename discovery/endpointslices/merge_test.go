@@ -103,6 +103,31 @@ func TestMerge(t *testing.T) {
 		port:   "",
 		want:   []sluice.Endpoint{{Addr: "10.244.0.1:53"}},
 	}, {
+		name:   "a UDP port by name, with the suffix only",
+		slices: []*discoveryv1.EndpointSlice{slice("s1", "dns", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{{Name: ptr("dns"), Port: ptr(int32(5353)), Protocol: ptr(corev1.ProtocolUDP)}, port("dns-tcp", 53)}, ep("10.244.0.1", nil, nil, nil))},
+		port:   "dns/UDP",
+		want:   []sluice.Endpoint{{Addr: "10.244.0.1:5353"}},
+	}, {
+		name:   "a UDP port's name without the suffix asks for TCP",
+		slices: []*discoveryv1.EndpointSlice{slice("s1", "dns", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{{Name: ptr("dns"), Port: ptr(int32(5353)), Protocol: ptr(corev1.ProtocolUDP)}, port("dns-tcp", 53)}, ep("10.244.0.1", nil, nil, nil))},
+		port:   "dns",
+		want:   []sluice.Endpoint{},
+	}, {
+		name:   "a UDP port by number, and the only UDP port",
+		slices: []*discoveryv1.EndpointSlice{slice("s1", "dns", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{{Name: ptr("dns"), Port: ptr(int32(5353)), Protocol: ptr(corev1.ProtocolUDP)}, port("dns-tcp", 5353)}, ep("10.244.0.1", nil, nil, nil))},
+		port:   "5353/UDP",
+		want:   []sluice.Endpoint{{Addr: "10.244.0.1:5353"}},
+	}, {
+		name:   "the only UDP port, unnamed in the Service",
+		slices: []*discoveryv1.EndpointSlice{slice("s1", "dns", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{{Port: ptr(int32(5353)), Protocol: ptr(corev1.ProtocolUDP)}}, ep("10.244.0.1", nil, nil, nil))},
+		port:   "/UDP",
+		want:   []sluice.Endpoint{{Addr: "10.244.0.1:5353"}},
+	}, {
+		name:   "an unknown protocol matches nothing",
+		slices: []*discoveryv1.EndpointSlice{slice("s1", "dns", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{{Port: ptr(int32(5353)), Protocol: ptr(corev1.ProtocolUDP)}}, ep("10.244.0.1", nil, nil, nil))},
+		port:   "/udp",
+		want:   []sluice.Endpoint{},
+	}, {
 		name: "IPv6 is used; FQDN slices are not, Merge resolves no names",
 		slices: []*discoveryv1.EndpointSlice{
 			slice("s6", "web", discoveryv1.AddressTypeIPv6, httpPort, ep("fd00::1", nil, nil, nil)),
