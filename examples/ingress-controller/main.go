@@ -39,6 +39,7 @@ import (
 	"github.com/sluiceproxy/sluice/h1"
 	"github.com/sluiceproxy/sluice/h2"
 	"github.com/sluiceproxy/sluice/proxy"
+	"github.com/sluiceproxy/sluice/tcpproxy"
 	"github.com/sluiceproxy/sluice/tls/certs"
 )
 
@@ -67,6 +68,10 @@ type config struct {
 	// Server says who serves HTTP/1.1 and HTTP/2 on the HTTP and HTTPS ports: "sluice"
 	// (packages h1 and h2, also when empty) or "net/http".
 	Server string
+	// SSLPassthrough puts an SNI-reading TCP proxy in front of the HTTPS port, so that the
+	// hosts of Ingresses with the ssl-passthrough annotation reach their pods still encrypted
+	// (passthrough.go). Off by default: every HTTPS connection then takes one more hop.
+	SSLPassthrough bool
 
 	// Election, when true, lets only the replica holding the Lease ElectionID in
 	// ElectionNamespace write status and Events (leader.go has the defaults of the others).
@@ -120,6 +125,7 @@ func main() {
 	flag.DurationVar(&cfg.TunnelGrace, "tunnel-grace", 30*time.Second, "how long WebSockets to an endpoint that left its Service's EndpointSlices stay open before they are closed; negative means until they end")
 	flag.StringVar(&cfg.Server, "server", "sluice", "who serves HTTP/1.1 and HTTP/2: sluice (packages h1 and h2) or net/http")
 	flag.StringVar(&cfg.DefaultBackend, "default-backend", "", "namespace/name:port of the Service that serves requests no Ingress matches; empty means 404")
+	flag.BoolVar(&cfg.SSLPassthrough, "enable-ssl-passthrough", false, "pass the TLS connections for the hosts of Ingresses annotated "+annotationPrefix+"ssl-passthrough to their pods undecrypted; puts an SNI-reading hop in front of every HTTPS connection")
 	flag.BoolVar(&cfg.Election, "election", true, "elect one replica, by a Lease, to write Ingress status and Events; false for a single replica")
 	flag.StringVar(&cfg.ElectionNamespace, "election-namespace", "", "namespace of the Lease; empty means the pod's (or the kubeconfig context's)")
 	flag.StringVar(&cfg.ElectionID, "election-id", "", "name of the Lease; empty means sluice-ingress-CLASS, so that two classes never share one")
@@ -153,6 +159,9 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	if cfg.Server != "" && cfg.Server != "sluice" && cfg.Server != "net/http" {
 		return fmt.Errorf("-server: want sluice or net/http, got %q", cfg.Server)
+	}
+	if cfg.SSLPassthrough && cfg.HTTPSAddr == "" {
+		return errors.New("-enable-ssl-passthrough needs -https: passthrough happens on the HTTPS port")
 	}
 	client := cfg.Client
 	if client == nil {
@@ -197,6 +206,18 @@ func run(ctx context.Context, cfg *config) error {
 			ln.Close()
 		}
 		return err
+	}
+	// With passthrough the HTTPS server takes its connections from the SNI proxy, which
+	// serves the HTTPS port.
+	var httpsConns net.Listener = httpsLn
+	if cfg.SSLPassthrough {
+		if err := c.enablePassthrough(httpsLn.Addr()); err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			return err
+		}
+		httpsConns = c.terminate
 	}
 
 	var draining atomic.Bool
@@ -243,7 +264,7 @@ func run(ctx context.Context, cfg *config) error {
 	serveErr := make(chan error, 4)
 	serve := func(f func() error) {
 		wg.Go(func() {
-			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, tcpproxy.ErrClosed) {
 				serveErr <- err
 			}
 		})
@@ -260,7 +281,10 @@ func run(ctx context.Context, cfg *config) error {
 		serve(func() error { return httpFront.Serve(httpLn) })
 	}
 	if httpsFront != nil {
-		serve(func() error { return httpsFront.ServeTLS(httpsLn, "", "") })
+		serve(func() error { return httpsFront.ServeTLS(httpsConns, "", "") })
+	}
+	if c.l4 != nil {
+		serve(func() error { return c.l4.Serve(httpsLn) })
 	}
 	if adminLn != nil {
 		serve(func() error { return adminSrv.Serve(adminLn) })
@@ -274,7 +298,8 @@ func run(ctx context.Context, cfg *config) error {
 		}
 		cfg.Listening(addr(httpLn), addr(httpsLn), addr(adminLn))
 	}
-	cfg.Logger.Info("serving", "http", cfg.HTTPAddr, "https", cfg.HTTPSAddr, "admin", cfg.AdminAddr, "class", cfg.Class)
+	cfg.Logger.Info("serving", "http", cfg.HTTPAddr, "https", cfg.HTTPSAddr, "admin", cfg.AdminAddr, "class", cfg.Class,
+		"ssl_passthrough", cfg.SSLPassthrough)
 
 	var failed error
 	select {
@@ -291,11 +316,22 @@ func run(ctx context.Context, cfg *config) error {
 	if httpsFront != nil {
 		servers = append(servers, httpsFront)
 	}
+	// The SNI proxy stops accepting at once and lets the connections it passed through
+	// finish, alongside the servers' requests, within the same -drain.
+	l4Drained := make(chan error, 1)
+	if c.l4 != nil {
+		go func() { l4Drained <- c.l4.Shutdown(dctx) }()
+	} else {
+		l4Drained <- nil
+	}
 	// Both servers first, then the proxies: a proxy's tunnels close only once neither server
 	// has requests, and the list, taken when no request can start, has every proxy that
 	// still holds requests or tunnels, those a route change retired included.
 	drainErr := proxy.Drain(dctx, servers)
 	if err := proxy.Drain(dctx, nil, c.Proxies()...); drainErr == nil {
+		drainErr = err
+	}
+	if err := <-l4Drained; drainErr == nil {
 		drainErr = err
 	}
 	stopCtrl()

@@ -24,6 +24,7 @@ type metrics struct {
 
 	rebuilds, rebuildErrors           atomic.Int64
 	ingresses, invalid, routes, pools atomic.Int64
+	passthroughHosts                  atomic.Int64
 }
 
 var _ proxy.Metrics = (*metrics)(nil)
@@ -95,6 +96,7 @@ func (m *metrics) write(w io.Writer) {
 		{"sluice_invalid_ingresses", "gauge", "Ingresses whose current version is invalid.", &m.invalid},
 		{"sluice_routes", "gauge", "Routes in the current table.", &m.routes},
 		{"sluice_pools", "gauge", "Backend pools (Service port and policy).", &m.pools},
+		{"sluice_passthrough_hosts", "gauge", "Hosts whose TLS connections are passed through to their pods.", &m.passthroughHosts},
 	} {
 		head(c.name, c.typ, c.help)
 		fmt.Fprintf(w, "%s %d\n", c.name, c.v.Load())
