@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,9 +37,11 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/h1"
 	"github.com/sluiceproxy/sluice/h2"
 	"github.com/sluiceproxy/sluice/proxy"
+	"github.com/sluiceproxy/sluice/proxyproto"
 	"github.com/sluiceproxy/sluice/tcpproxy"
 	"github.com/sluiceproxy/sluice/tls/certs"
 )
@@ -72,6 +75,10 @@ type config struct {
 	// hosts of Ingresses with the ssl-passthrough annotation reach their pods still encrypted
 	// (passthrough.go). Off by default: every HTTPS connection then takes one more hop.
 	SSLPassthrough bool
+	// ProxyProtocolFrom lists the networks (CIDRs or addresses, comma-separated) whose
+	// connections to the HTTP and HTTPS ports start with a PROXY protocol header naming the
+	// client: the load balancers in front. Empty means no PROXY protocol.
+	ProxyProtocolFrom string
 
 	// Election, when true, lets only the replica holding the Lease ElectionID in
 	// ElectionNamespace write status and Events (leader.go has the defaults of the others).
@@ -91,6 +98,23 @@ type config struct {
 	Listening func(httpAddr, httpsAddr, adminAddr string)
 	// Logger receives the controller's logs. Nil means slog.Default().
 	Logger *slog.Logger
+}
+
+// parseProxyProtocolFrom reads -proxy-protocol-from: comma-separated CIDRs or addresses;
+// empty means nil, no PROXY protocol.
+func parseProxyProtocolFrom(v string) (*sluice.TrustedProxies, error) {
+	if strings.TrimSpace(v) == "" {
+		return nil, nil
+	}
+	cidrs := strings.Split(v, ",")
+	for i := range cidrs {
+		cidrs[i] = strings.TrimSpace(cidrs[i])
+	}
+	t, err := sluice.ParseTrustedProxies(cidrs...)
+	if err != nil {
+		return nil, fmt.Errorf("-proxy-protocol-from: %w", err)
+	}
+	return t, nil
 }
 
 // sluiceFront serves srv with sluice's HTTP/1.1 and HTTP/2 servers.
@@ -126,6 +150,7 @@ func main() {
 	flag.StringVar(&cfg.Server, "server", "sluice", "who serves HTTP/1.1 and HTTP/2: sluice (packages h1 and h2) or net/http")
 	flag.StringVar(&cfg.DefaultBackend, "default-backend", "", "namespace/name:port of the Service that serves requests no Ingress matches; empty means 404")
 	flag.BoolVar(&cfg.SSLPassthrough, "enable-ssl-passthrough", false, "pass the TLS connections for the hosts of Ingresses annotated "+annotationPrefix+"ssl-passthrough to their pods undecrypted; puts an SNI-reading hop in front of every HTTPS connection")
+	flag.StringVar(&cfg.ProxyProtocolFrom, "proxy-protocol-from", "", "comma-separated CIDRs of the load balancers that send a PROXY protocol header (v1 or v2) on the HTTP and HTTPS ports, which must then send it; empty means none")
 	flag.BoolVar(&cfg.Election, "election", true, "elect one replica, by a Lease, to write Ingress status and Events; false for a single replica")
 	flag.StringVar(&cfg.ElectionNamespace, "election-namespace", "", "namespace of the Lease; empty means the pod's (or the kubeconfig context's)")
 	flag.StringVar(&cfg.ElectionID, "election-id", "", "name of the Lease; empty means sluice-ingress-CLASS, so that two classes never share one")
@@ -162,6 +187,10 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	if cfg.SSLPassthrough && cfg.HTTPSAddr == "" {
 		return errors.New("-enable-ssl-passthrough needs -https: passthrough happens on the HTTPS port")
+	}
+	trusted, err := parseProxyProtocolFrom(cfg.ProxyProtocolFrom)
+	if err != nil {
+		return err
 	}
 	client := cfg.Client
 	if client == nil {
@@ -206,6 +235,17 @@ func run(ctx context.Context, cfg *config) error {
 			ln.Close()
 		}
 		return err
+	}
+	if trusted != nil {
+		// Behind a load balancer that speaks the PROXY protocol, each connection's address is
+		// the client's, read from the header before anything else (before the ClientHello
+		// too), so that access logs, X-Forwarded-For, rate limits and passthrough balancing
+		// see the client. Anyone else sending a header is refused.
+		for _, ln := range []*net.Listener{&httpLn, &httpsLn} {
+			if *ln != nil {
+				*ln = &proxyproto.Listener{Listener: *ln, Trusted: trusted}
+			}
+		}
 	}
 	// With passthrough the HTTPS server takes its connections from the SNI proxy, which
 	// serves the HTTPS port.
@@ -299,7 +339,7 @@ func run(ctx context.Context, cfg *config) error {
 		cfg.Listening(addr(httpLn), addr(httpsLn), addr(adminLn))
 	}
 	cfg.Logger.Info("serving", "http", cfg.HTTPAddr, "https", cfg.HTTPSAddr, "admin", cfg.AdminAddr, "class", cfg.Class,
-		"ssl_passthrough", cfg.SSLPassthrough)
+		"ssl_passthrough", cfg.SSLPassthrough, "proxy_protocol_from", cfg.ProxyProtocolFrom)
 
 	var failed error
 	select {
