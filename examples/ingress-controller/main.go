@@ -258,6 +258,7 @@ func run(ctx context.Context, cfg *config) error {
 			return err
 		}
 		httpsConns = c.terminate
+		m.passthrough = c.l4.Stats
 	}
 
 	var draining atomic.Bool
