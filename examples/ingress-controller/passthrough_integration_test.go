@@ -119,6 +119,15 @@ spec:
 		assert.Regexp(t, `sluice_passthrough_connections_total [1-9]`, string(b))
 	})
 
+	t.Run("the route follows the Service's endpoints", func(t *testing.T) {
+		certC := tlsPod(t, pods, "secure-c", "10.244.6.2:8443", backendCA.Server(t, "secure.test", "other.test"))
+		apply(t, client, service("pt", "secure-b", 8443, "10.244.6.2"))
+		got := waitTLS(t, r.https, "other.test", backendCA.Pool, false, "secure-c HTTP/1.1 other.test")
+		assert.Equal(t, certC.Leaf.SerialNumber, got.leaf.SerialNumber, "the new pod of secure-b holds the session")
+		apply(t, client, service("pt", "secure-b", 8443, "10.244.6.1"))
+		waitTLS(t, r.https, "other.test", backendCA.Pool, false, "secure-b HTTP/1.1 other.test")
+	})
+
 	t.Run("without the flag the Ingress is reported and served terminated", func(t *testing.T) {
 		off := startRig(t, client, pods, nil)
 		// The controller's own HTTPS connection to the pod names no server (a pod IP).
