@@ -8,6 +8,12 @@
 //
 //	go run ./examples/ingress-controller -kubeconfig ~/.kube/config -http :8080 -https :8443
 //
+// With -enable-ssl-passthrough, the HTTPS port reads each connection's TLS server name first
+// and passes the hosts of Ingresses annotated sluiceproxy.io/ssl-passthrough to their pods
+// undecrypted, terminating the others as usual (passthrough.go). With -proxy-protocol-from,
+// the load balancers in those networks must open each connection to the HTTP and HTTPS ports
+// with a PROXY protocol header, whose client address then stands for the connection's peer.
+//
 // The admin listener serves /healthz, /readyz (ready after the first full sync, not ready
 // while draining) and /metrics. SIGTERM drains: listeners close, in-flight requests and
 // upgraded connections finish, up to -drain.
