@@ -384,6 +384,38 @@ spec:
 	assert.Equal(t, secure.Leaf.SerialNumber, got.leaf.SerialNumber, "the client should see the backend's own certificate")
 	got = waitTLS(t, r.https, "shop.test", ingressCA.Pool, false, "web")
 	assert.Equal(t, "HTTP/1.1", got.proto)
+
+	t.Run("a drain lets connections passed through finish", func(t *testing.T) {
+		var dials atomic.Int64
+		kept := tlsClient(r.https, "secure.test", backendCA.Pool, true, nil, &dials)
+		_, err := getTLS(kept, "secure.test")
+		require.NoError(t, err)
+		r.cancel()
+		require.Eventually(t, func() bool {
+			c, err := net.Dial("tcp", r.https)
+			if err == nil {
+				c.Close()
+			}
+			return err != nil
+		}, 10*time.Second, time.Millisecond, "the HTTPS port should stop accepting")
+		got, err := getTLS(kept, "secure.test")
+		require.NoError(t, err, "the connection passed through before the drain should still work")
+		assert.Equal(t, "secure HTTP/2.0 secure.test", got.body)
+		assert.EqualValues(t, 1, dials.Load(), "on the same connection")
+		select {
+		case err := <-r.done:
+			t.Fatalf("run returned (%v) while a connection passed through was open", err)
+		default:
+		}
+		kept.CloseIdleConnections()
+		select {
+		case err := <-r.done:
+			assert.NoError(t, err, "the drain should end cleanly once the connection closes")
+			r.done <- err // for the rig's cleanup
+		case <-time.After(10 * time.Second):
+			t.Fatal("run should return once the last connection passed through closes")
+		}
+	})
 }
 
 // TestProxyProtocolFake checks -proxy-protocol-from against a fake API server: a trusted
