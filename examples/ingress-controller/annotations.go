@@ -50,6 +50,11 @@ type options struct {
 	canaryCookie        string
 	canaryWeight        int
 	canaryWeightPresent bool
+
+	// sslPassthrough passes the TLS connections for the Ingress's hosts, undecrypted, to the
+	// backend of each host's path "/", as ingress-nginx's ssl-passthrough does; it takes
+	// effect only when the controller runs with -enable-ssl-passthrough.
+	sslPassthrough bool
 }
 
 // parseAnnotations reads the sluiceproxy.io/ annotations of one Ingress. The error names
@@ -198,6 +203,20 @@ func parseAnnotations(ann map[string]string) (options, error) {
 			return o, bad("canary-weight", "want an integer in [0, 100], got %q", w)
 		}
 	}
+
+	if o.sslPassthrough, err = parseBool(get("ssl-passthrough")); err != nil {
+		return o, bad("ssl-passthrough", "%v", err)
+	}
+	if o.sslPassthrough {
+		// A passed-through connection is one stream to one pod: there is no request to weigh
+		// a canary by, nor a header, cookie, query or path to hash.
+		if o.canary {
+			return o, bad("ssl-passthrough", "does not go with %scanary: a connection passed through has no request to send to a canary", annotationPrefix)
+		}
+		if hashKey != nil && *hashKey != balancer.ClientIPKey() {
+			return o, bad("hash-key", "with %sssl-passthrough only client-ip can be hashed: a connection passed through has no request", annotationPrefix)
+		}
+	}
 	return o, nil
 }
 
@@ -207,11 +226,12 @@ var known = map[string]bool{
 	"cache": true, "timeout": true, "try-timeout": true, "retries": true, "ssl-redirect": true,
 	"backend-protocol": true, "canary": true, "canary-by-header": true,
 	"canary-by-header-value": true, "canary-by-cookie": true, "canary-weight": true,
+	"ssl-passthrough": true,
 }
 
 const knownList = "load-balance, hash-key, rate-limit-rps, rate-limit-burst, cache, timeout, " +
 	"try-timeout, retries, ssl-redirect, backend-protocol, canary, canary-by-header, " +
-	"canary-by-header-value, canary-by-cookie, canary-weight"
+	"canary-by-header-value, canary-by-cookie, canary-weight, ssl-passthrough"
 
 // parseHashKey reads header:NAME, cookie:NAME, query:NAME, path or client-ip.
 func parseHashKey(v string) (balancer.HashKey, error) {

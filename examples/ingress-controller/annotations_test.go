@@ -67,6 +67,21 @@ func TestParseAnnotations(t *testing.T) {
 		{name: "canary weight", ann: map[string]string{p + "canary": "true", p + "canary-weight": "101"}, wantErr: "sluiceproxy.io/canary-weight"},
 		{name: "header value without header", ann: map[string]string{p + "canary": "true", p + "canary-by-header-value": "x"}, wantErr: "sluiceproxy.io/canary-by-header-value"},
 		{name: "bad header name", ann: map[string]string{p + "canary": "true", p + "canary-by-header": "X Canary"}, wantErr: "sluiceproxy.io/canary-by-header"},
+		{name: "ssl-passthrough", ann: map[string]string{p + "ssl-passthrough": "true"}, check: func(t *testing.T, o options) {
+			assert.True(t, o.sslPassthrough)
+		}},
+		{name: "ssl-passthrough false", ann: map[string]string{p + "ssl-passthrough": "false"}, check: func(t *testing.T, o options) {
+			assert.False(t, o.sslPassthrough)
+		}},
+		{name: "ssl-passthrough hashing the client IP", ann: map[string]string{p + "ssl-passthrough": "true", p + "load-balance": "maglev", p + "hash-key": "client-ip"},
+			check: func(t *testing.T, o options) {
+				assert.True(t, o.sslPassthrough)
+				assert.Equal(t, "maglev/client IP", o.policyName)
+			}},
+		{name: "ssl-passthrough not a bool", ann: map[string]string{p + "ssl-passthrough": "yes"}, wantErr: "sluiceproxy.io/ssl-passthrough"},
+		{name: "ssl-passthrough canary", ann: map[string]string{p + "ssl-passthrough": "true", p + "canary": "true"}, wantErr: "sluiceproxy.io/ssl-passthrough: does not go with"},
+		{name: "ssl-passthrough hashing a header", ann: map[string]string{p + "ssl-passthrough": "true", p + "load-balance": "maglev", p + "hash-key": "header:X-User"},
+			wantErr: "sluiceproxy.io/hash-key: with sluiceproxy.io/ssl-passthrough only client-ip"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o, err := parseAnnotations(tc.ann)
@@ -94,6 +109,7 @@ func FuzzParseAnnotations(f *testing.F) {
 	f.Add("retries", "+5", "backend-protocol", "h2c")
 	f.Add("rate-limit-rps", "Inf", "cache", "TRUE")
 	f.Add("unknown", "", "hash-key", "query:")
+	f.Add("ssl-passthrough", "true", "hash-key", "path")
 	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
 		ann := map[string]string{annotationPrefix + k1: v1, annotationPrefix + k2: v2}
 		if k1 == "canary-weight" || k2 == "canary-weight" || strings.HasPrefix(k1, "canary-") || strings.HasPrefix(k2, "canary-") {

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
@@ -32,6 +33,7 @@ import (
 	"github.com/sluiceproxy/sluice/proxy/middleware"
 	"github.com/sluiceproxy/sluice/proxy/route"
 	"github.com/sluiceproxy/sluice/ratelimit"
+	"github.com/sluiceproxy/sluice/tcpproxy"
 	"github.com/sluiceproxy/sluice/tls/certs"
 	"github.com/sluiceproxy/sluice/tls/secrets"
 )
@@ -89,6 +91,13 @@ type controller struct {
 	// forgets the ones that have emptied; one whose key comes back is used again.
 	retiring map[proxyKey]*proxy.Proxy
 	secrets  map[string]context.CancelFunc // by namespace/name of a TLS Secret
+
+	// l4, with -enable-ssl-passthrough, serves the HTTPS port: it passes the connections for
+	// passthrough hosts to their pods and hands the others to the HTTPS server through
+	// terminate (passthrough.go). Both are nil without the flag; main sets them before Run.
+	l4          *tcpproxy.Proxy
+	terminate   *tcpproxy.Listener
+	l4Conflicts map[string]string // the passthrough conflicts last logged; Run's
 }
 
 // ingressConfig is one accepted Ingress with its parsed annotations.
@@ -99,8 +108,13 @@ type ingressConfig struct {
 
 func (ic *ingressConfig) key() string { return ic.ing.Namespace + "/" + ic.ing.Name }
 
-// poolKey names a backend pool: one Service port balanced with one policy.
-type poolKey struct{ namespace, service, port, policy string }
+// poolKey names a backend pool: one Service port balanced with one policy, for requests or,
+// with passthrough, for the TLS connections passed through to it (passthrough.go says why
+// those have a pool of their own).
+type poolKey struct {
+	namespace, service, port, policy string
+	passthrough                      bool
+}
 
 // backendPool is the endpoint set of one Service port, health-checked and balanced, and the
 // means to stop it.
@@ -299,6 +313,7 @@ func (c *controller) rebuild(ctx context.Context) []*secrets.Watcher {
 		err error
 	}
 	var refused []refusal // reported after the swap, so that API calls never delay it
+	var warned []refusal  // served all the same, and reported with them
 	for _, ing := range all {
 		if !c.ours(ing) {
 			continue
@@ -307,7 +322,7 @@ func (c *controller) rebuild(ctx context.Context) []*secrets.Watcher {
 		seen[key] = true
 		ic := &ingressConfig{ing: ing}
 		if ic.opts, err = parseAnnotations(ing.Annotations); err == nil {
-			err = validateIngress(ing)
+			err = validateIngress(ing, ic.opts)
 		}
 		if err != nil {
 			refused = append(refused, refusal{ing, err})
@@ -316,7 +331,9 @@ func (c *controller) rebuild(ctx context.Context) []*secrets.Watcher {
 			}
 		} else {
 			c.lastGood[key] = ic
-			if c.lastErr[key] != "" {
+			if ic.opts.sslPassthrough && c.l4 == nil {
+				warned = append(warned, refusal{ing, errPassthroughOff})
+			} else if c.lastErr[key] != "" {
 				c.logger.Info("ingress is valid again", "ingress", key)
 				delete(c.lastErr, key)
 			}
@@ -383,14 +400,21 @@ func (c *controller) rebuild(ctx context.Context) []*secrets.Watcher {
 		notFound = c.backend(c.fallback, c.fallbackBackend, &u)
 	}
 	t, err := route.New(routes, route.Options{NotFound: notFound})
+	var l4 *tcpproxy.Table
+	if err == nil && c.l4 != nil {
+		l4, err = c.passthroughTable(mains, &u)
+	}
 	if err != nil {
 		// Each Ingress was validated alone, so this is a conflict between them: keep serving
-		// the previous table rather than a partial one.
+		// the previous tables rather than a partial one.
 		c.logger.Error("route table rejected; keeping the previous one", "err", err)
 		c.metrics.rebuildErrors.Add(1)
 		return nil
 	}
 	c.router.Store(t)
+	if l4 != nil {
+		c.l4.Store(l4)
+	}
 	c.metrics.rebuilds.Add(1)
 	c.metrics.ingresses.Store(int64(len(mains) + len(canaries)))
 	c.metrics.invalid.Store(int64(len(refused)))
@@ -398,7 +422,10 @@ func (c *controller) rebuild(ctx context.Context) []*secrets.Watcher {
 	c.prune(u)
 	started := c.syncSecrets(append(mains, canaries...))
 	for _, r := range refused {
-		c.reportInvalid(ctx, r.ing, r.err)
+		c.reportInvalid(ctx, r.ing, r.err, true)
+	}
+	for _, r := range warned {
+		c.reportInvalid(ctx, r.ing, r.err, false)
 	}
 	c.writeStatus(ctx, append(mains, canaries...))
 	return started
@@ -479,9 +506,10 @@ func canaryPins(o options) []route.Pin {
 	return pins
 }
 
-// validateIngress checks what the route table would refuse, and what this controller does
-// not support, for one Ingress alone. The error names the field.
-func validateIngress(ing *networkingv1.Ingress) error {
+// validateIngress checks what the route tables would refuse, and what this controller does
+// not support, for one Ingress alone with its annotations' options. The error names the
+// field.
+func validateIngress(ing *networkingv1.Ingress, opts options) error {
 	var errs []error
 	var routes []route.Route
 	i := 0
@@ -502,46 +530,33 @@ func validateIngress(ing *networkingv1.Ingress) error {
 			errs = append(errs, fmt.Errorf("spec.tls[%d].secretName is empty", j))
 		}
 	}
+	if err := checkServerNames(ing); err != nil {
+		errs = append(errs, err)
+	}
+	if opts.sslPassthrough {
+		if _, err := passthroughBackends(ing); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
 // backend returns the forwarder for one Ingress backend, creating its pool and proxy if this
 // is their first use. A Service or port that does not exist yet answers 503 until it does.
 func (c *controller) backend(ic *ingressConfig, b networkingv1.IngressBackend, u *usage) http.Handler {
-	ns, name := ic.ing.Namespace, b.Service.Name
-	svc, err := c.services.Services(ns).Get(name)
-	if err != nil {
-		if !apierrors.IsNotFound(err) {
-			c.logger.Error("get service", "service", ns+"/"+name, "err", err)
-		}
+	sp, ok := c.servicePort(ic, b)
+	if !ok {
 		return unavailable
 	}
-	port, found, protocol := "", false, ic.opts.protocol
-	for _, sp := range svc.Spec.Ports {
-		if (b.Service.Port.Name != "" && sp.Name == b.Service.Port.Name) ||
-			(b.Service.Port.Name == "" && sp.Port == b.Service.Port.Number) {
-			port, found = sp.Name, true // EndpointSlice ports carry the Service port's name
-			if p, ok := appProtocol(sp.AppProtocol); ok && !ic.opts.protocolSet {
-				protocol = p
-			}
-			break
-		}
+	protocol := ic.opts.protocol
+	if p, ok := appProtocol(sp.AppProtocol); ok && !ic.opts.protocolSet {
+		protocol = p
 	}
-	if !found {
-		c.logger.Warn("service has no such port", "ingress", ic.key(), "service", ns+"/"+name,
-			"port", b.Service.Port.Name+fmt.Sprint(b.Service.Port.Number))
+	// EndpointSlice ports carry the Service port's name.
+	pk := poolKey{namespace: ic.ing.Namespace, service: b.Service.Name, port: sp.Name, policy: ic.opts.policyName}
+	if c.pool(ic, pk, u) == nil {
 		return unavailable
 	}
-	pk := poolKey{ns, name, port, ic.opts.policyName}
-	if _, ok := c.pools[pk]; !ok {
-		p, err := c.newPool(pk, ic.opts.policy)
-		if err != nil {
-			c.logger.Error("new pool", "ingress", ic.key(), "err", err)
-			return unavailable
-		}
-		c.pools[pk] = p
-	}
-	u.pools[pk] = true
 	xk := proxyKey{pk, protocol, ic.opts.maxTries, ic.opts.timeout, ic.opts.tryTimeout}
 	u.proxies[xk] = true
 	c.mu.Lock()
@@ -573,6 +588,44 @@ func (c *controller) backend(ic *ingressConfig, b networkingv1.IngressBackend, u
 	pl.Attach(p) // its tunnels to endpoints that left the Service are closed too
 	c.proxies[xk] = p
 	return p
+}
+
+// servicePort returns the port of its Service that backend b of ic names, by name or number,
+// and whether both exist; a missing one is logged, unless the Service itself is missing.
+func (c *controller) servicePort(ic *ingressConfig, b networkingv1.IngressBackend) (corev1.ServicePort, bool) {
+	ns, name := ic.ing.Namespace, b.Service.Name
+	svc, err := c.services.Services(ns).Get(name)
+	if err != nil {
+		if !apierrors.IsNotFound(err) {
+			c.logger.Error("get service", "service", ns+"/"+name, "err", err)
+		}
+		return corev1.ServicePort{}, false
+	}
+	for _, sp := range svc.Spec.Ports {
+		if (b.Service.Port.Name != "" && sp.Name == b.Service.Port.Name) ||
+			(b.Service.Port.Name == "" && sp.Port == b.Service.Port.Number) {
+			return sp, true
+		}
+	}
+	c.logger.Warn("service has no such port", "ingress", ic.key(), "service", ns+"/"+name,
+		"port", b.Service.Port.Name+fmt.Sprint(b.Service.Port.Number))
+	return corev1.ServicePort{}, false
+}
+
+// pool returns the pool named pk, starting it with ic's policy if this is its first use, and
+// marks it used; nil when it cannot start (logged).
+func (c *controller) pool(ic *ingressConfig, pk poolKey, u *usage) *backendPool {
+	pl, ok := c.pools[pk]
+	if !ok {
+		var err error
+		if pl, err = c.newPool(pk, ic.opts.policy); err != nil {
+			c.logger.Error("new pool", "ingress", ic.key(), "err", err)
+			return nil
+		}
+		c.pools[pk] = pl
+	}
+	u.pools[pk] = true
+	return pl
 }
 
 // parseDefaultBackend reads -default-backend, "namespace/name:port", the port a number or a
@@ -630,7 +683,7 @@ var unavailable = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) 
 // keeps the last set.
 func (c *controller) newPool(k poolKey, policy balancer.Policy) (*backendPool, error) {
 	health := healthcheck.Options{Outlier: &healthcheck.Outlier{}, Logger: c.logger}
-	if c.cfg.HealthPath != "" {
+	if c.cfg.HealthPath != "" && !k.passthrough {
 		health.Probe = &healthcheck.HTTP{Path: c.cfg.HealthPath}
 	}
 	src := c.endpoints.Source(k.namespace, k.service, k.port)

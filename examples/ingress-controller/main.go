@@ -8,6 +8,12 @@
 //
 //	go run ./examples/ingress-controller -kubeconfig ~/.kube/config -http :8080 -https :8443
 //
+// With -enable-ssl-passthrough, the HTTPS port reads each connection's TLS server name first
+// and passes the hosts of Ingresses annotated sluiceproxy.io/ssl-passthrough to their pods
+// undecrypted, terminating the others as usual (passthrough.go). With -proxy-protocol-from,
+// the load balancers in those networks must open each connection to the HTTP and HTTPS ports
+// with a PROXY protocol header, whose client address then stands for the connection's peer.
+//
 // The admin listener serves /healthz, /readyz (ready after the first full sync, not ready
 // while draining) and /metrics. SIGTERM drains: listeners close, in-flight requests and
 // upgraded connections finish, up to -drain.
@@ -26,6 +32,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,9 +43,12 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/h1"
 	"github.com/sluiceproxy/sluice/h2"
 	"github.com/sluiceproxy/sluice/proxy"
+	"github.com/sluiceproxy/sluice/proxyproto"
+	"github.com/sluiceproxy/sluice/tcpproxy"
 	"github.com/sluiceproxy/sluice/tls/certs"
 )
 
@@ -67,6 +77,14 @@ type config struct {
 	// Server says who serves HTTP/1.1 and HTTP/2 on the HTTP and HTTPS ports: "sluice"
 	// (packages h1 and h2, also when empty) or "net/http".
 	Server string
+	// SSLPassthrough puts an SNI-reading TCP proxy in front of the HTTPS port, so that the
+	// hosts of Ingresses with the ssl-passthrough annotation reach their pods still encrypted
+	// (passthrough.go). Off by default: every HTTPS connection then takes one more hop.
+	SSLPassthrough bool
+	// ProxyProtocolFrom lists the networks (CIDRs or addresses, comma-separated) whose
+	// connections to the HTTP and HTTPS ports start with a PROXY protocol header naming the
+	// client: the load balancers in front. Empty means no PROXY protocol.
+	ProxyProtocolFrom string
 
 	// Election, when true, lets only the replica holding the Lease ElectionID in
 	// ElectionNamespace write status and Events (leader.go has the defaults of the others).
@@ -86,6 +104,23 @@ type config struct {
 	Listening func(httpAddr, httpsAddr, adminAddr string)
 	// Logger receives the controller's logs. Nil means slog.Default().
 	Logger *slog.Logger
+}
+
+// parseProxyProtocolFrom reads -proxy-protocol-from: comma-separated CIDRs or addresses;
+// empty means nil, no PROXY protocol.
+func parseProxyProtocolFrom(v string) (*sluice.TrustedProxies, error) {
+	if strings.TrimSpace(v) == "" {
+		return nil, nil
+	}
+	cidrs := strings.Split(v, ",")
+	for i := range cidrs {
+		cidrs[i] = strings.TrimSpace(cidrs[i])
+	}
+	t, err := sluice.ParseTrustedProxies(cidrs...)
+	if err != nil {
+		return nil, fmt.Errorf("-proxy-protocol-from: %w", err)
+	}
+	return t, nil
 }
 
 // sluiceFront serves srv with sluice's HTTP/1.1 and HTTP/2 servers.
@@ -120,6 +155,8 @@ func main() {
 	flag.DurationVar(&cfg.TunnelGrace, "tunnel-grace", 30*time.Second, "how long WebSockets to an endpoint that left its Service's EndpointSlices stay open before they are closed; negative means until they end")
 	flag.StringVar(&cfg.Server, "server", "sluice", "who serves HTTP/1.1 and HTTP/2: sluice (packages h1 and h2) or net/http")
 	flag.StringVar(&cfg.DefaultBackend, "default-backend", "", "namespace/name:port of the Service that serves requests no Ingress matches; empty means 404")
+	flag.BoolVar(&cfg.SSLPassthrough, "enable-ssl-passthrough", false, "pass the TLS connections for the hosts of Ingresses annotated "+annotationPrefix+"ssl-passthrough to their pods undecrypted; puts an SNI-reading hop in front of every HTTPS connection")
+	flag.StringVar(&cfg.ProxyProtocolFrom, "proxy-protocol-from", "", "comma-separated CIDRs of the load balancers that send a PROXY protocol header (v1 or v2) on the HTTP and HTTPS ports, which must then send it; empty means none")
 	flag.BoolVar(&cfg.Election, "election", true, "elect one replica, by a Lease, to write Ingress status and Events; false for a single replica")
 	flag.StringVar(&cfg.ElectionNamespace, "election-namespace", "", "namespace of the Lease; empty means the pod's (or the kubeconfig context's)")
 	flag.StringVar(&cfg.ElectionID, "election-id", "", "name of the Lease; empty means sluice-ingress-CLASS, so that two classes never share one")
@@ -153,6 +190,13 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	if cfg.Server != "" && cfg.Server != "sluice" && cfg.Server != "net/http" {
 		return fmt.Errorf("-server: want sluice or net/http, got %q", cfg.Server)
+	}
+	if cfg.SSLPassthrough && cfg.HTTPSAddr == "" {
+		return errors.New("-enable-ssl-passthrough needs -https: passthrough happens on the HTTPS port")
+	}
+	trusted, err := parseProxyProtocolFrom(cfg.ProxyProtocolFrom)
+	if err != nil {
+		return err
 	}
 	client := cfg.Client
 	if client == nil {
@@ -197,6 +241,30 @@ func run(ctx context.Context, cfg *config) error {
 			ln.Close()
 		}
 		return err
+	}
+	if trusted != nil {
+		// Behind a load balancer that speaks the PROXY protocol, each connection's address is
+		// the client's, read from the header before anything else (before the ClientHello
+		// too), so that access logs, X-Forwarded-For, rate limits and passthrough balancing
+		// see the client. Anyone else sending a header is refused.
+		for _, ln := range []*net.Listener{&httpLn, &httpsLn} {
+			if *ln != nil {
+				*ln = &proxyproto.Listener{Listener: *ln, Trusted: trusted}
+			}
+		}
+	}
+	// With passthrough the HTTPS server takes its connections from the SNI proxy, which
+	// serves the HTTPS port.
+	var httpsConns net.Listener = httpsLn
+	if cfg.SSLPassthrough {
+		if err := c.enablePassthrough(httpsLn.Addr()); err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			return err
+		}
+		httpsConns = c.terminate
+		m.passthrough = c.l4.Stats
 	}
 
 	var draining atomic.Bool
@@ -243,7 +311,7 @@ func run(ctx context.Context, cfg *config) error {
 	serveErr := make(chan error, 4)
 	serve := func(f func() error) {
 		wg.Go(func() {
-			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, tcpproxy.ErrClosed) {
 				serveErr <- err
 			}
 		})
@@ -260,7 +328,10 @@ func run(ctx context.Context, cfg *config) error {
 		serve(func() error { return httpFront.Serve(httpLn) })
 	}
 	if httpsFront != nil {
-		serve(func() error { return httpsFront.ServeTLS(httpsLn, "", "") })
+		serve(func() error { return httpsFront.ServeTLS(httpsConns, "", "") })
+	}
+	if c.l4 != nil {
+		serve(func() error { return c.l4.Serve(httpsLn) })
 	}
 	if adminLn != nil {
 		serve(func() error { return adminSrv.Serve(adminLn) })
@@ -274,7 +345,8 @@ func run(ctx context.Context, cfg *config) error {
 		}
 		cfg.Listening(addr(httpLn), addr(httpsLn), addr(adminLn))
 	}
-	cfg.Logger.Info("serving", "http", cfg.HTTPAddr, "https", cfg.HTTPSAddr, "admin", cfg.AdminAddr, "class", cfg.Class)
+	cfg.Logger.Info("serving", "http", cfg.HTTPAddr, "https", cfg.HTTPSAddr, "admin", cfg.AdminAddr, "class", cfg.Class,
+		"ssl_passthrough", cfg.SSLPassthrough, "proxy_protocol_from", cfg.ProxyProtocolFrom)
 
 	var failed error
 	select {
@@ -291,11 +363,22 @@ func run(ctx context.Context, cfg *config) error {
 	if httpsFront != nil {
 		servers = append(servers, httpsFront)
 	}
+	// The SNI proxy stops accepting at once and lets the connections it passed through
+	// finish, alongside the servers' requests, within the same -drain.
+	l4Drained := make(chan error, 1)
+	if c.l4 != nil {
+		go func() { l4Drained <- c.l4.Shutdown(dctx) }()
+	} else {
+		l4Drained <- nil
+	}
 	// Both servers first, then the proxies: a proxy's tunnels close only once neither server
 	// has requests, and the list, taken when no request can start, has every proxy that
 	// still holds requests or tunnels, those a route change retired included.
 	drainErr := proxy.Drain(dctx, servers)
 	if err := proxy.Drain(dctx, nil, c.Proxies()...); drainErr == nil {
+		drainErr = err
+	}
+	if err := <-l4Drained; drainErr == nil {
 		drainErr = err
 	}
 	stopCtrl()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/proxy"
+	"github.com/sluiceproxy/sluice/tcpproxy"
 )
 
 // metrics counts what the proxies report and what the controller does, and writes it in the
@@ -24,6 +25,11 @@ type metrics struct {
 
 	rebuilds, rebuildErrors           atomic.Int64
 	ingresses, invalid, routes, pools atomic.Int64
+	passthroughHosts                  atomic.Int64
+
+	// passthrough, with -enable-ssl-passthrough, returns the counters of the HTTPS port's SNI
+	// proxy; main sets it before the admin listener serves.
+	passthrough func() tcpproxy.Stats
 }
 
 var _ proxy.Metrics = (*metrics)(nil)
@@ -95,10 +101,22 @@ func (m *metrics) write(w io.Writer) {
 		{"sluice_invalid_ingresses", "gauge", "Ingresses whose current version is invalid.", &m.invalid},
 		{"sluice_routes", "gauge", "Routes in the current table.", &m.routes},
 		{"sluice_pools", "gauge", "Backend pools (Service port and policy).", &m.pools},
+		{"sluice_passthrough_hosts", "gauge", "Hosts whose TLS connections are passed through to their pods.", &m.passthroughHosts},
 	} {
 		head(c.name, c.typ, c.help)
 		fmt.Fprintf(w, "%s %d\n", c.name, c.v.Load())
 	}
+	if m.passthrough == nil {
+		return
+	}
+	st := m.passthrough()
+	head("sluice_passthrough_connections_open", "gauge", "Connections the HTTPS port's SNI proxy holds now: reading their ClientHello, or passed through to a pod.")
+	fmt.Fprintf(w, "sluice_passthrough_connections_open %d\n", st.Active)
+	head("sluice_passthrough_connections_total", "counter", "Connections accepted on the HTTPS port, passed through or handed to the HTTPS server.")
+	fmt.Fprintf(w, "sluice_passthrough_connections_total %d\n", st.Accepted)
+	head("sluice_passthrough_refused_total", "counter", "Connections the HTTPS port's SNI proxy closed, by reason.")
+	fmt.Fprintf(w, "sluice_passthrough_refused_total{reason=\"bad_hello\"} %d\n", st.BadHello)
+	fmt.Fprintf(w, "sluice_passthrough_refused_total{reason=\"no_endpoint\"} %d\n", st.NoEndpoint)
 }
 
 // labelEscaper escapes a label value as the text format wants.

@@ -33,16 +33,21 @@ type statusState struct {
 	events map[string]string // namespace/name → the error last recorded as an Event
 }
 
-// reportInvalid logs why an Ingress was refused and, once per distinct error, records a
-// Warning Event on it so that `kubectl describe ingress` shows the reason. Only the leader
-// records Events; a replica that becomes leader records the current errors once more.
-func (c *controller) reportInvalid(ctx context.Context, ing *networkingv1.Ingress, err error) {
+// reportInvalid logs why an Ingress was refused, or what was ignored in one served all the
+// same (refused false), and, once per distinct error, records a Warning Event on it so that
+// `kubectl describe ingress` shows the reason. Only the leader records Events; a replica
+// that becomes leader records the current errors once more.
+func (c *controller) reportInvalid(ctx context.Context, ing *networkingv1.Ingress, err error, refused bool) {
 	key := ing.Namespace + "/" + ing.Name
 	msg := err.Error()
-	kept := c.lastGood[key] != nil
+	kept := refused && c.lastGood[key] != nil
 	if c.lastErr[key] != msg {
 		c.lastErr[key] = msg
-		c.logger.Error("invalid ingress", "ingress", key, "err", err, "keeping_last_good_config", kept)
+		if refused {
+			c.logger.Error("invalid ingress", "ingress", key, "err", err, "keeping_last_good_config", kept)
+		} else {
+			c.logger.Warn("ingress served, part of it ignored", "ingress", key, "err", err)
+		}
 	}
 	if c.status.events[key] == msg || !c.status.elector.Leading() {
 		return
@@ -54,6 +59,10 @@ func (c *controller) reportInvalid(ctx context.Context, ing *networkingv1.Ingres
 	if kept {
 		msg += " (the last valid configuration stays in effect)"
 	}
+	reason := "InvalidConfiguration"
+	if !refused {
+		reason = "IgnoredConfiguration"
+	}
 	now := metav1.NewTime(time.Now())
 	ev := &corev1.Event{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: ing.Name + ".", Namespace: ing.Namespace},
@@ -61,7 +70,7 @@ func (c *controller) reportInvalid(ctx context.Context, ing *networkingv1.Ingres
 			Kind: "Ingress", APIVersion: "networking.k8s.io/v1", Namespace: ing.Namespace,
 			Name: ing.Name, UID: ing.UID, ResourceVersion: ing.ResourceVersion,
 		},
-		Reason:         "InvalidConfiguration",
+		Reason:         reason,
 		Message:        msg,
 		Type:           corev1.EventTypeWarning,
 		Source:         corev1.EventSource{Component: "sluice-ingress-controller"},
