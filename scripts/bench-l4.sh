@@ -45,6 +45,8 @@ LOAD_CPU=${LOAD_CPU:-1}
 export PATH="$PATH:/usr/sbin:/sbin"
 
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 read -r -a scenarios <<<"${SCENARIOS//,/ }"
 read -r -a proxies <<<"${PROXIES//,/ }"
@@ -62,24 +64,6 @@ for p in "${proxies[@]}"; do
 		;;
 	esac
 done
-
-# as_root runs a command as root: directly, through password-less sudo, or not at all.
-as_root() {
-	if [ "$(id -u)" = 0 ]; then
-		"$@"
-	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-		sudo -n "$@"
-	else
-		return 1
-	fi
-}
-
-# want reports whether proxy $1 is in PROXIES.
-want() {
-	local p
-	for p in "${proxies[@]}"; do [ "$p" = "$1" ] && return 0; done
-	return 1
-}
 
 stream_module=/usr/lib/nginx/modules/ngx_stream_module.so
 missing=()
@@ -173,31 +157,6 @@ wait_port() {
 	done
 	echo "$1 did not come up" >&2
 	return 1
-}
-
-# tree prints a process and its children (NGINX's worker).
-tree() {
-	echo "$1"
-	pgrep -P "$1" || true
-}
-
-# cpu_ticks prints utime+stime of a process and its children, in clock ticks.
-cpu_ticks() {
-	local sum=0 p
-	for p in $(tree "$1"); do
-		sum=$((sum + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }')))
-	done
-	echo "$sum"
-}
-
-# hwm_kb prints the largest VmHWM among a process and its children, in KiB.
-hwm_kb() {
-	local max=0 p kb
-	for p in $(tree "$1"); do
-		kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$p/status")
-		[ "$kb" -gt "$max" ] && max=$kb
-	done
-	echo "$max"
 }
 
 # start_proxy NAME starts proxy NAME pinned to PROXY_CPU and sets proxy_pid.

@@ -83,6 +83,8 @@ LOAD_CPU=${LOAD_CPU:-1}
 export PATH="$PATH:/usr/sbin:/sbin"
 
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 read -r -a scenarios <<<"${SCENARIOS//,/ }"
 read -r -a proxies <<<"${PROXIES//,/ }"
@@ -100,17 +102,6 @@ for p in "${proxies[@]}"; do
 		;;
 	esac
 done
-
-# as_root runs a command as root: directly, through password-less sudo, or not at all.
-as_root() {
-	if [ "$(id -u)" = 0 ]; then
-		"$@"
-	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-		sudo -n "$@"
-	else
-		return 1
-	fi
-}
 
 # mode prints how clients reach the proxy in scenario $1: h1 (HTTP/1.1), h2c (prior knowledge
 # only: NGINX 1.22 and HAProxy speak nothing else on such a port) or tls (HTTP/2 or HTTP/1.1 by
@@ -141,13 +132,6 @@ for s in "${scenarios[@]}"; do
 	m=$(mode "$s")
 	[[ " ${modes[*]} " == *" $m "* ]] || modes+=("$m")
 done
-
-# want reports whether proxy $1 is in PROXIES.
-want() {
-	local p
-	for p in "${proxies[@]}"; do [ "$p" = "$1" ] && return 0; done
-	return 1
-}
 
 # Install NGINX and HAProxy when asked for and missing, as scripts/framing-compare.sh does, but
 # a failure only drops them from the run.
@@ -323,32 +307,6 @@ proxy_url() {
 	h2c) echo "http://$proxy_addr/ --http2-prior-knowledge" ;;
 	tls) echo "https://$proxy_addr/ --insecure" ;;
 	esac
-}
-
-# tree prints a process and its children (NGINX's worker).
-tree() {
-	echo "$1"
-	pgrep -P "$1" || true
-}
-
-# cpu_ticks prints utime+stime of a process and its children, in clock ticks. The command name
-# may hold spaces, so fields are counted from the closing parenthesis.
-cpu_ticks() {
-	local sum=0 p
-	for p in $(tree "$1"); do
-		sum=$((sum + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }')))
-	done
-	echo "$sum"
-}
-
-# hwm_kb prints the largest VmHWM (peak resident set) among a process and its children, in KiB.
-hwm_kb() {
-	local max=0 p kb
-	for p in $(tree "$1"); do
-		kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$p/status")
-		[ "$kb" -gt "$max" ] && max=$kb
-	done
-	echo "$max"
 }
 
 # start_proxy NAME MODE starts proxy NAME for clients in MODE, pinned to PROXY_CPU, and sets
