@@ -10,11 +10,12 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/sluiceproxy/sluice/internal/fdlimit"
 )
 
 // TestIdleConnectionMemory holds thousands of keep-alive connections idle after one request
@@ -128,15 +129,9 @@ func serverMemory() uint64 {
 	return m.HeapInuse + m.StackInuse
 }
 
-// raiseFileLimit raises the soft limit on open files towards n, up to the hard limit, and
-// returns the limit now in force.
+// raiseFileLimit raises the open-file limit toward n and returns the limit in force.
 func raiseFileLimit(t *testing.T, n uint64) uint64 {
-	var lim syscall.Rlimit
-	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim))
-	if lim.Cur >= n {
-		return lim.Cur
-	}
-	lim.Cur = min(n, lim.Max)
-	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim))
-	return lim.Cur
+	got, err := fdlimit.Raise(n)
+	require.NoError(t, err)
+	return got
 }

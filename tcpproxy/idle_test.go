@@ -10,12 +10,12 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluiceproxy/sluice/balancer"
+	"github.com/sluiceproxy/sluice/internal/fdlimit"
 	"github.com/sluiceproxy/sluice/tcpproxy"
 )
 
@@ -182,21 +182,9 @@ func openFiles(t *testing.T) int {
 	return len(ents)
 }
 
-// raiseFileLimit raises the limit on open files towards n — the hard limit too, where the
-// process may (root may) — and returns the limit now in force.
+// raiseFileLimit raises the open-file limit toward n and returns the limit in force.
 func raiseFileLimit(t *testing.T, n uint64) uint64 {
-	var lim syscall.Rlimit
-	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim))
-	if lim.Cur >= n {
-		return lim.Cur
-	}
-	if lim.Max < n {
-		raised := syscall.Rlimit{Cur: n, Max: n}
-		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised) == nil {
-			return n
-		}
-	}
-	lim.Cur = min(n, lim.Max)
-	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim))
-	return lim.Cur
+	got, err := fdlimit.Raise(n)
+	require.NoError(t, err)
+	return got
 }
