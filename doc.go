@@ -34,6 +34,8 @@
 //	                          termination), ALPN or a default route, spliced to endpoints
 //	udpproxy                  UDP forwarding to a Picker's endpoints, one flow per client
 //	                          address: idle timeout, flow bound, re-pick on ICMP refusal
+//	admin                     a read-only admin handler: JSON of routes, pools, endpoints,
+//	                          certificates, cache and limiters, and a live dashboard
 //	examples/...              runnable binaries: quickstart, service-proxy, gateway, lbsim,
 //	                          ingress-controller, tcp-proxy, kube-proxy
 //
@@ -124,6 +126,7 @@
 //	pool                      sluice, balancer, discovery, healthcheck, proxy
 //	tcpproxy                  sluice, proxyproto
 //	udpproxy                  sluice
+//	admin                     sluice
 //
 // No package imports a sibling, with three exceptions that stand a floor above what they use:
 // proxyproto is a leaf that proxy (and the TCP proxy) build on to send PROXY headers,
