@@ -11,11 +11,13 @@ STATICCHECK := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)
 
 export SLUICE_KUBE_APISERVER := $(APISERVER)
 export SLUICE_ETCD := $(shell command -v etcd 2>/dev/null || echo /usr/bin/etcd)
+# Where tests keep what CI should upload (admin's dashboard screenshot, dashboard.png).
+export SLUICE_ARTIFACTS ?= $(HOME)/.cache/sluice/artifacts
 
-.PHONY: test vet staticcheck unit tools etcd bench bench-process bench-l4 fuzz
+.PHONY: test vet staticcheck unit tools etcd chromium bench bench-process bench-l4 fuzz
 
 ## test: gofmt, vet, staticcheck, then every unit and integration test under the race detector.
-test: vet staticcheck tools
+test: vet staticcheck tools chromium
 	$(GO) test -race -count=1 -timeout 25m -tags integration ./...
 	$(GO) test -count=1 -run '$(MEASURED)' ./h1/ ./tcpproxy/ ./udpproxy/ ./proxy/ ./proxyproto/
 
@@ -57,6 +59,14 @@ etcd:
 	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  ($$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq etcd-server) >/dev/null || \
 	  { echo "could not install etcd-server: run 'apt-get install etcd-server' as root"; exit 1; }; }
+
+# chromium: the headless browser admin's dashboard test drives (it fails without one under CI).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium from Debian"; \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  ($$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium) >/dev/null || \
+	  { echo "could not install chromium: run 'apt-get install chromium' as root"; exit 1; }; }
 
 # The version is in the file name, so a cached binary is reused until KUBE_VERSION changes.
 $(APISERVER):

@@ -94,7 +94,7 @@ func (e Endpoint) MarshalJSON() ([]byte, error) {
 type Ejection struct {
 	// At is when it happened.
 	At time.Time `json:"at"`
-	// Reason says why, in the health checker's words ("consecutive-5xx", "probe-failed").
+	// Reason says why, in the health checker's words ("consecutive 5xx", "probe failed").
 	Reason string `json:"reason"`
 	// For is how long the endpoint stays out; zero when it stays out until a probe passes.
 	// In JSON it is "for_ms", in milliseconds.

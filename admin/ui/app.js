@@ -6,12 +6,20 @@
 'use strict';
 
 (() => {
-  const HISTORY = 120; // seconds drawn in each chart
+  const HISTORY = 120; // seconds drawn in each chart, at most
+  const MIN_SPAN = 30; // seconds drawn in each chart, at least
   const SVG = 'http://www.w3.org/2000/svg';
 
   // history of every route and endpoint: name → {start, requests, errors, p50, p99}
   const history = { routes: new Map(), endpoints: new Map() };
   let newest = 0; // the newest second of history received
+  let oldest = Infinity; // the oldest second with a request in it
+
+  // span is how many seconds the charts draw: since the oldest request, between a minimum
+  // (so that a fresh page's lines do not stretch) and HISTORY.
+  function span() {
+    return Math.max(MIN_SPAN, Math.min(HISTORY, newest - oldest + 1));
+  }
 
   // el builds an element; attrs values are set as attributes (class via className), children
   // are nodes or strings, which append turns into text nodes.
@@ -48,6 +56,7 @@
         h.p50[at] = s.p50_ms[i];
         h.p99[at] = s.p99_ms[i];
         newest = Math.max(newest, sec);
+        if (s.requests[i] > 0) oldest = Math.min(oldest, sec);
       }
       const drop = h.requests.length - HISTORY;
       if (drop > 0) {
@@ -57,15 +66,16 @@
     }
   }
 
-  // column returns the last HISTORY seconds of one column of h, ending at newest, zeros
+  // column returns the last span() seconds of one column of h, ending at newest, zeros
   // where h has nothing.
   function column(h, key) {
-    const out = new Array(HISTORY).fill(0);
+    const n = span();
+    const out = new Array(n).fill(0);
     if (!h) return out;
-    const first = newest - HISTORY + 1;
+    const first = newest - n + 1;
     for (let i = 0; i < h[key].length; i++) {
       const at = h.start + i - first;
-      if (at >= 0 && at < HISTORY) out[at] = h[key][i];
+      if (at >= 0 && at < n) out[at] = h[key][i];
     }
     return out;
   }
@@ -81,7 +91,7 @@
   // chart draws lines (sets of values sharing one scale) with the latest value as text.
   function chart(lines, label, title) {
     const svg = document.createElementNS(SVG, 'svg');
-    svg.setAttribute('viewBox', `0 0 ${HISTORY - 1} 28`);
+    svg.setAttribute('viewBox', `0 0 ${lines[0].values.length - 1} 28`);
     svg.setAttribute('preserveAspectRatio', 'none');
     svg.setAttribute('role', 'img');
     const t = document.createElementNS(SVG, 'title');
