@@ -147,7 +147,7 @@
 //	ratelimit                 golang.org/x/time
 //	tcpproxy                  balancer, tls/certs
 //	udpproxy                  balancer
-//	admin                     balancer, healthcheck, proxy, github.com/chromedp/chromedp
+//	admin                     balancer, h1, healthcheck, proxy, github.com/chromedp/chromedp
 //
 // deps_test.go reads both tables from this comment and fails on any import they do not list,
 // in library and test files alike, and on any entry that no file uses, so the tables cannot

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluiceproxy/sluice/admin"
+	"github.com/sluiceproxy/sluice/h1"
 )
 
 var (
@@ -246,50 +248,96 @@ func readEvent(t *testing.T, r *bufio.Reader) (event, data string) {
 	}
 }
 
-// TestEvents reads the event stream over a real connection: a snapshot at once, then one per
-// Interval, each with the last completed second of stats.
+// TestEvents reads the event stream over a real connection, served by net/http and by h1:
+// a snapshot at once, then one per Interval, each with the last completed second of stats.
+// A server with a WriteTimeout shorter than the stream's life must not cut it.
 func TestEvents(t *testing.T) {
-	opts := fullOptions(t)
-	opts.Interval = 20 * time.Millisecond
-	var calls atomic.Int32
-	pools := opts.Pools
-	opts.Pools = func() []admin.Pool { calls.Add(1); return pools() }
-	srv := serve(t, opts)
-
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/api/events", nil)
-	require.NoError(t, err)
-	res, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer res.Body.Close()
-	assert.Equal(t, "text/event-stream", res.Header.Get("Content-Type"))
-	r := bufio.NewReader(res.Body)
-	line, err := r.ReadString('\n')
-	require.NoError(t, err)
-	assert.Equal(t, "retry: 40\n", line, "EventSource is told to reconnect after two intervals")
-
-	for i := range 3 {
-		event, data := readEvent(t, r)
-		assert.Equal(t, "snapshot", event)
-		var snap struct {
-			Sections []string      `json:"sections"`
-			Pools    []admin.Pool  `json:"pools"`
-			Stats    *admin.Stats  `json:"stats"`
-			Routes   []admin.Route `json:"routes"`
-		}
-		require.NoError(t, json.Unmarshal([]byte(data), &snap), "event %d is a JSON snapshot: %s", i, data)
-		assert.Len(t, snap.Sections, 6)
-		require.Len(t, snap.Pools, 1)
-		assert.Len(t, snap.Pools[0].Endpoints, 2)
-		require.NotNil(t, snap.Stats)
-		require.Len(t, snap.Stats.Routes, 1)
-		assert.Len(t, snap.Stats.Routes[0].Requests, 1, "an event carries only the last completed second")
+	servers := map[string]func(t *testing.T, h http.Handler) string{
+		"net/http": func(t *testing.T, h http.Handler) string {
+			srv := httptest.NewUnstartedServer(h)
+			srv.Config.WriteTimeout = 50 * time.Millisecond
+			srv.Start()
+			t.Cleanup(srv.Close)
+			return srv.URL
+		},
+		"h1": func(t *testing.T, h http.Handler) string {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			srv := h1.New(&http.Server{Handler: h, WriteTimeout: 50 * time.Millisecond})
+			go srv.Serve(ln)
+			t.Cleanup(func() { srv.Close() })
+			return "http://" + ln.Addr().String()
+		},
 	}
-	assert.GreaterOrEqual(t, calls.Load(), int32(3), "every event reads the sources afresh")
+	for name, start := range servers {
+		t.Run(name, func(t *testing.T) {
+			opts := fullOptions(t)
+			opts.Interval = 20 * time.Millisecond
+			var calls atomic.Int32
+			pools := opts.Pools
+			opts.Pools = func() []admin.Pool { calls.Add(1); return pools() }
+			h, err := admin.New(opts)
+			require.NoError(t, err)
+			url := start(t, h)
 
-	cancel()
-	// Once the client is gone the stream ends, and its slot is free again.
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/api/events", nil)
+			require.NoError(t, err)
+			res, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			defer res.Body.Close()
+			assert.Equal(t, "text/event-stream", res.Header.Get("Content-Type"))
+			r := bufio.NewReader(res.Body)
+			line, err := r.ReadString('\n')
+			require.NoError(t, err)
+			assert.Equal(t, "retry: 40\n", line, "EventSource is told to reconnect after two intervals")
+
+			for i := range 6 { // 120ms: past the WriteTimeout
+				event, data := readEvent(t, r)
+				assert.Equal(t, "snapshot", event)
+				var snap struct {
+					Sections []string      `json:"sections"`
+					Pools    []admin.Pool  `json:"pools"`
+					Stats    *admin.Stats  `json:"stats"`
+					Routes   []admin.Route `json:"routes"`
+				}
+				require.NoError(t, json.Unmarshal([]byte(data), &snap), "event %d is a JSON snapshot: %s", i, data)
+				assert.Len(t, snap.Sections, 6)
+				require.Len(t, snap.Pools, 1)
+				assert.Len(t, snap.Pools[0].Endpoints, 2)
+				require.NotNil(t, snap.Stats)
+				require.Len(t, snap.Stats.Routes, 1)
+				assert.Len(t, snap.Stats.Routes[0].Requests, 1, "an event carries only the last completed second")
+			}
+			assert.GreaterOrEqual(t, calls.Load(), int32(6), "every event reads the sources afresh")
+		})
+	}
+}
+
+// TestPrefix checks that the dashboard works mounted under a path prefix: its links are
+// relative.
+func TestPrefix(t *testing.T) {
+	h, err := admin.New(fullOptions(t))
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	mux.Handle("/admin/", http.StripPrefix("/admin", h))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	res, page := get(t, srv.URL+"/admin/")
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	for _, link := range []string{`src="app.js"`, `href="app.css"`} {
+		assert.Contains(t, string(page), link, "the page's links are relative")
+	}
+	_, js := get(t, srv.URL+"/admin/app.js")
+	for _, url := range []string{`'api/snapshot'`, `'api/events'`} {
+		assert.Contains(t, string(js), url, "the script's URLs are relative")
+	}
+	for _, path := range []string{"/admin/app.js", "/admin/app.css", "/admin/api/snapshot"} {
+		res, _ := get(t, srv.URL+path)
+		assert.Equal(t, http.StatusOK, res.StatusCode, path)
+	}
 }
 
 // TestMaxStreams checks that event streams past the bound are refused, and that a stream's
