@@ -137,9 +137,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type Snapshot struct {
 	// Time is when the snapshot was taken.
 	Time time.Time `json:"time"`
-	// Interval is the time between two events of a stream, in milliseconds.
+	// IntervalMS is the time between two events of a stream, in milliseconds.
 	IntervalMS int64 `json:"interval_ms"`
 
+	// Routes, Pools, Certificates, Cache and Limiters are what the sources of Options
+	// returned.
 	Routes       []Route          `json:"routes,omitempty"`
 	Pools        []Pool           `json:"pools,omitempty"`
 	Certificates []Certificate    `json:"certificates,omitempty"`

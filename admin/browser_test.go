@@ -39,7 +39,7 @@ func chromium(t *testing.T) string {
 			return p
 		}
 	}
-	if os.Getenv("CI") != "" {
+	if ci := os.Getenv("CI"); ci != "" && ci != "false" && ci != "0" {
 		t.Fatal("chromium not found and CI is set: the dashboard must be tested in a browser; " +
 			"run `make chromium` (apt-get install chromium) or set SLUICE_CHROMIUM")
 	}

@@ -63,8 +63,8 @@
 // The page is three static files embedded in the binary: no build step, nothing fetched from
 // a third party. It loads /api/snapshot, then follows /api/events and redraws every second:
 // routes, pools with their endpoints coloured by state (ready, terminating, unhealthy,
-// ejected), and per route and per endpoint three small SVG charts of the last two minutes —
-// requests per second, the share of errors, p50 and p99 latency. It works through any server
+// ejected), and per route and per endpoint three small SVG charts of up to the last two
+// minutes — requests per second, the share of errors, p50 and p99 latency. It works through any server
 // that flushes (net/http, h1, h2).
 //
 // Route names and hosts come from users and are shown as text, never parsed as markup, and
