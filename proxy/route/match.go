@@ -311,7 +311,7 @@ func (d discard) WriteHeader(int)             {}
 // ServeHTTP normalises the path, matches a route and serves the request with
 // one of its backends. A changed path is forwarded in its clean form. The
 // request reaches the backend tagged with proxy.WithRoute, so a *proxy.Proxy
-// logs and reports the route's name (Stats.Route).
+// logs and reports the route's name (RequestEvent.Route).
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := rt.table.Load()
 	p, changed := CleanPath(r.URL.Path)
