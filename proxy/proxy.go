@@ -194,7 +194,8 @@ type routeKey struct{}
 
 // WithRoute returns a copy of ctx that carries the name of the route a request matched. The
 // proxy puts it in the access log and in RequestEvent.Route. Routers call it before handing the
-// request to the Proxy.
+// request to the Proxy, and [sluice.RecordRoute] too, so that an edge access log wrapping the
+// router (package accesslog), which never sees the contexts made inside it, names the route.
 func WithRoute(ctx context.Context, name string) context.Context {
 	return context.WithValue(ctx, routeKey{}, name)
 }
