@@ -3,11 +3,12 @@
 // Sluice is not a proxy binary with a configuration language: it is a set of small packages
 // that an embedder composes into an [net/http.Handler] and serves from its own
 // [net/http.Server]. Each package does one job and they meet only through the small vocabulary
-// declared here: [Endpoint], [Picker], [Outcome], [Observer] and [ClientIP].
+// declared here: [Endpoint], [Picker], [Outcome], [Observer], [ClientIP] and [RecordRoute].
 //
 // # Packages
 //
-//	sluice                    the shared vocabulary: Endpoint, Picker, Outcome, Observer, ClientIP
+//	sluice                    the shared vocabulary: Endpoint, Picker, Outcome, Observer,
+//	                          ClientIP, RecordRoute
 //	balancer                  picks an endpoint per try: round robin, least-request, peak-EWMA,
 //	                          consistent hashing (Maglev), sticky sessions, client-IP
 //	                          affinity, slow start, zones
@@ -26,6 +27,8 @@
 //	                          takes the client's address from trusted load balancers
 //	proxy/middleware          header and path rewrites, redirects, IP lists, auth, CORS, limits
 //	cache                     an RFC 9111 shared cache with request collapsing
+//	accesslog                 the edge access log: one line (JSON or Common/Combined Log Format)
+//	                          and one event per response of the whole handler chain
 //	ratelimit                 per-client token buckets and concurrency limits
 //	tls/certs                 certificates by SNI, reloaded from files; tls.Config builders
 //	tls/secrets               certificates from Kubernetes Secrets
@@ -90,8 +93,8 @@
 //
 // # One middleware shape
 //
-// Every middleware in sluice — cache.Cache, ratelimit.Limiter, ratelimit.Concurrency and those
-// of proxy/middleware — is a value with the method
+// Every middleware in sluice — accesslog.Log, cache.Cache, ratelimit.Limiter,
+// ratelimit.Concurrency and those of proxy/middleware — is a value with the method
 //
 //	Handler(next http.Handler) http.Handler
 //
@@ -114,12 +117,13 @@
 //	discovery/endpointslices  sluice, discovery, k8s.io/api, k8s.io/apimachinery, k8s.io/client-go
 //	healthcheck               sluice
 //	proxy                     sluice, proxyproto, golang.org/x/net
-//	proxy/route               proxy
+//	proxy/route               sluice, proxy
 //	h1                        internal/serving, golang.org/x/net
 //	h2                        internal/serving, golang.org/x/net
 //	proxyproto                sluice
 //	proxy/middleware          sluice, golang.org/x/crypto
 //	cache                     github.com/hashicorp/golang-lru/v2
+//	accesslog                 sluice
 //	ratelimit                 sluice, github.com/hashicorp/golang-lru/v2
 //	tls/certs                 golang.org/x/crypto
 //	tls/secrets               tls/certs, k8s.io/api, k8s.io/apimachinery, k8s.io/client-go
@@ -138,6 +142,7 @@
 // Tests may import what their package may, the package itself, sluice, testify
 // (github.com/stretchr/testify) and the harnesses under internal/, and also:
 //
+//	accesslog                 h1, h2, proxy, proxy/route
 //	cache                     proxy
 //	discovery/endpointslices  balancer, proxy
 //	h2                        h1, github.com/summerwind/h2spec

@@ -252,9 +252,10 @@ func TestForwardAllocs(t *testing.T) {
 	p := &proxy.Proxy{Picker: bal}
 	ours := get(p, false)
 	oursCancelable := get(p, true)
+	hooked := get(&proxy.Proxy{Picker: bal, Hooks: noopHooks}, true)
 	std := get(newReverseProxy(target, proxy.HTTP1), false)
-	t.Logf("allocations per GET: sluice %.0f (%.0f with a cancelable context), httputil.ReverseProxy %.0f",
-		ours, oursCancelable, std)
+	t.Logf("allocations per GET: sluice %.0f (%.0f with a cancelable context, %.0f with hooks that do nothing), httputil.ReverseProxy %.0f",
+		ours, oursCancelable, hooked, std)
 	// The Forwarded value, and the response head's fields: one string, and one slice for
 	// their values, which go to the client's header. The exchange and its header maps come
 	// from a pool.
@@ -266,8 +267,17 @@ func TestForwardAllocs(t *testing.T) {
 	}
 	assert.LessOrEqual(t, ours, pin, "allocations per forwarded GET")
 	assert.LessOrEqual(t, oursCancelable, pin, "a quick request does not hook its context")
+	assert.LessOrEqual(t, hooked, pin, "calling hooks allocates nothing")
 	assert.Less(t, ours*4, std, "sluice allocates under a quarter of what httputil does")
 }
+
+// noopHooks are hooks that do nothing, to measure what calling them costs the proxy.
+var noopHooks = proxy.Hooks{
+	RequestDone: func(*http.Request, proxy.RequestEvent) {},
+	TryStart:    func(*http.Request, proxy.TryStartEvent) func(proxy.TryEvent) { return noopTryEnd },
+}
+
+func noopTryEnd(proxy.TryEvent) {}
 
 // BenchmarkForward measures the proxy's own cost of forwarding over HTTP/1.1 (a GET, and
 // POSTs of 1 KiB and 32 KiB): requests are served one at a time by a backend that allocates
@@ -275,7 +285,8 @@ func TestForwardAllocs(t *testing.T) {
 // proxy's and its system calls', not a backend's or a front server's. BenchmarkProxy measures
 // the same paths under load, beside httputil.ReverseProxy. GET-ctx gives each GET a context
 // of its own, canceled when the handler returns, as a server does; making it costs the
-// benchmark 3 allocations (the context, its cancel func and the request's copy).
+// benchmark 3 allocations (the context, its cancel func and the request's copy). GET-hooks is
+// GET-ctx with Hooks set that do nothing: the cost of calling them.
 //
 //	go test -run=NONE -bench=BenchmarkForward -benchtime=2s -count=3 ./proxy
 func BenchmarkForward(b *testing.B) {
@@ -283,20 +294,28 @@ func BenchmarkForward(b *testing.B) {
 	bal, err := balancer.New(balancer.RoundRobin{}, balancer.Options{})
 	require.NoError(b, err)
 	bal.Update([]sluice.Endpoint{{Addr: addr}})
-	p := &proxy.Proxy{Picker: bal}
-	defer p.CloseIdleConnections()
+	plain := &proxy.Proxy{Picker: bal}
+	defer plain.CloseIdleConnections()
+	hooked := &proxy.Proxy{Picker: bal, Hooks: noopHooks}
+	defer hooked.CloseIdleConnections()
 	for _, c := range []struct {
 		name   string
 		method string
 		size   int
 		ctx    bool // a context of its own, canceled when the handler returns
+		hooks  bool // hooks that do nothing
 	}{
-		{"GET", http.MethodGet, 0, false},
-		{"GET-ctx", http.MethodGet, 0, true},
-		{"POST", http.MethodPost, 1 << 10, false},
-		{"POST-32KiB", http.MethodPost, 32 << 10, false},
+		{"GET", http.MethodGet, 0, false, false},
+		{"GET-ctx", http.MethodGet, 0, true, false},
+		{"GET-hooks", http.MethodGet, 0, true, true},
+		{"POST", http.MethodPost, 1 << 10, false, false},
+		{"POST-32KiB", http.MethodPost, 32 << 10, false, false},
 	} {
 		method, payload, withCtx := c.method, bytes.Repeat([]byte("y"), c.size), c.ctx
+		p := plain
+		if c.hooks {
+			p = hooked
+		}
 		b.Run(c.name, func(b *testing.B) {
 			rw := newDiscardWriter()
 			req := httptest.NewRequest(method, "http://shop.example/a?q=1", nil)

@@ -154,8 +154,17 @@
 // # Observing
 //
 // Logger receives one structured access-log line per request (route, endpoint, status,
-// bytes, duration, tries, client IP, failure); Metrics receives the same [Stats] for an
-// embedder's metrics library.
+// bytes, duration, tries, client IP, failure). It sees only what reaches the proxy; package
+// accesslog's middleware, wrapping the whole handler chain, logs every response at the edge,
+// cache hits, 429s and redirects included.
+//
+// [Hooks] are the events an embedder's metrics library or tracer listens to, each an
+// optional func that costs a nil check when unset: RequestDone gets a [RequestEvent] per
+// finished request (the log line's fields, request bytes, upstream latency), and TryStart is
+// called as each try starts, with the request about to be sent, so that a tracer can start a
+// client span and inject its traceparent into the header whichever default transport sends
+// it; the func it returns gets the try's [TryEvent] (endpoint, attempt, outcome, and why a
+// retry follows), so that retries show as sibling tries. [JoinHooks] lets several listen.
 //
 // # Shutting down
 //

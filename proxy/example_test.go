@@ -39,21 +39,30 @@ func Example() {
 	// Output: 200 backend got GET /hello from 127.0.0.1
 }
 
-// MetricsFunc feeds a metrics library from a function: here it prints what a counter would be
-// labelled with.
-func ExampleMetricsFunc() {
+// Hooks feed a metrics library or a tracer: here RequestDone prints what a counter would be
+// labelled with, and TryStart sets the W3C traceparent field a tracer would inject.
+func ExampleHooks() {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Println("upstream got traceparent", r.Header.Get("Traceparent"))
 		io.WriteString(w, "ok")
 	}))
 	defer backend.Close()
 
 	ep := sluice.Endpoint{Addr: backend.Listener.Addr().String()}
-	done := make(chan proxy.Stats, 1)
+	done := make(chan proxy.RequestEvent, 1)
 	p := &proxy.Proxy{
 		Picker: sluice.PickerFunc(func(sluice.PickInfo) (sluice.PickResult, error) {
 			return sluice.PickResult{Endpoint: ep}, nil
 		}),
-		Metrics: proxy.MetricsFunc(func(r *http.Request, s proxy.Stats) { done <- s }),
+		Hooks: proxy.Hooks{
+			RequestDone: func(r *http.Request, e proxy.RequestEvent) { done <- e },
+			TryStart: func(out *http.Request, e proxy.TryStartEvent) func(proxy.TryEvent) {
+				out.Header.Set("Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+				return func(e proxy.TryEvent) {
+					fmt.Println("try", e.Attempt, "answered", e.Outcome.Status, "retry:", e.Retry)
+				}
+			},
+		},
 	}
 	defer p.CloseIdleConnections()
 	front := httptest.NewServer(p)
@@ -66,7 +75,10 @@ func ExampleMetricsFunc() {
 	}
 	io.Copy(io.Discard, res.Body)
 	res.Body.Close()
-	s := <-done
-	fmt.Println(s.Status, s.Tries, s.Bytes)
-	// Output: 200 1 2
+	e := <-done
+	fmt.Println("request", e.Status, e.Tries, e.Bytes)
+	// Output:
+	// upstream got traceparent 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+	// try 1 answered 200 retry: none
+	// request 200 1 2
 }

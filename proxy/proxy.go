@@ -166,11 +166,13 @@ type Proxy struct {
 	ErrorHandler func(http.ResponseWriter, *http.Request, error)
 
 	// Logger, when not nil, receives one access-log line per request at level Info. Nil
-	// means no access log.
+	// means no access log. It sees only the requests that reach the proxy: the edge-level
+	// log of package accesslog, wrapping the whole handler chain, also logs what middlewares
+	// answered themselves (cache hits, 429s, redirects, 404s of a router).
 	Logger *slog.Logger
 
-	// Metrics, when not nil, is told about every request once it is finished.
-	Metrics Metrics
+	// Hooks are told of every request and every try: see Hooks.
+	Hooks Hooks
 
 	once     sync.Once
 	cfg      retryConfig       // Retry with defaults applied
@@ -188,51 +190,12 @@ type Proxy struct {
 	tunnels  tunnels      // upgraded connections, for Shutdown
 }
 
-// Metrics receives one record per finished request. It is how an embedder feeds its own
-// metrics library; sluice imports none.
-//
-// RequestDone is called from the request's goroutine after the response is written (for an
-// upgraded connection, after the tunnel closes). It must be safe for concurrent use and should
-// not block.
-type Metrics interface {
-	RequestDone(r *http.Request, s Stats)
-}
-
-// MetricsFunc adapts a function to [Metrics], as [net/http.HandlerFunc] adapts one to a
-// handler, so that feeding a metrics library needs no type of its own.
-type MetricsFunc func(r *http.Request, s Stats)
-
-// RequestDone calls f(r, s).
-func (f MetricsFunc) RequestDone(r *http.Request, s Stats) { f(r, s) }
-
-// Stats describes one finished request, for access logs and metrics.
-type Stats struct {
-	// Route is the route name set with WithRoute, or "".
-	Route string
-	// Endpoint is the address of the last endpoint tried, or "" when none was picked.
-	Endpoint string
-	// Status is the status sent to the client; 499 when the client went away first. When
-	// the upstream broke off or stalled mid-body, the client's connection was aborted and
-	// Status is 502 or 504, which is what the request amounted to, not the head that was sent.
-	Status int
-	// Failure is why the last try failed, or NoFailure.
-	Failure sluice.Failure
-	// Tries is the number of tries made, 0 when no endpoint was picked.
-	Tries int
-	// Bytes is the number of response body bytes written to the client (for an upgraded
-	// connection, bytes sent to the client through the tunnel).
-	Bytes int64
-	// Duration is the time from receiving the request to finishing the response.
-	Duration time.Duration
-	// Upgraded reports whether the connection switched protocols.
-	Upgraded bool
-}
-
 type routeKey struct{}
 
 // WithRoute returns a copy of ctx that carries the name of the route a request matched. The
-// proxy puts it in the access log and in Stats.Route. Routers call it before handing the
-// request to the Proxy.
+// proxy puts it in the access log and in RequestEvent.Route. Routers call it before handing the
+// request to the Proxy, and [sluice.RecordRoute] too, so that an edge access log wrapping the
+// router (package accesslog), which never sees the contexts made inside it, names the route.
 func WithRoute(ctx context.Context, name string) context.Context {
 	return context.WithValue(ctx, routeKey{}, name)
 }
@@ -404,8 +367,13 @@ type exchange struct {
 	sent1xx     bool               // an informational response reached the client
 	wrote       bool               // the final response head was (or is being) written
 
-	stats Stats
+	stats RequestEvent
 	abort bool // the response was cut short: abort the client connection
+
+	// The try in progress, for Hooks.TryStart: its end func, start and the retry it leads to.
+	tryEnd   func(TryEvent)
+	tryStart time.Time
+	why      RetryReason
 }
 
 // exchanges holds the exchanges of ended requests, for new ones: an exchange is over a
@@ -579,32 +547,53 @@ func (x *exchange) serve() {
 		x.stats.Endpoint = pr.Endpoint.Addr
 
 		res, o, err := x.roundTrip(pr.Endpoint.Addr)
+		x.stats.UpstreamLatency = o.Latency
 		if err != nil {
 			x.stats.Failure = o.Failure
-			x.report(pr, o)
 			switch o.Failure {
 			case sluice.Canceled:
+				x.report(pr, o)
 				x.canceled(err)
 				return
 			case sluice.ClientFailure:
+				x.report(pr, o)
 				x.fail(&Error{Status: clientStatus(x.body.clientErr()), Failure: o.Failure,
 					Endpoint: pr.Endpoint.Addr, Tries: try, Err: err})
 				return
 			}
 			last = &Error{Status: failureStatus(o.Failure), Failure: o.Failure,
 				Endpoint: pr.Endpoint.Addr, Tries: try, Err: err}
-			if x.retry(try, o) {
+			wait, ok := x.mayRetry(try, o)
+			if !ok {
+				x.report(pr, o)
+				x.fail(last)
+				return
+			}
+			// The try is reported before the backoff: the balancer learns at once, and a
+			// tracer's span of the try does not include the wait.
+			x.why = retryReason(o)
+			x.report(pr, o)
+			if x.backoff(wait) {
 				continue
 			}
 			x.fail(last)
 			return
 		}
-		if p.cfg.retryOn(res.StatusCode) && x.retry(try, o) {
-			discard(res)
-			x.report(pr, o)
-			last = &Error{Status: res.StatusCode, Endpoint: pr.Endpoint.Addr, Tries: try,
-				Err: errors.New("upstream answered " + res.Status)}
-			continue
+		if p.cfg.retryOn(res.StatusCode) {
+			if wait, ok := x.mayRetry(try, o); ok {
+				discard(res)
+				x.why = RetryStatus
+				x.report(pr, o)
+				last = &Error{Status: res.StatusCode, Endpoint: pr.Endpoint.Addr, Tries: try,
+					Err: errors.New("upstream answered " + res.Status)}
+				if x.backoff(wait) {
+					continue
+				}
+				// The client's context ended during the backoff: it left, or its gRPC
+				// deadline passed.
+				x.fail(last)
+				return
+			}
 		}
 		x.respond(res, pr, o)
 		return
@@ -707,6 +696,7 @@ func (x *exchange) readBody() error {
 		return io.ErrUnexpectedEOF
 	}
 	x.reqBody = buf
+	x.stats.RequestBytes = int64(n)
 	return nil
 }
 
@@ -787,19 +777,31 @@ func (x *exchange) roundTrip(addr string) (*http.Response, sluice.Outcome, error
 		}
 	}
 	if !deadline.IsZero() && !deadline.After(start) {
+		if p.Hooks.TryStart != nil {
+			// A try all the same, though it never left: its span shows why.
+			x.url.Host = addr
+			out := x.out
+			out.URL = &x.url
+			x.startTry(&out, start)
+		}
 		return nil, sluice.Outcome{Failure: sluice.Timeout}, errTryTimeout
 	}
 
 	var res *http.Response
 	var err error
 	if x.fastOK {
+		if p.Hooks.TryStart != nil {
+			x.url.Host = addr
+			x.out.URL = &x.url
+			x.startTry(&x.out, start)
+		}
 		x.res = http.Response{}
 		err = p.fast.roundTrip(x, addr, deadline)
 		if err == nil {
 			res = &x.res
 		}
 	} else {
-		res, err = x.transportTrip(addr, deadline)
+		res, err = x.transportTrip(addr, deadline, start)
 	}
 	lat := time.Since(start)
 	if err != nil {
@@ -809,7 +811,7 @@ func (x *exchange) roundTrip(addr string) (*http.Response, sluice.Outcome, error
 }
 
 // transportTrip makes a try through an http.RoundTripper.
-func (x *exchange) transportTrip(addr string, deadline time.Time) (*http.Response, error) {
+func (x *exchange) transportTrip(addr string, deadline, start time.Time) (*http.Response, error) {
 	p := x.p
 	x.pooled = false // the transport may read the request after the try
 	if x.traceCtx == nil {
@@ -839,6 +841,14 @@ func (x *exchange) transportTrip(addr string, deadline time.Time) (*http.Respons
 	out.URL = u
 	if x.body != nil {
 		out.Body = x.body.next()
+	}
+	if p.Hooks.TryStart != nil {
+		if len(x.tried) > 1 {
+			// The hook may change the header, which an earlier try's transport may still
+			// read while it winds down.
+			out.Header = out.Header.Clone()
+		}
+		x.startTry(out, start)
 	}
 	rt := p.rt
 	if x.upgrade != "" {
@@ -1039,45 +1049,51 @@ func failureStatus(f sluice.Failure) int {
 	return http.StatusBadGateway
 }
 
-// retry decides whether the failed try may be retried and, if so, waits out the backoff.
-func (x *exchange) retry(try int, o sluice.Outcome) bool {
+// mayRetry decides whether the failed try may be retried and, if so, takes a unit of the
+// retry budget and returns the backoff to wait first.
+func (x *exchange) mayRetry(try int, o sluice.Outcome) (time.Duration, bool) {
 	p := x.p
 	cfg := &p.cfg
 	if try >= cfg.maxTries || x.sent1xx {
 		// Once a 1xx reached the client, another try would show it a second set, and the
 		// first try may have acted on the request.
-		return false
+		return 0, false
 	}
-	if !x.deadline.IsZero() && !time.Now().Before(x.deadline) {
-		return false
+	now := time.Now()
+	if !x.deadline.IsZero() && !now.Before(x.deadline) {
+		return 0, false
 	}
 	if x.body != nil && !x.body.replayable() {
-		return false
+		return 0, false
 	}
 	switch o.Failure {
 	case sluice.ConnectFailure:
 		// Never reached the upstream: safe for any method.
 	case sluice.ConnectionFailure, sluice.Timeout:
 		if !idempotent(x.in) {
-			return false
+			return 0, false
 		}
 	case sluice.NoFailure:
 		if !idempotent(x.in) {
-			return false
+			return 0, false
 		}
 	default:
-		return false
+		return 0, false
 	}
 	if x.upgrade != "" && o.Failure != sluice.ConnectFailure {
-		return false
+		return 0, false
+	}
+	d := cfg.backoff(try, randUint64())
+	if d > 0 && !x.deadline.IsZero() && now.Add(d).After(x.deadline) {
+		return 0, false
 	}
 	if !x.retrying {
 		if !p.takeRetry() {
-			return false
+			return 0, false
 		}
 		x.retrying = true
 	}
-	return x.backoff(try)
+	return d, true
 }
 
 // takeRetry takes one unit of the retry budget: retries in flight stay below the budget's
@@ -1100,14 +1116,10 @@ func (p *Proxy) takeRetry() bool {
 	}
 }
 
-// backoff sleeps before retry number try, or returns false when the request ends first.
-func (x *exchange) backoff(try int) bool {
-	d := x.p.cfg.backoff(try, randUint64())
+// backoff sleeps for d before a retry, or returns false when the request ends first.
+func (x *exchange) backoff(d time.Duration) bool {
 	if d <= 0 {
 		return true
-	}
-	if !x.deadline.IsZero() && time.Now().Add(d).After(x.deadline) {
-		return false
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -1142,7 +1154,8 @@ func resendable(r *http.Request) bool {
 	return ok
 }
 
-// report tells the balancer and the observer how a try went.
+// report tells the balancer, the observer and the try's end hook how a try went; x.why says
+// whether another try follows.
 func (x *exchange) report(pr sluice.PickResult, o sluice.Outcome) {
 	x.picked = false
 	if pr.Done != nil {
@@ -1150,6 +1163,22 @@ func (x *exchange) report(pr sluice.PickResult, o sluice.Outcome) {
 	}
 	if x.p.Observer != nil {
 		x.p.Observer.Observe(pr.Endpoint, o)
+	}
+	if end := x.tryEnd; end != nil {
+		x.tryEnd = nil
+		if !x.tryStart.IsZero() {
+			o.Duration = time.Since(x.tryStart)
+		}
+		end(TryEvent{Endpoint: pr.Endpoint, Attempt: x.stats.Tries, Outcome: o, Retry: x.why})
+	}
+	x.why = NoRetry
+}
+
+// startTry calls Hooks.TryStart, when set, with the request of the try about to start.
+func (x *exchange) startTry(out *http.Request, start time.Time) {
+	if f := x.p.Hooks.TryStart; f != nil {
+		x.tryStart = start
+		x.tryEnd = f(out, TryStartEvent{Endpoint: x.pick.Endpoint, Attempt: x.stats.Tries})
 	}
 }
 
@@ -1371,16 +1400,20 @@ func (x *exchange) copyBody(body io.Reader, flush bool) (n int64, rerr, werr err
 	return n, rerr, werr
 }
 
-// finish writes the access log line and the metrics record.
+// finish writes the access log line and calls Hooks.RequestDone.
 func (x *exchange) finish() {
 	p := x.p
-	if p.Logger == nil && p.Metrics == nil {
+	if p.Logger == nil && p.Hooks.RequestDone == nil {
 		return
 	}
+	x.stats.Start = x.start
 	x.stats.Duration = time.Since(x.start)
 	x.stats.Route = RouteFromContext(x.in.Context())
-	if p.Metrics != nil {
-		p.Metrics.RequestDone(x.in, x.stats)
+	if x.body != nil {
+		x.stats.RequestBytes = x.body.read.Load()
+	}
+	if f := p.Hooks.RequestDone; f != nil {
+		f(x.in, x.stats)
 	}
 	if p.Logger != nil {
 		s := &x.stats

@@ -476,7 +476,7 @@ func TestAccessLogAndMetrics(t *testing.T) {
 	c.backend(t, "10.0.0.1:80", echo("a"))
 	var logs logbuf.Buffer
 	var m metrics
-	p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial, Logger: logs.Logger(), Metrics: &m}
+	p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial, Logger: logs.Logger(), Hooks: m.hooks()}
 	srv := front(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.ServeHTTP(w, r.WithContext(proxy.WithRoute(r.Context(), "shop")))
 	}))
@@ -507,15 +507,18 @@ func TestAccessLogAndMetrics(t *testing.T) {
 	assert.Positive(t, s.Duration)
 }
 
+// metrics records the RequestEvents of a proxy.
 type metrics struct {
 	mu    sync.Mutex
-	stats []proxy.Stats
+	stats []proxy.RequestEvent
 }
 
-func (m *metrics) RequestDone(r *http.Request, s proxy.Stats) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.stats = append(m.stats, s)
+func (m *metrics) hooks() proxy.Hooks {
+	return proxy.Hooks{RequestDone: func(_ *http.Request, e proxy.RequestEvent) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.stats = append(m.stats, e)
+	}}
 }
 
 func TestRouteContext(t *testing.T) {

@@ -176,6 +176,7 @@ type replayBody struct {
 
 	failed  atomic.Pointer[error] // the error src failed with, other than io.EOF
 	spilled atomic.Bool           // overflow, readable without mu
+	read    atomic.Int64          // bytes read from src, for RequestEvent.RequestBytes
 }
 
 func newReplayBody(src io.Reader, limit int64) *replayBody {
@@ -235,6 +236,7 @@ func (v *bodyView) Read(p []byte) (int, error) {
 		return 0, b.err
 	}
 	n, err := b.src.Read(p)
+	b.read.Add(int64(n))
 	if n > 0 && !b.overflow {
 		if int64(len(b.rec)+n) <= b.limit {
 			b.rec = append(b.rec, p[:n]...)

@@ -177,7 +177,7 @@ func TestErrorStatuses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var m metrics
-			p := &proxy.Proxy{Picker: newPicker(tt.addrs...), DialContext: c.dial, Metrics: &m,
+			p := &proxy.Proxy{Picker: newPicker(tt.addrs...), DialContext: c.dial, Hooks: m.hooks(),
 				Retry: proxy.Retry{MaxTries: 1, PerTryTimeout: tt.perTry}}
 			srv := front(t, p)
 			res, body := get(t, srv.Client(), srv.URL)

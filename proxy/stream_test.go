@@ -430,7 +430,7 @@ func TestClientGoneMidStream(t *testing.T) {
 			pk := newPicker("10.0.0.1:80")
 			var m metrics
 			served := make(chan struct{})
-			p := &proxy.Proxy{Picker: pk, DialContext: c.dial, Metrics: &m}
+			p := &proxy.Proxy{Picker: pk, DialContext: c.dial, Hooks: m.hooks()}
 			srv := front(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				defer close(served)
 				p.ServeHTTP(w, r)

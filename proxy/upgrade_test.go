@@ -106,7 +106,7 @@ func TestWebSocketTunnel(t *testing.T) {
 		c.backend(t, "10.0.0.1:80", ws)
 		var m metrics
 		p := &proxy.Proxy{Picker: newPicker("10.0.0.1:80"), DialContext: c.dial, UpgradeIdleTimeout: idle,
-			Metrics: &m}
+			Hooks: m.hooks()}
 		t.Cleanup(p.CloseIdleConnections)
 		served := make(chan struct{})
 		srv := front(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -376,7 +376,7 @@ func TestUpgradeHeadWriteFails(t *testing.T) {
 	c.backend(t, "10.0.0.1:80", ws)
 	var m metrics
 	pk := newPicker("10.0.0.1:80")
-	p := &proxy.Proxy{Picker: pk, DialContext: c.dial, Metrics: &m}
+	p := &proxy.Proxy{Picker: pk, DialContext: c.dial, Hooks: m.hooks()}
 	served := make(chan struct{})
 	srv := front(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer close(served)

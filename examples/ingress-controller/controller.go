@@ -575,7 +575,7 @@ func (c *controller) backend(ic *ingressConfig, b networkingv1.IngressBackend, u
 	p := &proxy.Proxy{
 		Picker: pl.Balancer(), Observer: pl.Checker(), Protocol: xk.protocol,
 		Retry:       proxy.Retry{MaxTries: xk.maxTries, Timeout: xk.timeout, PerTryTimeout: xk.tryTimeout},
-		DialContext: c.cfg.Dial, Metrics: c.metrics,
+		DialContext: c.cfg.Dial, Hooks: proxy.Hooks{RequestDone: c.metrics.RequestDone},
 	}
 	if xk.protocol == proxy.HTTPS {
 		// Pods rarely have certificates naming their IP, so, like ingress-nginx's default

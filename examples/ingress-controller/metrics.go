@@ -32,11 +32,9 @@ type metrics struct {
 	passthrough func() tcpproxy.Stats
 }
 
-var _ proxy.Metrics = (*metrics)(nil)
-
-// RequestDone counts one finished request. It is called on every request and allocates only
-// the first time a route is seen.
-func (m *metrics) RequestDone(_ *http.Request, s proxy.Stats) {
+// RequestDone counts one finished request, as the proxies' Hooks.RequestDone. It is called on
+// every request and allocates only the first time a route is seen.
+func (m *metrics) RequestDone(_ *http.Request, s proxy.RequestEvent) {
 	class := s.Status / 100
 	if class < 1 || class > 5 {
 		class = 0

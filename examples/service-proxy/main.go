@@ -70,20 +70,20 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		Name: "sluice_requests_total", Help: "Requests by route and status class."}, []string{"route", "code"})
 	seconds := promauto.With(registry).NewHistogramVec(prometheus.HistogramOpts{
 		Name: "sluice_request_duration_seconds", Help: "Request durations by route."}, []string{"route"})
-	metrics := proxy.MetricsFunc(func(_ *http.Request, s proxy.Stats) {
-		requests.WithLabelValues(s.Route, fmt.Sprintf("%dxx", s.Status/100)).Inc()
-		seconds.WithLabelValues(s.Route).Observe(s.Duration.Seconds())
-	})
+	hooks := proxy.Hooks{RequestDone: func(_ *http.Request, e proxy.RequestEvent) {
+		requests.WithLabelValues(e.Route, fmt.Sprintf("%dxx", e.Status/100)).Inc()
+		seconds.WithLabelValues(e.Route).Observe(e.Duration.Seconds())
+	}}
 	api, errAPI := pool.New(pool.Options{
 		Source: &discovery.DNS{Name: *apiDNS, Port: *apiPort, Servers: strings.Fields(*dnsServers), Logger: logger},
 		Policy: balancer.PeakEWMA{},
-		Proxy:  &proxy.Proxy{Logger: logger, Metrics: metrics},
+		Proxy:  &proxy.Proxy{Logger: logger, Hooks: hooks},
 	})
 	grpcSource, errSource := discovery.ParseStatic(*grpcBackends)
 	grpc, errGRPC := pool.New(pool.Options{
 		Source: grpcSource,
 		Health: healthcheck.Options{Probe: &healthcheck.GRPC{}, Interval: *interval, Logger: logger},
-		Proxy:  &proxy.Proxy{Protocol: proxy.H2C, Logger: logger, Metrics: metrics},
+		Proxy:  &proxy.Proxy{Protocol: proxy.H2C, Logger: logger, Hooks: hooks},
 	})
 	limiter, errLimit := ratelimit.New(ratelimit.Options{Limits: []ratelimit.Limit{{Rate: *rate, Burst: *burst}}})
 	shared, errCache := cache.New(cache.Options{Logger: logger})

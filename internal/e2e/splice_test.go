@@ -26,19 +26,19 @@ import (
 // request.
 type spliceRig struct {
 	addr     string
-	accepted *atomic.Int64    // connections the backend accepted
-	done     chan proxy.Stats // what the proxy reported of each request, in order
+	accepted *atomic.Int64           // connections the backend accepted
+	done     chan proxy.RequestEvent // what the proxy reported of each request, in order
 }
 
 // last waits for the proxy's report of the next request to end.
-func (r *spliceRig) last(t *testing.T) proxy.Stats {
+func (r *spliceRig) last(t *testing.T) proxy.RequestEvent {
 	t.Helper()
 	select {
 	case s := <-r.done:
 		return s
 	case <-time.After(5 * time.Second):
 		t.Fatal("the proxy reported no request")
-		return proxy.Stats{}
+		return proxy.RequestEvent{}
 	}
 }
 
@@ -46,7 +46,7 @@ func startSplice(t *testing.T, front string, backend http.Handler) *spliceRig {
 	t.Helper()
 	bln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	rig := &spliceRig{accepted: new(atomic.Int64), done: make(chan proxy.Stats, 16)}
+	rig := &spliceRig{accepted: new(atomic.Int64), done: make(chan proxy.RequestEvent, 16)}
 	bsrv := &http.Server{Handler: backend, ConnState: func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			rig.accepted.Add(1)
@@ -59,7 +59,7 @@ func startSplice(t *testing.T, front string, backend http.Handler) *spliceRig {
 		Picker: sluice.PickerFunc(func(sluice.PickInfo) (sluice.PickResult, error) {
 			return sluice.PickResult{Endpoint: ep}, nil
 		}),
-		Metrics: proxy.MetricsFunc(func(_ *http.Request, s proxy.Stats) { rig.done <- s }),
+		Hooks: proxy.Hooks{RequestDone: func(_ *http.Request, e proxy.RequestEvent) { rig.done <- e }},
 	}
 	t.Cleanup(p.CloseIdleConnections)
 	srv := proxy.NewServer(p, proxy.ServerOptions{})

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/proxy"
 )
 
@@ -311,7 +312,9 @@ func (d discard) WriteHeader(int)             {}
 // ServeHTTP normalises the path, matches a route and serves the request with
 // one of its backends. A changed path is forwarded in its clean form. The
 // request reaches the backend tagged with proxy.WithRoute, so a *proxy.Proxy
-// logs and reports the route's name (Stats.Route).
+// logs and reports the route's name (RequestEvent.Route), and the route is
+// recorded with sluice.RecordRoute, so an edge access log wrapping the router
+// (package accesslog) names it too.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := rt.table.Load()
 	p, changed := CleanPath(r.URL.Path)
@@ -329,6 +332,8 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.notFound.ServeHTTP(w, r)
 		return
 	}
+	// The proxy below learns the route from the context; an edge access log above, from w.
+	sluice.RecordRoute(w, e.r.Name)
 	ctx := proxy.WithRoute(r.Context(), e.r.Name)
 	if rt.opts.OnMatch != nil {
 		ctx = rt.opts.OnMatch(ctx, e.r.Name)

@@ -14,20 +14,22 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// statsLog is a proxy.Metrics that passes every record on. The proxy calls
+// statsLog passes on every RequestEvent of a proxy.Hooks. The proxy calls
 // it after the response is written, so the client may see the response first.
-type statsLog chan proxy.Stats
+type statsLog chan proxy.RequestEvent
 
-func (l statsLog) RequestDone(_ *http.Request, s proxy.Stats) { l <- s }
+func (l statsLog) hooks() proxy.Hooks {
+	return proxy.Hooks{RequestDone: func(_ *http.Request, e proxy.RequestEvent) { l <- e }}
+}
 
-func (l statsLog) next(t *testing.T) proxy.Stats {
+func (l statsLog) next(t *testing.T) proxy.RequestEvent {
 	t.Helper()
 	select {
 	case s := <-l:
 		return s
 	case <-time.After(5 * time.Second):
 		t.Fatal("the proxy reported no finished request within 5s")
-		return proxy.Stats{}
+		return proxy.RequestEvent{}
 	}
 }
 
@@ -46,7 +48,7 @@ func TestBackendIsProxy(t *testing.T) {
 	}
 	log := make(statsLog, 2)
 	shop, api := upstream("shop"), upstream("api")
-	shop.Metrics, api.Metrics = log, log
+	shop.Hooks, api.Hooks = log.hooks(), log.hooks()
 	tab, err := New([]Route{
 		{Name: "shop", Hosts: []string{"shop.test"}, Backends: []Backend{{Handler: shop}}},
 		{Name: "api", Hosts: []string{"api.test"}, Path: "/v1", Backends: []Backend{{Handler: api}}},
@@ -68,7 +70,7 @@ func TestBackendIsProxy(t *testing.T) {
 		resp.Body.Close()
 		assert.Equal(t, 200, resp.StatusCode, c.host)
 		assert.Equal(t, c.body, string(b), "upstream of %s", c.host)
-		assert.Equal(t, c.route, log.next(t).Route, "Stats.Route carries the matched route")
+		assert.Equal(t, c.route, log.next(t).Route, "RequestEvent.Route carries the matched route")
 	}
 }
 

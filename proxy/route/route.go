@@ -8,7 +8,7 @@
 // running finish on the old one, and none is dropped. A backend is any
 // http.Handler, normally a *proxy.Proxy over one pool's balancer; the router
 // hands it the request tagged with proxy.WithRoute, so the proxy's access log
-// and Stats name the route.
+// and Hooks.RequestDone name the route.
 //
 // # Matching
 //
