@@ -85,6 +85,9 @@ type Options struct {
 	// failures left out since the last one, so that a store that is down does not flood the
 	// log. Nil means slog.Default().
 	Logger *slog.Logger
+	// Hooks receive the cache's events (see [Hooks]). Evict reaches the default store only:
+	// a [MemoryStore] passed as Store takes its own [MemoryOptions.Hooks].
+	Hooks Hooks
 }
 
 // Cache is a shared HTTP cache (RFC 9111) in front of an http.Handler. Create one with [New]
@@ -103,6 +106,7 @@ type Cache struct {
 	refreshTO time.Duration
 	log       *slog.Logger
 	storeLog  logLimiter
+	hooks     Hooks
 
 	flights flightGroup
 	passes  passMemo
@@ -145,6 +149,7 @@ func New(opts Options) (*Cache, error) {
 		retention: opts.StaleRetention,
 		refreshTO: opts.RefreshTimeout,
 		log:       opts.Logger,
+		hooks:     opts.Hooks,
 	}
 	if opts.HitForPassBytes == 0 {
 		opts.HitForPassBytes = 1 << 20
@@ -169,7 +174,7 @@ func New(opts Options) (*Cache, error) {
 		c.log = slog.Default()
 	}
 	if c.store == nil {
-		s, err := NewMemoryStore(MemoryOptions{MaxBytes: opts.MaxBytes, Now: c.now})
+		s, err := NewMemoryStore(MemoryOptions{MaxBytes: opts.MaxBytes, Now: c.now, Hooks: opts.Hooks})
 		if err != nil {
 			return nil, err
 		}
@@ -322,7 +327,7 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		return
 	}
 	if _, ok := r.Header["Upgrade"]; ok {
-		c.pass(w, r, next, "bypass", "upgrade")
+		c.pass(w, r, next, "", "bypass", "upgrade", nil)
 		return
 	}
 	reqCC := requestCacheControl(r.Header)
@@ -346,16 +351,27 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		switch u {
 		case useFresh, useStale:
 			c.serveEntry(w, r, e, age, nil)
+			if c.hooks.Lookup != nil {
+				o := Hit
+				if u == useStale {
+					o = StaleHit
+				}
+				c.hooks.Lookup(LookupEvent{Outcome: o, Key: key, Status: e.Status, Bytes: int64(len(e.Body))})
+			}
 			return
 		case useStaleAsync:
 			if !reqCC.has(ccOnlyIfCached) { // only-if-cached: do not contact the origin at all
 				c.refresh(key, r, e, next)
 			}
 			c.serveEntry(w, r, e, age, []string{c.statusValue(e, age, "hit", "", "stale-while-revalidate")})
+			if c.hooks.Lookup != nil {
+				c.hooks.Lookup(LookupEvent{Outcome: StaleHit, Key: key, Status: e.Status,
+					Detail: "stale-while-revalidate", Bytes: int64(len(e.Body))})
+			}
 			return
 		}
 		if reqCC.has(ccOnlyIfCached) {
-			c.gatewayTimeout(w)
+			c.gatewayTimeout(w, key, nil)
 			return
 		}
 		reason := "stale"
@@ -363,14 +379,14 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 			reason = "request"
 		}
 		if ranged {
-			c.pass(w, r, next, reason, "range")
+			c.pass(w, r, next, key, reason, "range", nil)
 			return
 		}
 		c.fetch(w, r, next, key, e, reason, reqCC, !fwdRequest && !credentialed(r) && !c.passes.recent(key, c.now()))
 		return
 	}
 	if reqCC.has(ccOnlyIfCached) {
-		c.gatewayTimeout(w)
+		c.gatewayTimeout(w, key, nil)
 		return
 	}
 	reason := "uri-miss"
@@ -380,7 +396,7 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	if ranged {
 		// A miss for a range is passed on as it is: fetching the whole representation to
 		// answer a small range could cost far more than the range.
-		c.pass(w, r, next, reason, "range")
+		c.pass(w, r, next, key, reason, "range", nil)
 		return
 	}
 	collapse := !credentialed(r) && !reqCC.has(ccNoCache|ccNoStore) && !c.passes.recent(key, c.now())
@@ -450,31 +466,34 @@ func (c *Cache) get(ctx context.Context, key string) (*Entry, error) {
 func (c *Cache) lookupFailed(w http.ResponseWriter, r *http.Request, next http.Handler, key string,
 	reqCC cacheControl, err error) {
 	if r.Context().Err() != nil {
-		c.unavailable(w)
+		c.unavailable(w, key, err)
 		return
 	}
 	c.storeFailed(r.Context(), "get", key, err)
 	switch {
 	case reqCC.has(ccOnlyIfCached):
-		c.gatewayTimeout(w)
+		c.gatewayTimeout(w, key, err)
 	case c.failClose:
-		c.unavailable(w)
+		c.unavailable(w, key, err)
 	default:
 		// Collapsing would make this request wait for another's response to be stored and
 		// then look it up in a store that has just failed; storing would add a second
 		// failing call to its latency. It goes to the origin as it came.
-		c.pass(w, r, next, "miss", "store-error")
+		c.pass(w, r, next, key, "miss", "store-error", err)
 	}
 }
 
 // unavailable answers 503 when the store failed and the request may not go to the origin.
 // Like any response the cache makes up, it carries no Cache-Status member (RFC 9211 §2).
-func (c *Cache) unavailable(w http.ResponseWriter) {
+func (c *Cache) unavailable(w http.ResponseWriter, key string, err error) {
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusServiceUnavailable)
 	_, _ = w.Write([]byte("cache: the cache store is unavailable\n"))
+	if c.hooks.Lookup != nil {
+		c.hooks.Lookup(LookupEvent{Outcome: Unavailable, Key: key, Detail: "store-error", Err: err})
+	}
 }
 
 // storeLogInterval is the least time between two records of Store failures.
@@ -628,12 +647,17 @@ func writeNotModified(w http.ResponseWriter) {
 	w.WriteHeader(http.StatusNotModified)
 }
 
-func (c *Cache) gatewayTimeout(w http.ResponseWriter) {
+// gatewayTimeout answers a request with only-if-cached that nothing stored can answer; err
+// is the Store's error if the lookup failed.
+func (c *Cache) gatewayTimeout(w http.ResponseWriter, key string, err error) {
 	h := w.Header()
 	h.Set("Cache-Status", c.name+"; detail=only-if-cached")
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusGatewayTimeout)
 	_, _ = w.Write([]byte("cache: only-if-cached and no stored response can be used\n"))
+	if c.hooks.Lookup != nil {
+		c.hooks.Lookup(LookupEvent{Outcome: Unavailable, Key: key, Detail: "only-if-cached", Err: err})
+	}
 }
 
 // statusValue formats a Cache-Status value for a response built from e at age: the upstream
@@ -673,8 +697,18 @@ func (c *Cache) forwardValue(reason string, status int, stored bool, detail stri
 }
 
 // pass forwards a request without looking at or storing the response, adding Cache-Status.
-func (c *Cache) pass(w http.ResponseWriter, r *http.Request, next http.Handler, reason, detail string) {
-	next.ServeHTTP(&passWriter{ResponseWriter: w, c: c, reason: reason, detail: detail}, r)
+// err is the Store's error that made the lookup a miss, if any.
+func (c *Cache) pass(w http.ResponseWriter, r *http.Request, next http.Handler, key, reason, detail string, err error) {
+	pw := &passWriter{ResponseWriter: w, c: c, reason: reason, detail: detail}
+	next.ServeHTTP(pw, r)
+	if c.hooks.Lookup != nil {
+		o := Miss
+		if reason == "bypass" {
+			o = Pass
+		}
+		c.hooks.Lookup(LookupEvent{Outcome: o, Key: key, Fwd: reason, FwdStatus: pw.status, Status: pw.status,
+			Detail: detail, Bytes: pw.written, Err: err})
+	}
 }
 
 // forwardMethod passes on a request whose method the cache does not serve, and invalidates
@@ -694,6 +728,9 @@ func (c *Cache) forwardMethod(w http.ResponseWriter, r *http.Request, next http.
 		// The handler wrote nothing, which the server sends as a 200: that is a success
 		// too, and invalidates like one. (A hijacked connection has no status to send.)
 		pw.WriteHeader(http.StatusOK)
+	}
+	if c.hooks.Lookup != nil {
+		c.hooks.Lookup(LookupEvent{Outcome: Pass, Fwd: "method", FwdStatus: pw.status, Status: pw.status, Bytes: pw.written})
 	}
 }
 
@@ -735,6 +772,13 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, next http.Handler,
 				if u, age, _ := decide(e, reqCC, c.now()); u == useFresh || u == useStale {
 					c.flights.finish(key, f, flightStored)
 					c.serveEntry(w, r, e, age, nil)
+					if c.hooks.Lookup != nil {
+						o := Hit
+						if u == useStale {
+							o = StaleHit
+						}
+						c.hooks.Lookup(LookupEvent{Outcome: o, Key: key, Status: e.Status, Bytes: int64(len(e.Body))})
+					}
 					return
 				}
 			}
@@ -754,6 +798,9 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, next http.Handler,
 		case <-r.Context().Done():
 			timer.Stop()
 			f.waiters.Add(-1)
+			if c.hooks.Lookup != nil {
+				c.hooks.Lookup(LookupEvent{Outcome: Unavailable, Key: key, Fwd: reason, Err: r.Context().Err()})
+			}
 			return
 		}
 		switch f.result {
@@ -766,6 +813,10 @@ func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, next http.Handler,
 			if e != nil {
 				if u, age, _ := decide(e, reqCC, c.now()); u == useFresh || u == useStale {
 					c.serveEntry(w, r, e, age, []string{c.statusValue(e, age, "fwd="+reason, strconv.Itoa(e.Status)+"; collapsed", "")})
+					if c.hooks.Lookup != nil {
+						c.hooks.Lookup(LookupEvent{Outcome: Collapsed, Key: key, Fwd: reason, FwdStatus: e.Status, Status: e.Status,
+							Bytes: int64(len(e.Body))})
+					}
 					return
 				}
 				stale = e

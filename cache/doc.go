@@ -133,6 +133,19 @@
 // every 10 seconds, each record counting the failures left out since the one before; while
 // the store works, nothing is logged and nothing allocated.
 //
+// # Hooks and Stats
+//
+// [Options.Hooks] receive the cache's events, so metrics need not parse Cache-Status:
+// Hooks.Lookup once per request, with its [Outcome] (hit, stale hit, collapsed,
+// revalidated, miss, pass, unavailable), the fwd reason, whether the response was stored
+// and, if not, why, its size and any Store error; Hooks.Evict for each entry a
+// [MemoryStore] drops to stay within its bytes or because it expired. Hooks run
+// synchronously on the goroutine where the event happens, never under the cache's locks:
+// they must be safe for concurrent use and must not block. [JoinHooks] lets several
+// listeners share them. An unset hook costs a nil check. [Cache.Stats] is the pull side:
+// the entries and bytes held, when the Store can tell ([Sizer]), and the background
+// revalidations running.
+//
 // # Cost of a hit
 //
 // Everything a hit needs (parsed Cache-Control, freshness lifetime, corrected initial age,

@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/sluiceproxy/sluice/cache"
 )
@@ -90,4 +91,40 @@ func ExampleCache_PurgeTag() {
 	// hit
 	// purged 2
 	// fwd=uri-miss
+}
+
+// Counting outcomes with a hook instead of parsing Cache-Status, and reading what the cache
+// holds with Stats.
+func ExampleHooks() {
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprintln(w, "hello")
+	}))
+	defer origin.Close()
+	target, _ := url.Parse(origin.URL)
+
+	var mu sync.Mutex
+	outcomes := map[cache.Outcome]int{}
+	c, err := cache.New(cache.Options{Hooks: cache.Hooks{
+		Lookup: func(e cache.LookupEvent) {
+			mu.Lock()
+			outcomes[e.Outcome]++
+			mu.Unlock()
+		},
+	}})
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	h := c.Handler(httputil.NewSingleHostReverseProxy(target))
+	for range 3 {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "http://example.com/", nil))
+	}
+	mu.Lock()
+	fmt.Println(cache.Miss, outcomes[cache.Miss], cache.Hit, outcomes[cache.Hit])
+	mu.Unlock()
+	fmt.Println("entries:", c.Stats().Entries)
+	// Output:
+	// miss 1 hit 2
+	// entries: 1
 }

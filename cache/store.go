@@ -84,13 +84,17 @@ type MemoryOptions struct {
 	MaxBytes int64
 	// Now is the clock used to expire entries. Nil means time.Now.
 	Now func() time.Time
+	// Hooks receive the store's events: only Evict, called after the store's lock is
+	// released, on the goroutine of the Get or Set that evicted.
+	Hooks Hooks
 }
 
 // MemoryStore is the default [Store]: an in-process LRU bounded by bytes rather than by
 // entry count, on hashicorp/golang-lru's simplelru.
 type MemoryStore struct {
-	now func() time.Time
-	max int64
+	now   func() time.Time
+	max   int64
+	evict func(EvictEvent)
 
 	mu    sync.Mutex // mu protects lru and bytes
 	lru   *simplelru.LRU[string, memItem]
@@ -116,7 +120,7 @@ func NewMemoryStore(opts MemoryOptions) (*MemoryStore, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &MemoryStore{now: opts.Now, max: opts.MaxBytes}
+	s := &MemoryStore{now: opts.Now, max: opts.MaxBytes, evict: opts.Hooks.Evict}
 	// The LRU's own count bound is effectively off: bytes decide eviction. Its eviction
 	// callback only does arithmetic, so running it under mu calls no user code.
 	lru, err := simplelru.NewLRU[string, memItem](math.MaxInt, func(_ string, it memItem) {
@@ -134,11 +138,15 @@ func (s *MemoryStore) Get(_ context.Context, key string) (*Entry, error) {
 	now := s.now()
 	s.mu.Lock()
 	it, ok := s.lru.Get(key)
-	if ok && now.After(it.deadline) {
+	expired := ok && now.After(it.deadline)
+	if expired {
 		s.lru.Remove(key)
 		ok = false
 	}
 	s.mu.Unlock()
+	if expired && s.evict != nil {
+		s.evict(EvictEvent{Reason: Expired, Key: key, Bytes: it.size})
+	}
 	if !ok {
 		return nil, nil
 	}
@@ -149,18 +157,29 @@ func (s *MemoryStore) Get(_ context.Context, key string) (*Entry, error) {
 func (s *MemoryStore) Set(_ context.Context, key string, e *Entry, ttl time.Duration) error {
 	size := e.size(key)
 	deadline := s.now().Add(ttl)
+	// Evictions are reported after the lock is released; a few fit here without allocating.
+	var buf [4]EvictEvent
+	evicted := buf[:0]
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.lru.Remove(key) // runs the callback, so bytes stay right when replacing
 	if size > s.max || ttl <= 0 {
+		s.mu.Unlock()
 		return nil
 	}
 	s.lru.Add(key, memItem{e: e, size: size, deadline: deadline})
 	s.bytes += size
 	for s.bytes > s.max {
-		if _, _, ok := s.lru.RemoveOldest(); !ok {
+		k, it, ok := s.lru.RemoveOldest()
+		if !ok {
 			break
 		}
+		if s.evict != nil {
+			evicted = append(evicted, EvictEvent{Reason: Capacity, Key: k, Bytes: it.size})
+		}
+	}
+	s.mu.Unlock()
+	for _, ev := range evicted {
+		s.evict(ev)
 	}
 	return nil
 }

@@ -17,6 +17,8 @@ type passWriter struct {
 	detail      string
 	onHeader    func(status int, h http.Header)
 	wroteHeader bool
+	status      int   // the final status, for Hooks.Lookup
+	written     int64 // body bytes, for Hooks.Lookup
 }
 
 func (p *passWriter) WriteHeader(code int) {
@@ -25,6 +27,7 @@ func (p *passWriter) WriteHeader(code int) {
 	}
 	if code >= 200 {
 		p.wroteHeader = true
+		p.status = code
 		h := p.ResponseWriter.Header()
 		h.Add("Cache-Status", p.c.forwardValue(p.reason, code, false, p.detail))
 		if p.onHeader != nil {
@@ -38,7 +41,9 @@ func (p *passWriter) Write(b []byte) (int, error) {
 	if !p.wroteHeader {
 		p.WriteHeader(http.StatusOK)
 	}
-	return p.ResponseWriter.Write(b)
+	n, err := p.ResponseWriter.Write(b)
+	p.written += int64(n)
+	return n, err
 }
 
 func (p *passWriter) Flush() {
@@ -87,6 +92,8 @@ type fetchWriter struct {
 	// the handler sets later are trailers, which that judgement never saw.
 	stored    http.Header
 	clientErr error
+	why       string // why the response is not stored, for Hooks.Lookup
+	written   int64  // body bytes from upstream, for Hooks.Lookup
 }
 
 func (fw *fetchWriter) Header() http.Header { return fw.header }
@@ -138,6 +145,7 @@ func (fw *fetchWriter) WriteHeader(code int) {
 	if why == "" && !worthStoring(code, fw.header, cc, fw.reqTime, fw.respTime) {
 		why = "stale-on-arrival"
 	}
+	fw.why = why
 	if why == "" {
 		fw.buffering = true
 		fw.stored = storedHeader(fw.header)
@@ -207,10 +215,11 @@ func (fw *fetchWriter) Write(p []byte) (int, error) {
 	if fw.mode != modePass {
 		return len(p), nil
 	}
+	fw.written += int64(len(p))
 	if fw.buffering {
 		if int64(len(fw.buf)+len(p)) > fw.c.maxObject {
 			// Too large after all: give up storing, and keep streaming.
-			fw.buffering, fw.buf, fw.stored = false, nil, nil
+			fw.buffering, fw.buf, fw.stored, fw.why = false, nil, nil, "too-large"
 			fw.c.flights.finish(fw.key, fw.flight, flightUncacheable)
 		} else {
 			fw.buf = append(fw.buf, p...)
@@ -278,9 +287,14 @@ func (fw *fetchWriter) finish() bool {
 		if len(h) != len(e.Header) {
 			served = fw.updated(h)
 		}
-		switch storable(fw.out, fw.reqCC, e.Status, e.Header, e.m.cc, c.setCookie) {
+		why := storable(fw.out, fw.reqCC, e.Status, e.Header, e.m.cc, c.setCookie)
+		var err error
+		switch why {
 		case "":
-			c.store304(fw, e)
+			err = c.store304(fw, e)
+			if err != nil {
+				why = "store-error"
+			}
 		case "no-store", "private", "must-understand", "vary-star":
 			// The 304 made the response one that may not be stored: serve it this once and
 			// drop the stored one, which it replaces.
@@ -293,18 +307,30 @@ func (fw *fetchWriter) finish() bool {
 		}
 		age := served.currentAge(c.now())
 		c.serveEntry(fw.client, fw.req, served, age, []string{c.statusValue(served, age, "fwd="+fw.reason, "304", "")})
+		if c.hooks.Lookup != nil {
+			fw.report(Revalidated, served.Status, why == "", why, int64(len(served.Body)), err)
+		}
 	case modeStaleError:
 		c.flights.finish(fw.key, fw.flight, flightUncacheable)
 		age := fw.stale.currentAge(c.now())
 		c.serveEntry(fw.client, fw.req, fw.stale, age,
 			[]string{c.statusValue(fw.stale, age, "fwd="+fw.reason, strconv.Itoa(fw.status), "stale-if-error")})
+		if c.hooks.Lookup != nil {
+			fw.report(StaleHit, fw.stale.Status, false, "stale-if-error", int64(len(fw.stale.Body)), nil)
+		}
 	case modePass:
 		if !fw.buffering {
 			c.flights.finish(fw.key, fw.flight, fw.failure())
+			if c.hooks.Lookup != nil {
+				fw.report(Miss, fw.status, false, fw.why, fw.written, nil)
+			}
 			return true
 		}
 		if cl := fw.header.Get("Content-Length"); cl != "" && cl != strconv.Itoa(len(fw.buf)) {
 			c.flights.finish(fw.key, fw.flight, flightIncomplete) // truncated: never store it
+			if c.hooks.Lookup != nil {
+				fw.report(Miss, fw.status, false, "incomplete", fw.written, nil)
+			}
 			return true
 		}
 		body := fw.buf
@@ -314,22 +340,38 @@ func (fw *fetchWriter) finish() bool {
 		e := c.newEntry(fw.out, fw.status, fw.stored, body, fw.reqTime, fw.respTime)
 		if err := c.put(fw.out.Context(), fw.key, e); err != nil {
 			fw.storeFailed(err)
+			if c.hooks.Lookup != nil {
+				fw.report(Miss, fw.status, false, "store-error", fw.written, err)
+			}
 			return true
 		}
 		c.passes.forget(fw.key)
 		c.flights.finish(fw.key, fw.flight, flightStored)
+		if c.hooks.Lookup != nil {
+			fw.report(Miss, fw.status, true, "", fw.written, nil)
+		}
 	}
 	return true
 }
 
+// report calls Hooks.Lookup, which the caller has checked is set, for the exchange.
+func (fw *fetchWriter) report(o Outcome, status int, stored bool, detail string, n int64, err error) {
+	_, background := fw.client.(*discardWriter)
+	fw.c.hooks.Lookup(LookupEvent{
+		Outcome: o, Key: fw.key, Fwd: fw.reason, FwdStatus: fw.status, Status: status,
+		Stored: stored, Detail: detail, Bytes: n, Err: err, Background: background,
+	})
+}
+
 // store304 stores the response a 304 updated. If the store fails, the client is still
-// served the updated response; the stored one stays as it was, stale.
-func (c *Cache) store304(fw *fetchWriter, e *Entry) {
+// served the updated response; the stored one stays as it was, stale; the error is returned.
+func (c *Cache) store304(fw *fetchWriter, e *Entry) error {
 	if err := c.put(fw.out.Context(), fw.key, e); err != nil {
 		fw.storeFailed(err)
-		return
+		return err
 	}
 	c.flights.finish(fw.key, fw.flight, flightStored)
+	return nil
 }
 
 // storeFailed handles a response the store would not take: it has been (or is being) served,

@@ -13,6 +13,16 @@
 // This package holds the sources that need no registry client: [Static] for a fixed list and
 // [DNS] for A/AAAA and SRV records, refreshed when their TTL expires. Kubernetes
 // EndpointSlices live in discovery/endpointslices, so that programs that do not use them never compile client-go.
+//
+// # Hooks
+//
+// Every source reports its results through [Hooks] (a field of [Static] and [DNS], of
+// endpointslices.Options): an [UpdateEvent] after each lookup or rebuild with the endpoints
+// by state, whether the set changed and was pushed, whether the source has synced (pushed a
+// first set), and the error of a failed lookup, while the last good set stays in force.
+// Hooks run on the Watch goroutine, never under a lock; they must be safe for concurrent
+// use (several sources may share them) and must not block. [JoinHooks] lets several
+// listeners share them.
 package discovery
 
 import (
@@ -43,6 +53,8 @@ type Source interface {
 type Static struct {
 	// Endpoints is the pool, with its weights, zones and states.
 	Endpoints []sluice.Endpoint
+	// Hooks receive the source's one update (see [Hooks]).
+	Hooks Hooks
 }
 
 var _ Source = Static{}
@@ -80,7 +92,11 @@ func (s Static) Watch(ctx context.Context, update func([]sluice.Endpoint)) error
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	update(Normalize(slices.Clone(s.Endpoints)))
+	eps := Normalize(slices.Clone(s.Endpoints))
+	update(eps)
+	if s.Hooks.Update != nil {
+		s.Hooks.Update(UpdateEvent{Source: "static", Changed: true, Synced: true}.Count(eps))
+	}
 	<-ctx.Done()
 	return ctx.Err()
 }

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -87,6 +88,8 @@ type DNS struct {
 	Resolver Resolver
 	// Logger receives lookup failures. Nil means slog.Default().
 	Logger *slog.Logger
+	// Hooks receive an update after every lookup, successful or not (see [Hooks]).
+	Hooks Hooks
 }
 
 var _ Source = DNS{}
@@ -143,14 +146,21 @@ func (d DNS) Watch(ctx context.Context, update func([]sluice.Endpoint)) error {
 			}
 			log.Warn("discovery: DNS lookup failed; keeping the last good set",
 				"name", d.Name, "service", d.Service, "endpoints", len(last), "retry", backoff, "err", err)
+			if d.Hooks.Update != nil {
+				d.Hooks.Update(UpdateEvent{Source: "dns", Name: d.hookName(), Synced: pushed, Err: err}.Count(last))
+			}
 			timer.Reset(backoff)
 			backoff = min(2*backoff, interval)
 			continue
 		}
 		backoff = floor
-		if !pushed || !slices.Equal(eps, last) {
+		changed := !pushed || !slices.Equal(eps, last)
+		if changed {
 			last, pushed = eps, true
 			update(eps)
+		}
+		if d.Hooks.Update != nil {
+			d.Hooks.Update(UpdateEvent{Source: "dns", Name: d.hookName(), Changed: changed, Synced: true}.Count(last))
 		}
 		if ttl >= 0 {
 			timer.Reset(min(max(ttl, floor), ceiling))
@@ -158,6 +168,14 @@ func (d DNS) Watch(ctx context.Context, update func([]sluice.Endpoint)) error {
 			timer.Reset(interval)
 		}
 	}
+}
+
+// hookName is the name UpdateEvents carry: Name, or the SRV name looked up.
+func (d DNS) hookName() string {
+	if d.Service == "" {
+		return d.Name
+	}
+	return "_" + d.Service + "._" + cmp.Or(d.Proto, "tcp") + "." + d.Name
 }
 
 func (d DNS) validate() error {

@@ -36,3 +36,19 @@ func ExampleDNS() {
 	src := discovery.DNS{Name: "api.default.svc.cluster.local.", Port: 8080, MinRefresh: 5 * time.Second, MaxRefresh: time.Minute}
 	_ = src // go src.Watch(ctx, bal.Update)
 }
+
+// A hook sees each result of a source: here, the endpoints by state and whether the source
+// has synced, as a gauge of ready endpoints per pool would read them.
+func ExampleHooks() {
+	src := discovery.Static{
+		Endpoints: []sluice.Endpoint{{Addr: "10.0.0.1:8080"}, {Addr: "10.0.0.2:8080", State: sluice.Terminating}},
+		Hooks: discovery.Hooks{Update: func(e discovery.UpdateEvent) {
+			fmt.Println(e.Source, "ready:", e.Ready, "terminating:", e.Terminating, "synced:", e.Synced)
+		}},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	_ = src.Watch(ctx, func([]sluice.Endpoint) {})
+	// Output:
+	// static ready: 1 terminating: 1 synced: true
+}

@@ -22,6 +22,9 @@ type ConcurrencyOptions struct {
 	// TrustedProxies, IPv4Prefix and IPv6Prefix find and group client IPs as in [Options].
 	TrustedProxies         *sluice.TrustedProxies
 	IPv4Prefix, IPv6Prefix int
+
+	// Hooks receive the limiter's admissions (only Hooks.Admission applies); see [Hooks].
+	Hooks Hooks
 }
 
 // Concurrency is middleware that caps the requests in flight per key, like NGINX
@@ -31,10 +34,11 @@ type ConcurrencyOptions struct {
 // when its last request finishes. It is safe for concurrent use.
 type Concurrency struct {
 	keyer
-	max    int
-	status int
-	seed   maphash.Seed
-	shards [numShards]concShard
+	max         int
+	status      int
+	onAdmission func(AdmissionEvent)
+	seed        maphash.Seed
+	shards      [numShards]concShard
 }
 
 type concShard struct {
@@ -57,10 +61,11 @@ func NewConcurrency(opts ConcurrencyOptions) (*Concurrency, error) {
 		return nil, fmt.Errorf("ratelimit: By: %w", err)
 	}
 	c := &Concurrency{
-		keyer:  keyer{by: opts.By, trusted: opts.TrustedProxies, v4: v4, v6: v6},
-		max:    opts.Max,
-		status: http.StatusTooManyRequests,
-		seed:   maphash.MakeSeed(),
+		keyer:       keyer{by: opts.By, trusted: opts.TrustedProxies, v4: v4, v6: v6},
+		max:         opts.Max,
+		status:      http.StatusTooManyRequests,
+		seed:        maphash.MakeSeed(),
+		onAdmission: opts.Hooks.Admission,
 	}
 	if opts.By.kind == byGlobal {
 		c.status = http.StatusServiceUnavailable
@@ -72,20 +77,21 @@ func NewConcurrency(opts ConcurrencyOptions) (*Concurrency, error) {
 }
 
 // acquire counts a request for k in flight and reports true, or reports false when k already
-// has Max in flight. Each true return must be matched by one release with the same key.
-func (c *Concurrency) acquire(k Key) bool {
+// has Max in flight; n is the number in flight for k afterwards. Each true return must be
+// matched by one release with the same key.
+func (c *Concurrency) acquire(k Key) (ok bool, n int) {
 	sh := c.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	n := sh.inFlight[k]
+	n = sh.inFlight[k]
 	if n >= c.max {
-		return false
+		return false, n
 	}
 	if n == 0 {
 		k.Str = strings.Clone(k.Str)
 	}
 	sh.inFlight[k] = n + 1
-	return true
+	return true, n + 1
 }
 
 // release ends one request for k counted by acquire.
@@ -132,7 +138,11 @@ func (c *Concurrency) Handler(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if !c.acquire(k) {
+		ok, n := c.acquire(k)
+		if c.onAdmission != nil {
+			c.onAdmission(AdmissionEvent{Admitted: ok, InFlight: n, Key: k})
+		}
+		if !ok {
 			w.Header().Set("Retry-After", "1")
 			http.Error(w, "ratelimit: too many requests in flight", c.status)
 			return

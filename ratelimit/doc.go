@@ -47,6 +47,18 @@
 // [Concurrency] caps the requests in flight per key (per client) or for a whole pool
 // ([Global]), like NGINX limit_conn. It counts in memory and has no Store, so it cannot fail.
 //
+// # Hooks and Stats
+//
+// [Options.Hooks] report each request's decision (Hooks.Decision: allowed, delayed and for
+// how long, limited, failed closed, or allowed despite a failed store), with the Limit that
+// decided by index and Name (few values: a good metric label) and its Key (one per client:
+// not a label). [ConcurrencyOptions.Hooks] report each admission or refusal of a
+// [Concurrency] limiter (Hooks.Admission) with the requests in flight for its key. Hooks run
+// synchronously on the request's goroutine, never under a lock: they must be safe for
+// concurrent use and must not block. [JoinHooks] lets several listeners share them; an unset
+// hook costs a nil check and a set one allocates nothing. [Limiter.Stats] and
+// [Concurrency.Stats] are the gauges: keys held per Limit, and keys and requests in flight.
+//
 // # Distributed limits
 //
 // Each Limit stores its buckets in a [Store]. The default is the in-memory store described

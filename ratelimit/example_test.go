@@ -53,3 +53,33 @@ func Example() {
 	// / 429 RateLimit: "client";r=0;t=2 Retry-After: 1
 	// policy: "client";q=2;w=2, "login";q=1;w=60
 }
+
+// Counting decisions by Limit and result with a hook, as a metrics adapter does, and the
+// keys each Limit holds with Stats.
+func ExampleHooks() {
+	counts := map[string]int{} // the handler is called from one goroutine here
+	limiter, err := ratelimit.New(ratelimit.Options{
+		Limits: []ratelimit.Limit{{Name: "client", Rate: 1, Burst: 1}},
+		Hooks: ratelimit.Hooks{Decision: func(e ratelimit.DecisionEvent) {
+			k := e.Result.String()
+			if e.Limit >= 0 { // an admitted request that waited for nothing names no Limit
+				k += " by " + e.Name
+			}
+			counts[k]++
+		}},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	h := limiter.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	for range 3 {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		h.ServeHTTP(httptest.NewRecorder(), r)
+	}
+	fmt.Println(counts)
+	fmt.Println(limiter.Stats().Limits)
+	// Output:
+	// map[allowed:1 limited by client:2]
+	// [{client 1}]
+}

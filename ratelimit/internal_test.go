@@ -296,3 +296,22 @@ func TestPeerIPv4TakesCommonAddresses(t *testing.T) {
 		assert.False(t, ok, "%q must go the general way", s)
 	}
 }
+
+// A Decision hook adds no allocation to a request through the Handler.
+func TestDecisionHookDoesNotAllocate(t *testing.T) {
+	measure := func(h Hooks) float64 {
+		l, err := New(Options{Limits: []Limit{{Rate: 1e12, Burst: 1 << 30}}, Hooks: h})
+		require.NoError(t, err)
+		handler := l.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+		r := ipRequest(1)
+		w := httptest.NewRecorder()
+		handler.ServeHTTP(w, r)
+		return testing.AllocsPerRun(1000, func() {
+			clear(w.Header())
+			handler.ServeHTTP(w, r)
+		})
+	}
+	without := measure(Hooks{})
+	with := measure(Hooks{Decision: func(DecisionEvent) {}})
+	assert.Equal(t, without, with, "a hook costs no allocation")
+}

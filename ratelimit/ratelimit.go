@@ -76,6 +76,9 @@ type Options struct {
 
 	// Now returns the current time. Nil means time.Now; tests set a fake clock.
 	Now func() time.Time
+
+	// Hooks receive the Limiter's decisions (only Hooks.Decision applies); see [Hooks].
+	Hooks Hooks
 }
 
 // Limiter is rate-limiting middleware. It is safe for concurrent use.
@@ -86,6 +89,7 @@ type Limiter struct {
 	logger     *slog.Logger // nil: slog.Default() when a line is written
 	now        func() time.Time
 	policy     []string // the RateLimit-Policy field value, built once
+	onDecision func(DecisionEvent)
 
 	// logNext is when the next store failure may be logged (Unix nanoseconds); logDropped
 	// counts the failures not logged since the last line.
@@ -117,7 +121,8 @@ func New(opts Options) (*Limiter, error) {
 	if opts.MaxDelay < 0 {
 		return nil, fmt.Errorf("ratelimit: MaxDelay must be ≥ 0, got %v", opts.MaxDelay)
 	}
-	l := &Limiter{maxDelay: opts.MaxDelay, failClosed: opts.FailClosed, logger: opts.Logger, now: opts.Now}
+	l := &Limiter{maxDelay: opts.MaxDelay, failClosed: opts.FailClosed, logger: opts.Logger, now: opts.Now,
+		onDecision: opts.Hooks.Decision}
 	if l.now == nil {
 		l.now = time.Now
 	}
@@ -222,6 +227,8 @@ type decision struct {
 	gone   bool          // refused because the client went away while a store decided
 	delay  time.Duration // the longest wait any limit asks for
 	retry  time.Duration // when refused, the longest RetryAfter of the refusing limits
+	at     int           // the limit that refused, failed or asked for the delay; -1 for none
+	err    error         // the first store error
 	inline [maxInline]slot
 	extra  []slot // the slots of limits past maxInline
 }
@@ -249,6 +256,7 @@ func (l *Limiter) decide(r *http.Request, now time.Time, d *decision) {
 		d.extra = make([]slot, n-maxInline)
 	}
 	d.ok = true
+	d.at = -1
 	for i := range l.limits {
 		lim := &l.limits[i]
 		s := d.slot(i)
@@ -260,6 +268,9 @@ func (l *Limiter) decide(r *http.Request, now time.Time, d *decision) {
 		} else {
 			var err error
 			if s.d, err = lim.store.Take(r.Context(), s.key, now, l.maxDelay); err != nil {
+				if d.err == nil {
+					d.at, d.err = i, err
+				}
 				if !l.storeFailed(r.Context(), d, lim, now, err) {
 					s.d = Decision{}
 					continue // fail open: this limit does not count the request
@@ -272,9 +283,13 @@ func (l *Limiter) decide(r *http.Request, now time.Time, d *decision) {
 		s.consulted = true
 		if !s.d.OK {
 			d.ok = false
+			d.at = i
 			d.retry = s.d.RetryAfter
 			l.giveBack(r.Context(), d, i, now)
 			return
+		}
+		if s.d.Delay > d.delay && d.err == nil {
+			d.at = i
 		}
 		d.delay = max(d.delay, s.d.Delay)
 	}
@@ -369,6 +384,9 @@ func (l *Limiter) Handler(next http.Handler) http.Handler {
 		if v := l.rateLimitField(&d); v != "" {
 			h["Ratelimit"] = []string{v}
 		}
+		if l.onDecision != nil {
+			l.report(&d)
+		}
 		switch {
 		case d.gone: // nobody reads this answer, but access logs do
 			http.Error(w, "ratelimit: request cancelled", http.StatusServiceUnavailable)
@@ -395,6 +413,27 @@ func (l *Limiter) Handler(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// report calls Hooks.Decision, which the caller has checked is set, for d.
+func (l *Limiter) report(d *decision) {
+	ev := DecisionEvent{Limit: d.at, Err: d.err}
+	switch {
+	case d.gone:
+		ev.Result = Cancelled
+	case d.failed:
+		ev.Result = FailedClosed
+	case !d.ok:
+		ev.Result, ev.RetryAfter = Limited, d.retry
+	case d.delay > 0:
+		ev.Result, ev.Delay = Delayed, d.delay
+	default:
+		ev.Result = Allowed
+	}
+	if d.at >= 0 {
+		ev.Name, ev.Key = l.limits[d.at].plain, d.slot(d.at).key
+	}
+	l.onDecision(ev)
 }
 
 // rateLimitField formats the RateLimit field: one member per limit that applied. It builds

@@ -58,6 +58,15 @@
 //
 // A Source pushes nothing until the informer has synced its first full list: a proxy can
 // call [Watcher.WaitForSync] before it starts serving.
+//
+// # Hooks and Stats
+//
+// [Options.Hooks] take the [discovery.Hooks] every discovery source uses: after each rebuild
+// a Source reports a [discovery.UpdateEvent] with its endpoints by state, whether the set
+// changed and was pushed, and a failed FQDN lookup. Hooks run on the Source's Watch
+// goroutine, never under a lock; Sources call them concurrently, so they must be safe for
+// concurrent use, and must not block. [Watcher.Stats] reports whether the informer has
+// synced and how many Services and Sources are being watched.
 package endpointslices
 
 import (
@@ -106,6 +115,11 @@ type Options struct {
 	// FQDN, when not nil, turns on FQDN EndpointSlices, which are ignored by default (see the
 	// package documentation for why).
 	FQDN *FQDNOptions
+
+	// Hooks receive an update each time a Source rebuilds its set (see [discovery.Hooks]):
+	// Source "endpointslices", Name "namespace/name" (with ":port" when a port was asked
+	// for), Err the last failed lookup of an FQDN name in that rebuild.
+	Hooks discovery.Hooks
 }
 
 // FQDNOptions configures how a Source uses FQDN EndpointSlices. The zero value is ready to
@@ -163,6 +177,7 @@ type Watcher struct {
 	coalesce     time.Duration
 	log          *slog.Logger
 	fqdn         *fqdnConfig // nil: FQDN slices are ignored
+	onUpdate     func(discovery.UpdateEvent)
 
 	mu   sync.Mutex // mu protects subs
 	subs map[string]map[*subscriber]struct{}
@@ -213,6 +228,7 @@ func newWatcher(factory informers.SharedInformerFactory, owned bool, opts Option
 		ownsFactory: owned,
 		coalesce:    opts.Coalesce,
 		log:         opts.Logger,
+		onUpdate:    opts.Hooks.Update,
 		subs:        make(map[string]map[*subscriber]struct{}),
 	}
 	if w.coalesce == 0 {
@@ -264,6 +280,27 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	return ctx.Err()
+}
+
+// Stats is a snapshot of a [Watcher]'s state, for gauges and dashboards.
+type Stats struct {
+	// Synced reports whether the informer has delivered its first full list (HasSynced).
+	Synced bool
+	// Services is the number of Services with a Source watching, and Sources the number of
+	// Source.Watch calls running.
+	Services, Sources int
+}
+
+// Stats returns a snapshot of the Watcher's state. It is safe for concurrent use.
+func (w *Watcher) Stats() Stats {
+	st := Stats{Synced: w.HasSynced()}
+	w.mu.Lock()
+	st.Services = len(w.subs)
+	for _, m := range w.subs {
+		st.Sources += len(m)
+	}
+	w.mu.Unlock()
+	return st
 }
 
 // HasSynced reports whether the informer has delivered its first full list to the Watcher.
@@ -323,6 +360,7 @@ func (s *Source) Watch(ctx context.Context, update func([]sluice.Endpoint)) erro
 	v := &view{src: s, names: make(map[string]*resolution), logged: make(map[string]bool)}
 	last, lastProto := v.build(ctx, false), s.AppProtocol()
 	update(last)
+	s.report(v, last, true)
 
 	timer := time.NewTimer(0)
 	if !timer.Stop() {
@@ -359,11 +397,25 @@ func (s *Source) Watch(ctx context.Context, update func([]sluice.Endpoint)) erro
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !slices.Equal(eps, last) || proto != lastProto {
+		changed := !slices.Equal(eps, last) || proto != lastProto
+		if changed {
 			last, lastProto = eps, proto
 			update(eps)
 		}
+		s.report(v, last, changed)
 	}
+}
+
+// report calls Hooks.Update, if set, after a rebuild.
+func (s *Source) report(v *view, eps []sluice.Endpoint, changed bool) {
+	if s.w.onUpdate == nil {
+		return
+	}
+	name := s.key
+	if s.port != "" {
+		name += ":" + s.port
+	}
+	s.w.onUpdate(discovery.UpdateEvent{Source: "endpointslices", Name: name, Changed: changed, Synced: true, Err: v.err}.Count(eps))
 }
 
 // Endpoints returns the Service's current set from the informer's cache, sorted by Addr.
@@ -432,6 +484,7 @@ type view struct {
 	src    *Source
 	names  map[string]*resolution // by name, for the names the Service's slices hold now
 	logged map[string]bool        // notes already logged, for the slices present now
+	err    error                  // the last failed lookup of the last build, for Hooks
 }
 
 // resolution is the last good answer for one name.
@@ -463,6 +516,7 @@ func (v *view) build(ctx context.Context, again bool) []sluice.Endpoint {
 		}
 	}
 	present := make(map[string]bool)
+	v.err = nil
 	for _, es := range list {
 		if es.AddressType != discoveryv1.AddressTypeFQDN {
 			continue
@@ -514,6 +568,7 @@ func (v *view) lookup(ctx context.Context, name string) {
 	ips, err := cfg.resolver.LookupIPAddr(lctx, name)
 	if err != nil {
 		if ctx.Err() == nil {
+			v.err = fmt.Errorf("endpointslices: resolve %s: %w", name, err)
 			v.src.w.log.Warn("endpointslices: resolve FQDN endpoint", "service", v.src.key, "name", name, "err", err)
 		}
 		return

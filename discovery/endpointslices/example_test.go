@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/discovery"
 	"github.com/sluiceproxy/sluice/discovery/endpointslices"
 )
 
@@ -29,7 +30,15 @@ func Example() {
 		},
 	})
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace("shop"))
-	w, err := endpointslices.New(factory, endpointslices.Options{})
+	updates := make(chan discovery.UpdateEvent, 1) // a metrics adapter would count them
+	w, err := endpointslices.New(factory, endpointslices.Options{Hooks: discovery.Hooks{
+		Update: func(e discovery.UpdateEvent) {
+			select {
+			case updates <- e:
+			default:
+			}
+		},
+	}})
 	if err != nil {
 		panic(err)
 	}
@@ -47,10 +56,13 @@ func Example() {
 		default:
 		}
 	})
-	for _, ep := range <-first {
+	eps, e := <-first, <-updates
+	fmt.Println(e.Name, "ready:", e.Ready, "terminating:", e.Terminating, "synced:", e.Synced)
+	for _, ep := range eps {
 		fmt.Println(ep.Addr, ep.State, ep.Zone)
 	}
 	// Output:
+	// shop/web:http ready: 1 terminating: 1 synced: true
 	// 10.244.0.7:8080 ready zone-a
 	// 10.244.1.3:8080 terminating
 }

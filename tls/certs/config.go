@@ -96,6 +96,9 @@ type ServerOptions struct {
 // in VerifyConnection rather than by crypto/tls, which therefore neither fills
 // ConnectionState.VerifiedChains nor lists acceptable CAs in its certificate request.
 //
+// With certs.Hooks.Handshake set, the config reports each handshake through it (see
+// [Hooks.Handshake]); a VerifyConnection of the caller's own must call the one installed.
+//
 // The returned config may be further adjusted before use; it shares certs, not a copy.
 func ServerConfig(certs *Keyring, opts ServerOptions) (*tls.Config, error) {
 	if certs == nil {
@@ -123,6 +126,12 @@ func ServerConfig(certs *Keyring, opts ServerOptions) (*tls.Config, error) {
 	case opts.ClientCAs == nil && opts.ClientAuth != tls.NoClientCert:
 		return nil, fmt.Errorf("certs: ClientAuth %s needs ClientCAs", opts.ClientAuth)
 	case opts.ClientCAs == nil:
+		if certs.Hooks.Handshake != nil {
+			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+				certs.handshakeDone(&cs, nil)
+				return nil
+			}
+		}
 		return cfg, nil
 	}
 	var required bool
@@ -138,7 +147,7 @@ func ServerConfig(certs *Keyring, opts ServerOptions) (*tls.Config, error) {
 	// crypto/tls checks that the client holds the certificate's key; the chain is checked
 	// here against the current pool.
 	pool := opts.ClientCAs
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+	verify := func(cs *tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			if required {
 				return errors.New("certs: client certificate required")
@@ -146,6 +155,14 @@ func ServerConfig(certs *Keyring, opts ServerOptions) (*tls.Config, error) {
 			return nil
 		}
 		return pool.verify(cs.PeerCertificates, "", x509.ExtKeyUsageClientAuth)
+	}
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return verify(&cs) }
+	if certs.Hooks.Handshake != nil {
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			err := verify(&cs)
+			certs.handshakeDone(&cs, err)
+			return err
+		}
 	}
 	return cfg, nil
 }

@@ -32,6 +32,19 @@
 // CA pool. [ClientConfig] returns an upstream config with a custom CA pool, server name and
 // client certificate, all read at handshake time so rotation needs no new transport.
 //
+// # Hooks and expiry
+//
+// [Keyring.Hooks] report handshakes of configs built by [ServerConfig] (server name, TLS
+// version, cipher suite, ALPN protocol, resumption, client certificate, and why a handshake
+// failed where crypto/tls lets a config see it: no certificate for the name, a client
+// certificate that did not verify) and every change to the keyring (a certificate stored
+// with its names and expiry, removed, or refused with the error, including key pairs [Files]
+// cannot read). Hooks run synchronously on the goroutine of the event, never under the
+// keyring's lock: they must be safe for concurrent use and must not block. [JoinHooks] lets
+// several listeners share them; an unset hook costs a nil check. [Keyring.Certificates]
+// lists the stored certificates' keys, names and validity, never their keys, for an expiry
+// gauge or a dashboard.
+//
 // # OCSP stapling
 //
 // [Stapler] fetches OCSP responses for stored certificates that name a responder and staples

@@ -44,3 +44,29 @@ func Example() {
 	// "" -> [default.invalid]
 	// [h2 http/1.1]
 }
+
+// Reporting certificate loads with a hook, and the expiry of what is served with
+// Certificates, as an expiry gauge reads it.
+func ExampleHooks() {
+	store := &certs.Keyring{Hooks: certs.Hooks{
+		Load: func(e certs.LoadEvent) {
+			if e.Err != nil {
+				fmt.Println("failed:", e.Key)
+				return
+			}
+			fmt.Println("loaded:", e.Key, e.Names)
+		},
+	}}
+	files := &certs.Files{Keyring: store, KeyPairs: []certs.KeyPair{
+		{CertFile: "testdata/example.com.crt", KeyFile: "testdata/example.com.key", Key: "example"},
+		{CertFile: "testdata/missing.crt", KeyFile: "testdata/missing.key", Key: "missing"},
+	}}
+	_ = files.Load() // the error is reported through the hook too
+	for _, c := range store.Certificates() {
+		fmt.Println(c.Key, "expires after 2030:", c.NotAfter.Year() > 2030, "default:", c.Default)
+	}
+	// Output:
+	// failed: missing
+	// loaded: example [example.com www.example.com]
+	// example expires after 2030: true default: true
+}

@@ -110,11 +110,14 @@ func (f *Files) Load() error {
 		f.seen[key] = sum
 		if err != nil {
 			errs = append(errs, err)
+			f.loadFailed(key, err)
 			continue
 		}
 		cert, err := ParseKeyPair(certPEM, keyPEM)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%w (files %s, %s)", err, p.CertFile, p.KeyFile))
+			err = fmt.Errorf("%w (files %s, %s)", err, p.CertFile, p.KeyFile)
+			errs = append(errs, err)
+			f.loadFailed(key, err)
 			continue
 		}
 		changes[key] = cert
@@ -166,6 +169,14 @@ func (f *Files) Run(ctx context.Context) error {
 		case <-t.C:
 			f.report(f.Load())
 		}
+	}
+}
+
+// loadFailed reports a key pair that could not be loaded to the Keyring's Hooks.Load. f.mu is
+// held, which is Files' own lock, not the keyring's.
+func (f *Files) loadFailed(key string, err error) {
+	if f.Keyring.Hooks.Load != nil {
+		f.Keyring.Hooks.Load(LoadEvent{Key: key, Err: err})
 	}
 }
 

@@ -40,6 +40,10 @@ const maxNameLen = 253
 //
 // The zero value is an empty keyring ready to use. A Keyring must not be copied after first use.
 type Keyring struct {
+	// Hooks receive the keyring's events (see [Hooks]). Set them before the keyring is first
+	// used; [ServerConfig] reads Hooks.Handshake when it builds a config.
+	Hooks Hooks
+
 	index atomic.Pointer[index]
 
 	// mu serializes writers and protects the fields below.
@@ -96,6 +100,7 @@ func (s *Keyring) Update(changes map[string]*tls.Certificate) error {
 // changes at least once.
 func (s *Keyring) update(order []string, changes map[string]*tls.Certificate) error {
 	var errs []error
+	var events []LoadEvent                            // reported after the lock is released
 	prepared := make(map[string]*entry, len(changes)) // nil: delete; absent: unusable
 	for key, cert := range changes {
 		if cert == nil {
@@ -105,13 +110,21 @@ func (s *Keyring) update(order []string, changes map[string]*tls.Certificate) er
 		e, err := newEntry(key, cert)
 		if err != nil {
 			errs = append(errs, err)
+			if s.Hooks.Load != nil {
+				events = append(events, LoadEvent{Key: key, Err: err})
+			}
 			continue
 		}
 		prepared[key] = e
 	}
 
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer func() {
+		s.mu.Unlock()
+		for _, ev := range events {
+			s.Hooks.Load(ev)
+		}
+	}()
 	if s.entries == nil {
 		s.entries = make(map[string]*entry)
 	}
@@ -120,8 +133,14 @@ func (s *Keyring) update(order []string, changes map[string]*tls.Certificate) er
 		switch {
 		case !ok:
 		case e == nil:
+			if _, held := s.entries[key]; held && s.Hooks.Load != nil {
+				events = append(events, LoadEvent{Key: key, Removed: true})
+			}
 			delete(s.entries, key)
 		default:
+			if s.Hooks.Load != nil {
+				events = append(events, LoadEvent{Key: key, Names: e.names, NotAfter: e.cert.Leaf.NotAfter})
+			}
 			if old := s.entries[key]; old != nil {
 				e.seq = old.seq
 			} else {
@@ -203,7 +222,11 @@ func (s *Keyring) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	if c := s.Certificate(hello.ServerName); c != nil {
 		return c, nil
 	}
-	return nil, fmt.Errorf("%w for server name %q", ErrNoCertificate, hello.ServerName)
+	err := fmt.Errorf("%w for server name %q", ErrNoCertificate, hello.ServerName)
+	if s.Hooks.Handshake != nil {
+		s.Hooks.Handshake(HandshakeEvent{ServerName: hello.ServerName, Err: err})
+	}
+	return nil, err
 }
 
 // lookup finds name among exact and wildcard names. It lower-cases into a stack buffer and
