@@ -39,6 +39,8 @@
 //	                          address: idle timeout, flow bound, re-pick on ICMP refusal
 //	admin                     a read-only admin handler: JSON of routes, pools, endpoints,
 //	                          certificates, cache and limiters, and a live dashboard
+//	metrics                   Prometheus metrics from the other packages' hooks and stats,
+//	                          with bounded labels and native histograms
 //	examples/...              runnable binaries: quickstart, service-proxy, gateway, lbsim,
 //	                          ingress-controller, tcp-proxy, kube-proxy
 //
@@ -131,11 +133,13 @@
 //	tcpproxy                  sluice, proxyproto
 //	udpproxy                  sluice
 //	admin                     sluice
+//	metrics                   sluice, accesslog, cache, discovery, proxy, ratelimit, tls/certs, github.com/prometheus/client_golang
 //
-// No package imports a sibling, with three exceptions that stand a floor above what they use:
+// No package imports a sibling, with four exceptions that stand a floor above what they use:
 // proxyproto is a leaf that proxy (and the TCP proxy) build on to send PROXY headers,
-// proxy/route and proxy/middleware build on proxy, and pool wires discovery, healthcheck,
-// balancer and proxy together; nothing imports pool. h1 and h2 share internal/serving, their
+// proxy/route and proxy/middleware build on proxy, pool wires discovery, healthcheck,
+// balancer and proxy together, and metrics feeds on the hooks and stats of the packages it
+// exports; nothing imports pool or metrics, and only metrics imports client_golang. h1 and h2 share internal/serving, their
 // accept loop. Main packages (examples/...) and test harnesses (internal/...) may import
 // anything.
 //
@@ -153,6 +157,7 @@
 //	tcpproxy                  balancer, tls/certs
 //	udpproxy                  balancer
 //	admin                     balancer, h1, healthcheck, proxy, github.com/chromedp/chromedp
+//	metrics                   balancer, proxy/route, github.com/prometheus/client_model, github.com/prometheus/common
 //
 // deps_test.go reads both tables from this comment and fails on any import they do not list,
 // in library and test files alike, and on any entry that no file uses, so the tables cannot
