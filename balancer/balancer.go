@@ -169,8 +169,8 @@ type Balancer struct {
 	clients *clientTable // ClientIPAffinity's pins; nil for the other policies; set in New
 
 	// What the last Update decided, for Stats and the Panic hook.
-	keepMask uint8 // keep's mask: the States that enter the pool
-	panic    bool  // panic mode
+	keepMask      uint8 // keep's mask: the States that enter the pool
+	panic         bool  // panic mode
 	degradedTiers uint8 // bit 1<<Tier for each local tier too degraded to keep its traffic
 }
 
