@@ -39,6 +39,8 @@
 //	                          address: idle timeout, flow bound, re-pick on ICMP refusal
 //	admin                     a read-only admin handler: JSON of routes, pools, endpoints,
 //	                          certificates, cache and limiters, and a live dashboard
+//	tracing                   OpenTelemetry: a server span per request, a client span per try,
+//	                          W3C trace context and baggage sent to endpoints
 //	examples/...              runnable binaries: quickstart, service-proxy, gateway, lbsim,
 //	                          ingress-controller, tcp-proxy, kube-proxy
 //
@@ -131,11 +133,14 @@
 //	tcpproxy                  sluice, proxyproto
 //	udpproxy                  sluice
 //	admin                     sluice
+//	tracing                   sluice, accesslog, proxy, go.opentelemetry.io/otel,
+//	                          go.opentelemetry.io/otel/trace
 //
-// No package imports a sibling, with three exceptions that stand a floor above what they use:
+// No package imports a sibling, with four exceptions that stand a floor above what they use:
 // proxyproto is a leaf that proxy (and the TCP proxy) build on to send PROXY headers,
-// proxy/route and proxy/middleware build on proxy, and pool wires discovery, healthcheck,
-// balancer and proxy together; nothing imports pool. h1 and h2 share internal/serving, their
+// proxy/route and proxy/middleware build on proxy, pool wires discovery, healthcheck,
+// balancer and proxy together, and tracing turns the hooks of accesslog and proxy into
+// OpenTelemetry spans; nothing imports pool or tracing. h1 and h2 share internal/serving, their
 // accept loop. Main packages (examples/...) and test harnesses (internal/...) may import
 // anything.
 //
@@ -153,6 +158,7 @@
 //	tcpproxy                  balancer, tls/certs
 //	udpproxy                  balancer
 //	admin                     balancer, h1, healthcheck, proxy, github.com/chromedp/chromedp
+//	tracing                   proxy/route
 //
 // deps_test.go reads both tables from this comment and fails on any import they do not list,
 // in library and test files alike, and on any entry that no file uses, so the tables cannot
