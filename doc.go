@@ -129,7 +129,7 @@
 //	ratelimit                 sluice, github.com/hashicorp/golang-lru/v2
 //	tls/certs                 golang.org/x/crypto
 //	tls/secrets               tls/certs, k8s.io/api, k8s.io/apimachinery, k8s.io/client-go
-//	pool                      sluice, balancer, discovery, healthcheck, proxy
+//	pool                      sluice, admin, balancer, discovery, healthcheck, proxy
 //	tcpproxy                  sluice, proxyproto
 //	udpproxy                  sluice
 //	admin                     sluice
