@@ -39,6 +39,8 @@
 //	                          address: idle timeout, flow bound, re-pick on ICMP refusal
 //	admin                     a read-only admin handler: JSON of routes, pools, endpoints,
 //	                          certificates, cache and limiters, and a live dashboard
+//	tracing                   OpenTelemetry: a server span per request, a client span per try,
+//	                          W3C trace context and baggage sent to endpoints
 //	metrics                   Prometheus metrics from the other packages' hooks and stats,
 //	                          with bounded labels and native histograms
 //	examples/...              runnable binaries: quickstart, service-proxy, gateway, lbsim,
@@ -129,19 +131,22 @@
 //	ratelimit                 sluice, github.com/hashicorp/golang-lru/v2
 //	tls/certs                 golang.org/x/crypto
 //	tls/secrets               tls/certs, k8s.io/api, k8s.io/apimachinery, k8s.io/client-go
-//	pool                      sluice, balancer, discovery, healthcheck, proxy
+//	pool                      sluice, admin, balancer, discovery, healthcheck, proxy
 //	tcpproxy                  sluice, proxyproto
 //	udpproxy                  sluice
 //	admin                     sluice
-//	metrics                   sluice, accesslog, cache, discovery, proxy, ratelimit, tls/certs, github.com/prometheus/client_golang
+//	tracing                   sluice, accesslog, proxy, go.opentelemetry.io/otel,
+//	                          go.opentelemetry.io/otel/trace
+//	metrics                   sluice, accesslog, balancer, cache, discovery, healthcheck, proxy, ratelimit, tls/certs, github.com/prometheus/client_golang
 //
-// No package imports a sibling, with four exceptions that stand a floor above what they use:
+// No package imports a sibling, with five exceptions that stand a floor above what they use:
 // proxyproto is a leaf that proxy (and the TCP proxy) build on to send PROXY headers,
 // proxy/route and proxy/middleware build on proxy, pool wires discovery, healthcheck,
-// balancer and proxy together, and metrics feeds on the hooks and stats of the packages it
-// exports; nothing imports pool or metrics, and only metrics imports client_golang. h1 and h2 share internal/serving, their
-// accept loop. Main packages (examples/...) and test harnesses (internal/...) may import
-// anything.
+// balancer and proxy together, tracing turns the hooks of accesslog and proxy into
+// OpenTelemetry spans, and metrics turns the hooks and stats of the packages it exports into
+// Prometheus metrics; nothing imports pool, tracing or metrics, and only metrics imports
+// client_golang. h1 and h2 share internal/serving, their accept loop. Main packages
+// (examples/...) and test harnesses (internal/...) may import anything.
 //
 // Tests may import what their package may, the package itself, sluice, testify
 // (github.com/stretchr/testify) and the harnesses under internal/, and also:
@@ -157,7 +162,8 @@
 //	tcpproxy                  balancer, tls/certs
 //	udpproxy                  balancer
 //	admin                     balancer, h1, healthcheck, proxy, github.com/chromedp/chromedp
-//	metrics                   balancer, proxy/route, github.com/prometheus/client_model, github.com/prometheus/common
+//	tracing                   proxy/route
+//	metrics                   proxy/route, github.com/prometheus/client_model, github.com/prometheus/common
 //
 // deps_test.go reads both tables from this comment and fails on any import they do not list,
 // in library and test files alike, and on any entry that no file uses, so the tables cannot

@@ -83,13 +83,13 @@ func (v *poolView) push(bal *balancer.Balancer) func([]sluice.Endpoint) {
 	}
 }
 
-// change is the checker's OnChange.
-func (v *poolView) change(ev healthcheck.Event) {
+// change is the checker's Hooks.Change.
+func (v *poolView) change(ev healthcheck.ChangeEvent) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	addr := ev.Endpoint.Addr
 	v.ejected[addr] = ev.Reason.Ejection()
-	if ev.State == sluice.Unhealthy {
+	if ev.To == sluice.Unhealthy {
 		list := append(v.ejections[addr], admin.Ejection{At: time.Now(), Reason: ev.Reason.String(), For: ev.EjectionTime})
 		if len(list) > 5 {
 			list = list[len(list)-5:]
@@ -190,7 +190,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		Timeout:            250 * time.Millisecond,
 		UnhealthyThreshold: 2,
 		Jitter:             -1,
-		OnChange:           view.change,
+		Hooks:              healthcheck.Hooks{Change: view.change},
 		Logger:             slog.New(slog.DiscardHandler),
 	})
 	require.NoError(t, err)

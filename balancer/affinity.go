@@ -101,11 +101,12 @@ func (p ClientIPAffinity) build(s *snapshot) picker {
 }
 
 // pickPinned is Pick for ClientIPAffinity: the client's pinned endpoint when it is still in
-// the pool and untried, else the fallback's choice, which becomes the client's pin.
-func (b *Balancer) pickPinned(s *snapshot, info *sluice.PickInfo) sluice.PickResult {
+// the pool and untried, else the fallback's choice, which becomes the client's pin. tr is nil
+// unless Hooks.Pick or Hooks.Spill is set.
+func (b *Balancer) pickPinned(s *snapshot, info *sluice.PickInfo, tr *trace) sluice.PickResult {
 	key, ok := HashKey{kind: keyClientIP}.hash(info, b.opts.TrustedProxies)
 	if !ok {
-		s, i := s.chooseTier(*info)
+		s, i := s.chooseTierTraced(*info, tr)
 		return b.result(&s.pool[i], nil)
 	}
 	now := b.nanotime()
@@ -118,7 +119,7 @@ func (b *Balancer) pickPinned(s *snapshot, info *sluice.PickInfo) sluice.PickRes
 			return b.result(&top.pool[j], nil)
 		}
 	}
-	s, i := s.chooseTier(*info)
+	s, i := s.chooseTierTraced(*info, tr)
 	e := &s.pool[i]
 	// Two first connections of one client at the same instant may both get here and pin in
 	// turn; the later pin wins, as it would in the kernel's tables.

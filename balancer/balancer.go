@@ -115,6 +115,10 @@ type Options struct {
 	// that makes the same calls gets the same picks. Zero draws from the runtime's per-thread
 	// generator, which is faster under contention.
 	Seed uint64
+
+	// Hooks are called on picks, spill-overs, panic mode and updates, for metrics and
+	// dashboards. See Hooks for when and where they run.
+	Hooks Hooks
 }
 
 // Balancer picks an endpoint per try according to a Policy. It implements sluice.Picker.
@@ -135,6 +139,7 @@ type Balancer struct {
 	trackTotal   bool    // Maglev with bounded loads: Pick and Done keep total in-flight
 	decayNanos   float64 // PeakEWMA decay time constant
 	decayRate    float64 // 1/decayNanos, so that picks multiply instead of dividing
+	hooked       bool    // Hooks.Pick or Hooks.Spill is set: Pick takes pickHooked
 
 	// In-flight over all endpoints, kept only for bounded loads, in stripes of a cache line
 	// each: an endpoint counts in one stripe (endpointState.stripe), so that picks of
@@ -162,6 +167,11 @@ type Balancer struct {
 
 	lastID  uint64       // the endpointState.id given last
 	clients *clientTable // ClientIPAffinity's pins; nil for the other policies; set in New
+
+	// What the last Update decided, for Stats and the Panic hook.
+	keepMask      uint8 // keep's mask: the States that enter the pool
+	panic         bool  // panic mode
+	degradedTiers uint8 // bit 1<<Tier for each local tier too degraded to keep its traffic
 }
 
 var _ sluice.Picker = (*Balancer)(nil)
@@ -224,6 +234,7 @@ func New(policy Policy, opts Options) (*Balancer, error) {
 	policy.configure(b)
 	// Zone and node spill-over compare in-flight counts whatever the policy.
 	b.countLoad = b.countLoad || opts.Zone != "" || opts.Node != ""
+	b.hooked = opts.Hooks.Pick != nil || opts.Hooks.Spill != nil
 	return b, nil
 }
 
@@ -353,6 +364,11 @@ type snapshot struct {
 	// remote indexes spill.pool's endpoints outside this tier.
 	spill  *snapshot
 	remote []int32
+	tier   Tier // the tier of pool when spill is not nil
+
+	// degraded, in the snapshot Pick loads, has bit 1<<Tier set for each local tier that is
+	// too degraded to have a snapshot of its own, for Hooks.Spill.
+	degraded uint8
 
 	rampEnd  int64       // nanotime when the last ramping endpoint reaches full share; 0 = none
 	rampDone atomic.Bool // set once a pick sees the clock past rampEnd
@@ -379,6 +395,9 @@ func (b *Balancer) Pick(info sluice.PickInfo) (sluice.PickResult, error) {
 	if s == nil || len(s.pool) == 0 {
 		return sluice.PickResult{}, errNoEndpoint
 	}
+	if b.hooked {
+		return b.pickHooked(s, info), nil
+	}
 	// A sticky cookie is honoured wherever its endpoint is: on another node or in another
 	// zone too, since the session may have spilled over there.
 	if top := s.top(); top.sticky != nil {
@@ -387,7 +406,7 @@ func (b *Balancer) Pick(info sluice.PickInfo) (sluice.PickResult, error) {
 		}
 	}
 	if b.clients != nil {
-		return b.pickPinned(s, &info), nil
+		return b.pickPinned(s, &info, nil), nil
 	}
 	s, i := s.chooseTier(info)
 	e := &s.pool[i]
@@ -518,15 +537,15 @@ func (s *snapshot) admit(i int, now int64) bool {
 	if start == 0 {
 		return true
 	}
-	f := s.rampShare(start, now)
+	f := s.b.rampShare(start, now)
 	return f >= 1 || s.b.rng.float() < f
 }
 
 // rampShare returns the fraction of its full share that an endpoint which (re)joined at start
 // gets at now: max(SlowStartMinWeight, t^(1/SlowStartAggression)) for the fraction t of the
 // window that has passed, and 1 after the window.
-func (s *snapshot) rampShare(start, now int64) float64 {
-	o := &s.b.opts
+func (b *Balancer) rampShare(start, now int64) float64 {
+	o := &b.opts
 	t := float64(now-start) / float64(o.SlowStart)
 	if t >= 1 {
 		return 1
@@ -578,7 +597,27 @@ func (s *snapshot) randomPair() (int, int) {
 // picks in progress finish on the old one. Endpoints are identified by Addr (the first of
 // duplicates wins); state kept for an address that stays — in-flight count, latency estimate,
 // slow-start clock — carries over. Update does not retain eps.
+//
+// With Hooks.Update or Hooks.Panic set, Update calls them after publishing the new snapshot,
+// outside its lock.
 func (b *Balancer) Update(eps []sluice.Endpoint) {
+	h := &b.opts.Hooks
+	if h.Update == nil && h.Panic == nil {
+		b.update(eps)
+		return
+	}
+	ev, flipped := b.update(eps)
+	if flipped && h.Panic != nil {
+		h.Panic(PanicEvent{Panic: ev.Panic, Ready: ev.Ready, Unhealthy: ev.Unhealthy})
+	}
+	if h.Update != nil {
+		h.Update(ev)
+	}
+}
+
+// update is Update under b.mu. It returns what Hooks.Update reports, and whether panic mode
+// started or ended.
+func (b *Balancer) update(eps []sluice.Endpoint) (ev UpdateEvent, flipped bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 
@@ -639,6 +678,9 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 	b.members, b.spare, b.at = members, b.members, at
 
 	keep := b.keep(c)
+	panicking := keep&(1<<sluice.Unhealthy) != 0 && c.unhealthy > 0
+	flipped = panicking != b.panic
+	b.keepMask, b.panic = keep, panicking
 	pool := make([]entry, 0, c.kept(keep))
 	for k, st := range members {
 		if keep&stateBit(eps[at[k]].State) != 0 {
@@ -648,8 +690,15 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 
 	// Tiers, narrowest first: the node's endpoints, the zone's, every endpoint. A tier that
 	// would add nothing to the one inside it is left out, so that no try spills in vain.
-	zone, zoneOut := b.local(pool, eps, at)
-	node := b.onNode(pool, eps, at)
+	zone, zoneOut, zoneDegraded := b.local(pool, eps, at)
+	node, nodeDegraded := b.onNode(pool, eps, at)
+	b.degradedTiers = 0
+	if zoneDegraded {
+		b.degradedTiers |= 1 << TierZone
+	}
+	if nodeDegraded {
+		b.degradedTiers |= 1 << TierNode
+	}
 	var nodeOut []int32
 	if node != nil && zone != nil {
 		if nodeOut = b.offNode(zone); nodeOut == nil {
@@ -663,15 +712,25 @@ func (b *Balancer) Update(eps []sluice.Endpoint) {
 	}
 	s := b.compile(pool, now)
 	if zone != nil {
-		s = b.narrow(zone, zoneOut, s, now)
+		s = b.narrow(zone, zoneOut, s, TierZone, now)
 	}
 	if node != nil {
-		s = b.narrow(node, nodeOut, s, now)
+		s = b.narrow(node, nodeOut, s, TierNode, now)
 	}
+	s.degraded = b.degradedTiers
 	b.runFills()
 	b.snap.Store(s)
 	clear(b.hashTables) // let go of pools no snapshot uses any more
 	b.hashTables, b.hashTablesNext = b.hashTablesNext, b.hashTables[:0]
+	ev = UpdateEvent{
+		Ready: c.ready, Unhealthy: c.unhealthy, Terminating: c.terminating,
+		Pickable: len(pool), Panic: panicking,
+		NodeDegraded: nodeDegraded, ZoneDegraded: zoneDegraded,
+	}
+	if b.opts.Hooks.Update != nil {
+		ev.Duration = time.Duration(b.nanotime() - now) // a clock read only for the hook
+	}
+	return ev, flipped
 }
 
 // runFills runs the Maglev table fills that compile left to do. When there are several (the
@@ -695,9 +754,9 @@ func (b *Balancer) runFills() {
 
 // narrow compiles the snapshot of a local tier, pool, that spills over to wider, remote
 // being the indexes in wider.pool of the endpoints outside the tier.
-func (b *Balancer) narrow(pool []entry, remote []int32, wider *snapshot, now int64) *snapshot {
+func (b *Balancer) narrow(pool []entry, remote []int32, wider *snapshot, tier Tier, now int64) *snapshot {
 	s := b.compile(pool, now)
-	s.spill, s.remote = wider, remote
+	s.spill, s.remote, s.tier = wider, remote, tier
 	return s
 }
 
@@ -788,9 +847,11 @@ func (b *Balancer) keep(c health) uint8 {
 // confined to the zone: zone preference is off, the zone has no endpoints, every endpoint is
 // in it, or it is too degraded to carry its traffic (no Ready endpoint, or fewer Ready than
 // PanicThreshold of its Ready and Unhealthy members).
-func (b *Balancer) local(pool []entry, eps []sluice.Endpoint, at []int32) ([]entry, []int32) {
+//
+// degraded reports the last case: the zone has endpoints, but too few Ready ones.
+func (b *Balancer) local(pool []entry, eps []sluice.Endpoint, at []int32) (local []entry, remote []int32, degraded bool) {
 	if b.opts.Zone == "" || len(pool) == 0 {
-		return nil, nil
+		return nil, nil, false
 	}
 	// The set is hinted when every endpoint that is not Terminating carries ForZones hints,
 	// as kube-proxy requires of ready endpoints (it ignores hints when none is ready).
@@ -807,7 +868,7 @@ func (b *Balancer) local(pool []entry, eps []sluice.Endpoint, at []int32) ([]ent
 	}
 	hinted = hinted && anyReady
 	if !hinted && b.opts.HintsOnly {
-		return nil, nil // kube-proxy: no usable hints, no topology
+		return nil, nil, false // kube-proxy: no usable hints, no topology
 	}
 	var c health
 	for _, i := range at {
@@ -816,7 +877,8 @@ func (b *Balancer) local(pool []entry, eps []sluice.Endpoint, at []int32) ([]ent
 		}
 	}
 	if c.ready == 0 || b.degraded(c) {
-		return nil, nil // the local zone is too degraded to carry its traffic: spill over
+		// The local zone is too degraded to carry its traffic: spill over.
+		return nil, nil, c != health{}
 	}
 	nl, nr := 0, 0
 	for i := range pool {
@@ -828,10 +890,10 @@ func (b *Balancer) local(pool []entry, eps []sluice.Endpoint, at []int32) ([]ent
 		}
 	}
 	if nr == 0 {
-		return nil, nil // nowhere else to go: the pool is the zone
+		return nil, nil, false // nowhere else to go: the pool is the zone
 	}
-	local := make([]entry, 0, nl)
-	remote := make([]int32, 0, nr)
+	local = make([]entry, 0, nl)
+	remote = make([]int32, 0, nr)
 	for i := range pool {
 		switch e := &pool[i]; {
 		case !b.isLocal(hinted, e.ep):
@@ -840,7 +902,7 @@ func (b *Balancer) local(pool []entry, eps []sluice.Endpoint, at []int32) ([]ent
 			local = append(local, *e)
 		}
 	}
-	return local, remote
+	return local, remote, false
 }
 
 // onNode applies node preference to the healthy pool, given the whole set as local is. It
@@ -850,30 +912,33 @@ func (b *Balancer) local(pool []entry, eps []sluice.Endpoint, at []int32) ([]ent
 // trafficDistribution: PreferSameNode — or the node's endpoints are degraded as a zone's can
 // be. Only Ready endpoints decide whether the hints are usable, as in kube-proxy: an
 // Unhealthy or Terminating endpoint is not picked here whatever its hints say.
-func (b *Balancer) onNode(pool []entry, eps []sluice.Endpoint, at []int32) []entry {
+//
+// degraded reports that the node has endpoints, but too few Ready ones.
+func (b *Balancer) onNode(pool []entry, eps []sluice.Endpoint, at []int32) (node []entry, degraded bool) {
 	if b.opts.Node == "" || len(pool) == 0 {
-		return nil
+		return nil, false
 	}
 	var c health
 	for _, i := range at {
 		ep := &eps[i]
 		if ep.State == sluice.Ready && ep.ForNodes == "" {
-			return nil // the set is not node-hinted
+			return nil, false // the set is not node-hinted
 		}
 		if b.forNode(ep) {
 			c.count(ep.State)
 		}
 	}
 	if c.ready == 0 || b.degraded(c) {
-		return nil // nothing Ready for this node, or too little of it: fall back to the zone
+		// Nothing Ready for this node, or too little of it: fall back to the zone.
+		return nil, c != health{}
 	}
-	node := make([]entry, 0, c.ready)
+	node = make([]entry, 0, c.ready)
 	for i := range pool {
 		if e := &pool[i]; e.ep.State == sluice.Ready && b.forNode(e.ep) {
 			node = append(node, *e)
 		}
 	}
-	return node
+	return node, false
 }
 
 // offNode returns the indexes in pool of the endpoints not hinted for Options.Node, or nil

@@ -37,6 +37,8 @@ func benchRequests() []*http.Request {
 //     keeps the balancer in the steady state a real proxy sees.
 //   - PickDone/<policy>: Pick and a Done that reports a 200 with its latency: the whole
 //     per-try cost, including PeakEWMA's estimate update and its clock read.
+//   - PickHooks/<policy>: Pick with no-op Hooks.Pick and Hooks.Spill set, against Pick/<policy>
+//     the cost of the hooks' plumbing.
 //   - baseline/atomic: an atomic counter over a slice plus a second atomic add, the floor any
 //     lock-free picker that counts in-flight requests pays; baseline/clock: one time.Now.
 //
@@ -95,14 +97,16 @@ func BenchmarkPick(b *testing.B) {
 		})
 		for _, tc := range allPolicies() {
 			for _, mode := range []struct {
-				name string
-				out  sluice.Outcome
+				name  string
+				out   sluice.Outcome
+				hooks balancer.Hooks
 			}{
-				{"Pick", sluice.Outcome{Failure: sluice.Canceled}},
-				{"PickDone", sluice.Outcome{Status: 200, Latency: time.Millisecond}},
+				{"Pick", sluice.Outcome{Failure: sluice.Canceled}, balancer.Hooks{}},
+				{"PickDone", sluice.Outcome{Status: 200, Latency: time.Millisecond}, balancer.Hooks{}},
+				{"PickHooks", sluice.Outcome{Failure: sluice.Canceled}, noopHooks},
 			} {
 				b.Run(fmt.Sprintf("%s/%s/%d", mode.name, tc.name, n), func(b *testing.B) {
-					bal := newBalancer(b, tc.p, balancer.Options{}, eps)
+					bal := newBalancer(b, tc.p, balancer.Options{Hooks: mode.hooks}, eps)
 					for i := range 20 * n {
 						pick(b, bal, sluice.PickInfo{Request: reqs[i%len(reqs)]})
 					}
@@ -112,6 +116,10 @@ func BenchmarkPick(b *testing.B) {
 		}
 	}
 }
+
+// noopHooks are per-pick hooks that do nothing: PickHooks/<policy> measures what setting them
+// costs over Pick/<policy>, the price of the hooks' plumbing rather than of any exporter.
+var noopHooks = balancer.Hooks{Pick: func(balancer.PickEvent) {}, Spill: func(balancer.SpillEvent) {}}
 
 // BenchmarkPickZoned measures Pick with zone preference (Options.Zone) over three zones, with
 // every endpoint Ready: a try stays in the local third unless the local endpoint is busier

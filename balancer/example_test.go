@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluiceproxy/sluice"
@@ -103,4 +104,48 @@ func ExampleClientIPAffinity() {
 	first := conn("192.0.2.7:40001")
 	fmt.Println("same endpoint for a new connection:", conn("192.0.2.7:40002") == first)
 	// Output: same endpoint for a new connection: true
+}
+
+// Hooks count what a dashboard charts — picks, spill-overs by reason, panic mode — and Stats
+// answers an admin page. Here zone b's only endpoint is Unhealthy, so every pick spills over.
+func ExampleBalancer_Stats() {
+	var picks, spills atomic.Int64 // Prometheus counters, usually
+	hooks := balancer.Hooks{
+		Pick:  func(balancer.PickEvent) { picks.Add(1) },
+		Spill: func(e balancer.SpillEvent) { spills.Add(1) },
+		Panic: func(e balancer.PanicEvent) { fmt.Println("panic mode:", e.Panic) },
+	}
+	b, err := balancer.New(balancer.LeastRequest{}, balancer.Options{
+		Zone:  "b",
+		Hooks: balancer.JoinHooks(hooks), // and a tracer's, a dashboard's...
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	b.Update([]sluice.Endpoint{
+		{Addr: "10.0.0.1:8080", Zone: "a"},
+		{Addr: "10.0.0.2:8080", Zone: "b", State: sluice.Unhealthy},
+		{Addr: "10.0.0.3:8080", Zone: "c", Weight: 3},
+	})
+	res, err := b.Pick(sluice.PickInfo{Tried: []string{"10.0.0.1:8080"}}) // a retry, held in flight
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("picks:", picks.Load(), "spills:", spills.Load())
+
+	st := b.Stats()
+	fmt.Println("zone degraded:", st.ZoneDegraded)
+	for _, e := range st.Endpoints {
+		fmt.Printf("%s zone=%s %v weight=%d pickable=%v in-flight=%d\n",
+			e.Endpoint.Addr, e.Endpoint.Zone, e.Endpoint.State, e.Endpoint.EffectiveWeight(), e.Pickable, e.InFlight)
+	}
+	res.Done(sluice.Outcome{Status: 200, Latency: time.Millisecond})
+	// Output:
+	// picks: 1 spills: 1
+	// zone degraded: true
+	// 10.0.0.1:8080 zone=a ready weight=1 pickable=true in-flight=0
+	// 10.0.0.2:8080 zone=b unhealthy weight=1 pickable=false in-flight=0
+	// 10.0.0.3:8080 zone=c ready weight=3 pickable=true in-flight=1
 }

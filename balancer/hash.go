@@ -544,7 +544,7 @@ func (mp *maglevPicker) pick(s *snapshot, info sluice.PickInfo) int {
 					if now == 0 {
 						now = s.b.nanotime()
 					}
-					bound *= s.rampShare(start, now)
+					bound *= s.b.rampShare(start, now)
 				}
 				if float64(l) >= math.Ceil(bound) {
 					continue

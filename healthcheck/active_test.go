@@ -29,7 +29,7 @@ func TestThresholdsAndIntervals(t *testing.T) {
 			Jitter:             -1,
 			HealthyThreshold:   2,
 			UnhealthyThreshold: 3,
-			OnChange:           rec.event,
+			Hooks:              healthcheck.Hooks{Change: rec.event},
 		})
 		require.NoError(t, err)
 		stop := run(t, hc, rec)
@@ -61,7 +61,7 @@ func TestThresholdsAndIntervals(t *testing.T) {
 		require.Len(t, ev, 1)
 		assert.Equal(t, healthcheck.ProbeFailed, ev[0].Reason)
 		assert.ErrorIs(t, ev[0].Err, errDown, "the event carries the probe's error")
-		assert.Equal(t, sluice.Unhealthy, ev[0].State)
+		assert.Equal(t, sluice.Unhealthy, ev[0].To)
 
 		sleepTo(34 * time.Second) // unhealthy: probed every 2s
 		require.Len(t, probe.callsTo("a"), 6)
@@ -94,7 +94,7 @@ func TestJitterAndNoTrafficInterval(t *testing.T) {
 			Interval:          10 * time.Second,
 			NoTrafficInterval: 60 * time.Second,
 			Jitter:            0.2,
-			OnChange:          rec.event,
+			Hooks:             healthcheck.Hooks{Change: rec.event},
 		})
 		require.NoError(t, err)
 		stop := run(t, hc, rec)
@@ -135,7 +135,7 @@ func TestInitialStateUnknown(t *testing.T) {
 			Interval:          time.Minute,
 			UnhealthyInterval: time.Second,
 			InitialState:      sluice.Unhealthy,
-			OnChange:          rec.event,
+			Hooks:             healthcheck.Hooks{Change: rec.event},
 		})
 		require.NoError(t, err)
 		stop := run(t, hc, rec)
@@ -168,7 +168,7 @@ func TestManyEndpointsSpreadAndBounded(t *testing.T) {
 			Probe:     probe,
 			Interval:  10 * time.Second,
 			MaxProbes: maxProbes,
-			OnChange:  rec.event,
+			Hooks:     healthcheck.Hooks{Change: rec.event},
 		})
 		require.NoError(t, err)
 		base := runtime.NumGoroutine()
@@ -217,7 +217,7 @@ func TestSlowProbesQueueBehindMaxProbes(t *testing.T) {
 			Interval:  time.Second,
 			Timeout:   5 * time.Second,
 			MaxProbes: 2,
-			OnChange:  rec.event,
+			Hooks:     healthcheck.Hooks{Change: rec.event},
 		})
 		require.NoError(t, err)
 		stop := run(t, hc, rec)
@@ -247,7 +247,7 @@ func TestRemovedEndpointStopsAtOnce(t *testing.T) {
 			Probe:    probe,
 			Interval: time.Second,
 			Timeout:  time.Hour,
-			OnChange: rec.event,
+			Hooks:    healthcheck.Hooks{Change: rec.event},
 		})
 		require.NoError(t, err)
 		base := runtime.NumGoroutine()
@@ -310,7 +310,7 @@ func TestTerminatingPassesThrough(t *testing.T) {
 		}
 		rec := newRecorder()
 		hc, err := healthcheck.New(healthcheck.Options{
-			Probe: probe, Interval: time.Second, UnhealthyThreshold: 1, OnChange: rec.event,
+			Probe: probe, Interval: time.Second, UnhealthyThreshold: 1, Hooks: healthcheck.Hooks{Change: rec.event},
 		})
 		require.NoError(t, err)
 		stop := run(t, hc, rec)
@@ -346,7 +346,7 @@ func TestTerminatingPassesThrough(t *testing.T) {
 func TestUpdatesAreCoalesced(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := newRecorder()
-		hc, err := healthcheck.New(healthcheck.Options{OnChange: rec.event})
+		hc, err := healthcheck.New(healthcheck.Options{Hooks: healthcheck.Hooks{Change: rec.event}})
 		require.NoError(t, err)
 		for i := range 50 { // before Run: only the latest counts
 			hc.Update(endpoints(fmt.Sprint(i)))

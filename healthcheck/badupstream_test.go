@@ -211,10 +211,10 @@ func (l *probeLog) longest() time.Duration {
 	return d
 }
 
-// seen is an Event with the probe streak it ended: OnChange runs on Run's goroutine before
+// seen is a ChangeEvent with the probe streak it ended: Hooks.Change runs on Run's goroutine before
 // the endpoint's next probe is scheduled, so the streak is exactly the one that decided.
 type seen struct {
-	healthcheck.Event
+	healthcheck.ChangeEvent
 	streak int
 }
 
@@ -238,13 +238,13 @@ func TestCheckerMarksBadUpstreamsUnhealthyAndBack(t *testing.T) {
 				Timeout:            probeTimeout,
 				UnhealthyThreshold: unhealthyThreshold,
 				HealthyThreshold:   healthyThreshold,
-				OnChange: func(e healthcheck.Event) {
+				Hooks: healthcheck.Hooks{Change: func(e healthcheck.ChangeEvent) {
 					_, n := plog.streak(e.Reason == healthcheck.ProbeFailed)
 					mu.Lock()
 					events = append(events, seen{e, n})
 					mu.Unlock()
 					rec.poke()
-				},
+				}},
 			})
 			require.NoError(t, err)
 			stop := run(t, hc, rec)
@@ -323,7 +323,7 @@ func TestHTTPProbeStrayBytesNeverAnswerTheNextProbe(t *testing.T) {
 		Timeout:            probeTimeout,
 		UnhealthyThreshold: 3,
 		HealthyThreshold:   3,
-		OnChange:           rec.event,
+		Hooks:              healthcheck.Hooks{Change: rec.event},
 	})
 	require.NoError(t, err)
 	stop := run(t, hc, rec)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sluiceproxy/sluice"
 )
@@ -53,9 +54,28 @@ type target struct {
 	// window packs the tries (high 32 bits) and server errors (low 32 bits) since Run last
 	// looked, for the success-rate and failure-percentage detectors.
 	window atomic.Uint64
+	// pub is what Run last published about the endpoint, for Endpoints. Observe never
+	// touches it.
+	pub *published
 	// The rest of the cache line, so that two endpoints' counters, written from different
 	// cores at once, never share one.
-	_ [64 - 24]byte
+	_ [64 - 32]byte
+}
+
+// published is Run's view of one endpoint, copied out for Endpoints whenever it changes.
+// mu protects the other fields.
+type published struct {
+	mu             sync.Mutex
+	healthy        bool
+	ejected        bool
+	probeFails     int
+	probeErr       error
+	reason         Reason
+	changed        time.Time
+	ejectedUntil   time.Time
+	ejectionReason Reason
+	ejections      int
+	totalEjections int
 }
 
 const lo32 = 1<<32 - 1
@@ -101,7 +121,7 @@ func (c *Checker) Update(eps []sluice.Endpoint) {
 		}
 		t := old[ep.Addr]
 		if t == nil {
-			t = new(target)
+			t = &target{pub: &published{healthy: c.cfg.Probe == nil || c.cfg.InitialState == sluice.Ready}}
 		}
 		next[ep.Addr] = t
 		input = append(input, ep)
@@ -209,4 +229,80 @@ func (c *Checker) snapshot() (input []sluice.Endpoint, targets map[string]*targe
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.input, *c.targets.Load(), c.hasInput
+}
+
+// EndpointStatus is what a Checker knows about one endpoint at one moment: an element of
+// Endpoints' answer, for admin pages and gauges.
+type EndpointStatus struct {
+	// Endpoint is the endpoint as last given to Update.
+	Endpoint sluice.Endpoint
+	// State is what Run reports for the endpoint: Ready or Unhealthy for an endpoint that
+	// came in Ready, and the state it came in with otherwise.
+	State sluice.State
+	// Reason is the reason of the endpoint's last health change, and Changed its time; zero
+	// when its health has not changed since it joined.
+	Reason  Reason
+	Changed time.Time
+
+	// ProbeFailures counts the consecutive failing probes, and ProbeErr is the last one's
+	// error; zero and nil once a probe passes.
+	ProbeFailures int
+	ProbeErr      error
+
+	// Consecutive5xx and ConsecutiveGatewayFailures are the runs of server errors and gateway
+	// failures reported to Observe, as outlier detection counts them (zero without it).
+	Consecutive5xx             int
+	ConsecutiveGatewayFailures int
+
+	// Ejected says outlier detection holds the endpoint out. EjectedUntil is when its
+	// ejection time ends (with active checks on, it returns at the first passing probe after
+	// that); zero when not ejected.
+	Ejected      bool
+	EjectedUntil time.Time
+	// EjectionReason is the detector of the endpoint's latest ejection, ejected or not now;
+	// zero when it was never ejected.
+	EjectionReason Reason
+	// Ejections counts the endpoint's recent ejections, the multiplier of
+	// Outlier.BaseEjectionTime, which goes down by one per Outlier.Interval in service.
+	Ejections int
+	// TotalEjections counts every ejection since the endpoint joined the set.
+	TotalEjections int
+}
+
+// Endpoints returns the status of every endpoint of the last Update, in its order. It is a
+// copy, safe to keep; Endpoints is safe for concurrent use, and takes per-endpoint locks that
+// only Run's bookkeeping (never Observe) contends for. Before Run has seen an endpoint it is
+// reported as Options.InitialState says.
+func (c *Checker) Endpoints() []EndpointStatus {
+	input, targets, _ := c.snapshot()
+	out := make([]EndpointStatus, len(input))
+	for i, ep := range input {
+		t := targets[ep.Addr]
+		v := t.consec.Load()
+		p := t.pub
+		p.mu.Lock()
+		s := EndpointStatus{
+			Endpoint:                   ep,
+			State:                      ep.State,
+			Reason:                     p.reason,
+			Changed:                    p.changed,
+			ProbeFailures:              p.probeFails,
+			ProbeErr:                   p.probeErr,
+			Consecutive5xx:             int(v >> 32),
+			ConsecutiveGatewayFailures: int(v & lo32),
+			Ejected:                    p.ejected,
+			EjectionReason:             p.ejectionReason,
+			Ejections:                  p.ejections,
+			TotalEjections:             p.totalEjections,
+		}
+		if p.ejected {
+			s.EjectedUntil = p.ejectedUntil
+		}
+		if ep.State == sluice.Ready && (!p.healthy || p.ejected) {
+			s.State = sluice.Unhealthy
+		}
+		p.mu.Unlock()
+		out[i] = s
+	}
+	return out
 }

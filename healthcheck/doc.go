@@ -57,9 +57,19 @@
 // unchanged and not probed: the balancer gives Terminating endpoints no new traffic while
 // Ready ones exist, and their requests in flight finish.
 //
-// # Events
+// # Events, hooks and status
 //
-// Every change of an endpoint's health — a probe verdict, an ejection, its end — is an Event
-// with a Reason. Each is logged through log/slog to Options.Logger, then handed to
-// Options.OnChange, if set, from Run's goroutine, outside any lock.
+// Every change of an endpoint's health — a probe verdict, an ejection by one of the four
+// detectors, its end — is a ChangeEvent with a Reason and the states before and after. Each is
+// logged through log/slog to Options.Logger, then handed to Options.Hooks.Change, if set.
+// Hooks.ProbeDone sees every active probe: the endpoint, the kind of probe, a ProbeResult
+// (ok, timeout, unreachable, bad response) fit for a metric label, the error and the latency.
+// Both hooks run on Run's goroutine, one at a time and outside any lock, so they must not
+// block; JoinHooks lets a metrics exporter, a tracer and a dashboard all listen. Unset hooks
+// cost a nil check, and Observe, the per-request path, calls none.
+//
+// For gauges and admin pages, Checker.Endpoints returns a copy of what the Checker knows about
+// each endpoint — its state and the reason of its last change, its failing probes, its runs of
+// server errors, whether it is ejected, until when, by which detector and how often — without
+// waiting for Run or slowing Observe.
 package healthcheck

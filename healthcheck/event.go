@@ -13,7 +13,7 @@ type Reason uint8
 
 const (
 	// ProbeFailed: active probes failed UnhealthyThreshold times in a row, or the first probe
-	// of an endpoint that started Unhealthy failed. Event.Err holds the last probe's error.
+	// of an endpoint that started Unhealthy failed. ChangeEvent.Err holds the last probe's error.
 	ProbeFailed Reason = iota + 1
 	// ProbePassed: active probes passed HealthyThreshold times in a row, or the first probe of
 	// an endpoint passed.
@@ -60,14 +60,19 @@ func (r Reason) Ejection() bool {
 	return r >= Consecutive5xx && r <= FailurePercentageOutlier
 }
 
-// Event describes one change in an endpoint's health, as seen by the active checks or by
-// outlier detection. The two are tracked apart: an endpoint can be ejected while its probes
-// pass, and State is what the Checker now reports for it, considering both.
-type Event struct {
+// ChangeEvent describes one change in an endpoint's health, as seen by the active checks or
+// by outlier detection: the argument of Hooks.Change. The two are tracked apart: an endpoint
+// can be ejected while its probes pass, and To is what the Checker now reports for it,
+// considering both. So From and To are equal when one verdict changes while the other keeps
+// the endpoint out (probes fail during an ejection, or an ejection ends while probes fail).
+type ChangeEvent struct {
 	// Endpoint is the endpoint as last given to Update.
 	Endpoint sluice.Endpoint
-	// State is the state the Checker now reports for the endpoint: Ready or Unhealthy.
-	State sluice.State
+	// From is the state the Checker reported for the endpoint before the change: Ready or
+	// Unhealthy.
+	From sluice.State
+	// To is the state the Checker reports for the endpoint now: Ready or Unhealthy.
+	To sluice.State
 	// Reason says what changed.
 	Reason Reason
 	// Err is the last probe's error when Reason is ProbeFailed.
@@ -82,9 +87,9 @@ type Event struct {
 
 // logEvent writes the change log line for e: a warning when an endpoint stops taking
 // traffic, an info line when it comes back.
-func logEvent(log *slog.Logger, e Event) {
+func logEvent(log *slog.Logger, e ChangeEvent) {
 	level := slog.LevelInfo
-	if e.State != sluice.Ready {
+	if e.To != sluice.Ready {
 		level = slog.LevelWarn
 	}
 	if !log.Enabled(context.Background(), level) {
@@ -92,7 +97,8 @@ func logEvent(log *slog.Logger, e Event) {
 	}
 	attrs := []slog.Attr{
 		slog.String("addr", e.Endpoint.Addr),
-		slog.String("state", e.State.String()),
+		slog.String("state", e.To.String()),
+		slog.String("from", e.From.String()),
 		slog.String("reason", e.Reason.String()),
 	}
 	if e.Err != nil {

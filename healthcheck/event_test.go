@@ -13,7 +13,7 @@ import (
 	"github.com/sluiceproxy/sluice/internal/logbuf"
 )
 
-// Without OnChange every change is logged through log/slog, to Options.Logger or, when that
+// Without Hooks.Change every change is logged through log/slog, to Options.Logger or, when that
 // is nil, to slog.Default(): a warning when an endpoint leaves service, with the reason and
 // the ejection's length, and an info line when it comes back.
 func TestEventsLoggedThroughSlog(t *testing.T) {
@@ -61,16 +61,16 @@ func TestEventsLoggedThroughSlog(t *testing.T) {
 	}
 }
 
-// OnChange adds to the change log, it does not replace it: with OnChange set every change is
-// still logged, and OnChange sees every one of them, in the same order.
-func TestOnChangeKeepsLog(t *testing.T) {
+// Hooks.Change adds to the change log, it does not replace it: with it set every change is
+// still logged, and Hooks.Change sees every one of them, in the same order.
+func TestChangeHookKeepsLog(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var out logbuf.Buffer
-		var seen []healthcheck.Event // only Run's goroutine appends
+		var seen []healthcheck.ChangeEvent // only Run's goroutine appends
 		hc, err := healthcheck.New(healthcheck.Options{
-			Outlier:  &healthcheck.Outlier{BaseEjectionTime: 30 * time.Second, MaxEjectionPercent: 100},
-			Logger:   out.Logger(),
-			OnChange: func(e healthcheck.Event) { seen = append(seen, e) },
+			Outlier: &healthcheck.Outlier{BaseEjectionTime: 30 * time.Second, MaxEjectionPercent: 100},
+			Logger:  out.Logger(),
+			Hooks:   healthcheck.Hooks{Change: func(e healthcheck.ChangeEvent) { seen = append(seen, e) }},
 		})
 		require.NoError(t, err)
 		stop := run(t, hc, newRecorder())
@@ -83,29 +83,29 @@ func TestOnChangeKeepsLog(t *testing.T) {
 		stop()
 
 		lines := out.Lines(t)
-		require.Len(t, seen, 4, "OnChange sees two ejections and their ends")
-		require.Len(t, lines, len(seen), "one log line per event, OnChange or not")
+		require.Len(t, seen, 4, "Hooks.Change sees two ejections and their ends")
+		require.Len(t, lines, len(seen), "one log line per event, Hooks.Change or not")
 		for i, e := range seen {
 			assert.Equal(t, e.Endpoint.Addr, lines[i]["addr"], "line %d logs event %d", i, i)
-			assert.Equal(t, e.State.String(), lines[i]["state"], "line %d", i)
+			assert.Equal(t, e.To.String(), lines[i]["state"], "line %d", i)
 			assert.Equal(t, e.Reason.String(), lines[i]["reason"], "line %d", i)
 		}
 		assert.Equal(t, healthcheck.EjectionEnded, seen[3].Reason, "the last event ends an ejection")
 	})
 }
 
-// A Logger with slog.DiscardHandler silences the change log; OnChange still sees the events.
+// A Logger with slog.DiscardHandler silences the change log; Hooks.Change still sees the events.
 func TestDiscardLogger(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var out logbuf.Buffer
 		old := slog.Default()
 		slog.SetDefault(out.Logger())
 		defer slog.SetDefault(old)
-		var seen []healthcheck.Event
+		var seen []healthcheck.ChangeEvent
 		hc, err := healthcheck.New(healthcheck.Options{
-			Outlier:  &healthcheck.Outlier{},
-			Logger:   slog.New(slog.DiscardHandler),
-			OnChange: func(e healthcheck.Event) { seen = append(seen, e) },
+			Outlier: &healthcheck.Outlier{},
+			Logger:  slog.New(slog.DiscardHandler),
+			Hooks:   healthcheck.Hooks{Change: func(e healthcheck.ChangeEvent) { seen = append(seen, e) }},
 		})
 		require.NoError(t, err)
 		stop := run(t, hc, newRecorder())
@@ -113,7 +113,7 @@ func TestDiscardLogger(t *testing.T) {
 		observe(hc, "10.0.0.1:80", repeat(err503, 5)...)
 		synctest.Wait()
 		stop()
-		assert.Len(t, seen, 1, "OnChange sees the ejection")
+		assert.Len(t, seen, 1, "Hooks.Change sees the ejection")
 		assert.Empty(t, out.String(), "nothing reaches slog.Default()")
 	})
 }

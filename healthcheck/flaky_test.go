@@ -123,7 +123,7 @@ func isTimeout(err error) bool {
 
 func (d *driver) close() { d.client.CloseIdleConnections() }
 
-func reasons(events []healthcheck.Event) []healthcheck.Reason {
+func reasons(events []healthcheck.ChangeEvent) []healthcheck.Reason {
 	out := make([]healthcheck.Reason, len(events))
 	for i, e := range events {
 		out[i] = e.Reason
@@ -153,7 +153,7 @@ func TestFlakyBackendEjectedAndRecovers(t *testing.T) {
 			Consecutive5xx:   consecutive5xx,
 			BaseEjectionTime: 50 * time.Millisecond,
 		},
-		OnChange: rec.event,
+		Hooks: healthcheck.Hooks{Change: rec.event},
 	})
 	require.NoError(t, err)
 	stop := run(t, hc, rec)
@@ -216,7 +216,7 @@ func TestFlakyBackendEjectedAndRecovers(t *testing.T) {
 	}
 }
 
-func containsReason(events []healthcheck.Event, r healthcheck.Reason) bool {
+func containsReason(events []healthcheck.ChangeEvent, r healthcheck.Reason) bool {
 	for _, e := range events {
 		if e.Reason == r {
 			return true
@@ -239,7 +239,7 @@ func TestHangingBackendCaughtByTimeout(t *testing.T) {
 			Interval:           50 * time.Millisecond,
 			Timeout:            timeout,
 			UnhealthyThreshold: 2,
-			OnChange:           rec.event,
+			Hooks:              healthcheck.Hooks{Change: rec.event},
 		})
 		require.NoError(t, err)
 		stop := run(t, hc, rec)
@@ -270,7 +270,7 @@ func TestHangingBackendCaughtByTimeout(t *testing.T) {
 			Probe:    &healthcheck.HTTP{Path: "/healthz"},
 			Interval: 10 * time.Millisecond,
 			Timeout:  time.Hour,
-			OnChange: rec.event,
+			Hooks:    healthcheck.Hooks{Change: rec.event},
 		})
 		require.NoError(t, err)
 		base := runtime.NumGoroutine()
@@ -292,8 +292,8 @@ func TestHangingBackendCaughtByTimeout(t *testing.T) {
 		stuck.mode.Store(hanging)
 		rec := newRecorder()
 		hc, err := healthcheck.New(healthcheck.Options{
-			Outlier:  &healthcheck.Outlier{ConsecutiveGatewayFailure: 3, BaseEjectionTime: time.Minute},
-			OnChange: rec.event,
+			Outlier: &healthcheck.Outlier{ConsecutiveGatewayFailure: 3, BaseEjectionTime: time.Minute},
+			Hooks:   healthcheck.Hooks{Change: rec.event},
 		})
 		require.NoError(t, err)
 		stop := run(t, hc, rec)

@@ -172,7 +172,7 @@ func TestGRPCProbeInChecker(t *testing.T) {
 		Interval:           20 * time.Millisecond,
 		UnhealthyThreshold: 1,
 		InitialState:       sluice.Unhealthy,
-		OnChange:           rec.event,
+		Hooks:              healthcheck.Hooks{Change: rec.event},
 	})
 	require.NoError(t, err)
 	stop := run(t, hc, rec)

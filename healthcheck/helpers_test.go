@@ -21,7 +21,7 @@ var errDown = errors.New("backend down")
 type recorder struct {
 	mu     sync.Mutex
 	sets   [][]sluice.Endpoint
-	events []healthcheck.Event
+	events []healthcheck.ChangeEvent
 	notify chan struct{} // a token after every push or event
 }
 
@@ -34,7 +34,7 @@ func (r *recorder) update(eps []sluice.Endpoint) {
 	r.poke()
 }
 
-func (r *recorder) event(e healthcheck.Event) {
+func (r *recorder) event(e healthcheck.ChangeEvent) {
 	r.mu.Lock()
 	r.events = append(r.events, e)
 	r.mu.Unlock()
@@ -73,10 +73,10 @@ func (r *recorder) state(addr string) sluice.State {
 	return 255
 }
 
-func (r *recorder) eventsFor(addr string) []healthcheck.Event {
+func (r *recorder) eventsFor(addr string) []healthcheck.ChangeEvent {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []healthcheck.Event
+	var out []healthcheck.ChangeEvent
 	for _, e := range r.events {
 		if e.Endpoint.Addr == addr {
 			out = append(out, e)

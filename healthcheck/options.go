@@ -64,14 +64,12 @@ type Options struct {
 	// Observe. Its zero value gives Envoy's defaults.
 	Outlier *Outlier
 
-	// OnChange, when not nil, is called for every health change with its reason, from the
-	// goroutine running Run and never under a lock, after the change is logged to Logger:
-	// it adds to the log, it does not replace it. It must not block for long: probes and
-	// ejections wait for it.
-	OnChange func(Event)
+	// Hooks are called on every probe and every health change, for metrics and dashboards.
+	// See Hooks for when and where they run.
+	Hooks Hooks
 
-	// Logger receives the change log, one line per Event whether or not OnChange is set: a
-	// warning when an endpoint stops taking traffic, an info line when it comes back (a
+	// Logger receives the change log, one line per ChangeEvent whether or not Hooks.Change is
+	// set: a warning when an endpoint stops taking traffic, an info line when it comes back (a
 	// failing probe's error is on its ProbeFailed line). Nil means slog.Default(), as it is
 	// when New is called. To silence the log, pass slog.New(slog.DiscardHandler).
 	Logger *slog.Logger
@@ -152,6 +150,7 @@ type config struct {
 	Options
 	outlier Outlier
 	passive bool
+	probe   string // ProbeEvent.Probe
 	sr      SuccessRate
 	fp      FailurePercentage
 }
@@ -241,6 +240,9 @@ func newConfig(opts Options) (*config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Probe != nil {
+		c.probe = probeKind(c.Probe)
 	}
 
 	if o := opts.Outlier; o != nil {

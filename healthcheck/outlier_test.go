@@ -55,7 +55,7 @@ func TestConsecutive5xx(t *testing.T) {
 				MaxEjectionTime:           70 * time.Second,
 				Interval:                  time.Hour, // no forgiveness during this test
 			},
-			OnChange: rec.event,
+			Hooks: healthcheck.Hooks{Change: rec.event},
 		})
 		require.NoError(t, err)
 		stop := run(t, hc, rec)
@@ -112,7 +112,7 @@ func TestConsecutiveGatewayFailure(t *testing.T) {
 				Consecutive5xx:            -1,
 				ConsecutiveGatewayFailure: 2,
 			},
-			OnChange: rec.event,
+			Hooks: healthcheck.Hooks{Change: rec.event},
 		})
 		require.NoError(t, err)
 		stop := run(t, hc, rec)
@@ -142,7 +142,7 @@ func TestMaxEjectionPercent(t *testing.T) {
 				BaseEjectionTime:   10 * time.Second,
 				Interval:           time.Hour,
 			},
-			OnChange: rec.event,
+			Hooks: healthcheck.Hooks{Change: rec.event},
 		})
 		require.NoError(t, err)
 		stop := run(t, hc, rec)
@@ -176,7 +176,7 @@ func TestMaxEjectionPercent(t *testing.T) {
 
 	synctest.Test(t, func(t *testing.T) {
 		rec := newRecorder()
-		hc, err := healthcheck.New(healthcheck.Options{Outlier: &healthcheck.Outlier{}, OnChange: rec.event})
+		hc, err := healthcheck.New(healthcheck.Options{Outlier: &healthcheck.Outlier{}, Hooks: healthcheck.Hooks{Change: rec.event}})
 		require.NoError(t, err)
 		stop := run(t, hc, rec)
 		defer stop()
@@ -201,7 +201,7 @@ func TestSuccessRate(t *testing.T) {
 				Interval:                  10 * time.Second,
 				MaxEjectionPercent:        50,
 			},
-			OnChange: rec.event,
+			Hooks: healthcheck.Hooks{Change: rec.event},
 		})
 		require.NoError(t, err)
 		stop := run(t, hc, rec)
@@ -256,7 +256,7 @@ func TestFailurePercentage(t *testing.T) {
 				FailurePercentage:         &healthcheck.FailurePercentage{Threshold: 40, MinimumHosts: 3, RequestVolume: 10},
 				MaxEjectionPercent:        100,
 			},
-			OnChange: rec.event,
+			Hooks: healthcheck.Hooks{Change: rec.event},
 		})
 		require.NoError(t, err)
 		stop := run(t, hc, rec)
@@ -285,14 +285,14 @@ func TestEjectionsAreForgiven(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := newRecorder()
 		hc, err := healthcheck.New(healthcheck.Options{
-			Outlier:  &healthcheck.Outlier{BaseEjectionTime: 25 * time.Second, Interval: 10 * time.Second},
-			OnChange: rec.event,
+			Outlier: &healthcheck.Outlier{BaseEjectionTime: 25 * time.Second, Interval: 10 * time.Second},
+			Hooks:   healthcheck.Hooks{Change: rec.event},
 		})
 		require.NoError(t, err)
 		stop := run(t, hc, rec)
 		defer stop()
 		hc.Update(endpoints("a"))
-		last := func() healthcheck.Event { ev := rec.eventsFor("a"); return ev[len(ev)-1] }
+		last := func() healthcheck.ChangeEvent { ev := rec.eventsFor("a"); return ev[len(ev)-1] }
 
 		observe(hc, "a", repeat(err503, 5)...)
 		synctest.Wait()
@@ -326,7 +326,7 @@ func TestEjectionEndsWithPassingProbe(t *testing.T) {
 			Jitter:             -1,
 			UnhealthyThreshold: 100, // the probes alone never turn it unhealthy here
 			Outlier:            &healthcheck.Outlier{BaseEjectionTime: 30 * time.Second, Interval: time.Hour},
-			OnChange:           rec.event,
+			Hooks:              healthcheck.Hooks{Change: rec.event},
 		})
 		require.NoError(t, err)
 		stop := run(t, hc, rec)
@@ -365,8 +365,8 @@ func TestEjectionEndsWithPassingProbe(t *testing.T) {
 func TestObserveBeforeRun(t *testing.T) {
 	rec := newRecorder()
 	hc, err := healthcheck.New(healthcheck.Options{
-		Outlier:  &healthcheck.Outlier{Consecutive5xx: 2, MaxEjectionPercent: 100},
-		OnChange: rec.event,
+		Outlier: &healthcheck.Outlier{Consecutive5xx: 2, MaxEjectionPercent: 100},
+		Hooks:   healthcheck.Hooks{Change: rec.event},
 	})
 	require.NoError(t, err)
 	observe(hc, "a", repeat(err503, 10)...) // not in the set yet

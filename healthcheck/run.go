@@ -60,12 +60,20 @@ type member struct {
 	awaitingProbe bool // the ejection time is over; the next passing probe ends it
 	ejections     int  // recent ejections, forgiven one per outlier interval
 	isEjected     bool
+
+	// For Endpoints only.
+	probeErr       error     // the last probe's error; nil once one passes
+	reason         Reason    // the reason of the last change
+	changed        time.Time // when it happened
+	ejectionReason Reason    // the detector of the latest ejection
+	totalEjections int
 }
 
 type result struct {
-	m   *member
-	gen uint64 // m.gen when the probe started
-	err error
+	m       *member
+	gen     uint64 // m.gen when the probe started
+	err     error
+	latency time.Duration // measured only for Hooks.ProbeDone
 }
 
 type sample struct {
@@ -192,15 +200,29 @@ func (r *runner) notify(m *member, before sluice.State, reason Reason, err error
 	if after != before {
 		r.dirty = true
 	}
-	e := Event{Endpoint: m.ep, State: after, Reason: reason, Err: err}
+	m.reason, m.changed = reason, time.Now()
+	r.publish(m)
+	e := ChangeEvent{Endpoint: m.ep, From: before, To: after, Reason: reason, Err: err}
 	if reason.Ejection() {
 		e.Ejections = m.ejections
 		e.EjectionTime = r.ejectionTime(m.ejections)
 	}
 	logEvent(r.cfg.Logger, e)
-	if r.cfg.OnChange != nil {
-		r.cfg.OnChange(e)
+	if f := r.cfg.Hooks.Change; f != nil {
+		f(e)
 	}
+}
+
+// publish copies what Endpoints reports about m to where it reads it.
+func (r *runner) publish(m *member) {
+	p := m.t.pub
+	p.mu.Lock()
+	p.healthy, p.ejected = m.healthy, m.isEjected
+	p.probeFails, p.probeErr = m.fails, m.probeErr
+	p.reason, p.changed = m.reason, m.changed
+	p.ejectedUntil, p.ejectionReason = m.ejectedUntil, m.ejectionReason
+	p.ejections, p.totalEjections = m.ejections, m.totalEjections
+	p.mu.Unlock()
 }
 
 // reconcile takes the latest input set from Update.
@@ -247,8 +269,9 @@ func (r *runner) reconcile(now time.Time) {
 // start resets m's active state and schedules its first probe at a random point within one
 // interval, so that many new endpoints are probed spread over the interval, not in a burst.
 func (r *runner) start(m *member, now time.Time) {
-	m.probed, m.passes, m.fails = false, 0, 0
+	m.probed, m.passes, m.fails, m.probeErr = false, 0, 0, nil
 	m.healthy = r.cfg.Probe == nil || r.cfg.InitialState == sluice.Ready
+	r.publish(m)
 	if r.cfg.Probe == nil || m.ep.State != sluice.Ready {
 		return
 	}
@@ -294,11 +317,20 @@ func (r *runner) dispatch(ctx context.Context, now time.Time) {
 		m.cancel = cancel
 		r.flight++
 		r.wg.Add(1)
+		timed := r.cfg.Hooks.ProbeDone != nil
 		go func(ep sluice.Endpoint, gen uint64) {
 			defer r.wg.Done()
+			var start time.Time
+			if timed {
+				start = time.Now()
+			}
 			err := r.cfg.Probe.Check(pctx, ep)
+			var took time.Duration
+			if timed {
+				took = time.Since(start)
+			}
 			cancel()
-			r.results <- result{m, gen, err} // never blocks: results has room for every probe
+			r.results <- result{m, gen, err, took} // never blocks: results has room for every probe
 		}(m.ep, m.gen)
 	}
 }
@@ -354,9 +386,13 @@ func (r *runner) finish(res result, now time.Time) {
 		return // probing stopped since this probe started: its result says nothing current
 	}
 	m.cancel = nil
+	if f := r.cfg.Hooks.ProbeDone; f != nil {
+		f(ProbeEvent{Endpoint: m.ep, Probe: r.cfg.probe, Result: probeResult(res.err), Err: res.err, Latency: res.latency})
+	}
 	before := r.state(m)
 	first := !m.probed
 	m.probed = true
+	m.probeErr = res.err
 	if res.err == nil {
 		m.passes++
 		m.fails = 0
@@ -375,6 +411,7 @@ func (r *runner) finish(res result, now time.Time) {
 			r.notify(m, before, ProbeFailed, res.err)
 		}
 	}
+	r.publish(m)
 	r.schedule(m, now.Add(r.jitter(r.interval(m))))
 }
 
@@ -429,6 +466,8 @@ func (r *runner) eject(m *member, reason Reason, now time.Time) bool {
 	m.isEjected = true
 	m.awaitingProbe = false
 	m.ejectedUntil = now.Add(r.ejectionTime(m.ejections))
+	m.ejectionReason = reason
+	m.totalEjections++
 	r.ejected[m] = true
 	m.t.consec.Store(0)
 	r.notify(m, before, reason, nil)
@@ -479,6 +518,7 @@ func (r *runner) evaluate(now time.Time) {
 		}
 		if m.ejections > 0 {
 			m.ejections--
+			r.publish(m)
 		}
 		if m.ep.State != sluice.Ready {
 			continue

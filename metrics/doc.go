@@ -2,7 +2,8 @@
 // github.com/prometheus/client_golang, the one package of sluice that imports it.
 //
 // Each package that does something worth counting reports it through a struct of optional
-// funcs named Hooks (accesslog, proxy, cache, ratelimit, tls/certs, discovery), and each
+// funcs named Hooks (accesslog, proxy, cache, ratelimit, tls/certs, discovery, healthcheck,
+// balancer), and each
 // stateful one says what it holds through a Stats or Certificates method. A Metrics turns both
 // into metrics: a method per package returns the Hooks to set, and the Watch methods read the
 // state at every scrape, so that gauges are never stale and cost nothing between scrapes.

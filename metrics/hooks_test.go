@@ -15,8 +15,10 @@ import (
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/accesslog"
+	"github.com/sluiceproxy/sluice/balancer"
 	"github.com/sluiceproxy/sluice/cache"
 	"github.com/sluiceproxy/sluice/discovery"
+	"github.com/sluiceproxy/sluice/healthcheck"
 	"github.com/sluiceproxy/sluice/metrics"
 	"github.com/sluiceproxy/sluice/proxy"
 	"github.com/sluiceproxy/sluice/ratelimit"
@@ -30,6 +32,7 @@ func hookCalls(tb testing.TB, opts metrics.Options) map[string]func() {
 	m, err := metrics.New(opts)
 	require.NoError(tb, err)
 	edge, px, c, rl, tl := m.Edge(), m.Proxy(), m.Cache("api"), m.RateLimit("edge"), m.TLS("front")
+	hc, bl := m.Health("api"), m.Balancer("api")
 	r := httptest.NewRequest(http.MethodGet, "/some/path", nil)
 	out := r.WithContext(proxy.WithRoute(r.Context(), "api"))
 	ep := sluice.Endpoint{Addr: "10.0.0.1:8080", Weight: 1}
@@ -59,6 +62,12 @@ func hookCalls(tb testing.TB, opts metrics.Options) map[string]func() {
 		},
 		"certs.Handshake": func() {
 			tl.Handshake(certs.HandshakeEvent{ServerName: "example.com", Version: tls.VersionTLS13, NegotiatedProtocol: "h2"})
+		},
+		"healthcheck.ProbeDone": func() {
+			hc.ProbeDone(healthcheck.ProbeEvent{Endpoint: ep, Probe: "http", Result: healthcheck.ProbeTimeout, Latency: time.Second})
+		},
+		"balancer.Spill": func() {
+			bl.Spill(balancer.SpillEvent{From: balancer.TierZone, Reason: balancer.SpillBusy, Endpoint: ep})
 		},
 		"discovery.Update": func() {
 			m.Discovery().Update(discovery.UpdateEvent{Source: "dns", Name: "api.internal", Ready: 3, Changed: true, Synced: true})

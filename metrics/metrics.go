@@ -70,6 +70,7 @@ type Metrics struct {
 	ratelimit ratelimitMetrics
 	tls       tlsMetrics
 	discovery discoveryMetrics
+	health    healthMetrics
 	watched   watched
 }
 
@@ -140,6 +141,7 @@ func New(opts Options) (*Metrics, error) {
 	m.ratelimit.init(m)
 	m.tls.init(m)
 	m.discovery.init(m)
+	m.health.init(m)
 	m.watched.init(m)
 	m.collected = append(m.collected, &m.watched)
 

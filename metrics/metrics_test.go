@@ -26,6 +26,7 @@ import (
 	"github.com/sluiceproxy/sluice/balancer"
 	"github.com/sluiceproxy/sluice/cache"
 	"github.com/sluiceproxy/sluice/discovery"
+	"github.com/sluiceproxy/sluice/healthcheck"
 	"github.com/sluiceproxy/sluice/internal/testcert"
 	"github.com/sluiceproxy/sluice/metrics"
 	"github.com/sluiceproxy/sluice/proxy"
@@ -530,4 +531,53 @@ sluice_tls_certificate_expiration_timestamp_seconds{keyring="k",name="b.example"
 sluice_tls_handshakes_total{keyring="empty",result="no_certificate",version="none"} 1
 `), "sluice_tls_handshakes_total")
 	assert.NoError(t, err)
+}
+
+// TestHealthAndBalancer drives a real Checker probing a live and a dead endpoint over TCP, and
+// a real Balancer fed by it, which enters panic mode when the dead one is marked unhealthy.
+func TestHealthAndBalancer(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(metrics.Options{Registerer: reg})
+	require.NoError(t, err)
+	live := httptest.NewServer(http.NotFoundHandler())
+	defer live.Close()
+	dead := deadAddr(t)
+
+	bal, err := balancer.New(balancer.RoundRobin{}, balancer.Options{PanicThreshold: 0.6, Hooks: m.Balancer("api")})
+	require.NoError(t, err)
+	checker, err := healthcheck.New(healthcheck.Options{
+		Probe: &healthcheck.TCP{}, Interval: 5 * time.Millisecond, UnhealthyThreshold: 1,
+		Hooks: m.Health("api"),
+	})
+	require.NoError(t, err)
+	m.WatchHealth("api", checker)
+	checker.Update([]sluice.Endpoint{{Addr: live.Listener.Addr().String()}, {Addr: dead}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- checker.Run(ctx, bal.Update) }()
+	defer func() { cancel(); <-done }()
+
+	get := func(name string, labels map[string]string) float64 {
+		fams, err := reg.Gather()
+		require.NoError(t, err)
+		byName := map[string]*dto.MetricFamily{}
+		for _, f := range fams {
+			byName[f.GetName()] = f
+		}
+		v, _ := value(byName, name, labels)
+		return v
+	}
+	require.Eventually(t, func() bool {
+		return get("sluice_health_changes_total", map[string]string{"pool": "api", "reason": "probe_failed"}) == 1 &&
+			get("sluice_balancer_panic", map[string]string{"pool": "api"}) == 1
+	}, 10*time.Second, 5*time.Millisecond, "the dead endpoint was found unhealthy and the balancer panicked")
+
+	assert.Positive(t, get("sluice_health_probes_total", map[string]string{"pool": "api", "probe": "tcp", "result": "ok"}))
+	assert.Positive(t, get("sluice_health_probes_total", map[string]string{"pool": "api", "probe": "tcp", "result": "unreachable"}))
+	assert.Positive(t, get("sluice_health_probe_duration_seconds", map[string]string{"pool": "api"}))
+	assert.Equal(t, 1.0, get("sluice_balancer_panics_total", map[string]string{"pool": "api"}))
+	assert.Equal(t, 2.0, get("sluice_balancer_pickable_endpoints", map[string]string{"pool": "api"}), "in panic mode both are pickable")
+	assert.Equal(t, 1.0, get("sluice_health_endpoints", map[string]string{"pool": "api", "state": "ready"}))
+	assert.Equal(t, 1.0, get("sluice_health_endpoints", map[string]string{"pool": "api", "state": "unhealthy"}))
+	assert.Equal(t, 0.0, get("sluice_health_ejected_endpoints", map[string]string{"pool": "api"}))
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluiceproxy/sluice/cache"
+	"github.com/sluiceproxy/sluice/healthcheck"
 	"github.com/sluiceproxy/sluice/ratelimit"
 	"github.com/sluiceproxy/sluice/tls/certs"
 )
@@ -16,12 +17,14 @@ type watched struct {
 	cacheEntries, cacheBytes, cacheRefreshing *prometheus.Desc
 	limitKeys, concurrencyKeys, inFlight      *prometheus.Desc
 	certificates, expiry                      *prometheus.Desc
+	healthEndpoints, ejected                  *prometheus.Desc
 
 	mu          sync.Mutex // protects the maps
 	caches      map[string]*cache.Cache
 	limiters    map[string]*ratelimit.Limiter
 	concurrency map[string]*ratelimit.Concurrency
 	keyrings    map[string]*certs.Keyring
+	checkers    map[string]*healthcheck.Checker
 }
 
 func (w *watched) init(m *Metrics) {
@@ -38,7 +41,11 @@ func (w *watched) init(m *Metrics) {
 	w.expiry = desc("tls_certificate_expiration_timestamp_seconds",
 		"When the certificate a keyring serves for a server name expires, in seconds since 1970, by keyring and name (a DNS name of a certificate, \"*.example.com\" for a wildcard).",
 		"keyring", "name")
+	w.healthEndpoints = desc("health_endpoints",
+		"Endpoints of a health checker's set, by pool and the state it reports: ready, unhealthy, terminating.", "pool", "state")
+	w.ejected = desc("health_ejected_endpoints", "Endpoints outlier detection holds out now, by pool.", "pool")
 	w.caches = map[string]*cache.Cache{}
+	w.checkers = map[string]*healthcheck.Checker{}
 	w.limiters = map[string]*ratelimit.Limiter{}
 	w.concurrency = map[string]*ratelimit.Concurrency{}
 	w.keyrings = map[string]*certs.Keyring{}
@@ -97,10 +104,20 @@ func (m *Metrics) WatchKeyring(name string, k *certs.Keyring) {
 	watch(&m.watched, m.watched.keyrings, name, k)
 }
 
+// WatchHealth reads c.Endpoints at every scrape, under the label pool="name":
+//
+//	SLUICE_health_endpoints{pool,state}     gauge, state "ready", "unhealthy", "terminating"
+//	SLUICE_health_ejected_endpoints{pool}   gauge
+//
+// Watching a name again replaces the checker watched under it; a nil c stops watching it.
+func (m *Metrics) WatchHealth(name string, c *healthcheck.Checker) {
+	watch(&m.watched, m.watched.checkers, name, c)
+}
+
 // Describe implements prometheus.Collector.
 func (w *watched) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{w.cacheEntries, w.cacheBytes, w.cacheRefreshing,
-		w.limitKeys, w.concurrencyKeys, w.inFlight, w.certificates, w.expiry} {
+		w.limitKeys, w.concurrencyKeys, w.inFlight, w.certificates, w.expiry, w.healthEndpoints, w.ejected} {
 		ch <- d
 	}
 }
@@ -111,6 +128,7 @@ func (w *watched) Collect(ch chan<- prometheus.Metric) {
 	w.mu.Lock()
 	caches, limiters := maps.Clone(w.caches), maps.Clone(w.limiters)
 	concurrency, keyrings := maps.Clone(w.concurrency), maps.Clone(w.keyrings)
+	checkers := maps.Clone(w.checkers)
 	w.mu.Unlock()
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
@@ -152,5 +170,23 @@ func (w *watched) Collect(ch chan<- prometheus.Metric) {
 		for n, t := range latest {
 			gauge(w.expiry, t, name, n)
 		}
+	}
+	for name, c := range checkers {
+		var states [len(healthStates)]int
+		ejected := 0
+		for _, st := range c.Endpoints() {
+			for i, s := range healthStates {
+				if st.State == s {
+					states[i]++
+				}
+			}
+			if st.Ejected {
+				ejected++
+			}
+		}
+		for i, s := range healthStates {
+			gauge(w.healthEndpoints, float64(states[i]), name, s.String())
+		}
+		gauge(w.ejected, float64(ejected), name)
 	}
 }

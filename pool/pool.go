@@ -97,10 +97,11 @@ const defaultTunnelGrace = 30 * time.Second
 // endpoint set arrives are answered 503 by the proxy; [Pool.Synced] says when it has arrived.
 // A Pool is safe for concurrent use.
 type Pool struct {
-	src   discovery.Source
-	bal   *balancer.Balancer
-	check *healthcheck.Checker
-	proxy *proxy.Proxy
+	src    discovery.Source
+	policy balancer.Policy
+	bal    *balancer.Balancer
+	check  *healthcheck.Checker
+	proxy  *proxy.Proxy
 
 	running    atomic.Bool
 	synced     chan struct{} // closed by the first set pushed to the balancer
@@ -150,6 +151,7 @@ func New(opts Options) (*Pool, error) {
 	px.Observer = sluice.Observers(check, px.Observer)
 	return &Pool{
 		src:     opts.Source,
+		policy:  policy,
 		bal:     bal,
 		check:   check,
 		proxy:   px,

@@ -152,7 +152,7 @@ func TestBackendKilledUnderLoad(t *testing.T) {
 	bal, err := balancer.New(balancer.RoundRobin{}, balancer.Options{})
 	require.NoError(t, err)
 	var evMu sync.Mutex
-	var events []healthcheck.Event
+	var events []healthcheck.ChangeEvent
 	hc, err := healthcheck.New(healthcheck.Options{
 		Probe:              &healthcheck.HTTP{Path: "/healthz"},
 		Interval:           500 * time.Millisecond,
@@ -163,13 +163,13 @@ func TestBackendKilledUnderLoad(t *testing.T) {
 			ConsecutiveGatewayFailure: maxGWF,
 			BaseEjectionTime:          500 * time.Millisecond, // over long before the victim is back
 		},
-		// The change log goes to the test's output; OnChange keeps the events to check.
+		// The change log goes to the test's output; Hooks.Change keeps the events to check.
 		Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
-		OnChange: func(e healthcheck.Event) {
+		Hooks: healthcheck.Hooks{Change: func(e healthcheck.ChangeEvent) {
 			evMu.Lock()
 			events = append(events, e)
 			evMu.Unlock()
-		},
+		}},
 	})
 	require.NoError(t, err)
 
@@ -311,7 +311,7 @@ load:
 	assert.GreaterOrEqual(t, float64(len(calls))/elapsed.Seconds(), 150.0, "a few hundred requests a second")
 
 	evMu.Lock()
-	var victimEvents []healthcheck.Event
+	var victimEvents []healthcheck.ChangeEvent
 	for _, e := range events {
 		if e.Endpoint.Addr == victim.addr() {
 			victimEvents = append(victimEvents, e)
@@ -364,7 +364,7 @@ load:
 	}
 }
 
-func containsReason(events []healthcheck.Event, r healthcheck.Reason) bool {
+func containsReason(events []healthcheck.ChangeEvent, r healthcheck.Reason) bool {
 	for _, e := range events {
 		if e.Reason == r {
 			return true

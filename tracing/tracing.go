@@ -1,0 +1,241 @@
+package tracing
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/accesslog"
+	"github.com/sluiceproxy/sluice/proxy"
+)
+
+// scope is the instrumentation scope of every span: this package's import path.
+const scope = "github.com/sluiceproxy/sluice/tracing"
+
+// Options configure a Tracer. The zero value uses OpenTelemetry's global tracer provider and
+// W3C trace context and baggage.
+type Options struct {
+	// TracerProvider makes the spans. Nil means otel.GetTracerProvider(), the global one an
+	// application installs with otel.SetTracerProvider.
+	TracerProvider trace.TracerProvider
+
+	// Propagator reads trace context from requests and writes it to upstream requests. Nil
+	// means W3C traceparent and tracestate, and W3C baggage.
+	Propagator propagation.TextMapPropagator
+
+	// Public says that requests come from clients that are not part of the application's
+	// traces (the internet): each server span then starts a new trace, linked to the
+	// context the client sent, rather than continuing it, so that no client decides what is
+	// sampled or joins its spans to the application's traces. Baggage is still read and
+	// passed on.
+	Public bool
+}
+
+// Tracer makes the spans of a proxy: a server span per request with Handler, a client span
+// per try with ProxyHooks. It is safe for concurrent use.
+type Tracer struct {
+	tracer trace.Tracer
+	prop   propagation.TextMapPropagator
+	public bool
+	log    *accesslog.Log // hooks only: the response's status and route for the server span
+}
+
+// New returns a Tracer. It fails only if an option cannot work.
+func New(opts Options) (*Tracer, error) {
+	tp := opts.TracerProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	prop := opts.Propagator
+	if prop == nil {
+		prop = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	}
+	t := &Tracer{tracer: tp.Tracer(scope), prop: prop, public: opts.Public}
+	log, err := accesslog.New(accesslog.Options{Hooks: accesslog.Hooks{RequestDone: t.requestDone}})
+	if err != nil {
+		return nil, errors.Join(errors.New("tracing: the response recorder"), err)
+	}
+	t.log = log
+	return t, nil
+}
+
+// Handler returns next wrapped in a server span per request. Put it outermost, so that the
+// span covers every middleware and every answer: a cache hit, a 429 and a router's 404 get
+// spans as proxied requests do. The span is named for the method and the route a router
+// recorded (sluice.RecordRoute), and carries the HTTP semantic conventions' attributes; a
+// status of 500 or more marks it as an error. The ResponseWriter next gets hides nothing of
+// the server's (see package accesslog, whose writer records the status).
+func (t *Tracer) Handler(next http.Handler) http.Handler {
+	inner := t.log.Handler(next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := t.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+		if t.public {
+			if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+				opts = append(opts, trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: sc}))
+			}
+		}
+		ctx, span := t.tracer.Start(ctx, methodName(r.Method), opts...)
+		defer span.End()
+		if span.IsRecording() {
+			span.SetAttributes(serverAttributes(r)...)
+		}
+		inner.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// requestDone finishes the server span's attributes from what the response was.
+func (t *Tracer) requestDone(r *http.Request, e accesslog.Event) {
+	span := trace.SpanFromContext(r.Context())
+	if !span.IsRecording() {
+		return
+	}
+	span.SetAttributes(attribute.Int("http.response.status_code", e.Status))
+	if e.Route != "" {
+		span.SetAttributes(attribute.String("http.route", e.Route))
+		span.SetName(methodName(r.Method) + " " + e.Route)
+	}
+	if e.Status >= 500 {
+		span.SetAttributes(attribute.String("error.type", strconv.Itoa(e.Status)))
+		span.SetStatus(codes.Error, "")
+	}
+}
+
+// ProxyHooks returns the hooks that give every try of a proxy.Proxy a client span, a child
+// of the request's span, and send its trace context (and the request's baggage) to the
+// endpoint: retries show as sibling spans of one request, with http.request.resend_count.
+// Join them with other listeners' hooks with proxy.JoinHooks. They work with the proxy's
+// default transports; no custom Transport is needed.
+func (t *Tracer) ProxyHooks() proxy.Hooks {
+	return proxy.Hooks{TryStart: t.tryStart}
+}
+
+func (t *Tracer) tryStart(out *http.Request, e proxy.TryStartEvent) func(proxy.TryEvent) {
+	ctx, span := t.tracer.Start(out.Context(), methodName(out.Method), trace.WithSpanKind(trace.SpanKindClient))
+	t.prop.Inject(ctx, propagation.HeaderCarrier(out.Header))
+	if !span.IsRecording() {
+		return func(proxy.TryEvent) { span.End() }
+	}
+	span.SetAttributes(clientAttributes(out, e)...)
+	return func(te proxy.TryEvent) {
+		o := te.Outcome
+		if o.Failure == sluice.NoFailure {
+			span.SetAttributes(attribute.Int("http.response.status_code", o.Status))
+			if o.Status >= 400 {
+				// Client spans mark 4xx too: the request the proxy sent failed.
+				span.SetAttributes(attribute.String("error.type", strconv.Itoa(o.Status)))
+				span.SetStatus(codes.Error, "")
+			}
+		} else {
+			span.SetAttributes(attribute.String("error.type", o.Failure.String()))
+			span.SetStatus(codes.Error, o.Failure.String())
+		}
+		if te.Retry != proxy.NoRetry {
+			span.SetAttributes(attribute.String("sluice.retry_reason", te.Retry.String()))
+		}
+		span.End()
+	}
+}
+
+// methodName is the span name of a method, as the HTTP semantic conventions want it: the
+// method when it is a known one, "HTTP" otherwise, so that made-up methods cannot grow the
+// set of span names.
+func methodName(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m
+	}
+	return "HTTP"
+}
+
+// method is the value of http.request.method: the method when it is a known one, "_OTHER"
+// otherwise.
+func method(m string) attribute.KeyValue {
+	if methodName(m) == "HTTP" {
+		return attribute.String("http.request.method", "_OTHER")
+	}
+	return attribute.String("http.request.method", m)
+}
+
+func serverAttributes(r *http.Request) []attribute.KeyValue {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	attrs := []attribute.KeyValue{
+		method(r.Method),
+		attribute.String("url.scheme", scheme),
+		attribute.String("url.path", r.URL.Path),
+		attribute.String("network.protocol.version", protocolVersion(r)),
+	}
+	if host, port, ok := hostPort(r.Host, scheme); ok {
+		attrs = append(attrs, attribute.String("server.address", host), attribute.Int("server.port", port))
+	}
+	if a := sluice.PeerAddr(r); a.IsValid() {
+		attrs = append(attrs, attribute.String("client.address", a.String()))
+	}
+	if ua := r.UserAgent(); ua != "" {
+		attrs = append(attrs, attribute.String("user_agent.original", ua))
+	}
+	return attrs
+}
+
+func clientAttributes(out *http.Request, e proxy.TryStartEvent) []attribute.KeyValue {
+	attrs := []attribute.KeyValue{
+		method(out.Method),
+		attribute.String("url.full", out.URL.String()),
+		attribute.String("network.protocol.version", "1.1"),
+	}
+	if host, port, err := net.SplitHostPort(e.Endpoint.Addr); err == nil {
+		attrs = append(attrs, attribute.String("server.address", host))
+		if p, err := strconv.Atoi(port); err == nil {
+			attrs = append(attrs, attribute.Int("server.port", p))
+		}
+	}
+	if e.Attempt > 1 {
+		attrs = append(attrs, attribute.Int("http.request.resend_count", e.Attempt-1))
+	}
+	return attrs
+}
+
+func protocolVersion(r *http.Request) string {
+	switch r.ProtoMajor {
+	case 2:
+		return "2"
+	case 3:
+		return "3"
+	}
+	if r.ProtoMinor == 0 {
+		return "1.0"
+	}
+	return "1.1"
+}
+
+// hostPort splits a Host header into its host and port, the port defaulting to the scheme's.
+func hostPort(hostport, scheme string) (string, int, bool) {
+	if hostport == "" {
+		return "", 0, false
+	}
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+		port = "80"
+		if scheme == "https" {
+			port = "443"
+		}
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return "", 0, false
+	}
+	return host, p, true
+}
