@@ -3,8 +3,8 @@
 //
 // Each package that does something worth counting reports it through a struct of optional
 // funcs named Hooks (accesslog, proxy, cache, ratelimit, tls/certs, discovery, healthcheck,
-// balancer), and each
-// stateful one says what it holds through a Stats or Certificates method. A Metrics turns both
+// balancer), and each stateful one says what it holds through a Stats, Endpoints or
+// Certificates method. A Metrics turns both
 // into metrics: a method per package returns the Hooks to set, and the Watch methods read the
 // state at every scrape, so that gauges are never stale and cost nothing between scrapes.
 //

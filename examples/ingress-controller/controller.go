@@ -63,7 +63,7 @@ type controller struct {
 	router  *route.Router
 	certs   *certs.Keyring
 	cache   *sluicecache.Cache
-	metrics *metrics
+	metrics *controllerMetrics
 
 	// fallback, when -default-backend is set, is the Service port that serves the requests no
 	// route matches, as backend() takes it.
@@ -138,20 +138,21 @@ type limiterKey struct {
 }
 
 // newController registers its informers with a new factory on client; Run starts it.
-func newController(cfg *config, client kubernetes.Interface, m *metrics) (*controller, error) {
+func newController(cfg *config, client kubernetes.Interface, m *controllerMetrics) (*controller, error) {
 	var fopts []informers.SharedInformerOption
 	if cfg.Namespace != "" {
 		fopts = append(fopts, informers.WithNamespace(cfg.Namespace))
 	}
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, fopts...)
-	eps, err := endpointslices.New(factory, endpointslices.Options{Coalesce: cfg.Coalesce, Logger: cfg.Logger})
+	eps, err := endpointslices.New(factory, endpointslices.Options{Coalesce: cfg.Coalesce, Logger: cfg.Logger, Hooks: m.Discovery()})
 	if err != nil {
 		return nil, err
 	}
-	c4e, err := sluicecache.New(sluicecache.Options{Logger: cfg.Logger})
+	c4e, err := sluicecache.New(sluicecache.Options{Logger: cfg.Logger, Hooks: m.Cache("ingress")})
 	if err != nil {
 		return nil, err
 	}
+	m.WatchCache("ingress", c4e)
 	empty, _ := route.New(nil, route.Options{})
 	c := &controller{
 		cfg: cfg, client: client, factory: factory, logger: cfg.Logger,
@@ -160,7 +161,7 @@ func newController(cfg *config, client kubernetes.Interface, m *metrics) (*contr
 		services:  factory.Core().V1().Services().Lister(),
 		endpoints: eps,
 		router:    route.NewRouter(empty, route.RouterOptions{OnMatch: proxy.WithRoute}),
-		certs:     &certs.Keyring{},
+		certs:     &certs.Keyring{Hooks: m.TLS("ingress")},
 		cache:     c4e,
 		metrics:   m,
 		kick:      make(chan struct{}, 1),
@@ -575,7 +576,7 @@ func (c *controller) backend(ic *ingressConfig, b networkingv1.IngressBackend, u
 	p := &proxy.Proxy{
 		Picker: pl.Balancer(), Observer: pl.Checker(), Protocol: xk.protocol,
 		Retry:       proxy.Retry{MaxTries: xk.maxTries, Timeout: xk.timeout, PerTryTimeout: xk.tryTimeout},
-		DialContext: c.cfg.Dial, Hooks: proxy.Hooks{RequestDone: c.metrics.RequestDone},
+		DialContext: c.cfg.Dial, Hooks: c.metrics.Proxy(),
 	}
 	if xk.protocol == proxy.HTTPS {
 		// Pods rarely have certificates naming their IP, so, like ingress-nginx's default
@@ -716,7 +717,8 @@ func (c *controller) wrap(owner *ingressConfig, host string, h http.Handler, u *
 		if !ok {
 			var err error
 			l, err = ratelimit.New(ratelimit.Options{Limits: []ratelimit.Limit{{
-				Name: "ingress", Rate: o.rateRPS, Burst: o.rateBurst}}, Logger: c.logger})
+				Name: "ingress", Rate: o.rateRPS, Burst: o.rateBurst}}, Logger: c.logger,
+				Hooks: c.metrics.RateLimit(owner.key())}) // an Ingress's namespace/name
 			if err != nil { // parseAnnotations keeps the values in range
 				c.logger.Error("rate limit", "ingress", owner.key(), "err", err)
 				return h

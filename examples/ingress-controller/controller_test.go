@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -10,12 +11,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -142,9 +146,17 @@ spec:
 		require.NoError(t, err)
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		assert.Contains(t, string(b), `sluice_route_requests_total{route="default/shop:shop.example.com/api(prefix)",class="2xx"}`)
-		assert.Regexp(t, `sluice_requests_total\{class="2xx"\} [1-9]`, string(b))
-		assert.Regexp(t, `sluice_pools [1-9]`, string(b))
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := parser.TextToMetricFamilies(bytes.NewReader(b))
+		require.NoError(t, err, "the exposition parses")
+		const api = "default/shop:shop.example.com/api(prefix)"
+		assert.Contains(t, string(b), `sluice_requests_total{class="2xx",method="GET",route="`+api+`"}`,
+			"the edge counts responses by route")
+		assert.Regexp(t, `sluice_upstream_requests_total\{class="2xx",route="`+regexp.QuoteMeta(api)+`"\} [1-9]`, string(b),
+			"the proxies count what reached them")
+		assert.Regexp(t, `(?m)^sluice_pools [1-9]`, string(b))
+		assert.Contains(t, fams, "sluice_upstream_latency_seconds")
+		assert.Contains(t, fams, "sluice_discovery_endpoints", "EndpointSlices report through the discovery hooks")
 	})
 }
 

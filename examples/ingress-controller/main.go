@@ -44,6 +44,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/accesslog"
 	"github.com/sluiceproxy/sluice/h1"
 	"github.com/sluiceproxy/sluice/h2"
 	"github.com/sluiceproxy/sluice/proxy"
@@ -208,11 +209,15 @@ func run(ctx context.Context, cfg *config) error {
 			return err
 		}
 	}
-	m := &metrics{}
+	m, err := newControllerMetrics()
+	if err != nil {
+		return err
+	}
 	c, err := newController(cfg, client, m)
 	if err != nil {
 		return err
 	}
+	m.WatchKeyring("ingress", c.certs) // certificate expiry per host, read at each scrape
 	defer c.cache.Close()
 	if cfg.Election {
 		if c.status.elector, err = newElector(cfg, client, c.changed); err != nil {
@@ -277,9 +282,16 @@ func run(ctx context.Context, cfg *config) error {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	admin.Handle("GET /metrics", m)
+	admin.Handle("GET /metrics", m.Handler())
 	adminSrv := proxy.NewServer(admin, proxy.ServerOptions{})
-	httpSrv := proxy.NewServer(c.router, proxy.ServerOptions{})
+	// The edge log sees every response, the cache's hits, the limiter's 429s, the redirects
+	// and the router's 404s, which never reach a proxy: it counts them all, by route.
+	edge, err := accesslog.New(accesslog.Options{Hooks: m.Edge()})
+	if err != nil {
+		return err
+	}
+	front := edge.Handler(c.router)
+	httpSrv := proxy.NewServer(front, proxy.ServerOptions{})
 	httpSrv.ErrorLog = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)
 	var httpsSrv *http.Server
 	if httpsLn != nil {
@@ -287,7 +299,7 @@ func run(ctx context.Context, cfg *config) error {
 		if err != nil {
 			return err
 		}
-		httpsSrv = proxy.NewServer(c.router, proxy.ServerOptions{})
+		httpsSrv = proxy.NewServer(front, proxy.ServerOptions{})
 		httpsSrv.TLSConfig = tc
 		httpsSrv.ErrorLog = httpSrv.ErrorLog
 	}

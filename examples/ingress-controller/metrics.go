@@ -1,27 +1,18 @@
 package main
 
 import (
-	"fmt"
-	"io"
-	"net/http"
-	"sort"
-	"strings"
-	"sync"
 	"sync/atomic"
 
-	"github.com/sluiceproxy/sluice"
-	"github.com/sluiceproxy/sluice/proxy"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sluiceproxy/sluice/metrics"
 	"github.com/sluiceproxy/sluice/tcpproxy"
 )
 
-// metrics counts what the proxies report and what the controller does, and writes it in the
-// Prometheus text format. It needs no metrics library: a few atomic counters suffice.
-type metrics struct {
-	requests [6]atomic.Int64 // by status class: 0 for anything outside 1xx–5xx
-	failures [7]atomic.Int64 // by sluice.Failure of the last try
-	retries  atomic.Int64    // tries beyond the first
-	bytes    atomic.Int64
-	byRoute  sync.Map // route name → *[6]atomic.Int64
+// controllerMetrics are what /metrics serves: the requests, tries, cache, rate limits, TLS and
+// EndpointSlices as package metrics counts them from their hooks, and what the controller
+// itself does, counted here with atomics and read at each scrape.
+type controllerMetrics struct {
+	*metrics.Metrics
 
 	rebuilds, rebuildErrors           atomic.Int64
 	ingresses, invalid, routes, pools atomic.Int64
@@ -32,90 +23,71 @@ type metrics struct {
 	passthrough func() tcpproxy.Stats
 }
 
-// RequestDone counts one finished request, as the proxies' Hooks.RequestDone. It is called on
-// every request and allocates only the first time a route is seen.
-func (m *metrics) RequestDone(_ *http.Request, s proxy.RequestEvent) {
-	class := s.Status / 100
-	if class < 1 || class > 5 {
-		class = 0
+// newControllerMetrics returns metrics in a registry of their own, which Handler serves.
+func newControllerMetrics() (*controllerMetrics, error) {
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(metrics.Options{Registerer: reg})
+	if err != nil {
+		return nil, err
 	}
-	m.requests[class].Add(1)
-	if int(s.Failure) < len(m.failures) {
-		m.failures[s.Failure].Add(1)
+	cm := &controllerMetrics{Metrics: m}
+	if err := reg.Register(controllerCollector{cm}); err != nil {
+		return nil, err
 	}
-	if s.Tries > 1 {
-		m.retries.Add(int64(s.Tries - 1))
-	}
-	m.bytes.Add(s.Bytes)
-	if s.Route != "" {
-		v, ok := m.byRoute.Load(s.Route)
-		if !ok {
-			v, _ = m.byRoute.LoadOrStore(s.Route, new([6]atomic.Int64))
-		}
-		v.(*[6]atomic.Int64)[class].Add(1)
+	return cm, nil
+}
+
+// controllerCollector reads the controller's counters at each scrape.
+type controllerCollector struct{ m *controllerMetrics }
+
+var (
+	descRebuilds         = prometheus.NewDesc("sluice_rebuilds_total", "Route tables built and swapped in.", nil, nil)
+	descRebuildErrors    = prometheus.NewDesc("sluice_rebuild_errors_total", "Route tables refused (the previous one kept serving).", nil, nil)
+	descIngresses        = prometheus.NewDesc("sluice_ingresses", "Ingresses served.", nil, nil)
+	descInvalid          = prometheus.NewDesc("sluice_invalid_ingresses", "Ingresses whose current version is invalid.", nil, nil)
+	descRoutes           = prometheus.NewDesc("sluice_routes", "Routes in the current table.", nil, nil)
+	descPools            = prometheus.NewDesc("sluice_pools", "Backend pools (Service port and policy).", nil, nil)
+	descPassthroughHosts = prometheus.NewDesc("sluice_passthrough_hosts", "Hosts whose TLS connections are passed through to their pods.", nil, nil)
+	descPassthroughOpen  = prometheus.NewDesc("sluice_passthrough_connections_open",
+		"Connections the HTTPS port's SNI proxy holds now: reading their ClientHello, or passed through to a pod.", nil, nil)
+	descPassthroughTotal = prometheus.NewDesc("sluice_passthrough_connections_total",
+		"Connections accepted on the HTTPS port, passed through or handed to the HTTPS server.", nil, nil)
+	descPassthroughRefused = prometheus.NewDesc("sluice_passthrough_refused_total",
+		"Connections the HTTPS port's SNI proxy closed, by reason.", []string{"reason"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c controllerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRebuilds, descRebuildErrors, descIngresses, descInvalid, descRoutes,
+		descPools, descPassthroughHosts, descPassthroughOpen, descPassthroughTotal, descPassthroughRefused} {
+		ch <- d
 	}
 }
 
-var classNames = [6]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
-
-// ServeHTTP writes the counters in the Prometheus text exposition format.
-func (m *metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	m.write(w)
-}
-
-func (m *metrics) write(w io.Writer) {
-	head := func(name, typ, help string) { fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ) }
-	head("sluice_requests_total", "counter", "Requests forwarded, by response status class.")
-	for i := range m.requests {
-		fmt.Fprintf(w, "sluice_requests_total{class=%q} %d\n", classNames[i], m.requests[i].Load())
-	}
-	head("sluice_route_requests_total", "counter", "Requests forwarded, by route and response status class.")
-	var names []string
-	m.byRoute.Range(func(k, _ any) bool { names = append(names, k.(string)); return true })
-	sort.Strings(names)
-	for _, n := range names {
-		v, _ := m.byRoute.Load(n)
-		counts := v.(*[6]atomic.Int64)
-		for i := range counts {
-			if x := counts[i].Load(); x > 0 {
-				fmt.Fprintf(w, "sluice_route_requests_total{route=\"%s\",class=%q} %d\n", labelEscaper.Replace(n), classNames[i], x)
-			}
-		}
-	}
-	head("sluice_upstream_failures_total", "counter", "Requests whose last try failed, by failure.")
-	for f := sluice.ConnectFailure; int(f) < len(m.failures); f++ {
-		fmt.Fprintf(w, "sluice_upstream_failures_total{failure=%q} %d\n", f.String(), m.failures[f].Load())
-	}
-	for _, c := range []struct {
-		name, typ, help string
-		v               *atomic.Int64
+// Collect implements prometheus.Collector.
+func (c controllerCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.m
+	for _, v := range []struct {
+		d   *prometheus.Desc
+		typ prometheus.ValueType
+		v   *atomic.Int64
 	}{
-		{"sluice_retries_total", "counter", "Tries beyond the first.", &m.retries},
-		{"sluice_response_bytes_total", "counter", "Response body bytes sent to clients.", &m.bytes},
-		{"sluice_rebuilds_total", "counter", "Route tables built and swapped in.", &m.rebuilds},
-		{"sluice_rebuild_errors_total", "counter", "Route tables refused (the previous one kept serving).", &m.rebuildErrors},
-		{"sluice_ingresses", "gauge", "Ingresses served.", &m.ingresses},
-		{"sluice_invalid_ingresses", "gauge", "Ingresses whose current version is invalid.", &m.invalid},
-		{"sluice_routes", "gauge", "Routes in the current table.", &m.routes},
-		{"sluice_pools", "gauge", "Backend pools (Service port and policy).", &m.pools},
-		{"sluice_passthrough_hosts", "gauge", "Hosts whose TLS connections are passed through to their pods.", &m.passthroughHosts},
+		{descRebuilds, prometheus.CounterValue, &m.rebuilds},
+		{descRebuildErrors, prometheus.CounterValue, &m.rebuildErrors},
+		{descIngresses, prometheus.GaugeValue, &m.ingresses},
+		{descInvalid, prometheus.GaugeValue, &m.invalid},
+		{descRoutes, prometheus.GaugeValue, &m.routes},
+		{descPools, prometheus.GaugeValue, &m.pools},
+		{descPassthroughHosts, prometheus.GaugeValue, &m.passthroughHosts},
 	} {
-		head(c.name, c.typ, c.help)
-		fmt.Fprintf(w, "%s %d\n", c.name, c.v.Load())
+		ch <- prometheus.MustNewConstMetric(v.d, v.typ, float64(v.v.Load()))
 	}
 	if m.passthrough == nil {
 		return
 	}
 	st := m.passthrough()
-	head("sluice_passthrough_connections_open", "gauge", "Connections the HTTPS port's SNI proxy holds now: reading their ClientHello, or passed through to a pod.")
-	fmt.Fprintf(w, "sluice_passthrough_connections_open %d\n", st.Active)
-	head("sluice_passthrough_connections_total", "counter", "Connections accepted on the HTTPS port, passed through or handed to the HTTPS server.")
-	fmt.Fprintf(w, "sluice_passthrough_connections_total %d\n", st.Accepted)
-	head("sluice_passthrough_refused_total", "counter", "Connections the HTTPS port's SNI proxy closed, by reason.")
-	fmt.Fprintf(w, "sluice_passthrough_refused_total{reason=\"bad_hello\"} %d\n", st.BadHello)
-	fmt.Fprintf(w, "sluice_passthrough_refused_total{reason=\"no_endpoint\"} %d\n", st.NoEndpoint)
+	ch <- prometheus.MustNewConstMetric(descPassthroughOpen, prometheus.GaugeValue, float64(st.Active))
+	ch <- prometheus.MustNewConstMetric(descPassthroughTotal, prometheus.CounterValue, float64(st.Accepted))
+	ch <- prometheus.MustNewConstMetric(descPassthroughRefused, prometheus.CounterValue, float64(st.BadHello), "bad_hello")
+	ch <- prometheus.MustNewConstMetric(descPassthroughRefused, prometheus.CounterValue, float64(st.NoEndpoint), "no_endpoint")
 }
-
-// labelEscaper escapes a label value as the text format wants.
-var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)

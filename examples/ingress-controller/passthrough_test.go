@@ -190,7 +190,9 @@ func TestPassthroughTable(t *testing.T) {
 		"\n---"+passthroughIngresses)
 	cfg := &config{Class: "sluice", HTTPSAddr: "127.0.0.1:0", Coalesce: time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	c, err := newController(cfg, client, &metrics{})
+	m, err := newControllerMetrics()
+	require.NoError(t, err)
+	c, err := newController(cfg, client, m)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	c.runCtx = ctx
