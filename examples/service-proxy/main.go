@@ -11,22 +11,20 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sluiceproxy/sluice/accesslog"
 	"github.com/sluiceproxy/sluice/balancer"
 	"github.com/sluiceproxy/sluice/cache"
 	"github.com/sluiceproxy/sluice/discovery"
 	"github.com/sluiceproxy/sluice/h1"
 	"github.com/sluiceproxy/sluice/h2"
 	"github.com/sluiceproxy/sluice/healthcheck"
+	"github.com/sluiceproxy/sluice/metrics"
 	"github.com/sluiceproxy/sluice/pool"
 	"github.com/sluiceproxy/sluice/proxy"
 	"github.com/sluiceproxy/sluice/proxy/route"
@@ -65,38 +63,43 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	logger := slog.New(slog.NewJSONHandler(stdout, nil))
-	registry := prometheus.NewRegistry()
-	requests := promauto.With(registry).NewCounterVec(prometheus.CounterOpts{
-		Name: "sluice_requests_total", Help: "Requests by route and status class."}, []string{"route", "code"})
-	seconds := promauto.With(registry).NewHistogramVec(prometheus.HistogramOpts{
-		Name: "sluice_request_duration_seconds", Help: "Request durations by route."}, []string{"route"})
-	hooks := proxy.Hooks{RequestDone: func(_ *http.Request, e proxy.RequestEvent) {
-		requests.WithLabelValues(e.Route, fmt.Sprintf("%dxx", e.Status/100)).Inc()
-		seconds.WithLabelValues(e.Route).Observe(e.Duration.Seconds())
-	}}
+	m, err := metrics.New(metrics.Options{}) // a registry of its own, served by m.Handler
+	if err != nil {
+		return err
+	}
 	api, errAPI := pool.New(pool.Options{
-		Source: &discovery.DNS{Name: *apiDNS, Port: *apiPort, Servers: strings.Fields(*dnsServers), Logger: logger},
-		Policy: balancer.PeakEWMA{},
-		Proxy:  &proxy.Proxy{Logger: logger, Hooks: hooks},
+		Source: &discovery.DNS{Name: *apiDNS, Port: *apiPort, Servers: strings.Fields(*dnsServers), Logger: logger,
+			Hooks: m.Discovery()},
+		Policy:   balancer.PeakEWMA{},
+		Balancer: balancer.Options{Hooks: m.Balancer("api")},
+		Proxy:    &proxy.Proxy{Logger: logger, Hooks: m.Proxy()},
 	})
 	grpcSource, errSource := discovery.ParseStatic(*grpcBackends)
+	grpcSource.Hooks = m.Discovery()
 	grpc, errGRPC := pool.New(pool.Options{
-		Source: grpcSource,
-		Health: healthcheck.Options{Probe: &healthcheck.GRPC{}, Interval: *interval, Logger: logger},
-		Proxy:  &proxy.Proxy{Protocol: proxy.H2C, Logger: logger, Hooks: hooks},
+		Source:   grpcSource,
+		Health:   healthcheck.Options{Probe: &healthcheck.GRPC{}, Interval: *interval, Logger: logger, Hooks: m.Health("grpc")},
+		Balancer: balancer.Options{Hooks: m.Balancer("grpc")},
+		Proxy:    &proxy.Proxy{Protocol: proxy.H2C, Logger: logger, Hooks: m.Proxy()},
 	})
-	limiter, errLimit := ratelimit.New(ratelimit.Options{Limits: []ratelimit.Limit{{Rate: *rate, Burst: *burst}}})
-	shared, errCache := cache.New(cache.Options{Logger: logger})
-	files := &certs.Files{Keyring: new(certs.Keyring), Interval: *reload, Logger: logger,
+	limiter, errLimit := ratelimit.New(ratelimit.Options{Limits: []ratelimit.Limit{{Rate: *rate, Burst: *burst}},
+		Hooks: m.RateLimit("api")})
+	shared, errCache := cache.New(cache.Options{Logger: logger, Hooks: m.Cache("api")})
+	edge, errEdge := accesslog.New(accesslog.Options{Hooks: m.Edge()}) // counts cache hits and 429s too
+	files := &certs.Files{Keyring: &certs.Keyring{Hooks: m.TLS("front")}, Interval: *reload, Logger: logger,
 		KeyPairs: []certs.KeyPair{{CertFile: *certFile, KeyFile: *keyFile}}}
 	tlsConfig, errTLS := certs.ServerConfig(files.Keyring, certs.ServerOptions{})
 	ln, errListen := h1.ListenConfig().Listen(ctx, "tcp", *listen)
 	metricsLn, errMetrics := net.Listen("tcp", *metricsAddr)
-	err := errors.Join(errAPI, errSource, errGRPC, errLimit, errCache, errTLS, files.Load(), errListen, errMetrics)
+	err = errors.Join(errAPI, errSource, errGRPC, errLimit, errCache, errEdge, errTLS, files.Load(), errListen, errMetrics)
 	if err != nil {
 		return err
 	}
 	defer shared.Close()
+	m.WatchCache("api", shared)
+	m.WatchLimiter("api", limiter)
+	m.WatchKeyring("front", files.Keyring)
+	m.WatchHealth("grpc", grpc.Checker())
 	table, err := route.New([]route.Route{
 		{Name: "api", Hosts: []string{*apiHost}, Backends: []route.Backend{{Handler: limiter.Handler(shared.Handler(api))}}},
 		{Name: "grpc", Hosts: []string{*grpcHost}, Backends: []route.Backend{{Handler: grpc}}},
@@ -104,11 +107,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv := proxy.NewServer(route.NewRouter(table, route.RouterOptions{}), proxy.ServerOptions{Logger: logger})
+	srv := proxy.NewServer(edge.Handler(route.NewRouter(table, route.RouterOptions{})), proxy.ServerOptions{Logger: logger})
 	srv.TLSConfig = tlsConfig
 	front := h1.New(srv)      // sluice's HTTP/1.1 server
 	front.HTTP2 = h2.New(srv) // and its HTTP/2 server, for gRPC among others
-	metricsSrv := proxy.NewServer(promhttp.HandlerFor(registry, promhttp.HandlerOpts{}), proxy.ServerOptions{Logger: logger})
+	metricsSrv := proxy.NewServer(m.Handler(), proxy.ServerOptions{Logger: logger})
 	logger.Info("serving", "listen", ln.Addr().String(), "metrics", metricsLn.Addr().String())
 
 	parts, stop := context.WithCancel(context.WithoutCancel(ctx)) // outlives ctx until drained

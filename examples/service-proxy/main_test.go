@@ -322,13 +322,19 @@ func TestServiceProxy(t *testing.T) {
 		body, err := io.ReadAll(res.Body)
 		require.NoError(t, err)
 		for _, route := range []string{"api", "grpc"} {
-			m := regexp.MustCompile(`(?m)^sluice_requests_total\{code="2xx",route="` + route + `"\} (\d+)$`).FindSubmatch(body)
+			m := regexp.MustCompile(`(?m)^sluice_requests_total\{class="2xx",method="(?:GET|POST)",route="` + route + `"\} (\d+)$`).FindSubmatch(body)
 			if assert.NotNil(t, m, "a 2xx counter for route %s in\n%s", route, body) {
 				assert.NotEqual(t, "0", string(m[1]), "route %s counted its requests", route)
+			}
+			m = regexp.MustCompile(`(?m)^sluice_upstream_requests_total\{class="2xx",route="` + route + `"\} (\d+)$`).FindSubmatch(body)
+			if assert.NotNil(t, m, "a 2xx counter of the proxy for route %s", route) {
+				assert.NotEqual(t, "0", string(m[1]), "route %s's proxy counted its requests", route)
 			}
 		}
 		assert.Regexp(t, `(?m)^sluice_request_duration_seconds_count\{route="api"\} [1-9]`, string(body),
 			"the api route's requests are timed")
+		assert.Regexp(t, `(?m)^sluice_tls_certificate_expiration_timestamp_seconds\{keyring="front",name="[^"]+"\} \d`, string(body),
+			"the certificate's expiry is exported")
 	})
 
 	t.Run("drain", func(t *testing.T) {
