@@ -191,6 +191,7 @@ func TestHooksTryRetries(t *testing.T) {
 	}
 	assert.GreaterOrEqual(t, ends[3].Outcome.Latency, 300*time.Millisecond, "the timed-out try waited for its per-try timeout")
 	assert.Equal(t, 5, m.stats[0].Tries)
+	assert.Equal(t, sluice.NoFailure, m.stats[0].Failure, "the request's failure is its last try's: none")
 	assert.Equal(t, "timeout", proxy.RetryTimeout.String())
 }
 

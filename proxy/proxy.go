@@ -548,8 +548,10 @@ func (x *exchange) serve() {
 
 		res, o, err := x.roundTrip(pr.Endpoint.Addr)
 		x.stats.UpstreamLatency = o.Latency
+		// Failure is the last try's: a retry that gets a response clears an earlier
+		// try's failure, so that a 200 after a refused connect is not counted as one.
+		x.stats.Failure = o.Failure
 		if err != nil {
-			x.stats.Failure = o.Failure
 			switch o.Failure {
 			case sluice.Canceled:
 				x.report(pr, o)
