@@ -24,6 +24,7 @@ import (
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/sluiceproxy/sluice/admin"
 	"github.com/sluiceproxy/sluice/balancer"
 	sluicecache "github.com/sluiceproxy/sluice/cache"
 	"github.com/sluiceproxy/sluice/discovery/endpointslices"
@@ -98,6 +99,11 @@ type controller struct {
 	l4          *tcpproxy.Proxy
 	terminate   *tcpproxy.Listener
 	l4Conflicts map[string]string // the passthrough conflicts last logged; Run's
+
+	// dash is what the admin listener's dashboard shows of the current table (dashboard.go);
+	// rec, its request history, is fed by the edge log and the proxies' hooks.
+	dash atomic.Pointer[dashboard]
+	rec  *admin.Recorder
 }
 
 // ingressConfig is one accepted Ingress with its parsed annotations.
@@ -153,6 +159,10 @@ func newController(cfg *config, client kubernetes.Interface, m *controllerMetric
 		return nil, err
 	}
 	m.WatchCache("ingress", c4e)
+	rec, err := admin.NewRecorder(admin.RecorderOptions{})
+	if err != nil {
+		return nil, err
+	}
 	empty, _ := route.New(nil, route.Options{})
 	c := &controller{
 		cfg: cfg, client: client, factory: factory, logger: cfg.Logger,
@@ -172,6 +182,7 @@ func newController(cfg *config, client kubernetes.Interface, m *controllerMetric
 		proxies:   make(map[proxyKey]*proxy.Proxy),
 		retiring:  make(map[proxyKey]*proxy.Proxy),
 		secrets:   make(map[string]context.CancelFunc),
+		rec:       rec,
 	}
 	if cfg.DefaultBackend != "" {
 		ns, b, err := parseDefaultBackend(cfg.DefaultBackend)
@@ -421,6 +432,7 @@ func (c *controller) rebuild(ctx context.Context) []*secrets.Watcher {
 	c.metrics.invalid.Store(int64(len(refused)))
 	c.metrics.routes.Store(int64(len(routes)))
 	c.prune(u)
+	c.publishDashboard(routes)
 	started := c.syncSecrets(append(mains, canaries...))
 	for _, r := range refused {
 		c.reportInvalid(ctx, r.ing, r.err, true)
@@ -576,7 +588,7 @@ func (c *controller) backend(ic *ingressConfig, b networkingv1.IngressBackend, u
 	p := &proxy.Proxy{
 		Picker: pl.Balancer(), Observer: pl.Checker(), Protocol: xk.protocol,
 		Retry:       proxy.Retry{MaxTries: xk.maxTries, Timeout: xk.timeout, PerTryTimeout: xk.tryTimeout},
-		DialContext: c.cfg.Dial, Hooks: c.metrics.Proxy(),
+		DialContext: c.cfg.Dial, Hooks: proxy.JoinHooks(c.metrics.Proxy(), recordTries(c.rec)),
 	}
 	if xk.protocol == proxy.HTTPS {
 		// Pods rarely have certificates naming their IP, so, like ingress-nginx's default

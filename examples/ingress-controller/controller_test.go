@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -157,6 +158,49 @@ spec:
 		assert.Regexp(t, `(?m)^sluice_pools [1-9]`, string(b))
 		assert.Contains(t, fams, "sluice_upstream_latency_seconds")
 		assert.Contains(t, fams, "sluice_discovery_endpoints", "EndpointSlices report through the discovery hooks")
+	})
+
+	t.Run("the dashboard shows routes, pools and their traffic", func(t *testing.T) {
+		getJSON := func(path string, v any) {
+			t.Helper()
+			resp, err := http.Get("http://" + r.admin + "/dashboard" + path)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			require.Equal(t, http.StatusOK, resp.StatusCode, path)
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(v), path)
+		}
+		var routes []struct {
+			Name  string   `json:"name"`
+			Hosts []string `json:"hosts"`
+		}
+		getJSON("/api/routes", &routes)
+		var names []string
+		for _, rt := range routes {
+			names = append(names, rt.Name)
+		}
+		assert.Contains(t, names, "default/shop:shop.example.com/api(prefix)")
+		var pools []struct {
+			Name      string `json:"name"`
+			Endpoints []struct {
+				Addr  string `json:"addr"`
+				State string `json:"state"`
+			} `json:"endpoints"`
+		}
+		getJSON("/api/pools", &pools)
+		got := map[string]string{}
+		for _, p := range pools {
+			for _, e := range p.Endpoints {
+				got[p.Name] = e.Addr + " " + e.State
+			}
+		}
+		assert.Equal(t, "10.244.2.1:8080 ready", got["default/api:http"], "pools: %v", got)
+		resp, err := http.Get("http://" + r.admin + "/dashboard/")
+		require.NoError(t, err)
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Contains(t, resp.Header.Get("Content-Type"), "text/html")
+		assert.NotEmpty(t, page)
 	})
 }
 

@@ -15,7 +15,7 @@
 // with a PROXY protocol header, whose client address then stands for the connection's peer.
 //
 // The admin listener serves /healthz, /readyz (ready after the first full sync, not ready
-// while draining) and /metrics. SIGTERM drains: listeners close, in-flight requests and
+// while draining), /metrics and the live dashboard at /dashboard/. SIGTERM drains: listeners close, in-flight requests and
 // upgraded connections finish, up to -drain.
 //
 // Several replicas may run: all serve traffic, and the one holding a Lease (client-go leader
@@ -145,7 +145,7 @@ func main() {
 	flag.StringVar(&cfg.Namespace, "namespace", "", "watch only this namespace; empty means all")
 	flag.StringVar(&cfg.HTTPAddr, "http", ":8080", "HTTP listen address")
 	flag.StringVar(&cfg.HTTPSAddr, "https", ":8443", "HTTPS listen address; empty disables HTTPS")
-	flag.StringVar(&cfg.AdminAddr, "admin", ":9090", "listen address of /healthz, /readyz and /metrics")
+	flag.StringVar(&cfg.AdminAddr, "admin", ":9090", "listen address of /healthz, /readyz, /metrics and /dashboard/ (keep it private)")
 	flag.StringVar(&cfg.PublishService, "publish-service", "", "namespace/name of the Service whose address is written to Ingress status")
 	flag.StringVar(&cfg.PublishAddress, "publish-address", "", "comma-separated IPs or host names written to Ingress status (wins over -publish-service)")
 	flag.StringVar(&cfg.HealthPath, "health-path", "", "path of an active HTTP health check on every endpoint; empty means passive checks only")
@@ -283,10 +283,17 @@ func run(ctx context.Context, cfg *config) error {
 		fmt.Fprintln(w, "ok")
 	})
 	admin.Handle("GET /metrics", m.Handler())
+	// The dashboard: routes, pools with their endpoints' health, certificates and live
+	// request, error and latency charts (package admin), under /dashboard/.
+	dash, err := c.dashboardHandler(c.rec)
+	if err != nil {
+		return err
+	}
+	admin.Handle("/dashboard/", http.StripPrefix("/dashboard", dash))
 	adminSrv := proxy.NewServer(admin, proxy.ServerOptions{})
 	// The edge log sees every response, the cache's hits, the limiter's 429s, the redirects
 	// and the router's 404s, which never reach a proxy: it counts them all, by route.
-	edge, err := accesslog.New(accesslog.Options{Hooks: m.Edge()})
+	edge, err := accesslog.New(accesslog.Options{Hooks: accesslog.JoinHooks(m.Edge(), recordEdge(c.rec))})
 	if err != nil {
 		return err
 	}
