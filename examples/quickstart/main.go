@@ -17,6 +17,8 @@
 //	-server net/http           serve HTTP/1.1 and HTTP/2 with net/http's servers instead of sluice's (h1, h2)
 //	-tls-cert file             serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with this PEM chain
 //	-tls-key file              and this PEM private key
+//	-admin host:port           serve Prometheus /metrics and the live dashboard (/dashboard/) here
+//	-tracing                   OpenTelemetry spans per request and per try, trace context sent on
 package main
 
 import (
@@ -36,12 +38,20 @@ import (
 	"syscall"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/accesslog"
+	"github.com/sluiceproxy/sluice/admin"
+	"github.com/sluiceproxy/sluice/balancer"
 	"github.com/sluiceproxy/sluice/discovery"
 	"github.com/sluiceproxy/sluice/h1"
 	"github.com/sluiceproxy/sluice/h2"
+	"github.com/sluiceproxy/sluice/healthcheck"
+	"github.com/sluiceproxy/sluice/metrics"
 	"github.com/sluiceproxy/sluice/pool"
 	"github.com/sluiceproxy/sluice/proxy"
+	"github.com/sluiceproxy/sluice/tracing"
 )
 
 func main() {
@@ -70,6 +80,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	front := fs.String("server", "sluice", "who serves HTTP/1.1 and HTTP/2: `sluice` (packages h1 and h2) or net/http")
 	tlsCert := fs.String("tls-cert", "", "serve HTTPS with the PEM certificate chain in `file`")
 	tlsKey := fs.String("tls-key", "", "PEM private key of -tls-cert")
+	adminAddr := fs.String("admin", "", "serve Prometheus /metrics and the dashboard /dashboard/ on `host:port` (keep it private)")
+	tracingOn := fs.Bool("tracing", false, "OpenTelemetry spans for every request and try, with W3C trace context sent to the backends; sampled only when the client's traceparent says so, exported nowhere (a real program adds an exporter)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -113,9 +125,53 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if *accessLog {
 		p.Logger = slog.New(slog.NewTextHandler(stdout, nil))
 	}
-	backendPool, err := pool.New(pool.Options{Source: discovery.Static{Endpoints: endpoints}, Proxy: p})
+	popts := pool.Options{Source: discovery.Static{Endpoints: endpoints}, Proxy: p}
+	// Observability: every part reports through its hooks. Metrics count at the edge (every
+	// answer) and per try; the dashboard's charts are fed by the same hooks; tracing makes a
+	// server span per request and a client span per try.
+	var edgeHooks accesslog.Hooks
+	var m *metrics.Metrics
+	var rec *admin.Recorder
+	if *adminAddr != "" {
+		var err error
+		if m, err = metrics.New(metrics.Options{}); err != nil {
+			return err
+		}
+		if rec, err = admin.NewRecorder(admin.RecorderOptions{}); err != nil {
+			return err
+		}
+		p.Hooks = proxy.JoinHooks(p.Hooks, m.Proxy(), proxy.Hooks{RequestDone: func(_ *http.Request, e proxy.RequestEvent) {
+			rec.Record("", e.Endpoint, e.Status, e.Duration)
+		}})
+		edgeHooks = accesslog.JoinHooks(m.Edge(), accesslog.Hooks{RequestDone: func(_ *http.Request, e accesslog.Event) {
+			rec.Record("backends", "", e.Status, e.Duration)
+		}})
+		popts.Balancer = balancer.Options{Hooks: m.Balancer("backends")}
+		popts.Health = healthcheck.Options{Hooks: m.Health("backends")}
+	}
+	var tracer *tracing.Tracer
+	if *tracingOn {
+		var err error
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+		if tracer, err = tracing.New(tracing.Options{TracerProvider: tp}); err != nil {
+			return err
+		}
+		p.Hooks = proxy.JoinHooks(p.Hooks, tracer.ProxyHooks())
+	}
+	backendPool, err := pool.New(popts)
 	if err != nil {
 		return err
+	}
+	var handler http.Handler = backendPool
+	if edgeHooks.RequestDone != nil {
+		edge, err := accesslog.New(accesslog.Options{Hooks: edgeHooks})
+		if err != nil {
+			return err
+		}
+		handler = edge.Handler(handler)
+	}
+	if tracer != nil {
+		handler = tracer.Handler(handler)
 	}
 	poolCtx, stopPool := context.WithCancel(context.Background()) // outlives ctx while draining
 	defer stopPool()
@@ -136,7 +192,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	// Header, idle and body timeouts and size limits against slow or oversized clients;
 	// HTTP/1.1 and h2c, or over TLS HTTP/1.1 and HTTP/2 (ServeTLS offers both by ALPN).
-	srv := proxy.NewServer(backendPool, proxy.ServerOptions{})
+	srv := proxy.NewServer(handler, proxy.ServerOptions{})
 	srv.TLSConfig = tlsConfig
 	// sluice's HTTP/1.1 server takes srv's settings and hands the h2c and h2 connections to
 	// sluice's HTTP/2 server, which takes srv's settings too.
@@ -149,6 +205,26 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		f := h1.New(srv)
 		f.HTTP2 = h2.New(srv)
 		server = f
+	}
+	if *adminAddr != "" {
+		dash, err := admin.New(admin.Options{
+			Pools:    func() []admin.Pool { return []admin.Pool{backendPool.Admin("backends")} },
+			Recorder: rec,
+		})
+		if err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", m.Handler())
+		mux.Handle("/dashboard/", http.StripPrefix("/dashboard", dash))
+		aln, err := net.Listen("tcp", *adminAddr)
+		if err != nil {
+			return fmt.Errorf("-admin: %w", err)
+		}
+		asrv := proxy.NewServer(mux, proxy.ServerOptions{})
+		go asrv.Serve(aln)
+		defer asrv.Close()
+		fmt.Fprintf(stdout, "metrics: http://%s/metrics, dashboard: http://%s/dashboard/\n", aln.Addr(), aln.Addr())
 	}
 	url := "http://" + ln.Addr().String()
 	if tlsConfig != nil {

@@ -292,3 +292,43 @@ func TestDrainWithWebSocket(t *testing.T) {
 		t.Fatal("the upstream's side of the tunnel was not closed")
 	}
 }
+
+// -admin serves Prometheus metrics and the dashboard; -tracing sends trace context on, and a
+// client's sampled traceparent continues through the proxy.
+func TestAdminAndTracing(t *testing.T) {
+	got := make(chan string, 1)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("Traceparent")
+		io.WriteString(w, "ok")
+	}))
+	defer backend.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	q := start(t, ctx, "-admin", "127.0.0.1:0", "-tracing", "-backends", strings.TrimPrefix(backend.URL, "http://"))
+	m := regexp.MustCompile(`metrics: (http://\S+)/metrics, dashboard: (http://\S+/dashboard/)`).FindStringSubmatch(q.output())
+	require.NotNil(t, m, "the admin URLs are printed: %s", q.output())
+
+	req, err := http.NewRequest("GET", q.url+"/traced", nil)
+	require.NoError(t, err)
+	const trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	req.Header.Set("Traceparent", "00-"+trace+"-00f067aa0ba902b7-01")
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	tp := <-got
+	assert.Contains(t, tp, trace, "the backend's request continues the client's trace")
+	assert.NotContains(t, tp, "00f067aa0ba902b7", "with a span of the proxy's in between")
+
+	_, metricsText := get(t, http.DefaultClient, m[1]+"/metrics")
+	assert.Regexp(t, `sluice_requests_total\{[^}]*class="2xx"[^}]*\} 1`, metricsText, "the edge counted the request")
+	assert.Contains(t, metricsText, "sluice_upstream_latency_seconds")
+	_, pools := get(t, http.DefaultClient, m[2]+"api/pools")
+	assert.Contains(t, pools, strings.TrimPrefix(backend.URL, "http://"), "the dashboard lists the backend")
+	res, page := get(t, http.DefaultClient, m[2])
+	assert.Equal(t, http.StatusOK, res.StatusCode)
+	assert.NotEmpty(t, page)
+
+	cancel()
+	require.NoError(t, <-q.done)
+}
