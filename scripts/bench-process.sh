@@ -63,7 +63,8 @@
 # tls), PROXIES (sluice stdlib nginx haproxy; sluice is the quickstart with sluice's own
 # servers, h1 and h2; sluice-nethttp is the quickstart with net/http's; sluice-l4 is
 # examples/tcp-proxy, a TCP relay that reads no HTTP, the floor of moving the bytes, for the
-# h1 scenarios only), PORT (first of four ports, 19080), ACCESS_LOG (false), PROXY_CPU (0),
+# h1 scenarios only; sluice-observed is the quickstart with metrics, the dashboard's recorder
+# and tracing with sampling off), PORT (first of four ports, 19080), ACCESS_LOG (false), PROXY_CPU (0),
 # LOAD_CPU (1). Lists may be separated by spaces or commas. The defaults (8 scenarios × 4
 # proxies × 3 rounds) take about 9 minutes.
 set -euo pipefail
@@ -96,8 +97,8 @@ for s in "${scenarios[@]}"; do
 	esac
 done
 for p in "${proxies[@]}"; do
-	case $p in sluice | sluice-nethttp | sluice-l4 | stdlib | nginx | haproxy) ;; *)
-		echo "PROXIES: unknown proxy $p (want sluice, sluice-nethttp, sluice-l4, stdlib, nginx, haproxy)" >&2
+	case $p in sluice | sluice-observed | sluice-nethttp | sluice-l4 | stdlib | nginx | haproxy) ;; *)
+		echo "PROXIES: unknown proxy $p (want sluice, sluice-observed, sluice-nethttp, sluice-l4, stdlib, nginx, haproxy)" >&2
 		exit 2
 		;;
 	esac
@@ -173,7 +174,7 @@ cleanup() {
 trap cleanup EXIT
 
 go build -o "$tmp/demobackend" ./internal/cmd/demobackend
-{ want sluice || want sluice-nethttp; } && go build -o "$tmp/quickstart" ./examples/quickstart
+{ want sluice || want sluice-observed || want sluice-nethttp; } && go build -o "$tmp/quickstart" ./examples/quickstart
 want stdlib && go build -o "$tmp/stdproxy" ./internal/cmd/stdproxy
 want sluice-l4 && go build -o "$tmp/tcp-proxy" ./examples/tcp-proxy
 
@@ -318,6 +319,13 @@ start_proxy() {
 	sluice)
 		taskset -c "$PROXY_CPU" "$tmp/quickstart" -listen "$proxy_addr" -backends "$backends" \
 			-access-log="$ACCESS_LOG" "${tls[@]}" >/dev/null 2>&1 &
+		;;
+	sluice-observed)
+		# The quickstart with Prometheus metrics (edge, proxy, balancer, health) and the
+		# dashboard's recorder fed on every request, and OpenTelemetry tracing with sampling
+		# off: what observability costs per request.
+		taskset -c "$PROXY_CPU" "$tmp/quickstart" -listen "$proxy_addr" -backends "$backends" \
+			-access-log="$ACCESS_LOG" -admin 127.0.0.1:0 -tracing "${tls[@]}" >/dev/null 2>&1 &
 		;;
 	sluice-nethttp)
 		taskset -c "$PROXY_CPU" "$tmp/quickstart" -listen "$proxy_addr" -backends "$backends" \

@@ -85,9 +85,17 @@ func (t *Tracer) Handler(next http.Handler) http.Handler {
 		}
 		ctx, span := t.tracer.Start(ctx, methodName(r.Method), opts...)
 		defer span.End()
-		if span.IsRecording() {
-			span.SetAttributes(serverAttributes(r)...)
+		if !span.IsRecording() {
+			// Not sampled: nothing will read the span's attributes or status, so the
+			// response needs no recording writer; the context still carries the trace on,
+			// when there is one (OpenTelemetry's no-op provider makes none).
+			if span.SpanContext().IsValid() {
+				r = r.WithContext(ctx)
+			}
+			next.ServeHTTP(w, r)
+			return
 		}
+		span.SetAttributes(serverAttributes(r)...)
 		inner.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
@@ -119,7 +127,19 @@ func (t *Tracer) ProxyHooks() proxy.Hooks {
 }
 
 func (t *Tracer) tryStart(out *http.Request, e proxy.TryStartEvent) func(proxy.TryEvent) {
-	ctx, span := t.tracer.Start(out.Context(), methodName(out.Method), trace.WithSpanKind(trace.SpanKindClient))
+	parent := out.Context()
+	if sc := trace.SpanContextFromContext(parent); sc.IsValid() && !sc.IsSampled() {
+		// An unsampled trace (the server span was not sampled, or a client said so): no
+		// span of it is ever exported, so the try makes none and passes the request's
+		// context on as it is, as W3C trace context lets a participant that records
+		// nothing do.
+		t.prop.Inject(parent, propagation.HeaderCarrier(out.Header))
+		return nil
+	}
+	ctx, span := t.tracer.Start(parent, methodName(out.Method), trace.WithSpanKind(trace.SpanKindClient))
+	if !span.SpanContext().IsValid() {
+		return nil // the no-op provider: no trace to pass on, nothing to end
+	}
 	t.prop.Inject(ctx, propagation.HeaderCarrier(out.Header))
 	if !span.IsRecording() {
 		return func(proxy.TryEvent) { span.End() }
