@@ -120,16 +120,17 @@ func TestSpillHook(t *testing.T) {
 
 	t.Run("busy", func(t *testing.T) {
 		// With nothing in flight elsewhere, a local endpoint with more than 2 × (0 + 1) in
-		// flight is busy: the seventh pick held open leaves zone b.
+		// flight is busy: the seventh pick held open spills out of zone b.
 		var ev events
 		b := newBalancer(t, balancer.LeastRequest{}, balancer.Options{Zone: "b", Hooks: ev.hooks()}, zoned)
 		for i := range 7 {
 			res, err := b.Pick(sluice.PickInfo{})
 			require.NoError(t, err)
+			// The seventh pick spills: it goes where the policy sends it among every zone,
+			// which is zone b again when both of least-request's two random candidates are
+			// zone b's (one time in fifteen), so only the first six are pinned to zone b.
 			if i < 6 {
 				assert.True(t, inZone(res.Endpoint.Addr, "b"), "pick %d stays in zone b", i)
-			} else {
-				assert.False(t, inZone(res.Endpoint.Addr, "b"), "pick %d leaves the busy zone", i)
 			}
 		}
 		require.Len(t, ev.spills, 1)
