@@ -116,20 +116,20 @@
 // package; a third-party entry stands for its module's packages):
 //
 //	sluice                    (nothing)
-//	balancer                  sluice
-//	discovery                 sluice, golang.org/x/net
+//	balancer                  sluice, internal/hookset
+//	discovery                 sluice, internal/hookset, golang.org/x/net
 //	discovery/endpointslices  sluice, discovery, k8s.io/api, k8s.io/apimachinery, k8s.io/client-go
-//	healthcheck               sluice
+//	healthcheck               sluice, internal/hookset
 //	proxy                     sluice, proxyproto, golang.org/x/net
 //	proxy/route               sluice, proxy
 //	h1                        internal/serving, golang.org/x/net
 //	h2                        internal/serving, golang.org/x/net
 //	proxyproto                sluice
 //	proxy/middleware          sluice, golang.org/x/crypto
-//	cache                     github.com/hashicorp/golang-lru/v2
+//	cache                     internal/hookset, github.com/hashicorp/golang-lru/v2
 //	accesslog                 sluice
-//	ratelimit                 sluice, github.com/hashicorp/golang-lru/v2
-//	tls/certs                 golang.org/x/crypto
+//	ratelimit                 sluice, internal/hookset, github.com/hashicorp/golang-lru/v2
+//	tls/certs                 internal/hookset, golang.org/x/crypto
 //	tls/secrets               tls/certs, k8s.io/api, k8s.io/apimachinery, k8s.io/client-go
 //	pool                      sluice, admin, balancer, discovery, healthcheck, proxy
 //	tcpproxy                  sluice, proxyproto
@@ -137,16 +137,18 @@
 //	admin                     sluice
 //	tracing                   sluice, accesslog, proxy, go.opentelemetry.io/otel,
 //	                          go.opentelemetry.io/otel/trace
-//	metrics                   sluice, accesslog, balancer, cache, discovery, healthcheck, proxy, ratelimit, tls/certs, github.com/prometheus/client_golang
+//	metrics                   sluice, accesslog, balancer, cache, discovery, healthcheck, proxy,
+//	                          ratelimit, tls/certs, github.com/prometheus/client_golang
 //
 // No package imports a sibling, with five exceptions that stand a floor above what they use:
 // proxyproto is a leaf that proxy (and the TCP proxy) build on to send PROXY headers,
 // proxy/route and proxy/middleware build on proxy, pool wires discovery, healthcheck,
-// balancer and proxy together, tracing turns the hooks of accesslog and proxy into
+// balancer and proxy together (and shows them to admin's dashboard), tracing turns the hooks of accesslog and proxy into
 // OpenTelemetry spans, and metrics turns the hooks and stats of the packages it exports into
 // Prometheus metrics; nothing imports pool, tracing or metrics, and only metrics imports
-// client_golang. h1 and h2 share internal/serving, their accept loop. Main packages
-// (examples/...) and test harnesses (internal/...) may import anything.
+// client_golang. h1 and h2 share internal/serving, their accept loop, and the packages with
+// hooks share internal/hookset, which joins them. Main packages (examples/...) and test
+// harnesses (internal/...) may import anything.
 //
 // Tests may import what their package may, the package itself, sluice, testify
 // (github.com/stretchr/testify) and the harnesses under internal/, and also:

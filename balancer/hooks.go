@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/internal/hookset"
 )
 
 // Hooks are the functions a Balancer calls when something happens, for metrics, tracing and
@@ -40,39 +41,11 @@ type Hooks struct {
 // when it is nil in every element, so unused hooks stay free, and a field set in only one
 // element is that very func, so a single listener pays no indirection.
 func JoinHooks(hs ...Hooks) Hooks {
-	var pick []func(PickEvent)
-	var spill []func(SpillEvent)
-	var panics []func(PanicEvent)
-	var update []func(UpdateEvent)
-	for _, h := range hs {
-		if h.Pick != nil {
-			pick = append(pick, h.Pick)
-		}
-		if h.Spill != nil {
-			spill = append(spill, h.Spill)
-		}
-		if h.Panic != nil {
-			panics = append(panics, h.Panic)
-		}
-		if h.Update != nil {
-			update = append(update, h.Update)
-		}
-	}
-	return Hooks{Pick: join(pick), Spill: join(spill), Panic: join(panics), Update: join(update)}
-}
-
-// join returns a func calling every one of fs in order: nil for none, the only one for one.
-func join[E any](fs []func(E)) func(E) {
-	switch len(fs) {
-	case 0:
-		return nil
-	case 1:
-		return fs[0]
-	}
-	return func(e E) {
-		for _, f := range fs {
-			f(e)
-		}
+	return Hooks{
+		Pick:   hookset.Join(hs, func(h Hooks) func(PickEvent) { return h.Pick }),
+		Spill:  hookset.Join(hs, func(h Hooks) func(SpillEvent) { return h.Spill }),
+		Panic:  hookset.Join(hs, func(h Hooks) func(PanicEvent) { return h.Panic }),
+		Update: hookset.Join(hs, func(h Hooks) func(UpdateEvent) { return h.Update }),
 	}
 }
 

@@ -1,5 +1,9 @@
 package cache
 
+import (
+	"github.com/sluiceproxy/sluice/internal/hookset"
+)
+
 // Hooks are the cache's events, for metrics, logs and dashboards that would otherwise parse
 // the Cache-Status field. Every field is optional: a nil one costs a nil check. Hooks are
 // called synchronously, on the goroutine of the request (or of the background revalidation)
@@ -19,31 +23,9 @@ type Hooks struct {
 
 // JoinHooks returns Hooks that call each of hs's non-nil funcs in order.
 func JoinHooks(hs ...Hooks) Hooks {
-	var lookup []func(LookupEvent)
-	var evict []func(EvictEvent)
-	for _, h := range hs {
-		if h.Lookup != nil {
-			lookup = append(lookup, h.Lookup)
-		}
-		if h.Evict != nil {
-			evict = append(evict, h.Evict)
-		}
-	}
-	return Hooks{Lookup: join(lookup), Evict: join(evict)}
-}
-
-// join returns nil for no funcs, the func itself for one, and a loop over them otherwise.
-func join[E any](fs []func(E)) func(E) {
-	switch len(fs) {
-	case 0:
-		return nil
-	case 1:
-		return fs[0]
-	}
-	return func(e E) {
-		for _, f := range fs {
-			f(e)
-		}
+	return Hooks{
+		Lookup: hookset.Join(hs, func(h Hooks) func(LookupEvent) { return h.Lookup }),
+		Evict:  hookset.Join(hs, func(h Hooks) func(EvictEvent) { return h.Evict }),
 	}
 }
 

@@ -1,6 +1,9 @@
 package discovery
 
-import "github.com/sluiceproxy/sluice"
+import (
+	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/internal/hookset"
+)
 
 // Hooks are a Source's events, for metrics, logs and dashboards. Every field is optional: a
 // nil one costs a nil check. Hooks are called synchronously from the Source's Watch
@@ -17,23 +20,9 @@ type Hooks struct {
 
 // JoinHooks returns Hooks that call each of hs's non-nil funcs in order.
 func JoinHooks(hs ...Hooks) Hooks {
-	var update []func(UpdateEvent)
-	for _, h := range hs {
-		if h.Update != nil {
-			update = append(update, h.Update)
-		}
+	return Hooks{
+		Update: hookset.Join(hs, func(h Hooks) func(UpdateEvent) { return h.Update }),
 	}
-	switch len(update) {
-	case 0:
-		return Hooks{}
-	case 1:
-		return Hooks{Update: update[0]}
-	}
-	return Hooks{Update: func(e UpdateEvent) {
-		for _, f := range update {
-			f(e)
-		}
-	}}
 }
 
 // UpdateEvent describes one result of a Source.

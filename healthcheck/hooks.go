@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sluiceproxy/sluice"
+	"github.com/sluiceproxy/sluice/internal/hookset"
 )
 
 // Hooks are the functions a Checker calls when something happens, for metrics, tracing and
@@ -31,31 +32,9 @@ type Hooks struct {
 // JoinHooks returns Hooks that call the hooks of every element of hs, in order. A field is nil
 // when it is nil in every element, so unused hooks stay free.
 func JoinHooks(hs ...Hooks) Hooks {
-	var probe []func(ProbeEvent)
-	var change []func(ChangeEvent)
-	for _, h := range hs {
-		if h.ProbeDone != nil {
-			probe = append(probe, h.ProbeDone)
-		}
-		if h.Change != nil {
-			change = append(change, h.Change)
-		}
-	}
-	return Hooks{ProbeDone: join(probe), Change: join(change)}
-}
-
-// join returns a func calling every one of fs in order: nil for none, the only one for one.
-func join[E any](fs []func(E)) func(E) {
-	switch len(fs) {
-	case 0:
-		return nil
-	case 1:
-		return fs[0]
-	}
-	return func(e E) {
-		for _, f := range fs {
-			f(e)
-		}
+	return Hooks{
+		ProbeDone: hookset.Join(hs, func(h Hooks) func(ProbeEvent) { return h.ProbeDone }),
+		Change:    hookset.Join(hs, func(h Hooks) func(ChangeEvent) { return h.Change }),
 	}
 }
 

@@ -1,6 +1,10 @@
 package ratelimit
 
-import "time"
+import (
+	"time"
+
+	"github.com/sluiceproxy/sluice/internal/hookset"
+)
 
 // Hooks are the limiters' events, for metrics and logs. Every field is optional: a nil one
 // costs a nil check. Hooks are called synchronously on the request's goroutine, never under
@@ -17,31 +21,9 @@ type Hooks struct {
 
 // JoinHooks returns Hooks that call each of hs's non-nil funcs in order.
 func JoinHooks(hs ...Hooks) Hooks {
-	var decision []func(DecisionEvent)
-	var admission []func(AdmissionEvent)
-	for _, h := range hs {
-		if h.Decision != nil {
-			decision = append(decision, h.Decision)
-		}
-		if h.Admission != nil {
-			admission = append(admission, h.Admission)
-		}
-	}
-	return Hooks{Decision: join(decision), Admission: join(admission)}
-}
-
-// join returns nil for no funcs, the func itself for one, and a loop over them otherwise.
-func join[E any](fs []func(E)) func(E) {
-	switch len(fs) {
-	case 0:
-		return nil
-	case 1:
-		return fs[0]
-	}
-	return func(e E) {
-		for _, f := range fs {
-			f(e)
-		}
+	return Hooks{
+		Decision:  hookset.Join(hs, func(h Hooks) func(DecisionEvent) { return h.Decision }),
+		Admission: hookset.Join(hs, func(h Hooks) func(AdmissionEvent) { return h.Admission }),
 	}
 }
 

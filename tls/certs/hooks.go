@@ -6,6 +6,8 @@ import (
 	"maps"
 	"slices"
 	"time"
+
+	"github.com/sluiceproxy/sluice/internal/hookset"
 )
 
 // Hooks are a [Keyring]'s events, for metrics, logs and dashboards. Set them in
@@ -32,31 +34,9 @@ type Hooks struct {
 
 // JoinHooks returns Hooks that call each of hs's non-nil funcs in order.
 func JoinHooks(hs ...Hooks) Hooks {
-	var handshake []func(HandshakeEvent)
-	var load []func(LoadEvent)
-	for _, h := range hs {
-		if h.Handshake != nil {
-			handshake = append(handshake, h.Handshake)
-		}
-		if h.Load != nil {
-			load = append(load, h.Load)
-		}
-	}
-	return Hooks{Handshake: join(handshake), Load: join(load)}
-}
-
-// join returns nil for no funcs, the func itself for one, and a loop over them otherwise.
-func join[E any](fs []func(E)) func(E) {
-	switch len(fs) {
-	case 0:
-		return nil
-	case 1:
-		return fs[0]
-	}
-	return func(e E) {
-		for _, f := range fs {
-			f(e)
-		}
+	return Hooks{
+		Handshake: hookset.Join(hs, func(h Hooks) func(HandshakeEvent) { return h.Handshake }),
+		Load:      hookset.Join(hs, func(h Hooks) func(LoadEvent) { return h.Load }),
 	}
 }
 
