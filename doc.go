@@ -135,10 +135,8 @@
 //	tcpproxy                  sluice, proxyproto
 //	udpproxy                  sluice
 //	admin                     sluice
-//	tracing                   sluice, accesslog, proxy, go.opentelemetry.io/otel,
-//	                          go.opentelemetry.io/otel/trace
-//	metrics                   sluice, accesslog, balancer, cache, discovery, healthcheck, proxy,
-//	                          ratelimit, tls/certs, github.com/prometheus/client_golang
+//	tracing                   sluice, accesslog, proxy, go.opentelemetry.io/otel, go.opentelemetry.io/otel/trace
+//	metrics                   sluice, accesslog, balancer, cache, discovery, healthcheck, proxy, ratelimit, tls/certs, github.com/prometheus/client_golang
 //
 // No package imports a sibling, with five exceptions that stand a floor above what they use:
 // proxyproto is a leaf that proxy (and the TCP proxy) build on to send PROXY headers,
