@@ -135,7 +135,7 @@
 //	tcpproxy                  sluice, proxyproto
 //	udpproxy                  sluice
 //	admin                     sluice
-//	tracing                   sluice, accesslog, proxy, go.opentelemetry.io/otel, go.opentelemetry.io/otel/trace
+//	tracing                   sluice, accesslog, proxy, go.opentelemetry.io/otel
 //	metrics                   sluice, accesslog, balancer, cache, discovery, healthcheck, proxy, ratelimit, tls/certs, github.com/prometheus/client_golang
 //
 // No package imports a sibling, with five exceptions that stand a floor above what they use:
