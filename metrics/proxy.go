@@ -128,9 +128,8 @@ func (p *proxyMetrics) requestDone(_ *http.Request, e proxy.RequestEvent) {
 	rt.requests[ci].get(func() prometheus.Counter {
 		return p.requests.WithLabelValues(rt.name, classes[ci])
 	}).Inc()
-	// The proxy leaves Failure set when a retry then succeeded; a status under 400 says the
-	// request was answered after all.
-	if f := int(e.Failure); f > 0 && f < len(failures) && e.Status >= 400 {
+	// Failure is the last try's: a request a retry answered counts no failure.
+	if f := int(e.Failure); f > 0 && f < len(failures) {
 		rt.failures[f].get(func() prometheus.Counter {
 			return p.failures.WithLabelValues(rt.name, failures[f])
 		}).Inc()
