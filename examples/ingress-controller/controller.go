@@ -695,15 +695,18 @@ var unavailable = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) 
 // before its endpoints are known. A pool that stops with an error is logged; its balancer
 // keeps the last set.
 func (c *controller) newPool(k poolKey, policy balancer.Policy) (*backendPool, error) {
-	health := healthcheck.Options{Outlier: &healthcheck.Outlier{}, Logger: c.logger}
+	name := poolName(k)
+	health := healthcheck.Options{Outlier: &healthcheck.Outlier{}, Logger: c.logger, Hooks: c.metrics.Health(name)}
 	if c.cfg.HealthPath != "" && !k.passthrough {
 		health.Probe = &healthcheck.HTTP{Path: c.cfg.HealthPath}
 	}
 	src := c.endpoints.Source(k.namespace, k.service, k.port)
-	p, err := pool.New(pool.Options{Source: src, Policy: policy, Health: health, TunnelGrace: c.cfg.TunnelGrace})
+	p, err := pool.New(pool.Options{Source: src, Policy: policy, Health: health, TunnelGrace: c.cfg.TunnelGrace,
+		Balancer: balancer.Options{Hooks: c.metrics.Balancer(name)}})
 	if err != nil {
 		return nil, err
 	}
+	c.metrics.WatchHealth(name, p.Checker())
 	eps := src.Endpoints()
 	p.Checker().Update(eps)
 	p.Balancer().Update(eps)
@@ -802,6 +805,7 @@ func (c *controller) prune(u usage) {
 		if !u.pools[k] {
 			p.cancel()
 			delete(c.pools, k)
+			c.metrics.WatchHealth(poolName(k), nil)
 		}
 	}
 	for k := range c.limiters {

@@ -158,6 +158,9 @@ spec:
 		assert.Regexp(t, `(?m)^sluice_pools [1-9]`, string(b))
 		assert.Contains(t, fams, "sluice_upstream_latency_seconds")
 		assert.Contains(t, fams, "sluice_discovery_endpoints", "EndpointSlices report through the discovery hooks")
+		assert.Regexp(t, `sluice_health_endpoints\{pool="default/api:http",state="ready"\} 1`, string(b),
+			"each pool's health checker is read at the scrape")
+		assert.Contains(t, fams, "sluice_balancer_pickable_endpoints", "each pool's balancer reports its updates")
 	})
 
 	t.Run("the dashboard shows routes, pools and their traffic", func(t *testing.T) {
