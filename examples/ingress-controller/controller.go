@@ -739,6 +739,7 @@ func (c *controller) wrap(owner *ingressConfig, host string, h http.Handler, u *
 				return h
 			}
 			c.limiters[lk] = l
+			c.metrics.WatchLimiter(owner.key(), l) // keys held, read at each scrape
 		}
 		u.limiters[lk] = true
 		h = l.Handler(h)
@@ -808,9 +809,16 @@ func (c *controller) prune(u usage) {
 			c.metrics.WatchHealth(poolName(k), nil)
 		}
 	}
+	inUse := map[string]bool{} // Ingresses that keep a limiter: their watch stays
+	for k := range u.limiters {
+		inUse[k.ingress] = true
+	}
 	for k := range c.limiters {
 		if !u.limiters[k] {
 			delete(c.limiters, k)
+			if !inUse[k.ingress] {
+				c.metrics.WatchLimiter(k.ingress, nil)
+			}
 		}
 	}
 	c.metrics.pools.Store(int64(len(c.pools)))

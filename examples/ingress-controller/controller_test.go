@@ -552,6 +552,12 @@ spec:
 			codes = append(codes, code)
 		}
 		assert.Equal(t, []int{200, 200, 429}, codes, "a burst of 2 admits two requests, then 429")
+		resp, err := http.Get("http://" + r.admin + "/metrics")
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Regexp(t, `sluice_ratelimit_keys\{limit="ingress",limiter="team/limited"\} 1`, string(b),
+			"the Ingress's limiter is read at the scrape: one client, one key")
 	})
 
 	t.Run("consistent hashing and cache", func(t *testing.T) {
