@@ -43,6 +43,8 @@ type Options struct {
 // per try with ProxyHooks. It is safe for concurrent use.
 type Tracer struct {
 	tracer trace.Tracer
+	server []trace.SpanStartOption // built once: a slice per span would allocate
+	client []trace.SpanStartOption
 	prop   propagation.TextMapPropagator
 	public bool
 	log    *accesslog.Log // hooks only: the response's status and route for the server span
@@ -58,7 +60,11 @@ func New(opts Options) (*Tracer, error) {
 	if prop == nil {
 		prop = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	}
-	t := &Tracer{tracer: tp.Tracer(scope), prop: prop, public: opts.Public}
+	t := &Tracer{
+		tracer: tp.Tracer(scope), prop: prop, public: opts.Public,
+		server: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)},
+		client: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)},
+	}
 	log, err := accesslog.New(accesslog.Options{Hooks: accesslog.Hooks{RequestDone: t.requestDone}})
 	if err != nil {
 		return nil, errors.Join(errors.New("tracing: the response recorder"), err)
@@ -77,10 +83,10 @@ func (t *Tracer) Handler(next http.Handler) http.Handler {
 	inner := t.log.Handler(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := t.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-		opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+		opts := t.server
 		if t.public {
 			if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-				opts = append(opts, trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: sc}))
+				opts = append(opts[:len(opts):len(opts)], trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: sc}))
 			}
 		}
 		ctx, span := t.tracer.Start(ctx, methodName(r.Method), opts...)
@@ -136,7 +142,7 @@ func (t *Tracer) tryStart(out *http.Request, e proxy.TryStartEvent) func(proxy.T
 		t.prop.Inject(parent, propagation.HeaderCarrier(out.Header))
 		return nil
 	}
-	ctx, span := t.tracer.Start(parent, methodName(out.Method), trace.WithSpanKind(trace.SpanKindClient))
+	ctx, span := t.tracer.Start(parent, methodName(out.Method), t.client...)
 	if !span.SpanContext().IsValid() {
 		return nil // the no-op provider: no trace to pass on, nothing to end
 	}
