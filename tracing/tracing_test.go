@@ -274,7 +274,7 @@ func TestUnsampledTracePassesOn(t *testing.T) {
 // What a Tracer costs per request with OpenTelemetry's no-op provider (no SDK, no exporter)
 // and with the SDK sampling nothing: a server span and a try, beyond the proxy's own 3
 // allocations per GET (proxy's TestForwardAllocs). The limits pin today's figures so that
-// they do not grow; the goal, none without an exporter, is not reached yet: the
+// they do not grow; the goal, none without an exporter, is not reached yet:
 // the span contexts OpenTelemetry's Start makes account for them.
 func TestAllocsWithoutExporter(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
