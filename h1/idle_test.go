@@ -8,14 +8,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sluiceproxy/sluice/internal/fdlimit"
+	"github.com/sluiceproxy/sluice/internal/idlecost"
 )
 
 // TestIdleConnectionMemory holds thousands of keep-alive connections idle after one request
@@ -27,7 +26,7 @@ func TestIdleConnectionMemory(t *testing.T) {
 		t.Skip("opens thousands of connections")
 	}
 	// 10,000 connections as the issue measured, or as many as the file limit allows.
-	conns := int(raiseFileLimit(t, 10000+200)) - 200
+	conns := int(idlecost.RaiseFileLimit(t, 10000+200)) - 200
 	if conns < 1000 {
 		t.Skipf("the open-file limit allows %d connections; the figure needs 1,000 or more", conns)
 	}
@@ -61,7 +60,7 @@ func idleBytes(t *testing.T, front string, conns int) float64 {
 	}), IdleTimeout: time.Minute}
 	addr := listenFront(t, front, srv)
 
-	before := serverMemory()
+	before := idlecost.InUse()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestIdleClients$")
 	cmd.Env = append(os.Environ(), "H1_IDLE_ADDR="+addr, "H1_IDLE_CONNS="+strconv.Itoa(conns))
 	stdin, err := cmd.StdinPipe()
@@ -83,7 +82,7 @@ func idleBytes(t *testing.T, front string, conns int) float64 {
 		}
 	}
 	require.True(t, ready, "the client process did not get its connections idle")
-	after := serverMemory()
+	after := idlecost.InUse()
 	return float64(after-before) / float64(conns)
 }
 
@@ -97,7 +96,7 @@ func TestIdleClients(t *testing.T) {
 	}
 	n, err := strconv.Atoi(os.Getenv("H1_IDLE_CONNS"))
 	require.NoError(t, err)
-	require.GreaterOrEqual(t, raiseFileLimit(t, uint64(n)+100), uint64(n)+100, "open-file limit of the client process")
+	require.GreaterOrEqual(t, idlecost.RaiseFileLimit(t, uint64(n)+100), uint64(n)+100, "open-file limit of the client process")
 	req := []byte("GET / HTTP/1.1\r\nHost: idle.test\r\n\r\n")
 	conns := make([]net.Conn, n)
 	for i := range conns {
@@ -116,22 +115,4 @@ func TestIdleClients(t *testing.T) {
 	for _, c := range conns {
 		c.Close()
 	}
-}
-
-// serverMemory returns the heap in use and the goroutine stacks after two collections (the
-// second one shrinks stacks the first found mostly unused).
-func serverMemory() uint64 {
-	var m runtime.MemStats
-	for range 3 {
-		runtime.GC()
-	}
-	runtime.ReadMemStats(&m)
-	return m.HeapInuse + m.StackInuse
-}
-
-// raiseFileLimit raises the open-file limit toward n and returns the limit in force.
-func raiseFileLimit(t *testing.T, n uint64) uint64 {
-	got, err := fdlimit.Raise(n)
-	require.NoError(t, err)
-	return got
 }

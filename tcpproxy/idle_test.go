@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluiceproxy/sluice/balancer"
-	"github.com/sluiceproxy/sluice/internal/fdlimit"
+	"github.com/sluiceproxy/sluice/internal/idlecost"
 	"github.com/sluiceproxy/sluice/tcpproxy"
 )
 
@@ -39,7 +38,7 @@ func TestIdleConnectionMemory(t *testing.T) {
 		{"io.Copy", 6, 0},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
-			conns := (int(raiseFileLimit(t, uint64(10000*tc.fds+200))) - 200) / tc.fds
+			conns := (int(idlecost.RaiseFileLimit(t, uint64(10000*tc.fds+200))) - 200) / tc.fds
 			if conns < 1000 {
 				t.Skipf("the open-file limit allows %d connections; the figure needs 1,000 or more", conns)
 			}
@@ -94,11 +93,11 @@ func idleCost(t *testing.T, mode string, conns int) (bytes, fds float64) {
 	}
 	backend := line("backend ")
 	_, addr := start(t, []tcpproxy.Route{{Name: "idle", Picker: pool(t, balancer.RoundRobin{}, backend)}}, tcpproxy.Options{}, mode)
-	before := proxyMemory()
+	before := idlecost.InUse()
 	fdsBefore := openFiles(t)
 	fmt.Fprintln(stdin, addr)
 	line("idle")
-	after := proxyMemory()
+	after := idlecost.InUse()
 	fdsAfter := openFiles(t)
 	return float64(after-before) / float64(conns), float64(fdsAfter-fdsBefore) / float64(conns)
 }
@@ -112,7 +111,7 @@ func TestIdleClients(t *testing.T) {
 	if err != nil {
 		t.Skip("the client process of TestIdleConnectionMemory")
 	}
-	require.GreaterOrEqual(t, raiseFileLimit(t, uint64(2*n+100)), uint64(2*n+100), "open-file limit of the client process")
+	require.GreaterOrEqual(t, idlecost.RaiseFileLimit(t, uint64(2*n+100)), uint64(2*n+100), "open-file limit of the client process")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
@@ -162,17 +161,6 @@ func TestIdleClients(t *testing.T) {
 	}
 }
 
-// proxyMemory returns the heap in use and the goroutine stacks after collections (the later
-// ones shrink stacks the first found mostly unused).
-func proxyMemory() uint64 {
-	var m runtime.MemStats
-	for range 3 {
-		runtime.GC()
-	}
-	runtime.ReadMemStats(&m)
-	return m.HeapInuse + m.StackInuse
-}
-
 // openFiles counts this process's open file descriptors.
 func openFiles(t *testing.T) int {
 	ents, err := os.ReadDir("/proc/self/fd")
@@ -180,11 +168,4 @@ func openFiles(t *testing.T) int {
 		t.Skipf("cannot count descriptors: %v", err)
 	}
 	return len(ents)
-}
-
-// raiseFileLimit raises the open-file limit toward n and returns the limit in force.
-func raiseFileLimit(t *testing.T, n uint64) uint64 {
-	got, err := fdlimit.Raise(n)
-	require.NoError(t, err)
-	return got
 }

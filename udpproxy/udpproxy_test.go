@@ -22,6 +22,7 @@ import (
 
 	"github.com/sluiceproxy/sluice"
 	"github.com/sluiceproxy/sluice/balancer"
+	"github.com/sluiceproxy/sluice/internal/idlecost"
 	"github.com/sluiceproxy/sluice/udpproxy"
 )
 
@@ -700,18 +701,12 @@ func TestIdleFlowMemory(t *testing.T) {
 	for i := range clients {
 		clients[i] = client(t, "")
 	}
-	inUse := func() uint64 {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapInuse + ms.StackInuse
-	}
-	before := inUse()
+	before := idlecost.InUse()
 	for _, c := range clients {
 		roundTrip(t, c, addr, []byte("x"))
 	}
 	require.Equal(t, flows, p.Stats().Active)
-	per := float64(inUse()-before) / flows
+	per := float64(idlecost.InUse()-before) / flows
 	t.Logf("%.0f bytes per idle flow", per)
 	assert.Less(t, per, limit, "an idle flow costs its goroutine's stack, a socket and a few structs")
 }
