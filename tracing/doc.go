@@ -29,7 +29,12 @@
 //
 // # Cost
 //
-// With a TracerProvider that samples nothing, spans are not recording: no attribute is built
-// and the cost is the span contexts and the propagation headers. With the no-op provider
-// (OpenTelemetry's default until an application installs one) the same holds.
+// Until an application installs a TracerProvider (OpenTelemetry's default makes no spans),
+// and with the no-op provider, a Tracer starts nothing and allocates nothing: the trace
+// context and baggage a client sent travel on to the endpoint as its other headers do
+// (TestAllocsWithoutExporter measures 0 allocations per request, with and without a
+// client's traceparent). Options.TracerProvider left nil follows the global provider at
+// each request, so one installed later is used at once. A provider that samples nothing
+// still makes span IDs, and the trace context sent on: 6 allocations per request with the
+// SDK's NeverSample, and no attribute built, since no span records.
 package tracing

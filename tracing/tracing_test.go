@@ -2,6 +2,7 @@ package tracing_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/codes"
@@ -271,39 +273,133 @@ func TestUnsampledTracePassesOn(t *testing.T) {
 	assert.Empty(t, rec.Ended(), "nothing is recorded")
 }
 
-// What a Tracer costs per request with OpenTelemetry's no-op provider (no SDK, no exporter)
-// and with the SDK sampling nothing: a server span and a try, beyond the proxy's own 3
-// allocations per GET (proxy's TestForwardAllocs). The limits pin today's figures so that
-// they do not grow; the goal, none without an exporter, is not reached yet:
-// the span contexts OpenTelemetry's Start makes account for them.
+// allocsPerRequest is what a Tracer's server span and one try cost in allocations, beyond
+// the proxy's own (its outgoing request, r.Clone here), for a request with the headers h.
+func allocsPerRequest(t *testing.T, tr *tracing.Tracer, h http.Header) float64 {
+	t.Helper()
+	hooks := tr.ProxyHooks()
+	handler := tr.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		out := r.Clone(r.Context())
+		if try := hooks.TryStart(out, proxy.TryStartEvent{Attempt: 1}); try != nil {
+			try(proxy.TryEvent{Attempt: 1})
+		}
+	}))
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header = h
+	w := httptest.NewRecorder()
+	base := testing.AllocsPerRun(200, func() { r.Clone(r.Context()) })
+	return testing.AllocsPerRun(200, func() { handler.ServeHTTP(w, r) }) - base
+}
+
+// With no provider that makes spans (the no-op one, or OpenTelemetry's default), a Tracer
+// allocates nothing; a client's trace context costs the request's new context. The SDK makes
+// span IDs even when it samples nothing: the limit pins its figure so that it does not grow.
 func TestAllocsWithoutExporter(t *testing.T) {
-	backend := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
-	defer backend.Close()
+	traced := http.Header{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}
 	for _, tc := range []struct {
-		name string
-		tp   trace.TracerProvider
-		max  float64
+		name   string
+		tp     trace.TracerProvider
+		header http.Header
+		max    float64
 	}{
-		{"no-op provider", noop.NewTracerProvider(), 4},
-		{"SDK, sampling off", sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample())), 9},
+		{"no-op provider", noop.NewTracerProvider(), http.Header{}, 0},
+		{"no-op provider, client's traceparent", noop.NewTracerProvider(), traced, 0},
+		{"SDK, sampling off", sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample())), http.Header{}, 6},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tr, err := tracing.New(tracing.Options{TracerProvider: tc.tp})
 			require.NoError(t, err)
-			var try func(proxy.TryEvent)
-			hooks := tr.ProxyHooks()
-			h := tr.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				out := r.Clone(r.Context())
-				if try = hooks.TryStart(out, proxy.TryStartEvent{Attempt: 1}); try != nil {
-					try(proxy.TryEvent{Attempt: 1})
-				}
-			}))
-			r := httptest.NewRequest("GET", "/", nil)
-			w := httptest.NewRecorder()
-			base := testing.AllocsPerRun(200, func() { r.Clone(r.Context()) })
-			allocs := testing.AllocsPerRun(200, func() { h.ServeHTTP(w, r) }) - base
+			allocs := allocsPerRequest(t, tr, tc.header)
 			t.Logf("%s: %.0f allocations per request beyond the proxy's own", tc.name, allocs)
 			assert.LessOrEqual(t, allocs, tc.max)
 		})
 	}
+}
+
+// The trace context and baggage a client sent reach the endpoint: as they came with the
+// no-op provider (OpenTelemetry's no-op spans carry their parent's context), the trace
+// continued with the SDK. With Public, the baggage does and the client's trace context does
+// not, its tracestate included.
+func TestClientContextPassesOn(t *testing.T) {
+	got := make(chan http.Header, 1)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Clone()
+	}))
+	defer backend.Close()
+	const traceID, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	const client = "00-" + traceID + "-" + parent + "-01"
+	for _, tc := range []struct {
+		name   string
+		tp     trace.TracerProvider
+		public bool
+	}{
+		{"no-op", noop.NewTracerProvider(), false},
+		{"no-op, public", noop.NewTracerProvider(), true},
+		{"SDK", sdktrace.NewTracerProvider(), false},
+		{"SDK, public", sdktrace.NewTracerProvider(), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr, err := tracing.New(tracing.Options{TracerProvider: tc.tp, Public: tc.public})
+			require.NoError(t, err)
+			front := hop(t, tr, "api", host(t, backend))
+			req, _ := http.NewRequest("GET", front.URL, nil)
+			req.Header.Set("Traceparent", client)
+			req.Header.Set("Tracestate", "vendor=1")
+			req.Header.Set("Baggage", "tenant=7")
+			res, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			res.Body.Close()
+			h := <-got
+			assert.Equal(t, "tenant=7", h.Get("Baggage"))
+			_, sdk := tc.tp.(*sdktrace.TracerProvider)
+			switch {
+			case tc.public && sdk:
+				assert.NotContains(t, h.Get("Traceparent"), traceID, "a public client's trace is not continued")
+				assert.NotEmpty(t, h.Get("Traceparent"), "the proxy's own trace is")
+				assert.Empty(t, h.Get("Tracestate"), "the client's tracestate is not the new trace's")
+			case tc.public:
+				assert.Empty(t, h.Get("Traceparent"), "a public client's trace is not continued")
+				assert.Empty(t, h.Get("Tracestate"))
+			case sdk:
+				assert.Regexp(t, "^00-"+traceID+"-[0-9a-f]{16}-01$", h.Get("Traceparent"))
+				assert.NotContains(t, h.Get("Traceparent"), parent, "the try's span is the parent")
+				assert.Equal(t, "vendor=1", h.Get("Tracestate"))
+			default:
+				assert.Equal(t, client, h.Get("Traceparent"))
+				assert.Equal(t, "vendor=1", h.Get("Tracestate"))
+			}
+		})
+	}
+}
+
+// Options without a TracerProvider follow OpenTelemetry's global one: nothing is started (and
+// nothing allocated) until an application installs a provider, and its spans from then on,
+// without a new Tracer.
+func TestGlobalProvider(t *testing.T) {
+	if fmt.Sprintf("%T", otel.GetTracerProvider()) != "*global.tracerProvider" {
+		t.Skip("a global provider is installed already: this process ran this test before (-count)")
+	}
+	tr, err := tracing.New(tracing.Options{})
+	require.NoError(t, err)
+	assert.Zero(t, allocsPerRequest(t, tr, http.Header{}), "before a provider is installed")
+
+	got := make(chan string, 1)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("Traceparent")
+	}))
+	defer backend.Close()
+	front := hop(t, tr, "api", host(t, backend))
+	get := func() {
+		res, err := http.Get(front.URL)
+		require.NoError(t, err)
+		res.Body.Close()
+	}
+	get()
+	assert.Empty(t, <-got, "no provider, no trace")
+
+	rec := tracetest.NewSpanRecorder()
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
+	get()
+	assert.NotEmpty(t, <-got)
+	assert.Len(t, rec.Ended(), 2, "a server and a client span, from the provider installed after New")
 }
