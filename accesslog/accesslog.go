@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/sluiceproxy/sluice"
@@ -98,8 +100,10 @@ type Event struct {
 	// otherwise; Aborted says the client's connection was cut. A hijacked connection that
 	// was written no status, a WebSocket's, is 101.
 	Status int
-	// Bytes is the number of response body bytes written through the ResponseWriter. Bytes
-	// written to a hijacked connection are not seen.
+	// Bytes is the number of response body bytes written through the ResponseWriter. For a
+	// hijacked connection it is every byte written to the connection until the handler
+	// returned, the head a handler writes itself (a WebSocket's 101) included: what NGINX
+	// logs as bytes_sent for such a connection.
 	Bytes int64
 	// Duration is the time from receiving the request to the handler's return.
 	Duration time.Duration
@@ -198,7 +202,7 @@ func (l *Log) done(r *http.Request, rw *writer, start time.Time) {
 		Start:    start,
 		Client:   sluice.ClientIP(r, l.opts.TrustedProxies),
 		Status:   status,
-		Bytes:    rw.bytes,
+		Bytes:    rw.bytes + rw.conn.sent(),
 		Duration: time.Since(start),
 		Route:    rw.route,
 		Hijacked: rw.hijacked,
@@ -311,6 +315,7 @@ type writer struct {
 	hijacked bool
 	aborted  bool
 	route    string
+	conn     *countedConn // the hijacked connection, or nil
 }
 
 var (
@@ -384,11 +389,100 @@ func (w *writer) Flush() {
 // there is no connection to take, it returns an error wrapping http.ErrNotSupported.
 func (w *writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil {
-		w.hijacked = true
+	if err != nil {
+		return c, brw, err
 	}
-	return c, brw, err
+	w.hijacked = true
+	w.conn = &countedConn{Conn: c}
+	if brw != nil && brw.Writer != nil {
+		// The server's writer into the connection is empty after Hijack (net/http's is new);
+		// if it is not, its bytes are counted as they go out, and the writer then writes
+		// through the count.
+		if n := brw.Writer.Buffered(); n > 0 {
+			if err := brw.Writer.Flush(); err != nil {
+				return c, brw, err
+			}
+			w.conn.n.Add(int64(n))
+		}
+		brw.Writer.Reset(w.conn)
+	}
+	return w.conn, brw, nil
 }
+
+// countedConn is a hijacked connection that counts the bytes written to it. It keeps the
+// methods of the connection that copying and closing use (ReadFrom, so a copy into it may
+// still splice; WriteTo; CloseWrite and CloseRead; SyscallConn), and NetConn returns the
+// connection itself, as tls.Conn's does. The count lives in the conn, not in the pooled
+// writer, since a handler may keep writing after it returns.
+type countedConn struct {
+	net.Conn
+	n atomic.Int64
+}
+
+// sent returns the bytes written to c; 0 for a nil c.
+func (c *countedConn) sent() int64 {
+	if c == nil {
+		return 0
+	}
+	return c.n.Load()
+}
+
+func (c *countedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// ReadFrom copies src into the connection with its own ReadFrom (splice, for TCP), counting.
+func (c *countedConn) ReadFrom(src io.Reader) (int64, error) {
+	var n int64
+	var err error
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(writeOnly{c.Conn}, src)
+	}
+	c.n.Add(n)
+	return n, err
+}
+
+// WriteTo copies from the connection into w with the connection's own WriteTo, if it has one.
+func (c *countedConn) WriteTo(w io.Writer) (int64, error) {
+	if wt, ok := c.Conn.(io.WriterTo); ok {
+		return wt.WriteTo(w)
+	}
+	return io.Copy(w, readOnly{c.Conn})
+}
+
+// readOnly hides a reader's WriteTo from io.Copy, which would otherwise call it back.
+type readOnly struct{ io.Reader }
+
+// CloseWrite shuts down the writing side of the connection, if it can be (TCP, Unix).
+func (c *countedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return fmt.Errorf("accesslog: %T cannot close its writing side", c.Conn)
+}
+
+// CloseRead shuts down the reading side of the connection, if it can be (TCP, Unix).
+func (c *countedConn) CloseRead() error {
+	if cr, ok := c.Conn.(interface{ CloseRead() error }); ok {
+		return cr.CloseRead()
+	}
+	return fmt.Errorf("accesslog: %T cannot close its reading side", c.Conn)
+}
+
+// SyscallConn returns the connection's raw conn, if it has one.
+func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, fmt.Errorf("accesslog: %T has no raw connection", c.Conn)
+}
+
+// NetConn returns the hijacked connection itself, without the count.
+func (c *countedConn) NetConn() net.Conn { return c.Conn }
 
 // Unwrap returns the server's writer, for http.ResponseController.
 func (w *writer) Unwrap() http.ResponseWriter { return w.ResponseWriter }

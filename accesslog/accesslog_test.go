@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -366,7 +369,8 @@ func TestStreamingFlushes(t *testing.T) {
 }
 
 // A WebSocket upgrade through the proxy, inside the log, behind each HTTP/1.1 server: the
-// proxy hijacks the connection through the log's writer, and the log records the 101.
+// proxy hijacks the connection through the log's writer, and the log records the 101 and
+// counts the bytes the client was sent over the connection.
 func TestWebSocketThroughProxy(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		conn, brw, err := http.NewResponseController(w).Hijack()
@@ -395,7 +399,13 @@ func TestWebSocketThroughProxy(t *testing.T) {
 			defer conn.Close()
 			io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 			br := bufio.NewReader(conn)
-			res, err := http.ReadResponse(br, nil)
+			var head strings.Builder // the 101 head as it came, to count its bytes
+			for !strings.HasSuffix(head.String(), "\r\n\r\n") {
+				line, err := br.ReadString('\n')
+				require.NoError(t, err)
+				head.WriteString(line)
+			}
+			res, err := http.ReadResponse(bufio.NewReader(strings.NewReader(head.String())), nil)
 			require.NoError(t, err)
 			require.Equal(t, http.StatusSwitchingProtocols, res.StatusCode)
 			io.WriteString(conn, "hello\n")
@@ -406,6 +416,7 @@ func TestWebSocketThroughProxy(t *testing.T) {
 			e := ev.all()[0]
 			assert.True(t, e.Hijacked)
 			assert.Equal(t, http.StatusSwitchingProtocols, e.Status)
+			assert.EqualValues(t, head.Len()+len("hello\n"), e.Bytes, "the head and the tunnel's bytes to the client")
 		})
 	}
 }
@@ -457,3 +468,40 @@ func (d discardWriter) WriteHeader(int)             {}
 
 // WriteString is what net/http's writers have: io.WriteString then copies nothing.
 func (d discardWriter) WriteString(s string) (int, error) { return len(s), nil }
+
+// The connection a handler hijacks through the log keeps what copying and closing use, and
+// NetConn gives the server's own; a half-close reaches the client.
+func TestHijackedConnKeepsMethods(t *testing.T) {
+	l, ev := hookOnly(t)
+	got := make(chan error, 1)
+	url, _ := start(t, 0, l.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			got <- err
+			return
+		}
+		defer c.Close()
+		if _, ok := c.(interface{ NetConn() net.Conn }).NetConn().(*net.TCPConn); !ok {
+			got <- fmt.Errorf("NetConn is %T", c.(interface{ NetConn() net.Conn }).NetConn())
+			return
+		}
+		if _, ok := c.(syscall.Conn); !ok {
+			got <- errors.New("no SyscallConn")
+			return
+		}
+		brw.WriteString("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+		brw.Flush()
+		c.(io.ReaderFrom).ReadFrom(strings.NewReader("body"))
+		got <- c.(interface{ CloseWrite() error }).CloseWrite()
+	})))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	all, err := io.ReadAll(conn) // ends at the half-close
+	require.NoError(t, err)
+	require.NoError(t, <-got)
+	assert.True(t, strings.HasSuffix(string(all), "\r\n\r\nbody"))
+	require.Eventually(t, func() bool { return len(ev.all()) == 1 }, 10*time.Second, time.Millisecond)
+	assert.EqualValues(t, len(all), ev.all()[0].Bytes)
+}

@@ -34,10 +34,12 @@
 // http.Hijacker, io.ReaderFrom and io.StringWriter by delegating, and Unwrap, so that
 // http.ResponseController reaches the rest (deadlines, full duplex). Server-sent events and
 // gRPC streams flush as they did, a WebSocket upgrade hijacks the connection (its line says
-// 101 and Hijacked; bytes sent over the hijacked connection are not counted), HTTP/2 works
+// 101 and Hijacked, and counts the bytes written to the connection), HTTP/2 works
 // on net/http's server and on package h2's (where Hijack returns an error wrapping
 // http.ErrNotSupported, as the server's own writer does), and large bodies keep the server's
-// splice or sendfile.
+// splice or sendfile. The connection Hijack returns counts what is written to it: it keeps
+// ReadFrom, WriteTo, CloseWrite, CloseRead and SyscallConn, and NetConn returns the server's
+// connection itself.
 //
 // A handler that writes nothing is logged with the 200 net/http sends for it. One that panics
 // is logged as 500 (or with the status it had already sent, and Aborted set) and its panic
