@@ -38,7 +38,7 @@ func fullOptions(t *testing.T) admin.Options {
 		Pools: func() []admin.Pool {
 			return []admin.Pool{{Name: "api", Policy: "round-robin", Endpoints: []admin.Endpoint{
 				{Addr: "10.0.0.1:8080", Zone: "a", State: admin.StateReady, InFlight: 3, Latency: 1500 * time.Microsecond},
-				{Addr: "10.0.0.2:8080", Zone: "b", State: admin.StateEjected, Ejections: []admin.Ejection{
+				{Addr: "10.0.0.2:8080", Zone: "b", State: admin.StateEjected, InFlight: -1, Ejections: []admin.Ejection{
 					{At: notBefore, Reason: "consecutive 5xx", For: 30 * time.Second},
 				}},
 			}}}
@@ -96,7 +96,7 @@ func TestJSONShapes(t *testing.T) {
 		{"/api/routes", `[{"name":"api","hosts":["api.example.com"],"paths":["prefix /"],"pools":["api"]}]`},
 		{"/api/pools", `[{"name":"api","policy":"round-robin","endpoints":[
 			{"addr":"10.0.0.1:8080","zone":"a","state":"ready","in_flight":3,"latency_ms":1.5,"ejections":[]},
-			{"addr":"10.0.0.2:8080","zone":"b","state":"ejected","in_flight":0,"latency_ms":0,
+			{"addr":"10.0.0.2:8080","zone":"b","state":"ejected","in_flight":null,"latency_ms":0,
 			 "ejections":[{"at":"2026-01-01T00:00:00Z","reason":"consecutive 5xx","for_ms":30000}]}]}]`},
 		{"/api/certificates", `[{"names":["api.example.com"],"issuer":"test CA",
 			"not_before":"2026-01-01T00:00:00Z","not_after":"2026-04-01T00:00:00Z"}]`},

@@ -61,8 +61,10 @@ type Endpoint struct {
 	Zone string `json:"zone"`
 	// State is the endpoint's state.
 	State State `json:"state"`
-	// InFlight counts the requests the endpoint is serving now.
-	InFlight int `json:"in_flight"`
+	// InFlight counts the requests the endpoint is serving now, or is -1 when nothing counts
+	// them (a balancer whose policy compares no loads, as round robin: see
+	// balancer.Stats.CountsInFlight). In JSON, -1 is null.
+	InFlight int `json:"-"`
 	// Latency is the balancer's latency estimate for the endpoint (its EWMA); zero when
 	// unknown. In JSON it is "latency_ms", in milliseconds.
 	Latency time.Duration `json:"-"`
@@ -75,7 +77,8 @@ func EndpointOf(e sluice.Endpoint) Endpoint {
 	return Endpoint{Addr: e.Addr, Zone: e.Zone, State: StateOf(e.State)}
 }
 
-// MarshalJSON encodes e with Latency in milliseconds and Ejections never null.
+// MarshalJSON encodes e with Latency in milliseconds, InFlight null when not counted and
+// Ejections never null.
 func (e Endpoint) MarshalJSON() ([]byte, error) {
 	type plain Endpoint // without the method, so that this is not recursive
 	ej := e.Ejections
@@ -84,10 +87,15 @@ func (e Endpoint) MarshalJSON() ([]byte, error) {
 	}
 	p := plain(e)
 	p.Ejections = ej
+	var inFlight *int
+	if e.InFlight >= 0 {
+		inFlight = &e.InFlight
+	}
 	return json.Marshal(struct {
 		plain
+		InFlight  *int    `json:"in_flight"`
 		LatencyMS float64 `json:"latency_ms"`
-	}{p, millis(e.Latency)})
+	}{p, inFlight, millis(e.Latency)})
 }
 
 // Ejection is one time an endpoint was taken out of service.

@@ -12,15 +12,16 @@ import (
 
 // Admin returns what package admin's dashboard shows of the pool, named name: each endpoint
 // with its health as the checker sees it (an endpoint held out by outlier detection is
-// ejected; one whose probes fail, unhealthy), the balancer's in-flight count and latency
-// estimate, and the reason of its last ejection or failure. It reads the checker's and the
+// ejected; one whose probes fail, unhealthy), the balancer's in-flight count (-1 when its
+// policy counts none, as round robin) and latency estimate, and the reason of its last ejection or failure. It reads the checker's and the
 // balancer's snapshots, so it is safe to call from the admin handler at any time:
 //
 //	admin.New(admin.Options{Pools: func() []admin.Pool { return []admin.Pool{api.Admin("api")} }})
 func (p *Pool) Admin(name string) admin.Pool {
 	out := admin.Pool{Name: name, Policy: policyName(p.policy)}
 	load := map[string]balancer.EndpointStats{}
-	for _, st := range p.bal.Stats().Endpoints {
+	bs := p.bal.Stats()
+	for _, st := range bs.Endpoints {
 		load[st.Endpoint.Addr] = st
 	}
 	for _, st := range p.check.Endpoints() {
@@ -29,8 +30,13 @@ func (p *Pool) Admin(name string) admin.Pool {
 		if st.Ejected {
 			e.State = admin.StateEjected
 		}
+		if !bs.CountsInFlight {
+			e.InFlight = -1
+		}
 		if b, ok := load[st.Endpoint.Addr]; ok {
-			e.InFlight = int(b.InFlight)
+			if bs.CountsInFlight {
+				e.InFlight = int(b.InFlight)
+			}
 			e.Latency = b.Latency
 		}
 		switch {

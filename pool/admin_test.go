@@ -67,6 +67,38 @@ func TestPoolAdmin(t *testing.T) {
 	require.Len(t, eb.Ejections, 1)
 	assert.True(t, strings.HasPrefix(eb.Ejections[0].Reason, "probe failed"), eb.Ejections[0].Reason)
 	assert.Contains(t, eb.Ejections[0].Reason, "503")
+	assert.Zero(t, ea.InFlight, "PeakEWMA counts in-flight requests: none now")
+}
+
+// An endpoint's in-flight count is the balancer's while a request is being served, and -1
+// (null in JSON, a dash on the dashboard) with a policy that counts none.
+func TestPoolAdminInFlight(t *testing.T) {
+	for _, tc := range []struct {
+		policy balancer.Policy
+		want   int
+	}{{balancer.LeastRequest{}, 1}, {balancer.RoundRobin{}, -1}} {
+		a := newBackend(t, "a")
+		release := make(chan struct{})
+		a.respond = func(w http.ResponseWriter) { <-release }
+		p, err := pool.New(pool.Options{
+			Source: discovery.Static{Endpoints: []sluice.Endpoint{{Addr: a.addr()}}},
+			Policy: tc.policy,
+			Proxy:  &proxy.Proxy{Logger: quiet()},
+		})
+		require.NoError(t, err)
+		run(t, p)
+		waitSynced(t, p)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			get(t, p, "/")
+		}()
+		require.Eventually(t, func() bool { return a.served.Load() == 1 }, 10*time.Second, time.Millisecond)
+		got := p.Admin("api").Endpoints[0].InFlight
+		close(release)
+		<-done
+		assert.Equal(t, tc.want, got, "%T", tc.policy)
+	}
 }
 
 // Policies are named as people write them.

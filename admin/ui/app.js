@@ -155,7 +155,7 @@
           el('td', { class: 'name' }, e.addr),
           el('td', {}, e.zone || ''),
           el('td', {}, el('span', { class: 'state' }, e.state)),
-          el('td', { class: 'num' }, String(e.in_flight)),
+          el('td', { class: 'num' }, e.in_flight == null ? '—' : String(e.in_flight)),
           el('td', { class: 'num' }, fmtMS(e.latency_ms)),
           el('td', { class: 'ejections' }, ejections(e.ejections)),
           ...charts(history.endpoints.get(e.addr), 'endpoint', e.addr))))))));
