@@ -166,19 +166,25 @@ func JoinHooks(hs ...Hooks) Hooks {
 		j.TryStart = start[0]
 	default:
 		j.TryStart = func(out *http.Request, e TryStartEvent) func(TryEvent) {
-			// The ends are collected only when some listener returned one, so that
-			// listeners that need no end cost no allocation.
+			// The ends are collected in a slice only when two or more listeners returned
+			// one, so that a try with one end (or none) costs no allocation.
+			var first func(TryEvent)
 			var ends []func(TryEvent)
 			for _, f := range start {
-				if end := f(out, e); end != nil {
+				end := f(out, e)
+				switch {
+				case end == nil:
+				case first == nil:
+					first = end
+				default:
+					if ends == nil {
+						ends = append(make([]func(TryEvent), 0, len(start)), first)
+					}
 					ends = append(ends, end)
 				}
 			}
-			switch len(ends) {
-			case 0:
-				return nil
-			case 1:
-				return ends[0]
+			if ends == nil {
+				return first
 			}
 			return func(e TryEvent) {
 				for _, end := range ends {
